@@ -1,0 +1,12 @@
+//! Herald's gRPC API (`proto/herald/v1/api.proto`) and the protobuf form of the client
+//! protocol (`proto/herald/v1/client.proto`), generated at build time.
+
+/// `herald.v1`: the server API for backend services.
+pub mod v1 {
+    tonic::include_proto!("herald.v1");
+
+    /// `herald.v1.client`: the client protocol's binary encoding.
+    pub mod client {
+        tonic::include_proto!("herald.v1.client");
+    }
+}

@@ -1,0 +1,132 @@
+//! Encoding commands and decoding server frames; no I/O.
+
+use herald_protocol::reply::{Push, ServerMessage};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::error::ClientError;
+
+/// One decoded server message.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// The reply to command `id`: its raw result or the error.
+    Reply(u64, Result<Box<RawValue>, ClientError>),
+    Push(Push),
+}
+
+/// `{"id":N,"<method>":<params>}`.
+pub(crate) fn encode_command(id: u64, method: &str, params: &Value) -> String {
+    // `Value`'s `Display` writes compact JSON and escapes the method name.
+    format!("{{\"id\":{id},{}:{params}}}", Value::from(method))
+}
+
+/// Decodes a text frame: one message per non-empty line. A line that does not decode
+/// yields an error and does not stop the others.
+pub(crate) fn decode_frame(text: &str) -> impl Iterator<Item = Result<Incoming, String>> + '_ {
+    text.split('\n')
+        .filter(|line| !line.trim().is_empty())
+        .map(decode_line)
+}
+
+fn decode_line(line: &str) -> Result<Incoming, String> {
+    let message: ServerMessage = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if let Some(push) = message.push {
+        return Ok(Incoming::Push(push));
+    }
+    let Some(id) = message.id else {
+        return Err("message has neither id nor push".to_owned());
+    };
+    let reply = match (message.result, message.error) {
+        (_, Some(error)) => Err(ClientError::Server(error)),
+        (Some(result), None) => Ok(result),
+        (None, None) => Err(ClientError::Decode(
+            "reply has neither result nor error".to_owned(),
+        )),
+    };
+    Ok(Incoming::Reply(id, reply))
+}
+
+/// A JSON object of the fields that are present.
+pub(crate) fn object<const N: usize>(fields: [(&str, Option<Value>); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_multi_message_frame() {
+        let frame = concat!(
+            r#"{"id":1,"result":{"ts":7}}"#,
+            "\n",
+            r#"{"push":{"channel":"a:b","pub":{"event":"e","data":{"x":[1,2]},"offset":3,"epoch":"ep","ts":9}}}"#,
+            "\n\n",
+            r#"{"id":2,"error":{"code":103,"message":"permission denied","temporary":false}}"#,
+            "\nnot json\n",
+            r#"{"push":{"disconnect":{"code":4200,"reason":"server shutdown","reconnect":true}}}"#,
+            "\n",
+        );
+        let messages: Vec<_> = decode_frame(frame).collect();
+        assert_eq!(messages.len(), 5);
+        match &messages[0] {
+            Ok(Incoming::Reply(1, Ok(raw))) => assert_eq!(raw.get(), r#"{"ts":7}"#),
+            other => panic!("unexpected {other:?}"),
+        }
+        match &messages[1] {
+            Ok(Incoming::Push(push)) => {
+                assert_eq!(push.channel.as_deref(), Some("a:b"));
+                let publication = push.publication.as_ref().unwrap();
+                assert_eq!(
+                    (publication.event.as_str(), publication.data.get()),
+                    ("e", r#"{"x":[1,2]}"#)
+                );
+                assert_eq!(
+                    (
+                        publication.offset,
+                        publication.epoch.as_str(),
+                        publication.ts
+                    ),
+                    (3, "ep", 9)
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match &messages[2] {
+            Ok(Incoming::Reply(2, Err(error))) => {
+                assert_eq!(error.server_code(), Some(103));
+                assert_eq!(error.to_string(), "server error 103: permission denied");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(messages[3].is_err());
+        match &messages[4] {
+            Ok(Incoming::Push(push)) => {
+                assert_eq!(push.disconnect.as_ref().map(|d| d.code), Some(4200))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_commands() {
+        let params = object([
+            ("channel", Some("a:b".into())),
+            ("token", None),
+            ("limit", Some(5.into())),
+        ]);
+        assert_eq!(
+            encode_command(7, "history", &params),
+            r#"{"id":7,"history":{"channel":"a:b","limit":5}}"#
+        );
+        assert_eq!(
+            encode_command(8, "we\"ird", &Value::Null),
+            r#"{"id":8,"we\"ird":null}"#
+        );
+    }
+}

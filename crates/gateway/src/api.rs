@@ -1,0 +1,221 @@
+//! The gRPC API for backend services (`proto/herald/v1/api.proto`). Every call needs an
+//! API key (`authorization: Bearer <key>`); each handler validates its input and calls the
+//! node, so gRPC and client publishes take the same path.
+
+use std::sync::Arc;
+
+use herald_api::v1 as api;
+use herald_api::v1::herald_server::{Herald, HeraldServer};
+use herald_protocol::CloseCode;
+use herald_protocol::publication::validate_data;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::config::Secret;
+use crate::metrics;
+use crate::node::{Node, PublishRequest};
+use crate::state::Position;
+
+pub struct HeraldApi {
+    node: Arc<Node>,
+}
+
+/// The service with its API-key check in front.
+pub fn service(
+    node: Arc<Node>,
+) -> InterceptedService<HeraldServer<HeraldApi>, impl tonic::service::Interceptor + Clone> {
+    let keys = node.config.api_keys.clone();
+    HeraldServer::with_interceptor(HeraldApi { node }, move |request: Request<()>| {
+        check_key(&keys, request)
+    })
+}
+
+fn check_key(keys: &[Secret], request: Request<()>) -> Result<Request<()>, Status> {
+    let presented = request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let valid = presented.is_some_and(|presented| {
+        // Compare against every key in constant time, so timing tells nothing.
+        keys.iter().fold(false, |found, key| {
+            found
+                | constant_time_eq::constant_time_eq(key.expose().as_bytes(), presented.as_bytes())
+        })
+    });
+    if valid {
+        Ok(request)
+    } else {
+        metrics::counter!(metrics::GRPC_REQUESTS, "method" => "unknown", "code" => "Unauthenticated").increment(1);
+        Err(Status::unauthenticated("missing or invalid API key"))
+    }
+}
+
+/// Counts the call by method and status code.
+fn observe<T>(method: &'static str, result: Result<T, Status>) -> Result<Response<T>, Status> {
+    let code = match &result {
+        Ok(_) => "Ok".to_owned(),
+        Err(status) => format!("{:?}", status.code()),
+    };
+    metrics::counter!(metrics::GRPC_REQUESTS, "method" => method, "code" => code).increment(1);
+    result.map(Response::new)
+}
+
+fn position_response(position: Position) -> api::PublishResponse {
+    api::PublishResponse {
+        offset: position.offset,
+        epoch: position.epoch,
+    }
+}
+
+impl HeraldApi {
+    async fn publish_one(
+        &self,
+        channel: String,
+        event: String,
+        data: &[u8],
+        idempotency_key: &str,
+    ) -> Result<api::PublishResponse, Status> {
+        let limits = &self.node.config.limits;
+        let data = validate_data(data, limits.max_message_bytes, limits.max_json_depth)
+            .map_err(|e| Status::invalid_argument(format!("data: {e}")))?;
+        let request = PublishRequest {
+            channel,
+            event,
+            data,
+            from: None,
+            idempotency_key: Some(idempotency_key.to_owned()).filter(|k| !k.is_empty()),
+        };
+        let position = self.node.publish(request).await.map_err(|e| e.status())?;
+        Ok(position_response(position))
+    }
+}
+
+#[tonic::async_trait]
+impl Herald for HeraldApi {
+    async fn publish(
+        &self,
+        request: Request<api::PublishRequest>,
+    ) -> Result<Response<api::PublishResponse>, Status> {
+        let request = request.into_inner();
+        let result = self
+            .publish_one(
+                request.channel,
+                request.event,
+                &request.data,
+                &request.idempotency_key,
+            )
+            .await;
+        observe("Publish", result)
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<api::BroadcastRequest>,
+    ) -> Result<Response<api::BroadcastResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            if request.channels.is_empty() || request.channels.len() > 1000 {
+                return Err(Status::invalid_argument("channels: 1-1000 channels"));
+            }
+            let mut results = Vec::with_capacity(request.channels.len());
+            for channel in request.channels {
+                results.push(
+                    self.publish_one(
+                        channel,
+                        request.event.clone(),
+                        &request.data,
+                        &request.idempotency_key,
+                    )
+                    .await?,
+                );
+            }
+            Ok(api::BroadcastResponse { results })
+        }
+        .await;
+        observe("Broadcast", result)
+    }
+
+    async fn history(
+        &self,
+        request: Request<api::HistoryRequest>,
+    ) -> Result<Response<api::HistoryResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let limit = Some(request.limit).filter(|l| *l > 0);
+            let slice = self
+                .node
+                .history(&request.channel, request.since_offset, limit)
+                .await
+                .map_err(|e| e.status())?;
+            let publications = slice
+                .publications
+                .into_iter()
+                .map(|p| api::Publication {
+                    offset: p.offset,
+                    event: p.event.to_string(),
+                    data: p.data.get().as_bytes().to_vec(),
+                    ts: p.ts,
+                    from: p.from.map(|f| f.to_string()).unwrap_or_default(),
+                })
+                .collect();
+            Ok(api::HistoryResponse {
+                publications,
+                offset: slice.position.offset,
+                epoch: slice.position.epoch,
+            })
+        }
+        .await;
+        observe("History", result)
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<api::DisconnectRequest>,
+    ) -> Result<Response<api::DisconnectResponse>, Status> {
+        let request = request.into_inner();
+        let result = (|| {
+            if request.user.is_empty() {
+                return Err(Status::invalid_argument("user is required"));
+            }
+            let code = match request.code {
+                0 => CloseCode::Shutdown,
+                code => u16::try_from(code)
+                    .ok()
+                    .and_then(CloseCode::from_code)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!("code {code} is not a Herald close code"))
+                    })?,
+            };
+            let connections = self.node.connections.of_user(&request.user);
+            for connection in &connections {
+                connection.close(code);
+            }
+            Ok(api::DisconnectResponse {
+                connections: connections.len() as u32,
+            })
+        })();
+        observe("Disconnect", result)
+    }
+
+    async fn info(
+        &self,
+        _request: Request<api::InfoRequest>,
+    ) -> Result<Response<api::InfoResponse>, Status> {
+        let node = &self.node;
+        let connections = node.connections.all();
+        let subscriptions = connections
+            .iter()
+            .map(|c| c.subscription_count() as u64)
+            .sum();
+        let info = api::NodeInfo {
+            id: node.id.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            connections: connections.len() as u64,
+            subscriptions,
+            uptime_seconds: node.started.elapsed().as_secs(),
+        };
+        observe("Info", Ok(api::InfoResponse { nodes: vec![info] }))
+    }
+}

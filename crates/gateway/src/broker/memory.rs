@@ -1,0 +1,39 @@
+//! In-process broker: a publication goes straight to this node's hub.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use herald_protocol::{ChannelName, Publication};
+
+use super::{Broker, BrokerError};
+use crate::hub::Hub;
+
+pub struct MemoryBroker {
+    hub: Arc<Hub>,
+}
+
+impl MemoryBroker {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, publication: &Publication) -> Result<(), BrokerError> {
+        self.hub.deliver(publication.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,505 @@
+//! One configuration struct, from flags, `HERALD_*` environment variables and an optional
+//! TOML file, in that order of precedence, over built-in defaults.
+//!
+//! Flags and environment variables arrive as strings ([`ConfigArgs`]) and are parsed here,
+//! so a bad value is reported by the name a user set it under (`HERALD_HTTP_ADDR`), not by
+//! a parser's internal name.
+
+mod args;
+mod file;
+pub mod namespace;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+pub use args::ConfigArgs;
+use file::FileConfig;
+pub use namespace::{Access, ChannelOptions, NamespaceRule, Namespaces};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("cannot read config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(
+        "{0} is not set: serve needs HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY, and HERALD_API_KEYS \
+         (or run `herald serve --dev` for a local gateway with generated ones)"
+    )]
+    Missing(&'static str),
+}
+
+/// A secret string: masked in `Debug` and in `herald config` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"****\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("****")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected pretty or json, got {other:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtConfig {
+    /// HS256 secret.
+    pub secret: Option<Secret>,
+    /// PEM public key (RS256 or ES256).
+    pub public_key: Option<String>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// Per-connection and per-node limits.
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// Connections per node; 0 = unlimited.
+    pub max_connections: usize,
+    /// Connections per user on one node; 0 = unlimited.
+    pub max_connections_per_user: usize,
+    pub max_subscriptions: usize,
+    pub commands_per_minute: u32,
+    pub max_message_bytes: usize,
+    pub max_json_depth: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub client_queue_bytes: usize,
+    #[serde(serialize_with = "as_secs")]
+    pub ping_interval: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub pong_timeout: Duration,
+    #[serde(serialize_with = "as_secs")]
+    pub connect_timeout: Duration,
+}
+
+/// The effective configuration of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub node_id: String,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub jwt: JwtConfig,
+    pub api_keys: Vec<Secret>,
+    /// Allowed `Origin`s for WebSocket upgrades; empty = any.
+    pub allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+    #[serde(serialize_with = "as_secs")]
+    pub drain: Duration,
+    /// How long a node waits for a missing offset before filling the gap from history.
+    #[serde(serialize_with = "as_millis")]
+    pub gap_wait: Duration,
+    pub limits: Limits,
+    pub namespaces: Namespaces,
+    /// Development mode: generated secrets, loopback only.
+    pub dev: bool,
+}
+
+fn as_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl Config {
+    /// Resolves flags and environment (`args`) over the config file over defaults.
+    pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
+        let file = FileConfig::load(args.config.as_deref())?;
+        let pick = Picker;
+        let limits = Limits {
+            max_connections: pick.value(
+                "HERALD_MAX_CONNECTIONS",
+                &args.max_connections,
+                file.max_connections,
+                100_000,
+            )?,
+            max_connections_per_user: pick.value(
+                "HERALD_MAX_CONNECTIONS_PER_USER",
+                &args.max_connections_per_user,
+                file.max_connections_per_user,
+                100,
+            )?,
+            max_subscriptions: pick.value(
+                "HERALD_MAX_SUBSCRIPTIONS",
+                &args.max_subscriptions,
+                file.max_subscriptions,
+                50,
+            )?,
+            commands_per_minute: pick.value(
+                "HERALD_COMMANDS_PER_MINUTE",
+                &args.commands_per_minute,
+                file.commands_per_minute,
+                100,
+            )?,
+            max_message_bytes: pick.value(
+                "HERALD_MAX_MESSAGE_BYTES",
+                &args.max_message_bytes,
+                file.max_message_bytes,
+                herald_protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            )?,
+            max_json_depth: pick.value(
+                "HERALD_MAX_JSON_DEPTH",
+                &args.max_json_depth,
+                file.max_json_depth,
+                herald_protocol::DEFAULT_MAX_JSON_DEPTH,
+            )?,
+            client_queue_bytes: pick.value(
+                "HERALD_CLIENT_QUEUE_BYTES",
+                &args.client_queue_bytes,
+                file.client_queue_bytes,
+                1024 * 1024,
+            )?,
+            ping_interval: pick.secs(
+                "HERALD_PING_INTERVAL_SECONDS",
+                &args.ping_interval_seconds,
+                file.ping_interval_seconds,
+                25,
+            )?,
+            pong_timeout: pick.secs(
+                "HERALD_PONG_TIMEOUT_SECONDS",
+                &args.pong_timeout_seconds,
+                file.pong_timeout_seconds,
+                20,
+            )?,
+            connect_timeout: pick.secs(
+                "HERALD_CONNECT_TIMEOUT_SECONDS",
+                &args.connect_timeout_seconds,
+                file.connect_timeout_seconds,
+                10,
+            )?,
+        };
+        let mut namespaces = namespace::default_namespaces();
+        namespaces.extend(file.namespaces);
+        let config = Config {
+            node_id: pick.value(
+                "HERALD_NODE_ID",
+                &args.node_id,
+                file.node_id,
+                default_node_id(),
+            )?,
+            http_addr: pick.value(
+                "HERALD_HTTP_ADDR",
+                &args.http_addr,
+                file.http_addr,
+                addr(8080),
+            )?,
+            grpc_addr: pick.value(
+                "HERALD_GRPC_ADDR",
+                &args.grpc_addr,
+                file.grpc_addr,
+                addr(50051),
+            )?,
+            metrics_addr: pick.value(
+                "HERALD_METRICS_ADDR",
+                &args.metrics_addr,
+                file.metrics_addr,
+                addr(9090),
+            )?,
+            jwt: JwtConfig {
+                secret: pick
+                    .optional("HERALD_JWT_SECRET", &args.jwt_secret, file.jwt_secret)?
+                    .map(Secret),
+                public_key: pick
+                    .optional(
+                        "HERALD_JWT_PUBLIC_KEY",
+                        &args.jwt_public_key,
+                        file.jwt_public_key,
+                    )?
+                    .map(read_pem)
+                    .transpose()?,
+                audience: pick.optional(
+                    "HERALD_JWT_AUDIENCE",
+                    &args.jwt_audience,
+                    file.jwt_audience,
+                )?,
+                issuer: pick.optional("HERALD_JWT_ISSUER", &args.jwt_issuer, file.jwt_issuer)?,
+            },
+            api_keys: pick
+                .list("HERALD_API_KEYS", &args.api_keys, file.api_keys)?
+                .into_iter()
+                .map(Secret)
+                .collect(),
+            allowed_origins: pick.list(
+                "HERALD_ALLOWED_ORIGINS",
+                &args.allowed_origins,
+                file.allowed_origins,
+            )?,
+            log_format: pick.value(
+                "HERALD_LOG_FORMAT",
+                &args.log_format,
+                file.log_format,
+                LogFormat::Pretty,
+            )?,
+            drain: pick.secs(
+                "HERALD_DRAIN_SECONDS",
+                &args.drain_seconds,
+                file.drain_seconds,
+                10,
+            )?,
+            gap_wait: Duration::from_millis(pick.value(
+                "HERALD_GAP_WAIT_MS",
+                &args.gap_wait_ms,
+                file.gap_wait_ms,
+                100,
+            )?),
+            limits,
+            namespaces,
+            dev: false,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        if self.limits.max_message_bytes < 1024 {
+            return invalid("HERALD_MAX_MESSAGE_BYTES", "must be at least 1024");
+        }
+        if self.limits.commands_per_minute == 0 {
+            return invalid("HERALD_COMMANDS_PER_MINUTE", "must be at least 1");
+        }
+        if self.limits.ping_interval.is_zero() || self.limits.pong_timeout.is_zero() {
+            return invalid(
+                "HERALD_PING_INTERVAL_SECONDS",
+                "ping interval and pong timeout must be at least 1",
+            );
+        }
+        if self.node_id.is_empty() || self.node_id.len() > 64 {
+            return invalid("HERALD_NODE_ID", "must be 1-64 characters");
+        }
+        if self.api_keys.iter().any(|key| key.expose().len() < 16) {
+            return invalid(
+                "HERALD_API_KEYS",
+                "every key must be at least 16 characters",
+            );
+        }
+        if let Some(secret) = &self.jwt.secret
+            && secret.expose().len() < 32
+        {
+            return invalid(
+                "HERALD_JWT_SECRET",
+                "must be at least 32 characters (256 bits) for HS256",
+            );
+        }
+        for (name, rule) in &self.namespaces {
+            if herald_protocol::ChannelName::parse(name).is_err() || name.contains(':') {
+                return Err(ConfigError::Invalid {
+                    key: "namespaces",
+                    message: format!("{name:?} is not a valid namespace name"),
+                });
+            }
+            let options = [Some(&rule.options), rule.root.as_ref()];
+            if options
+                .into_iter()
+                .flatten()
+                .any(|o| o.has_history() && o.history_ttl == 0)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "namespaces",
+                    message: format!(
+                        "{name}: history_ttl must be at least 1 second when history_size > 0"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what `serve` needs beyond a parseable configuration.
+    pub fn require_credentials(&self) -> Result<(), ConfigError> {
+        if self.jwt.secret.is_none() && self.jwt.public_key.is_none() {
+            return Err(ConfigError::Missing("HERALD_JWT_SECRET"));
+        }
+        if self.api_keys.is_empty() {
+            return Err(ConfigError::Missing("HERALD_API_KEYS"));
+        }
+        Ok(())
+    }
+
+    /// Development mode: generates a JWT secret and an API key when none is set, and binds
+    /// loopback only, whatever the addresses say.
+    pub fn into_dev(mut self) -> Config {
+        self.dev = true;
+        if self.jwt.secret.is_none() && self.jwt.public_key.is_none() {
+            self.jwt.secret = Some(Secret(random_token(48)));
+        }
+        if self.api_keys.is_empty() {
+            self.api_keys.push(Secret(random_token(32)));
+        }
+        for addr in [
+            &mut self.http_addr,
+            &mut self.grpc_addr,
+            &mut self.metrics_addr,
+        ] {
+            if !addr.ip().is_loopback() {
+                addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+        }
+        self
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// The options of a channel, or `None` when its namespace is not configured.
+    pub fn channel_rule(
+        &self,
+        channel: &herald_protocol::ChannelName,
+    ) -> Option<(&NamespaceRule, &ChannelOptions)> {
+        let rule = self.namespaces.get(channel.namespace())?;
+        Some((rule, rule.options_for(channel.segments().count())))
+    }
+}
+
+/// Resolves one setting: flag or environment value (parsed here) over file over default.
+struct Picker;
+
+impl Picker {
+    fn optional<T>(
+        &self,
+        key: &'static str,
+        arg: &Option<String>,
+        file: Option<T>,
+    ) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match arg.as_deref() {
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid {
+                    key,
+                    message: format!("{raw:?}: {e}"),
+                }),
+            None => Ok(file),
+        }
+    }
+
+    fn value<T>(
+        &self,
+        key: &'static str,
+        arg: &Option<String>,
+        file: Option<T>,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        Ok(self.optional(key, arg, file)?.unwrap_or(default))
+    }
+
+    fn secs(
+        &self,
+        key: &'static str,
+        arg: &Option<String>,
+        file: Option<u64>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.value(key, arg, file, default).map(Duration::from_secs)
+    }
+
+    /// A comma-separated flag or environment value, or a file array.
+    fn list(
+        &self,
+        _key: &'static str,
+        arg: &Option<String>,
+        file: Option<Vec<String>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let items = match arg.as_deref() {
+            Some(raw) => raw.split(',').map(|s| s.trim().to_owned()).collect(),
+            None => file.unwrap_or_default(),
+        };
+        Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
+}
+
+/// A PEM given inline, or the path of a file holding one.
+fn read_pem(value: String) -> Result<String, ConfigError> {
+    if value.contains("-----BEGIN") {
+        return Ok(value);
+    }
+    std::fs::read_to_string(&value).map_err(|e| ConfigError::Invalid {
+        key: "HERALD_JWT_PUBLIC_KEY",
+        message: format!("neither a PEM nor a readable file {value:?}: {e}"),
+    })
+}
+
+fn default_node_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "herald".to_owned());
+    let host: String = host.chars().take(48).collect();
+    format!("{host}-{}", random_token(6).to_lowercase())
+}
+
+/// A random alphanumeric string.
+pub fn random_token(len: usize) -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+use std::io::Write;
+
+use super::*;
+
+fn args() -> ConfigArgs {
+    ConfigArgs::default()
+}
+
+fn file(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::write(text)
+}
+
+/// A throwaway file under the target dir; no extra crate for one helper.
+mod tempfile_path {
+    use std::path::PathBuf;
+
+    pub struct TempPath(pub PathBuf);
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    pub fn write(text: &str) -> TempPath {
+        let path =
+            std::env::temp_dir().join(format!("herald-config-{}.toml", super::random_token(12)));
+        let mut f = std::fs::File::create(&path).expect("create temp config");
+        super::Write::write_all(&mut f, text.as_bytes()).expect("write temp config");
+        TempPath(path)
+    }
+}
+
+#[test]
+fn defaults_apply_without_file_or_flags() {
+    let config = Config::load(&args()).unwrap();
+    assert_eq!(config.http_addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.grpc_addr.to_string(), "0.0.0.0:50051");
+    assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
+    assert_eq!(config.drain, Duration::from_secs(10));
+    assert_eq!(config.limits.max_subscriptions, 50);
+    assert_eq!(config.limits.commands_per_minute, 100);
+    assert!(config.require_credentials().is_err());
+}
+
+#[test]
+fn flag_beats_file_beats_default() {
+    let path = file("http_addr = \"127.0.0.1:1000\"\ngrpc_addr = \"127.0.0.1:2000\"\n");
+    let mut args = args();
+    args.config = Some(path.0.clone());
+    args.http_addr = Some("127.0.0.1:3000".into());
+    let config = Config::load(&args).unwrap();
+    assert_eq!(config.http_addr.to_string(), "127.0.0.1:3000");
+    assert_eq!(config.grpc_addr.to_string(), "127.0.0.1:2000");
+    assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9090");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let mut args = args();
+    args.http_addr = Some("not-an-address".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_HTTP_ADDR"), "{err}");
+
+    let mut args = self::args();
+    args.jwt_secret = Some("short".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_JWT_SECRET"), "{err}");
+
+    let path = file("htp_addr = \"127.0.0.1:1\"\n");
+    let mut args = self::args();
+    args.config = Some(path.0.clone());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("htp_addr"), "{err}");
+}
+
+#[test]
+fn namespaces_from_file_replace_and_add() {
+    let path = file(
+        "[namespaces.chat]\naccess = \"org_member\"\nhistory_size = 10\nhistory_ttl = 60\nclient_publish = true\n\n\
+         [namespaces.public]\naccess = \"public\"\nclient_publish = true\n",
+    );
+    let mut args = args();
+    args.config = Some(path.0.clone());
+    let config = Config::load(&args).unwrap();
+    let chat = &config.namespaces["chat"];
+    assert_eq!(chat.access, Access::OrgMember);
+    assert_eq!(chat.options.history_size, 10);
+    assert!(chat.options.client_publish);
+    assert!(config.namespaces["public"].options.client_publish);
+    assert_eq!(config.namespaces["org"].options.history_size, 100);
+}
+
+#[test]
+fn dev_mode_generates_secrets_and_binds_loopback() {
+    let config = Config::load(&args()).unwrap().into_dev();
+    assert!(config.require_credentials().is_ok());
+    assert!(config.http_addr.ip().is_loopback());
+    assert!(config.grpc_addr.ip().is_loopback());
+    assert!(config.metrics_addr.ip().is_loopback());
+    let shown = config.to_masked_toml();
+    assert!(
+        !shown.contains(config.api_keys[0].expose()),
+        "api key leaked"
+    );
+    assert!(
+        !shown.contains(config.jwt.secret.as_ref().unwrap().expose()),
+        "secret leaked"
+    );
+    assert!(shown.contains("****"));
+}

@@ -1,0 +1,337 @@
+//! Live connections: the handle the hub fans out to, and the node's registry of them.
+//!
+//! A [`Connection`] is what other tasks hold: an unbounded queue to its writer with a byte
+//! budget on top, so pushing to it never blocks and never takes a lock. Overflowing the
+//! budget closes the connection (4201) instead of slowing anyone else down.
+//!
+//! One sweeper per node handles every connection's heartbeat and token expiry, instead of
+//! a timer per connection.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use herald_protocol::{ChannelName, CloseCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::auth::{Claims, unix_now};
+use crate::metrics;
+
+/// What a connection's writer sends next.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One encoded server message; the writer may coalesce several into one frame.
+    Message(Bytes),
+    /// A WebSocket Ping.
+    Ping,
+    /// Send a `disconnect` push and a close frame with this code, then stop.
+    Close(CloseCode),
+    /// The client went away: flush and stop.
+    Finish,
+}
+
+/// The queue to one socket's writer, with a byte budget. It exists from the upgrade on;
+/// the writer holds it to account for what it takes off.
+pub struct Outbox {
+    sender: mpsc::UnboundedSender<Outbound>,
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
+    closing: AtomicBool,
+}
+
+impl Outbox {
+    pub fn new(max_queued_bytes: usize) -> (Arc<Outbox>, mpsc::UnboundedReceiver<Outbound>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let outbox = Outbox {
+            sender,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes,
+            closing: AtomicBool::new(false),
+        };
+        (Arc::new(outbox), receiver)
+    }
+
+    /// Queues one message. Returns false when the connection is closing (or closes now
+    /// because its queue is over budget).
+    pub fn send(&self, message: Bytes) -> bool {
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        let size = message.len();
+        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > self.max_queued_bytes {
+            metrics::counter!(metrics::SLOW_CONSUMER_CLOSES).increment(1);
+            self.close(CloseCode::SlowConsumer);
+            return false;
+        }
+        self.sender.send(Outbound::Message(message)).is_ok()
+    }
+
+    /// Closes the connection with `code` (once; later calls do nothing).
+    pub fn close(&self, code: CloseCode) {
+        if !self.closing.swap(true, Ordering::Relaxed) {
+            metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
+            let _ = self.sender.send(Outbound::Close(code));
+        }
+    }
+
+    /// The client went away: let the writer flush and stop.
+    pub fn finish(&self) {
+        let _ = self.sender.send(Outbound::Finish);
+    }
+
+    fn ping(&self) {
+        let _ = self.sender.send(Outbound::Ping);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Called by the writer for each message it takes off the queue.
+    pub fn dequeued(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The shared handle of one authenticated connection.
+pub struct Connection {
+    pub id: Arc<str>,
+    pub claims: Arc<Claims>,
+    pub outbox: Arc<Outbox>,
+    /// Token expiry, Unix seconds (moves on `refresh`).
+    expires_at: AtomicI64,
+    /// Milliseconds since the registry's start: when the outstanding ping was sent (0 =
+    /// none outstanding), and when the next one is due.
+    ping_sent_at: AtomicU64,
+    next_ping_at: AtomicU64,
+    /// Channels this connection is subscribed to. The hub removes entries on server-side
+    /// unsubscribes, so it is shared rather than owned by the session.
+    pub subscriptions: Mutex<Vec<ChannelName>>,
+}
+
+impl Connection {
+    /// Queues one message; false when the connection is closing.
+    pub fn send(&self, message: Bytes) -> bool {
+        self.outbox.send(message)
+    }
+
+    /// Closes the connection with `code` (once).
+    pub fn close(&self, code: CloseCode) {
+        self.outbox.close(code)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.outbox.is_closing()
+    }
+
+    pub fn set_expires_at(&self, unix_seconds: i64) {
+        self.expires_at.store(unix_seconds, Ordering::Relaxed);
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.lock_subscriptions().len()
+    }
+
+    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
+        self.lock_subscriptions().contains(channel)
+    }
+
+    /// Records a subscription; false if it was already there.
+    pub fn add_subscription(&self, channel: &ChannelName) -> bool {
+        let mut subscriptions = self.lock_subscriptions();
+        if subscriptions.contains(channel) {
+            return false;
+        }
+        subscriptions.push(channel.clone());
+        true
+    }
+
+    /// Forgets a subscription; false if there was none.
+    pub fn remove_subscription(&self, channel: &ChannelName) -> bool {
+        let mut subscriptions = self.lock_subscriptions();
+        let before = subscriptions.len();
+        subscriptions.retain(|c| c != channel);
+        before != subscriptions.len()
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<ChannelName> {
+        std::mem::take(&mut *self.lock_subscriptions())
+    }
+
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<ChannelName>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("too many connections for this user")]
+    PerUser,
+}
+
+/// Heartbeat timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// The node's connections, by id, with per-user counts.
+pub struct Connections {
+    by_id: DashMap<Arc<str>, Arc<Connection>>,
+    per_user: DashMap<Arc<str>, usize>,
+    max_per_user: usize,
+    heartbeat: Heartbeat,
+    clock: Instant,
+}
+
+impl Connections {
+    pub fn new(max_per_user: usize, heartbeat: Heartbeat) -> Self {
+        Self {
+            by_id: DashMap::new(),
+            per_user: DashMap::new(),
+            max_per_user,
+            heartbeat,
+            clock: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // Never 0, which means "no ping outstanding".
+        self.clock.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Registers an authenticated connection; the returned guard unregisters it on drop.
+    pub fn register(
+        self: &Arc<Self>,
+        id: Arc<str>,
+        claims: Arc<Claims>,
+        outbox: Arc<Outbox>,
+    ) -> Result<Registration, LimitError> {
+        {
+            let mut count = self.per_user.entry(claims.sub.clone()).or_insert(0);
+            if self.max_per_user > 0 && *count >= self.max_per_user {
+                return Err(LimitError::PerUser);
+            }
+            *count += 1;
+        }
+        let connection = Arc::new(Connection {
+            id: id.clone(),
+            expires_at: AtomicI64::new(claims.exp),
+            claims,
+            outbox,
+            ping_sent_at: AtomicU64::new(0),
+            next_ping_at: AtomicU64::new(
+                self.now_ms() + self.heartbeat.interval.as_millis() as u64,
+            ),
+            subscriptions: Mutex::new(Vec::new()),
+        });
+        self.by_id.insert(id, connection.clone());
+        metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+        Ok(Registration {
+            connections: self.clone(),
+            connection,
+        })
+    }
+
+    fn unregister(&self, connection: &Connection) {
+        self.by_id.remove(&connection.id);
+        let user = &connection.claims.sub;
+        self.per_user.remove_if_mut(user, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+        metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+    }
+
+    /// A pong arrived: the connection is alive; schedule the next ping.
+    pub fn pong(&self, connection: &Connection) {
+        connection.ping_sent_at.store(0, Ordering::Relaxed);
+        let next = self.now_ms() + self.heartbeat.interval.as_millis() as u64;
+        connection.next_ping_at.store(next, Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Connection>> {
+        self.by_id
+            .iter()
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    pub fn of_user(&self, user: &str) -> Vec<Arc<Connection>> {
+        self.by_id
+            .iter()
+            .filter(|entry| &*entry.claims.sub == user)
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    /// One pass over every connection: send due pings, close those whose pong is late
+    /// (4202) or whose token expired (4002).
+    pub fn sweep(&self) {
+        let now = self.now_ms();
+        let now_unix = unix_now();
+        let timeout = self.heartbeat.timeout.as_millis() as u64;
+        for entry in self.by_id.iter() {
+            let connection = entry.value();
+            if connection.is_closing() {
+                continue;
+            }
+            if connection.expires_at.load(Ordering::Relaxed) <= now_unix {
+                connection.close(CloseCode::TokenExpired);
+                continue;
+            }
+            let sent = connection.ping_sent_at.load(Ordering::Relaxed);
+            if sent != 0 {
+                if now.saturating_sub(sent) > timeout {
+                    connection.close(CloseCode::NoPong);
+                }
+            } else if now >= connection.next_ping_at.load(Ordering::Relaxed) {
+                connection.ping_sent_at.store(now, Ordering::Relaxed);
+                connection.outbox.ping();
+            }
+        }
+    }
+
+    /// Runs [`Self::sweep`] every `tick` until the registry is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, tick: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                let Some(connections) = weak.upgrade() else {
+                    return;
+                };
+                connections.sweep();
+            }
+        });
+    }
+}
+
+/// Keeps a connection registered while it lives.
+pub struct Registration {
+    connections: Arc<Connections>,
+    pub connection: Arc<Connection>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections.unregister(&self.connection);
+    }
+}

@@ -1,0 +1,365 @@
+//! Local fan-out: channel → this node's subscribers.
+//!
+//! Each publication is encoded once and the bytes are shared by every subscriber; pushing
+//! to a subscriber is a non-blocking queue push (see [`Connection::send`]), done while
+//! holding only the channel's map shard, never across an `.await`.
+//!
+//! Ordering: per channel with history the hub keeps the last offset it delivered. A
+//! duplicate or older offset is dropped; a gap is held for a short wait and then filled
+//! from history before anything past it is delivered. If history cannot fill it, the
+//! channel's subscribers are told to resubscribe (they recover, or learn they cannot).
+//!
+//! Joining without loss: a new subscriber starts *pending*: publications that arrive while
+//! its subscribe reads state are buffered for it, and [`Hub::activate`] queues the
+//! subscribe reply followed by whatever is newer than the position the reply carried.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use herald_protocol::reply::{encode_publication, encode_unsubscribe};
+use herald_protocol::{ChannelName, CloseCode, Publication};
+use tokio::sync::mpsc;
+
+use crate::connections::Connection;
+use crate::metrics;
+use crate::state::{Position, State};
+
+/// Server-side unsubscribe codes (in the `unsubscribe` push).
+pub mod unsubscribe_code {
+    /// The server removed the subscription; do not resubscribe.
+    pub const SERVER: u32 = 2000;
+    /// Resubscribe now, recovering from the last position seen.
+    pub const RESUBSCRIBE: u32 = 2500;
+}
+
+/// Publications buffered for a pending subscriber before it is closed as a slow consumer.
+const MAX_PENDING: usize = 10_000;
+
+struct Buffered {
+    offset: u64,
+    epoch: Arc<str>,
+    bytes: Bytes,
+}
+
+struct Subscriber {
+    connection: Arc<Connection>,
+    /// The last offset this subscriber has (through its subscribe reply or a push).
+    offset: u64,
+    epoch: Arc<str>,
+    /// `Some` until the subscribe reply is queued.
+    pending: Option<Vec<Buffered>>,
+}
+
+#[derive(Default)]
+struct ChannelEntry {
+    subscribers: Vec<Subscriber>,
+    /// Last offset delivered on this node, and its epoch.
+    delivered: Option<(Arc<str>, u64)>,
+    /// Publications past a gap, waiting for it to be filled.
+    held: BTreeMap<u64, Publication>,
+    gap_fill_running: bool,
+}
+
+pub struct Hub {
+    channels: DashMap<ChannelName, ChannelEntry>,
+    state: Arc<dyn State>,
+    gap_wait: Duration,
+    /// Channels left without local subscribers by a server-side unsubscribe, so the node
+    /// can drop its broker interest.
+    idle: mpsc::UnboundedSender<ChannelName>,
+}
+
+impl Hub {
+    pub fn new(
+        state: Arc<dyn State>,
+        gap_wait: Duration,
+    ) -> (Arc<Hub>, mpsc::UnboundedReceiver<ChannelName>) {
+        let (idle, idle_rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Hub {
+                channels: DashMap::new(),
+                state,
+                gap_wait,
+                idle,
+            }),
+            idle_rx,
+        )
+    }
+
+    /// Adds a pending subscriber. Returns true if it is the channel's first on this node.
+    pub fn add(&self, channel: &ChannelName, connection: Arc<Connection>) -> bool {
+        let mut entry = self.channels.entry(channel.clone()).or_default();
+        let first = entry.subscribers.is_empty();
+        entry.subscribers.push(Subscriber {
+            connection,
+            offset: 0,
+            epoch: Arc::from(""),
+            pending: Some(Vec::new()),
+        });
+        first
+    }
+
+    /// Queues the subscribe `reply` to a pending subscriber, then what arrived while it was
+    /// pending and is newer than `position`, and makes it live.
+    pub fn activate(
+        &self,
+        channel: &ChannelName,
+        connection: &Connection,
+        reply: Bytes,
+        position: &Position,
+    ) {
+        let Some(mut entry) = self.channels.get_mut(channel) else {
+            return;
+        };
+        let Some(subscriber) = entry
+            .subscribers
+            .iter_mut()
+            .find(|s| s.connection.id == connection.id)
+        else {
+            return;
+        };
+        subscriber.offset = position.offset;
+        subscriber.epoch = Arc::from(position.epoch.as_str());
+        connection.send(reply);
+        let mut resubscribe = false;
+        for buffered in subscriber.pending.take().unwrap_or_default() {
+            if buffered.offset == 0 {
+                connection.send(buffered.bytes);
+            } else if buffered.epoch != subscriber.epoch {
+                resubscribe = true;
+            } else if buffered.offset > subscriber.offset {
+                subscriber.offset = buffered.offset;
+                connection.send(buffered.bytes);
+            }
+        }
+        if resubscribe {
+            let id = connection.id.clone();
+            self.evict(channel, &mut entry, |s| s.connection.id == id);
+        }
+    }
+
+    /// Removes a subscriber. Returns true if the channel has no local subscribers left.
+    pub fn remove(&self, channel: &ChannelName, connection_id: &str) -> bool {
+        let Some(mut entry) = self.channels.get_mut(channel) else {
+            return false;
+        };
+        let before = entry.subscribers.len();
+        entry
+            .subscribers
+            .retain(|s| &*s.connection.id != connection_id);
+        if entry.subscribers.len() == before {
+            return false;
+        }
+        if !entry.subscribers.is_empty() {
+            return false;
+        }
+        drop(entry);
+        self.channels
+            .remove_if(channel, |_, entry| entry.subscribers.is_empty())
+            .is_some()
+    }
+
+    /// Local subscribers of a channel.
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.channels
+            .get(channel)
+            .map_or(0, |entry| entry.subscribers.len())
+    }
+
+    /// Delivers a publication from the broker to this node's subscribers, in offset order.
+    pub fn deliver(self: &Arc<Self>, publication: Publication) {
+        let Some(mut entry) = self.channels.get_mut(&publication.channel) else {
+            return;
+        };
+        if publication.offset == 0 {
+            self.fan_out(&mut entry, &publication);
+            return;
+        }
+        let next = match &entry.delivered {
+            Some((epoch, last)) if **epoch == *publication.epoch => last + 1,
+            // First publication seen, or history restarted with a new epoch.
+            _ => publication.offset,
+        };
+        if publication.offset < next {
+            metrics::counter!(metrics::DUPLICATES_DROPPED).increment(1);
+            return;
+        }
+        if publication.offset > next {
+            entry.held.insert(publication.offset, publication);
+            if !entry.gap_fill_running {
+                entry.gap_fill_running = true;
+                let channel = entry.key().clone();
+                drop(entry);
+                tokio::spawn(self.clone().fill_gap(channel));
+            }
+            return;
+        }
+        if entry
+            .delivered
+            .as_ref()
+            .is_some_and(|(epoch, _)| *epoch != publication.epoch)
+        {
+            entry.held.clear();
+        }
+        self.deliver_in_order(&mut entry, publication);
+    }
+
+    /// Delivers `publication` (the next offset) and then every held one that follows it.
+    fn deliver_in_order(&self, entry: &mut ChannelEntry, publication: Publication) {
+        let mut next = Some(publication);
+        while let Some(publication) = next {
+            entry.delivered = Some((publication.epoch.clone(), publication.offset));
+            self.fan_out(entry, &publication);
+            next = entry.held.remove(&(publication.offset + 1));
+        }
+        // Anything still held at or below the delivered offset is a duplicate.
+        if let Some((_, last)) = entry.delivered {
+            let stale: Vec<u64> = entry
+                .held
+                .range(..=last)
+                .map(|(offset, _)| *offset)
+                .collect();
+            for offset in stale {
+                entry.held.remove(&offset);
+                metrics::counter!(metrics::DUPLICATES_DROPPED).increment(1);
+            }
+        }
+    }
+
+    /// Waits for a missing offset, then fills the gap from history; if history cannot
+    /// fill it, the channel's subscribers resubscribe (recovering from their positions).
+    async fn fill_gap(self: Arc<Self>, channel: ChannelName) {
+        loop {
+            tokio::time::sleep(self.gap_wait).await;
+            let (epoch, last, first_held) = {
+                let Some(mut entry) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                let (Some((epoch, last)), Some((&first_held, _))) =
+                    (entry.delivered.clone(), entry.held.first_key_value())
+                else {
+                    entry.gap_fill_running = false;
+                    return;
+                };
+                (epoch, last, first_held)
+            };
+            let missing = (first_held - last - 1) as usize;
+            let filled = self.state.history(&channel, last, missing).await;
+            let Some(mut entry) = self.channels.get_mut(&channel) else {
+                return;
+            };
+            let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+            match filled {
+                // Someone else delivered past the gap meanwhile (the missing offset arrived).
+                _ if delivered != last => {}
+                Ok(slice)
+                    if slice.position.epoch == *epoch
+                        && slice.publications.len() == missing
+                        && slice
+                            .publications
+                            .first()
+                            .is_some_and(|p| p.offset == last + 1) =>
+                {
+                    metrics::counter!(metrics::GAP_FILLS, "result" => "filled").increment(1);
+                    for publication in slice.publications {
+                        let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+                        if publication.offset == delivered + 1 {
+                            self.deliver_in_order(&mut entry, publication);
+                        }
+                    }
+                }
+                _ => {
+                    metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
+                    tracing::warn!(%channel, from = last + 1, to = first_held - 1, "gap not fillable from history");
+                    self.evict(&channel, &mut entry, |_| true);
+                    entry.held.clear();
+                    entry.delivered = None;
+                }
+            }
+            if entry.held.is_empty() {
+                entry.gap_fill_running = false;
+                return;
+            }
+        }
+    }
+
+    /// Forgets a channel that a server-side unsubscribe left without subscribers. Returns
+    /// true if it was removed (and the node should drop its broker interest).
+    pub fn remove_if_idle(&self, channel: &ChannelName) -> bool {
+        self.channels
+            .remove_if(channel, |_, entry| entry.subscribers.is_empty())
+            .is_some()
+    }
+
+    /// Queues one publication to every subscriber of the entry, encoded once.
+    fn fan_out(&self, entry: &mut ChannelEntry, publication: &Publication) {
+        let bytes = encode_publication(publication);
+        let mut delivered = 0u64;
+        let mut stale_epoch = false;
+        for subscriber in &mut entry.subscribers {
+            if let Some(pending) = &mut subscriber.pending {
+                if pending.len() >= MAX_PENDING {
+                    subscriber.connection.close(CloseCode::SlowConsumer);
+                    continue;
+                }
+                pending.push(Buffered {
+                    offset: publication.offset,
+                    epoch: publication.epoch.clone(),
+                    bytes: bytes.clone(),
+                });
+                continue;
+            }
+            if publication.offset != 0 {
+                if subscriber.epoch != publication.epoch {
+                    stale_epoch = true;
+                    continue;
+                }
+                if publication.offset <= subscriber.offset {
+                    continue;
+                }
+                subscriber.offset = publication.offset;
+            }
+            if subscriber.connection.send(bytes.clone()) {
+                delivered += 1;
+            }
+        }
+        metrics::counter!(metrics::DELIVERIES).increment(delivered);
+        if stale_epoch {
+            let epoch = publication.epoch.clone();
+            let channel = publication.channel.clone();
+            self.evict(&channel, entry, |s| s.pending.is_none() && s.epoch != epoch);
+        }
+    }
+
+    /// Server-side unsubscribe of the matching subscribers, telling them to resubscribe.
+    fn evict(
+        &self,
+        channel: &ChannelName,
+        entry: &mut ChannelEntry,
+        matches: impl Fn(&Subscriber) -> bool,
+    ) {
+        let push = encode_unsubscribe(
+            channel.as_str(),
+            unsubscribe_code::RESUBSCRIBE,
+            "resubscribe",
+        );
+        entry.subscribers.retain(|subscriber| {
+            if !matches(subscriber) {
+                return true;
+            }
+            if subscriber.connection.remove_subscription(channel) {
+                metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
+            }
+            subscriber.connection.send(push.clone());
+            false
+        });
+        if entry.subscribers.is_empty() {
+            entry.delivered = None;
+            entry.held.clear();
+            let _ = self.idle.send(channel.clone());
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Herald gateway node: WebSocket sessions, local fan-out, broker and state, gRPC API.
+//!
+//! `server` binds and runs a node; everything else is one concern a module, as listed in
+//! the README's architecture section.
+
+pub mod api;
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod connections;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Server;

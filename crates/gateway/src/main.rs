@@ -1,0 +1,203 @@
+//! `herald`: run a gateway node, print its configuration, or mint a token.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use herald_gateway::Server;
+use herald_gateway::auth::{Authenticator, TokenClaims, unix_now};
+use herald_gateway::config::{Config, ConfigArgs, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Herald real-time gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a gateway node.
+    Serve {
+        /// Development mode: generate a JWT secret and API key if unset, bind loopback only,
+        /// and log an example token and publish command.
+        #[arg(long)]
+        dev: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the effective configuration (secrets masked) and exit.
+    Config {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print a client token signed with the configured HS256 secret.
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Org the user belongs to (repeatable).
+        #[arg(long = "org")]
+        orgs: Vec<String>,
+        /// Channel the user may subscribe to; a trailing `*` matches any suffix (repeatable).
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// User info shown to others, a JSON object, e.g. '{"name":"Ada"}'.
+        #[arg(long)]
+        info: Option<String>,
+        /// Lifetime, e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve { dev, config } => serve(dev, &config).await,
+        Command::Config { config } => {
+            print!("{}", Config::load(&config)?.to_masked_toml());
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            orgs,
+            channels,
+            info,
+            ttl,
+            config,
+        } => {
+            let config = Config::load(&config)?;
+            let claims = token_claims(sub, orgs, channels, info.as_deref(), ttl)?;
+            let auth = Authenticator::new(&config.jwt)?;
+            let Some(token) = auth.sign(&claims) else {
+                bail!("HERALD_JWT_SECRET is not set: `herald token` signs with the HS256 secret");
+            };
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(dev: bool, args: &ConfigArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args)?;
+    if dev {
+        config = config.into_dev();
+    }
+    init_logging(config.log_format);
+    config.require_credentials()?;
+    let server = Server::bind(config.clone()).await?;
+    if dev {
+        log_dev_help(&config, &server)?;
+    }
+    server.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+fn token_claims(
+    sub: String,
+    orgs: Vec<String>,
+    channels: Vec<String>,
+    info: Option<&str>,
+    ttl: Duration,
+) -> anyhow::Result<TokenClaims> {
+    let info = info
+        .map(|info| serde_json::value::RawValue::from_string(info.to_owned()))
+        .transpose()
+        .context("--info must be a JSON object")?;
+    Ok(TokenClaims {
+        sub,
+        exp: unix_now() + ttl.as_secs() as i64,
+        orgs,
+        channels,
+        info,
+        aud: None,
+        iss: None,
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Prints what a developer needs to try the gateway right away. Dev mode only: these are
+/// throwaway credentials bound to loopback.
+fn log_dev_help(config: &Config, server: &Server) -> anyhow::Result<()> {
+    let auth = Authenticator::new(&config.jwt)?;
+    let claims = token_claims(
+        "dev-user".into(),
+        vec!["acme".into()],
+        vec!["org:acme:*".into()],
+        Some(r#"{"name":"Dev User"}"#),
+        Duration::from_secs(24 * 3600),
+    )?;
+    let token = auth.sign(&claims).unwrap_or_default();
+    let secret = config
+        .jwt
+        .secret
+        .as_ref()
+        .map(|s| s.expose())
+        .unwrap_or("(public key configured)");
+    let api_key = config
+        .api_keys
+        .first()
+        .map(|k| k.expose())
+        .unwrap_or_default();
+    let (http, grpc, metrics) = (
+        server.http_addr(),
+        server.grpc_addr(),
+        server.metrics_addr(),
+    );
+    eprintln!(
+        "\n\
+        ================= Herald dev mode (loopback only, throwaway secrets) =================\n\
+        WebSocket:  ws://{http}/ws      health: http://{http}/healthz  readyz: http://{http}/readyz\n\
+        gRPC:       {grpc}        metrics: http://{metrics}/metrics\n\
+        JWT secret: {secret}\n\
+        API key:    {api_key}\n\
+        Example token (user dev-user, org acme, channels org:acme:*, 24 h):\n  {token}\n\n\
+        Connect and subscribe (e.g. with websocat):\n  \
+        websocat -H 'Sec-WebSocket-Protocol: herald.v1.json' ws://{http}/ws\n  \
+        {{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n  \
+        {{\"id\":2,\"subscribe\":{{\"channel\":\"org:acme:ch:general\"}}}}\n\n\
+        Publish (grpcurl; data is base64 of {{\"text\":\"hello\"}}):\n  \
+        grpcurl -plaintext -import-path proto -proto herald/v1/api.proto \\\n    \
+        -H 'authorization: Bearer {api_key}' \\\n    \
+        -d '{{\"channel\":\"org:acme:ch:general\",\"event\":\"message.created\",\"data\":\"eyJ0ZXh0IjoiaGVsbG8ifQ==\"}}' \\\n    \
+        {grpc} herald.v1.Herald/Publish\n\n\
+        More tokens: HERALD_JWT_SECRET='{secret}' herald token --sub alice --org acme --channel 'org:acme:*'\n\
+        =====================================================================================\n"
+    );
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

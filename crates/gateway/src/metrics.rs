@@ -1,0 +1,90 @@
+//! Every metric Herald exports, named in one place, and the Prometheus recorder.
+//!
+//! Call sites use the constants here, never string literals, so the README's metric table
+//! and the code cannot drift apart without this file changing.
+
+use std::sync::OnceLock;
+
+use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+pub use ::metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open WebSocket connections (gauge).
+pub const CONNECTIONS: &str = "herald_connections";
+/// Channel subscriptions held by connections (gauge).
+pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
+/// Publications accepted, by origin (`api` or `client`) (counter).
+pub const PUBLICATIONS: &str = "herald_publications_total";
+/// Messages queued to connections by fan-out (counter).
+pub const DELIVERIES: &str = "herald_deliveries_total";
+/// Client commands, by method and result (`ok` or an error name) (counter).
+pub const CLIENT_COMMANDS: &str = "herald_client_commands_total";
+/// Connections closed by the server, by close code (counter).
+pub const DISCONNECTS: &str = "herald_disconnects_total";
+/// Time from a publish request to hand-off to the broker (histogram, seconds).
+pub const PUBLISH_DURATION: &str = "herald_publish_duration_seconds";
+/// Connections closed because their queue overflowed (counter).
+pub const SLOW_CONSUMER_CLOSES: &str = "herald_slow_consumer_closes_total";
+/// Publications dropped by a node because it had already delivered that offset (counter).
+pub const DUPLICATES_DROPPED: &str = "herald_duplicates_dropped_total";
+/// Offset gaps filled from history, by result (`filled` or `lost`) (counter).
+pub const GAP_FILLS: &str = "herald_gap_fills_total";
+/// gRPC calls, by method and status code (counter).
+pub const GRPC_REQUESTS: &str = "herald_grpc_requests_total";
+
+const PUBLISH_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Installs the process-wide recorder once and returns its handle; later calls (several
+/// nodes in one test process) share it.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(PUBLISH_DURATION.into()), PUBLISH_BUCKETS)
+                .expect("buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
+            describe();
+            // Gauges show from the first scrape, not only after the first connection.
+            gauge!(CONNECTIONS).set(0.0);
+            gauge!(SUBSCRIPTIONS).set(0.0);
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections.");
+    describe_gauge!(SUBSCRIPTIONS, "Channel subscriptions held by connections.");
+    describe_counter!(
+        PUBLICATIONS,
+        "Publications accepted, by origin (api, client)."
+    );
+    describe_counter!(DELIVERIES, "Messages queued to connections by fan-out.");
+    describe_counter!(CLIENT_COMMANDS, "Client commands, by method and result.");
+    describe_counter!(
+        DISCONNECTS,
+        "Connections closed by the server, by close code."
+    );
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Publish request to broker hand-off."
+    );
+    describe_counter!(
+        SLOW_CONSUMER_CLOSES,
+        "Connections closed because their outbound queue overflowed."
+    );
+    describe_counter!(
+        DUPLICATES_DROPPED,
+        "Publications dropped as already delivered."
+    );
+    describe_counter!(
+        GAP_FILLS,
+        "Offset gaps filled from history, by result (filled, lost)."
+    );
+    describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code.");
+}

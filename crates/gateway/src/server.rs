@@ -1,0 +1,215 @@
+//! Binds the three listeners (HTTP with WebSocket and health, gRPC, metrics), serves them,
+//! and drains on shutdown: not ready, no new connections, existing ones closed with 4200
+//! spread over the drain window with jitter, then exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use herald_protocol::CloseCode;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::node::Node;
+use crate::ws::{self, HttpState};
+use crate::{api, metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {name} address {addr}: {source}")]
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] crate::auth::KeyError),
+    #[error("{name} server failed: {message}")]
+    Serve { name: &'static str, message: String },
+}
+
+/// Extra time after the drain window for the last closes to flush.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+pub struct Server {
+    node: Arc<Node>,
+    http: TcpListener,
+    grpc: TcpListener,
+    metrics: TcpListener,
+    prometheus: PrometheusHandle,
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { name, addr, source })
+}
+
+impl Server {
+    /// Builds a standalone node and binds its listeners (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let prometheus = metrics::install();
+        let (http_addr, grpc_addr, metrics_addr) =
+            (config.http_addr, config.grpc_addr, config.metrics_addr);
+        let node = Node::standalone(config)?;
+        Ok(Server {
+            node,
+            http: bind("HTTP", http_addr).await?,
+            grpc: bind("gRPC", grpc_addr).await?,
+            metrics: bind("metrics", metrics_addr).await?,
+            prometheus,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            node,
+            http,
+            grpc,
+            metrics,
+            prometheus,
+        } = self;
+        let stop = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let max = node.config.limits.max_connections;
+        let http_state = HttpState {
+            node: node.clone(),
+            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            tracker: sessions.clone(),
+        };
+        let http_app = Router::new()
+            .route("/ws", get(ws::upgrade))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .with_state(http_state);
+        let metrics_app = Router::new().route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        );
+
+        let http_task = tokio::spawn(serve_http(http, http_app, stop.clone()));
+        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, stop.clone()));
+        let grpc_stop = stop.clone();
+        let grpc_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(api::service(node.clone()))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc),
+                    grpc_stop.cancelled_owned(),
+                ),
+        );
+        tracing::info!(node = %node.id, http = %node.config.http_addr, "serving");
+
+        shutdown.await;
+        drain(&node, &sessions).await;
+        stop.cancel();
+        let (http, metrics, grpc) = tokio::join!(http_task, metrics_task, grpc_task);
+        for (name, result) in [
+            ("HTTP", http.map_err(|e| e.to_string()).and_then(|r| r)),
+            (
+                "metrics",
+                metrics.map_err(|e| e.to_string()).and_then(|r| r),
+            ),
+        ] {
+            result.map_err(|message| ServerError::Serve { name, message })?;
+        }
+        grpc.map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|message| ServerError::Serve {
+                name: "gRPC",
+                message,
+            })?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    if state.node.is_ready() {
+        (StatusCode::OK, "ready")
+    } else if state.node.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "backends unavailable")
+    }
+}
+
+/// Stops taking connections and closes the open ones with 4200 at random moments spread
+/// over the drain window, so clients do not all reconnect to the other nodes at once.
+async fn drain(node: &Arc<Node>, sessions: &TaskTracker) {
+    let window = node.config.drain;
+    node.start_draining();
+    let connections = node.connections.all();
+    tracing::info!(
+        connections = connections.len(),
+        seconds = window.as_secs(),
+        "draining"
+    );
+    let mut schedule: Vec<(Duration, _)> = {
+        let mut rng = rand::rng();
+        connections
+            .into_iter()
+            .map(|c| (window.mul_f64(rng.random::<f64>()), c))
+            .collect()
+    };
+    schedule.sort_by_key(|(at, _)| *at);
+    let started = tokio::time::Instant::now();
+    for (at, connection) in schedule {
+        tokio::time::sleep_until(started + at).await;
+        connection.close(CloseCode::Shutdown);
+    }
+    sessions.close();
+    if tokio::time::timeout(DRAIN_GRACE, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = sessions.len(),
+            "sessions still open after the drain window"
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! One file per client method. Each takes the node, the connection and the request, and
+//! answers with a result or a [`Failure`]; a new method is a new file and one line here.
+
+mod history;
+mod ping;
+mod publish;
+mod refresh;
+mod subscribe;
+mod unsubscribe;
+
+use std::sync::Arc;
+
+use herald_protocol::{ErrorCode, Method};
+
+use super::{Answer, Failure};
+use crate::connections::Connection;
+use crate::node::Node;
+
+pub async fn dispatch(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    id: u64,
+    method: Method,
+) -> Result<Answer, Failure> {
+    match method {
+        Method::Connect(_) => Err(Failure::new(ErrorCode::BadRequest, "already connected")),
+        Method::Subscribe(request) => subscribe::apply(node, connection, id, request).await,
+        Method::Unsubscribe(request) => unsubscribe::apply(node, connection, id, request).await,
+        Method::Publish(request) => publish::apply(node, connection, id, request).await,
+        Method::History(request) => history::apply(node, connection, id, request).await,
+        Method::Refresh(request) => refresh::apply(node, connection, id, request),
+        Method::Ping(_) => Ok(ping::apply(id)),
+    }
+}

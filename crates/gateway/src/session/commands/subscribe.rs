@@ -1,0 +1,174 @@
+//! `subscribe`: join a channel, optionally recovering what was missed since a position.
+//!
+//! The order matters for not losing or duplicating anything: the subscriber is added to
+//! the hub first (pending: publications are buffered for it), then the channel's state is
+//! read, then the hub queues the reply and the buffered publications newer than the
+//! position in the reply.
+
+use std::sync::Arc;
+
+use herald_protocol::command::{StreamPosition, SubscribeRequest};
+use herald_protocol::reply::{SubscribeResult, encode_result};
+use herald_protocol::{ChannelName, ErrorCode, Publication};
+
+use crate::auth::check_subscribe;
+use crate::config::ChannelOptions;
+use crate::connections::Connection;
+use crate::metrics;
+use crate::node::Node;
+use crate::session::{Answer, Failure};
+use crate::state::{HistorySlice, Position, StateError};
+
+pub async fn apply(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    id: u64,
+    request: SubscribeRequest,
+) -> Result<Answer, Failure> {
+    let (channel, options) =
+        authorize(node, connection, &request.channel, request.token.as_deref())?;
+    if connection.subscription_count() >= node.config.limits.max_subscriptions {
+        return Err(Failure::new(
+            ErrorCode::LimitExceeded,
+            "too many subscriptions",
+        ));
+    }
+    if !connection.add_subscription(&channel) {
+        return Err(Failure::code(ErrorCode::AlreadySubscribed));
+    }
+    if node.hub.add(&channel, connection.clone())
+        && let Err(error) = node.interest_added(&channel).await
+    {
+        leave(node, connection, &channel).await;
+        return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+    }
+    let read = read_state(node, &channel, &options, request.recover.as_ref()).await;
+    let (position, result) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            leave(node, connection, &channel).await;
+            return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+        }
+    };
+    metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
+    node.hub
+        .activate(&channel, connection, encode_result(id, &result), &position);
+    Ok(Answer::Sent)
+}
+
+/// Undoes a half-done subscribe.
+async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &ChannelName) {
+    connection.remove_subscription(channel);
+    if node.hub.remove(channel, &connection.id) {
+        node.interest_removed(channel).await;
+    }
+}
+
+/// The channel's position and the subscribe result: recovered publications when the client
+/// asked and history still covers its gap.
+async fn read_state(
+    node: &Node,
+    channel: &ChannelName,
+    options: &ChannelOptions,
+    recover: Option<&StreamPosition>,
+) -> Result<(Position, SubscribeResult<Publication>), StateError> {
+    if !options.has_history() {
+        let result = SubscribeResult {
+            offset: 0,
+            epoch: String::new(),
+            recoverable: false,
+            recovered: false,
+            publications: vec![],
+        };
+        return Ok((Position::default(), result));
+    }
+    let recoverable = options.recover;
+    let (slice, recovered) = match recover.filter(|_| recoverable) {
+        Some(since) => {
+            let slice = node
+                .state
+                .history(channel, since.offset, options.history_size)
+                .await?;
+            let recovered = covers(&slice, since);
+            (slice, recovered)
+        }
+        None => (
+            HistorySlice {
+                publications: vec![],
+                position: node.state.position(channel).await?,
+            },
+            false,
+        ),
+    };
+    let position = slice.position.clone();
+    let publications = if recovered {
+        slice.publications
+    } else {
+        vec![]
+    };
+    let result = SubscribeResult {
+        offset: position.offset,
+        epoch: position.epoch.clone(),
+        recoverable,
+        recovered,
+        publications,
+    };
+    Ok((position, result))
+}
+
+/// Whether `slice` holds every publication after `since`.
+fn covers(slice: &HistorySlice, since: &StreamPosition) -> bool {
+    if slice.position.epoch != since.epoch || since.offset > slice.position.offset {
+        return false;
+    }
+    match slice.publications.first() {
+        None => since.offset == slice.position.offset,
+        Some(first) => {
+            first.offset == since.offset + 1
+                && slice
+                    .publications
+                    .last()
+                    .is_some_and(|last| last.offset == slice.position.offset)
+        }
+    }
+}
+
+/// Checks the channel name, its namespace, and the connection's right to subscribe.
+pub fn authorize(
+    node: &Node,
+    connection: &Connection,
+    name: &str,
+    subscription_token: Option<&str>,
+) -> Result<(ChannelName, ChannelOptions), Failure> {
+    let (channel, rule, options) = node
+        .channel(name)
+        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let token = match subscription_token.filter(|t| !t.is_empty()) {
+        None => None,
+        Some(token) => Some(node.auth.verify_subscription(token).map_err(|e| {
+            Failure::new(
+                ErrorCode::PermissionDenied,
+                format!("subscription token: {e}"),
+            )
+        })?),
+    };
+    check_subscribe(rule.access, &channel, &connection.claims, token.as_ref())
+        .map_err(|e| Failure::new(ErrorCode::PermissionDenied, e.to_string()))?;
+    Ok((channel.clone(), options.clone()))
+}
+
+/// Like [`authorize`] without a subscription token, but a connection already subscribed to
+/// the channel (perhaps with a subscription token) is a member.
+pub fn authorize_member(
+    node: &Node,
+    connection: &Connection,
+    name: &str,
+) -> Result<(ChannelName, ChannelOptions), Failure> {
+    let (channel, _, options) = node
+        .channel(name)
+        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    if connection.is_subscribed(&channel) {
+        return Ok((channel, options.clone()));
+    }
+    authorize(node, connection, name, None)
+}

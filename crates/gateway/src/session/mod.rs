@@ -1,0 +1,364 @@
+//! One WebSocket connection: the handshake (`connect` within the connect timeout), then a
+//! reader loop that checks limits and hands each command to its own module in
+//! `commands/`, while a separate writer task drains the connection's queue.
+
+mod commands;
+mod rate_limit;
+pub mod writer;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
+use herald_protocol::command::{ConnectRequest, parse_frame};
+use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
+use herald_protocol::{CloseCode, Command, ErrorCode, Method};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
+
+use crate::auth::AuthError;
+use crate::connections::{Connection, Outbox, Registration};
+use crate::metrics;
+use crate::node::Node;
+use rate_limit::{RateLimiter, Verdict};
+
+/// What the upgrade request carried.
+pub struct Upgrade {
+    /// A token from `Authorization: Bearer`, `?token=` or the `herald_token` cookie.
+    pub token: Option<String>,
+    /// Held while the connection lives: the node's connection limit.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A command's failure, as the client sees it.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
+    }
+}
+
+/// How a command answered.
+pub enum Answer {
+    /// Send this result.
+    Result(bytes::Bytes),
+    /// The command queued its own reply (subscribe, to order it before live pushes).
+    Sent,
+}
+
+/// Runs a connection from upgrade to close.
+pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
+    let limits = &node.config.limits;
+    let (outbox, queue) = Outbox::new(limits.client_queue_bytes);
+    let (sink, mut stream) = socket.split();
+    let mut writer = tokio::spawn(writer::run(
+        sink,
+        queue,
+        outbox.clone(),
+        limits.max_message_bytes,
+    ));
+    let connect_timeout = tokio::time::sleep(limits.connect_timeout);
+    let handshake = tokio::select! {
+        result = handshake(&node, &mut stream, &outbox, upgrade.token) => result,
+        () = connect_timeout => {
+            outbox.close(CloseCode::Unauthorized);
+            None
+        }
+        () = node.shutdown.cancelled() => {
+            outbox.close(CloseCode::Shutdown);
+            None
+        }
+        _ = &mut writer => None,
+    };
+    if let Some((registration, limiter)) = handshake {
+        let mut session = Session {
+            node: node.clone(),
+            registration,
+            limiter,
+        };
+        session.read(&mut stream, &mut writer).await;
+        session.cleanup().await;
+    }
+    drop(upgrade.permit);
+    outbox.finish();
+    let _ = writer.await;
+}
+
+/// Reads until a valid `connect`. Returns the registered connection, or `None` after
+/// closing it.
+async fn handshake(
+    node: &Arc<Node>,
+    stream: &mut SplitStream<WebSocket>,
+    outbox: &Arc<Outbox>,
+    upgrade_token: Option<String>,
+) -> Option<(Registration, RateLimiter)> {
+    let mut limiter = RateLimiter::per_minute(node.config.limits.commands_per_minute);
+    loop {
+        let commands = read_commands(node, stream, outbox, None).await?;
+        for command in commands {
+            let command = match command {
+                Ok(command) => command,
+                Err(error) => {
+                    outbox.send(encode_error(error.id, error.code, &error.message));
+                    continue;
+                }
+            };
+            if limiter.check() != Verdict::Allow {
+                outbox.send(encode_error(
+                    command.id,
+                    ErrorCode::TooManyRequests,
+                    "too many requests",
+                ));
+                outbox.close(CloseCode::TooManyRequests);
+                return None;
+            }
+            let Method::Connect(request) = command.method else {
+                count_command(command.method.name(), Err(ErrorCode::Unauthorized));
+                outbox.send(encode_error(
+                    command.id,
+                    ErrorCode::Unauthorized,
+                    "connect first",
+                ));
+                outbox.close(CloseCode::Unauthorized);
+                return None;
+            };
+            return match connect(node, outbox, request, upgrade_token) {
+                Ok((registration, result)) => {
+                    count_command("connect", Ok(()));
+                    outbox.send(encode_result(command.id, &result));
+                    Some((registration, limiter))
+                }
+                Err((failure, close)) => {
+                    count_command("connect", Err(failure.code));
+                    outbox.send(encode_error(command.id, failure.code, &failure.message));
+                    outbox.close(close);
+                    None
+                }
+            };
+        }
+    }
+}
+
+fn connect(
+    node: &Arc<Node>,
+    outbox: &Arc<Outbox>,
+    request: ConnectRequest,
+    upgrade_token: Option<String>,
+) -> Result<(Registration, ConnectResult), (Failure, CloseCode)> {
+    let Some(token) = request.token.filter(|t| !t.is_empty()).or(upgrade_token) else {
+        return Err((
+            Failure::new(ErrorCode::Unauthorized, "no token"),
+            CloseCode::Unauthorized,
+        ));
+    };
+    let claims = node.auth.verify(&token).map_err(|error| match error {
+        AuthError::Expired => (
+            Failure::code(ErrorCode::TokenExpired),
+            CloseCode::TokenExpired,
+        ),
+        other => (
+            Failure::new(ErrorCode::Unauthorized, other.to_string()),
+            CloseCode::Unauthorized,
+        ),
+    })?;
+    let id: Arc<str> = Arc::from(crate::config::random_token(16));
+    let expires = claims.exp;
+    let user = claims.sub.to_string();
+    let registration = node
+        .connections
+        .register(id.clone(), Arc::new(claims), outbox.clone())
+        .map_err(|error| {
+            (
+                Failure::new(ErrorCode::LimitExceeded, error.to_string()),
+                CloseCode::ConnectionLimit,
+            )
+        })?;
+    tracing::debug!(client = %id, %user, "connected");
+    let result = ConnectResult {
+        client: id.to_string(),
+        user,
+        node: node.id.to_string(),
+        ping: node.config.limits.ping_interval.as_secs() as u32,
+        expires,
+    };
+    Ok((registration, result))
+}
+
+/// Reads the next text frame and parses its commands. `None` when the connection ended or
+/// was closed for a bad frame.
+async fn read_commands(
+    node: &Node,
+    stream: &mut SplitStream<WebSocket>,
+    outbox: &Outbox,
+    connection: Option<&Connection>,
+) -> Option<Vec<Result<Command, herald_protocol::CommandError>>> {
+    loop {
+        let message = match stream.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                // tungstenite refuses messages over its (looser) size cap with an error.
+                if is_capacity_error(error) {
+                    outbox.close(CloseCode::MessageTooLarge);
+                }
+                return None;
+            }
+            None => return None,
+        };
+        match message {
+            Message::Text(text) => {
+                if text.len() > node.config.limits.max_message_bytes {
+                    outbox.close(CloseCode::MessageTooLarge);
+                    return None;
+                }
+                match parse_frame(text.as_str()) {
+                    Ok(commands) => return Some(commands),
+                    Err(_) => {
+                        outbox.close(CloseCode::BadRequest);
+                        return None;
+                    }
+                }
+            }
+            Message::Binary(_) => {
+                outbox.close(CloseCode::BadRequest);
+                return None;
+            }
+            Message::Pong(_) => {
+                if let Some(connection) = connection {
+                    node.connections.pong(connection);
+                }
+            }
+            Message::Ping(_) => {}
+            Message::Close(_) => return None,
+        }
+    }
+}
+
+struct Session {
+    node: Arc<Node>,
+    registration: Registration,
+    limiter: RateLimiter,
+}
+
+impl Session {
+    fn connection(&self) -> &Arc<Connection> {
+        &self.registration.connection
+    }
+
+    async fn read(&mut self, stream: &mut SplitStream<WebSocket>, writer: &mut JoinHandle<()>) {
+        let node = self.node.clone();
+        let connection = self.connection().clone();
+        loop {
+            let commands = tokio::select! {
+                commands = read_commands(&node, stream, &connection.outbox, Some(&connection)) => commands,
+                _ = &mut *writer => return,
+            };
+            let Some(commands) = commands else { return };
+            for command in commands {
+                if connection.is_closing() {
+                    return;
+                }
+                self.handle(command).await;
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Result<Command, herald_protocol::CommandError>) {
+        let connection = self.connection().clone();
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => {
+                count_command("invalid", Err(error.code));
+                connection.send(encode_error(error.id, error.code, &error.message));
+                return;
+            }
+        };
+        let method = command.method.name();
+        match self.limiter.check() {
+            Verdict::Allow => {}
+            Verdict::Reject => {
+                count_command(method, Err(ErrorCode::TooManyRequests));
+                connection.send(encode_error(
+                    command.id,
+                    ErrorCode::TooManyRequests,
+                    "too many requests",
+                ));
+                return;
+            }
+            Verdict::Close => {
+                count_command(method, Err(ErrorCode::TooManyRequests));
+                connection.close(CloseCode::TooManyRequests);
+                return;
+            }
+        }
+        let answer = commands::dispatch(&self.node, &connection, command.id, command.method).await;
+        match answer {
+            Ok(Answer::Result(bytes)) => {
+                count_command(method, Ok(()));
+                connection.send(bytes);
+            }
+            Ok(Answer::Sent) => count_command(method, Ok(())),
+            Err(failure) => {
+                count_command(method, Err(failure.code));
+                connection.send(encode_error(command.id, failure.code, &failure.message));
+            }
+        }
+    }
+
+    /// Leaves every channel and drops broker interest where this was the last subscriber.
+    async fn cleanup(&self) {
+        let connection = self.connection();
+        for channel in connection.take_subscriptions() {
+            metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
+            if self.node.hub.remove(&channel, &connection.id) {
+                self.node.interest_removed(&channel).await;
+            }
+        }
+    }
+}
+
+fn is_capacity_error(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(
+        error.into_inner().downcast_ref::<Error>(),
+        Some(Error::Capacity(_))
+    )
+}
+
+fn count_command(method: &'static str, result: Result<(), ErrorCode>) {
+    let result = match result {
+        Ok(()) => "ok",
+        Err(code) => error_label(code),
+    };
+    metrics::counter!(metrics::CLIENT_COMMANDS, "method" => method, "result" => result)
+        .increment(1);
+}
+
+fn error_label(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Internal => "internal",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::UnknownChannel => "unknown_channel",
+        ErrorCode::PermissionDenied => "permission_denied",
+        ErrorCode::MethodNotFound => "method_not_found",
+        ErrorCode::AlreadySubscribed => "already_subscribed",
+        ErrorCode::LimitExceeded => "limit_exceeded",
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::NotAvailable => "not_available",
+        ErrorCode::TokenExpired => "token_expired",
+        ErrorCode::TooManyRequests => "too_many_requests",
+        ErrorCode::Unavailable => "unavailable",
+    }
+}

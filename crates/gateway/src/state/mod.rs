@@ -1,0 +1,85 @@
+//! Channel state: offsets, epochs, history, idempotency. In memory for a standalone node;
+//! the cluster implementation (Redis) implements the same trait, so the hub and the
+//! session never know which one runs.
+
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::{ChannelName, Publication};
+
+pub use memory::MemoryState;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// The backend cannot be reached; the caller may retry.
+    #[error("state backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a channel's history stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Position {
+    /// The last assigned offset (0 before the first publication).
+    pub offset: u64,
+    /// Changes whenever the channel's history is lost and restarted.
+    pub epoch: String,
+}
+
+/// How a channel keeps history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryPolicy {
+    pub size: usize,
+    pub ttl: Duration,
+}
+
+/// A publication to record.
+pub struct Append<'a> {
+    /// Offset and epoch are assigned by the state.
+    pub publication: Publication,
+    /// `None` for channels without history: only the idempotency key is recorded.
+    pub history: Option<HistoryPolicy>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Appended {
+    /// Recorded, with its offset and epoch when the channel has history.
+    New(Publication),
+    /// The idempotency key was seen within the window: the first call's position.
+    Duplicate(Position),
+}
+
+/// A window of history, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistorySlice {
+    pub publications: Vec<Publication>,
+    pub position: Position,
+}
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
+
+#[async_trait]
+pub trait State: Send + Sync + 'static {
+    /// Records a publication: checks the idempotency key, assigns the next offset, appends
+    /// it to history (capped to the policy's size) and extends the history's expiry. Atomic.
+    async fn append(&self, append: Append<'_>) -> Result<Appended, StateError>;
+
+    /// Publications with offset > `since_offset`, oldest first, at most `limit`, with the
+    /// channel's current position. An unknown or expired channel has an empty slice at
+    /// offset 0 and a fresh epoch.
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        since_offset: u64,
+        limit: usize,
+    ) -> Result<HistorySlice, StateError>;
+
+    /// The channel's current position (creating its epoch if it has none).
+    async fn position(&self, channel: &ChannelName) -> Result<Position, StateError>;
+
+    /// Whether the backend is reachable (for `/readyz`).
+    fn is_healthy(&self) -> bool;
+}

@@ -1,0 +1,157 @@
+//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist and the node's connection
+//! limit, picks the subprotocol, takes a token from the request if there is one, and hands
+//! the socket to a session. Refusals after the upgrade are close codes, because a browser
+//! cannot read the status of a failed upgrade.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
+use tokio::sync::Semaphore;
+
+use crate::metrics;
+use crate::node::Node;
+use crate::session::{self, Upgrade};
+
+/// Shared by the HTTP handlers.
+#[derive(Clone)]
+pub struct HttpState {
+    pub node: Arc<Node>,
+    /// One permit per connection when the node has a connection limit.
+    pub permits: Option<Arc<Semaphore>>,
+    pub tracker: tokio_util::task::TaskTracker,
+}
+
+/// Why an upgraded socket is closed at once.
+enum Refusal {
+    Origin,
+    Full,
+}
+
+pub async fn upgrade(
+    State(state): State<HttpState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let node = &state.node;
+    if node.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let limits = &node.config.limits;
+    let upgrade = upgrade
+        .protocols([SUBPROTOCOL_JSON])
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(1 << 20))
+        // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:
+        // refused by tungstenite before it is buffered.
+        .max_message_size(limits.max_message_bytes.saturating_mul(2))
+        .max_frame_size(limits.max_message_bytes.saturating_mul(2));
+
+    let (refusal, permit) = if !origin_allowed(&node.config.allowed_origins, &headers) {
+        (Some(Refusal::Origin), None)
+    } else {
+        match state
+            .permits
+            .as_ref()
+            .map(|permits| permits.clone().try_acquire_owned())
+        {
+            None => (None, None),
+            Some(Ok(permit)) => (None, Some(permit)),
+            Some(Err(_)) => (Some(Refusal::Full), None),
+        }
+    };
+    let token = token_from(&headers, &query);
+    let node = node.clone();
+    let tracker = state.tracker.clone();
+    upgrade.on_upgrade(move |socket| {
+        tracker.track_future(async move {
+            match refusal {
+                Some(Refusal::Origin) => refuse(socket, CloseCode::ForbiddenOrigin).await,
+                Some(Refusal::Full) => refuse(socket, CloseCode::ConnectionLimit).await,
+                None => session::run(node, socket, Upgrade { token, permit }).await,
+            }
+        })
+    })
+}
+
+async fn refuse(mut socket: WebSocket, code: CloseCode) {
+    metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: Utf8Bytes::from_static(code.reason()),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// An empty allowlist allows any Origin (and requests without one, from non-browsers).
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+/// A token from `Authorization: Bearer`, `?token=`, or the `herald_token` cookie.
+fn token_from(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned());
+    let cookie = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("herald_token=").map(str::to_owned))
+    };
+    bearer
+        .or_else(|| query.get("token").cloned())
+        .or_else(cookie)
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sources_in_order() {
+        let mut headers = HeaderMap::new();
+        let mut query = HashMap::new();
+        assert_eq!(token_from(&headers, &query), None);
+        headers.insert(
+            header::COOKIE,
+            "a=b; herald_token=from-cookie".parse().unwrap(),
+        );
+        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-cookie"));
+        query.insert("token".to_owned(), "from-query".to_owned());
+        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-query"));
+        headers.insert(header::AUTHORIZATION, "Bearer from-header".parse().unwrap());
+        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-header"));
+    }
+
+    #[test]
+    fn origin_allowlist() {
+        let mut headers = HeaderMap::new();
+        assert!(origin_allowed(&[], &headers));
+        let allowed = vec!["https://app.example".to_owned()];
+        assert!(!origin_allowed(&allowed, &headers));
+        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!origin_allowed(&allowed, &headers));
+        headers.insert(header::ORIGIN, "https://app.example".parse().unwrap());
+        assert!(origin_allowed(&allowed, &headers));
+    }
+}

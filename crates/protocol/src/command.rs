@@ -1,0 +1,264 @@
+//! Client commands: `{"id": 7, "<method>": {...}}`, one per line of a text frame.
+//!
+//! Two kinds of failure, kept apart because the server answers them differently: a frame
+//! that is not JSON at all ([`FrameError`]) closes the connection with 4000; a JSON
+//! command with a bad shape or an unknown method ([`CommandError`]) gets an error reply.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::codes::ErrorCode;
+
+/// One client command.
+#[derive(Debug)]
+pub struct Command {
+    pub id: u64,
+    pub method: Method,
+}
+
+#[derive(Debug)]
+pub enum Method {
+    Connect(ConnectRequest),
+    Subscribe(SubscribeRequest),
+    Unsubscribe(UnsubscribeRequest),
+    Publish(PublishRequest),
+    History(HistoryRequest),
+    Refresh(RefreshRequest),
+    Ping(PingRequest),
+}
+
+impl Method {
+    /// The method name as it appears on the wire, also used as a metric label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Subscribe(_) => "subscribe",
+            Self::Unsubscribe(_) => "unsubscribe",
+            Self::Publish(_) => "publish",
+            Self::History(_) => "history",
+            Self::Refresh(_) => "refresh",
+            Self::Ping(_) => "ping",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectRequest {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeRequest {
+    pub channel: String,
+    /// Subscription token for channels that take one.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub recover: Option<StreamPosition>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnsubscribeRequest {
+    pub channel: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishRequest {
+    pub channel: String,
+    pub event: String,
+    pub data: Box<RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryRequest {
+    pub channel: String,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub since_offset: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    pub token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PingRequest {}
+
+/// The frame is not JSON: the connection closes with 4000.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("frame is not a JSON object: {0}")]
+pub struct FrameError(pub String);
+
+/// The command is JSON but cannot be run: the client gets an error reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    /// The command's id, when it could be read.
+    pub id: u64,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Parses one text frame into its commands, one per non-empty line. The whole frame fails
+/// when a line is not a JSON object.
+pub fn parse_frame(frame: &str) -> Result<Vec<Result<Command, CommandError>>, FrameError> {
+    frame
+        .split('\n')
+        .filter(|line| !line.trim().is_empty())
+        .map(parse_command)
+        .collect()
+}
+
+/// Parses one command line.
+pub fn parse_command(line: &str) -> Result<Result<Command, CommandError>, FrameError> {
+    let fields: HashMap<String, Box<RawValue>> =
+        serde_json::from_str(line).map_err(|e| FrameError(e.to_string()))?;
+    let id = match fields.get("id") {
+        None => 0,
+        Some(raw) => match serde_json::from_str::<u64>(raw.get()) {
+            Ok(id) => id,
+            Err(_) => return Ok(Err(bad_request(0, "id must be a non-negative integer"))),
+        },
+    };
+    let mut methods = fields.iter().filter(|(key, _)| key.as_str() != "id");
+    let (name, params) = match (methods.next(), methods.next()) {
+        (Some(method), None) => method,
+        (None, _) => return Ok(Err(bad_request(id, "command has no method"))),
+        (Some(_), Some(_)) => return Ok(Err(bad_request(id, "command has more than one method"))),
+    };
+    let params = params.get();
+    let method = match name.as_str() {
+        "connect" => params_of(id, params).map(Method::Connect),
+        "subscribe" => params_of(id, params).map(Method::Subscribe),
+        "unsubscribe" => params_of(id, params).map(Method::Unsubscribe),
+        "publish" => params_of(id, params).map(Method::Publish),
+        "history" => params_of(id, params).map(Method::History),
+        "refresh" => params_of(id, params).map(Method::Refresh),
+        "ping" => params_of(id, params).map(Method::Ping),
+        _ => Err(CommandError {
+            id,
+            code: ErrorCode::MethodNotFound,
+            message: format!("method not found: {}", truncate(name, 64)),
+        }),
+    };
+    Ok(method.map(|method| Command { id, method }))
+}
+
+fn params_of<T: DeserializeOwned>(id: u64, params: &str) -> Result<T, CommandError> {
+    serde_json::from_str(params).map_err(|e| bad_request(id, &e.to_string()))
+}
+
+fn bad_request(id: u64, reason: &str) -> CommandError {
+    CommandError {
+        id,
+        code: ErrorCode::BadRequest,
+        message: format!("bad request: {reason}"),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(line: &str) -> Result<Command, CommandError> {
+        parse_command(line).expect("a JSON object")
+    }
+
+    #[test]
+    fn parses_each_method() {
+        let cmd = one(r#"{"id":1,"connect":{"token":"t","name":"web","version":"1.0"}}"#).unwrap();
+        assert_eq!(cmd.id, 1);
+        assert!(
+            matches!(cmd.method, Method::Connect(ConnectRequest { token: Some(ref t), .. }) if t == "t")
+        );
+        let cmd =
+            one(r#"{"id":2,"subscribe":{"channel":"c:d","recover":{"offset":3,"epoch":"e"}}}"#)
+                .unwrap();
+        let Method::Subscribe(sub) = cmd.method else {
+            panic!("subscribe")
+        };
+        assert_eq!(
+            sub.recover,
+            Some(StreamPosition {
+                offset: 3,
+                epoch: "e".into()
+            })
+        );
+        let cmd =
+            one(r#"{"id":3,"publish":{"channel":"c:d","event":"x","data":{"a":[1]}}}"#).unwrap();
+        let Method::Publish(publish) = cmd.method else {
+            panic!("publish")
+        };
+        assert_eq!(publish.data.get(), r#"{"a":[1]}"#);
+        let cmd = one(r#"{"id":4,"history":{"channel":"c:d","limit":5,"sinceOffset":2}}"#).unwrap();
+        let Method::History(history) = cmd.method else {
+            panic!("history")
+        };
+        assert_eq!((history.limit, history.since_offset), (Some(5), Some(2)));
+        assert!(matches!(
+            one(r#"{"id":5,"ping":{}}"#).unwrap().method,
+            Method::Ping(_)
+        ));
+        assert!(matches!(
+            one(r#"{"id":6,"unsubscribe":{"channel":"a:b"}}"#)
+                .unwrap()
+                .method,
+            Method::Unsubscribe(_)
+        ));
+        assert!(matches!(
+            one(r#"{"id":7,"refresh":{"token":"t"}}"#).unwrap().method,
+            Method::Refresh(_)
+        ));
+    }
+
+    #[test]
+    fn shape_errors_are_replies() {
+        let err = one(r#"{"id":9,"dance":{}}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (9, ErrorCode::MethodNotFound));
+        let err = one(r#"{"id":9,"subscribe":{}}"#).unwrap_err();
+        assert_eq!((err.id, err.code), (9, ErrorCode::BadRequest));
+        let err = one(r#"{"id":9}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        let err = one(r#"{"id":9,"ping":{},"connect":{}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        let err = one(r#"{"id":-1,"ping":{}}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn non_json_fails_the_frame() {
+        assert!(parse_command("hello").is_err());
+        assert!(parse_command("[1,2]").is_err());
+        assert!(parse_frame("{\"id\":1,\"ping\":{}}\nnope").is_err());
+        let commands = parse_frame("{\"id\":1,\"ping\":{}}\n\n{\"id\":2,\"ping\":{}}\n").unwrap();
+        assert_eq!(commands.len(), 2);
+    }
+}

@@ -1,0 +1,302 @@
+//! What the server sends: replies to commands (`{"id":N,"result":{...}}` or
+//! `{"id":N,"error":{...}}`) and pushes (`{"push":{...}}`, no id).
+//!
+//! The server side encodes with the `encode_*` functions, once per message: a publication
+//! push is encoded once and the bytes are shared by every subscriber. The client side
+//! decodes with [`ServerMessage`].
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::codes::{CloseCode, ErrorCode, Reconnect};
+use crate::command::StreamPosition;
+use crate::publication::Publication;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectResult {
+    /// Connection id.
+    pub client: String,
+    pub user: String,
+    pub node: String,
+    /// Server ping interval, seconds.
+    pub ping: u32,
+    /// Token expiry, Unix seconds.
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeResult<P> {
+    pub offset: u64,
+    pub epoch: String,
+    pub recoverable: bool,
+    pub recovered: bool,
+    pub publications: Vec<P>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryResult<P> {
+    pub publications: Vec<P>,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResult {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub expires: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingResult {
+    pub ts: i64,
+}
+
+/// Results with no fields (`unsubscribe`) serialize as `{}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmptyResult {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribePush {
+    pub code: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectPush {
+    pub code: u16,
+    pub reason: String,
+    pub reconnect: bool,
+}
+
+#[derive(Serialize)]
+struct ResultFrame<'a, T> {
+    id: u64,
+    result: &'a T,
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    id: u64,
+    error: ErrorRef<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorRef<'a> {
+    code: u32,
+    message: &'a str,
+    temporary: bool,
+}
+
+#[derive(Serialize)]
+struct PushFrame<'a> {
+    push: PushRef<'a>,
+}
+
+#[derive(Serialize)]
+struct PushRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
+    publication: Option<&'a Publication>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsubscribe: Option<UnsubscribePush>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disconnect: Option<DisconnectPush>,
+}
+
+impl PushRef<'_> {
+    const EMPTY: Self = Self {
+        channel: None,
+        publication: None,
+        unsubscribe: None,
+        disconnect: None,
+    };
+}
+
+fn to_bytes<T: Serialize>(value: &T) -> Bytes {
+    // Serializing these types cannot fail: every map key is a string and raw values were
+    // validated on the way in.
+    Bytes::from(serde_json::to_vec(value).expect("reply serializes"))
+}
+
+pub fn encode_result<T: Serialize>(id: u64, result: &T) -> Bytes {
+    to_bytes(&ResultFrame { id, result })
+}
+
+pub fn encode_error(id: u64, code: ErrorCode, message: &str) -> Bytes {
+    to_bytes(&ErrorFrame {
+        id,
+        error: ErrorRef {
+            code: code.code(),
+            message,
+            temporary: code.temporary(),
+        },
+    })
+}
+
+/// `{"push":{"channel":C,"pub":{...}}}`: encoded once per publication per node.
+pub fn encode_publication(publication: &Publication) -> Bytes {
+    to_bytes(&PushFrame {
+        push: PushRef {
+            channel: Some(publication.channel.as_str()),
+            publication: Some(publication),
+            ..PushRef::EMPTY
+        },
+    })
+}
+
+/// A server-side unsubscribe: the client should resubscribe (recovering) unless the code
+/// says otherwise.
+pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
+    to_bytes(&PushFrame {
+        push: PushRef {
+            channel: Some(channel),
+            unsubscribe: Some(UnsubscribePush {
+                code,
+                reason: reason.to_owned(),
+            }),
+            ..PushRef::EMPTY
+        },
+    })
+}
+
+/// Sent just before the close frame, so clients that cannot read close codes (some
+/// proxies drop them) still learn why and what to do.
+pub fn encode_disconnect(code: CloseCode, reason: &str) -> Bytes {
+    to_bytes(&PushFrame {
+        push: PushRef {
+            disconnect: Some(DisconnectPush {
+                code: code.code(),
+                reason: reason.to_owned(),
+                reconnect: code.reconnect() != Reconnect::No,
+            }),
+            ..PushRef::EMPTY
+        },
+    })
+}
+
+/// A publication as a client receives it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceivedPublication {
+    pub event: String,
+    pub data: Box<RawValue>,
+    #[serde(default)]
+    pub offset: u64,
+    #[serde(default)]
+    pub epoch: String,
+    #[serde(default)]
+    pub ts: i64,
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+impl ReceivedPublication {
+    pub fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.offset,
+            epoch: self.epoch.clone(),
+        }
+    }
+}
+
+/// Any server message, as a client decodes it.
+#[derive(Debug, Deserialize)]
+pub struct ServerMessage {
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub result: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub error: Option<ErrorBody>,
+    #[serde(default)]
+    pub push: Option<Push>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Push {
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(rename = "pub", default)]
+    pub publication: Option<ReceivedPublication>,
+    #[serde(default)]
+    pub unsubscribe: Option<UnsubscribePush>,
+    #[serde(default)]
+    pub disconnect: Option<DisconnectPush>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::channel::ChannelName;
+
+    fn publication(from: Option<&str>, offset: u64) -> Publication {
+        Publication {
+            channel: ChannelName::parse("org:acme:ch:general").unwrap(),
+            event: Arc::from("message.created"),
+            data: Arc::from(RawValue::from_string(r#"{"text":"hi <b>"}"#.into()).unwrap()),
+            offset,
+            epoch: Arc::from(if offset == 0 { "" } else { "e1" }),
+            ts: 1_732_400_000_000,
+            from: from.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn publication_push_shape() {
+        let bytes = encode_publication(&publication(None, 6));
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"push":{"channel":"org:acme:ch:general","pub":{"event":"message.created","data":{"text":"hi <b>"},"offset":6,"epoch":"e1","ts":1732400000000}}}"#
+        );
+        let bytes = encode_publication(&publication(Some("alice"), 0));
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"push":{"channel":"org:acme:ch:general","pub":{"event":"message.created","data":{"text":"hi <b>"},"ts":1732400000000,"from":"alice"}}}"#
+        );
+        let message: ServerMessage = serde_json::from_slice(&bytes).unwrap();
+        let received = message.push.unwrap().publication.unwrap();
+        assert_eq!(
+            (received.from.as_deref(), received.offset),
+            (Some("alice"), 0)
+        );
+    }
+
+    #[test]
+    fn reply_shapes() {
+        let bytes = encode_error(2, ErrorCode::PermissionDenied, "permission denied");
+        assert_eq!(
+            &bytes[..],
+            br#"{"id":2,"error":{"code":103,"message":"permission denied","temporary":false}}"#
+        );
+        let bytes = encode_result(5, &PingResult { ts: 7 });
+        assert_eq!(&bytes[..], br#"{"id":5,"result":{"ts":7}}"#);
+        let bytes = encode_disconnect(CloseCode::Shutdown, "server shutdown");
+        assert_eq!(
+            &bytes[..],
+            br#"{"push":{"disconnect":{"code":4200,"reason":"server shutdown","reconnect":true}}}"#
+        );
+        let bytes = encode_unsubscribe("a:b", 3000, "resubscribe");
+        assert_eq!(
+            &bytes[..],
+            br#"{"push":{"channel":"a:b","unsubscribe":{"code":3000,"reason":"resubscribe"}}}"#
+        );
+    }
+}
