@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{ChannelName, CloseCode};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::auth::{Claims, unix_now};
@@ -40,6 +40,8 @@ pub struct Outbox {
     queued_bytes: AtomicUsize,
     max_queued_bytes: usize,
     closing: AtomicBool,
+    /// Wakes a writer blocked on a socket that stopped reading once a close is requested.
+    closed: Notify,
 }
 
 impl Outbox {
@@ -50,6 +52,7 @@ impl Outbox {
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes,
             closing: AtomicBool::new(false),
+            closed: Notify::new(),
         };
         (Arc::new(outbox), receiver)
     }
@@ -75,6 +78,17 @@ impl Outbox {
         if !self.closing.swap(true, Ordering::Relaxed) {
             metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
             let _ = self.sender.send(Outbound::Close(code));
+            self.closed.notify_waiters();
+        }
+    }
+
+    /// Completes once a close has been requested.
+    pub async fn closing(&self) {
+        let notified = self.closed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.is_closing() {
+            notified.await;
         }
     }
 

@@ -86,7 +86,9 @@ async fn refuse(mut socket: WebSocket, code: CloseCode) {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        session::await_close_reply(&mut socket).await;
+    }
 }
 
 /// An empty allowlist allows any Origin (and requests without one, from non-browsers).

@@ -23,6 +23,9 @@ use crate::metrics;
 use crate::node::Node;
 use rate_limit::{RateLimiter, Verdict};
 
+/// How long to wait for a client's reply to our close frame.
+const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What the upgrade request carried.
 pub struct Upgrade {
     /// A token from `Authorization: Bearer`, `?token=` or the `herald_token` cookie.
@@ -95,6 +98,25 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
     drop(upgrade.permit);
     outbox.finish();
     let _ = writer.await;
+    if outbox.is_closing() {
+        await_close_reply(&mut stream).await;
+    }
+}
+
+/// After sending a close frame, reads (and discards) until the client's close reply, for a
+/// short while. Dropping a socket with unread input makes the kernel send a reset, which
+/// can destroy our close frame before the client reads it.
+pub(crate) async fn await_close_reply(
+    stream: &mut (impl futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin),
+) {
+    let drain = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, drain).await;
 }
 
 /// Reads until a valid `connect`. Returns the registered connection, or `None` after

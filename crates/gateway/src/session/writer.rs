@@ -2,6 +2,7 @@
 //! text frame (newline-separated, up to a size cap), and sends pings and the close frame.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,6 +13,10 @@ use herald_protocol::reply::encode_disconnect;
 use tokio::sync::mpsc;
 
 use crate::connections::{Outbound, Outbox};
+
+/// How long a writer may stay blocked on a peer that does not read once the connection is
+/// closing, before it gives up and drops the socket.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
@@ -28,25 +33,38 @@ pub async fn run(
                 None => break,
             },
         };
-        let result = match next {
-            Outbound::Message(first) => {
-                outbox.dequeued(first.len());
-                let (frame, after) = coalesce(first, &mut queue, &outbox, max_frame_bytes);
-                carried = after;
-                send_text(&mut sink, frame).await
+        let send = async {
+            match next {
+                Outbound::Message(first) => {
+                    outbox.dequeued(first.len());
+                    let (frame, after) = coalesce(first, &mut queue, &outbox, max_frame_bytes);
+                    carried = after;
+                    send_text(&mut sink, frame).await.is_ok()
+                }
+                Outbound::Ping => sink.send(Message::Ping(Bytes::new())).await.is_ok(),
+                Outbound::Close(code) => {
+                    close(&mut sink, code).await;
+                    false
+                }
+                Outbound::Finish => false,
             }
-            Outbound::Ping => sink.send(Message::Ping(Bytes::new())).await,
-            Outbound::Close(code) => {
-                close(&mut sink, code).await;
-                return;
-            }
-            Outbound::Finish => break,
         };
-        if result.is_err() {
-            return;
+        let keep_going = tokio::select! {
+            keep_going = send => keep_going,
+            () = give_up(&outbox) => false,
+        };
+        if !keep_going {
+            break;
         }
     }
     let _ = sink.close().await;
+}
+
+/// Completes `CLOSE_GRACE` after a close was requested: a peer that has not taken our
+/// bytes by then is not going to.
+async fn give_up(outbox: &Outbox) {
+    outbox.closing().await;
+    tokio::time::sleep(CLOSE_GRACE).await;
 }
 
 /// Joins `first` with whatever messages are already queued, up to `max` bytes. Returns the

@@ -1,0 +1,138 @@
+//! Namespace rules, allowed and denied, and channel names.
+
+use crate::common::*;
+
+#[tokio::test]
+async fn namespace_rules_allow_and_deny() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway
+        .client(&gateway.token("alice", &["acme"], &["org:acme:ch:*"]))
+        .await;
+    let outsider = gateway
+        .client(&gateway.token("eve", &["other"], &["org:other:*"]))
+        .await;
+
+    for channel in [
+        "public:lobby",
+        "user:alice",
+        "org:acme",
+        "org:acme:ch:general",
+    ] {
+        within(channel, alice.subscribe(channel))
+            .await
+            .unwrap_or_else(|e| panic!("alice may subscribe {channel}: {e}"));
+    }
+    for channel in [
+        "user:bob",
+        "org:acme:dm:bob",
+        "org:other",
+        "org:other:ch:general",
+    ] {
+        assert_eq!(
+            error_code(within(channel, alice.subscribe(channel)).await),
+            103,
+            "alice may not subscribe {channel}"
+        );
+    }
+    within("public", outsider.subscribe("public:lobby"))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("org", outsider.subscribe("org:acme")).await),
+        103
+    );
+    assert_eq!(
+        error_code(within("user", outsider.subscribe("user:alice")).await),
+        103
+    );
+}
+
+#[tokio::test]
+async fn subscription_token_grants_one_channel_to_one_user() {
+    let gateway = TestGateway::start().await;
+    let bob = gateway.client(&gateway.token("bob", &[], &[])).await;
+    let token = gateway.subscription_token("bob", "org:acme:ch:private");
+    within(
+        "with token",
+        bob.subscribe_with("org:acme:ch:private", Some(&token), None),
+    )
+    .await
+    .unwrap();
+    let other_channel = within(
+        "other channel",
+        bob.subscribe_with("org:acme:ch:other", Some(&token), None),
+    )
+    .await;
+    assert_eq!(error_code(other_channel), 103);
+
+    let eve = gateway.client(&gateway.token("eve", &[], &[])).await;
+    assert_eq!(
+        error_code(
+            within(
+                "stolen token",
+                eve.subscribe_with("org:acme:ch:private", Some(&token), None)
+            )
+            .await
+        ),
+        103
+    );
+    assert_eq!(
+        error_code(
+            within(
+                "garbage token",
+                eve.subscribe_with("org:acme:ch:private", Some("x.y.z"), None)
+            )
+            .await
+        ),
+        103
+    );
+}
+
+#[tokio::test]
+async fn invalid_or_unknown_channels_get_102() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    for channel in [
+        "",
+        "org:acme:a.b",
+        "org::x",
+        "nonamespace:x",
+        "org:acme:*",
+        &"x".repeat(201),
+    ] {
+        assert_eq!(
+            error_code(within("subscribe", alice.subscribe(channel)).await),
+            102,
+            "{channel:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn double_subscribe_and_subscription_limit() {
+    let gateway = TestGateway::with(|c| c.limits.max_subscriptions = 3).await;
+    let alice = gateway.member("alice").await;
+    within("first", alice.subscribe("org:acme:ch:a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("again", alice.subscribe("org:acme:ch:a")).await),
+        105
+    );
+    within("second", alice.subscribe("org:acme:ch:b"))
+        .await
+        .unwrap();
+    within("third", alice.subscribe("org:acme:ch:c"))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("fourth", alice.subscribe("org:acme:ch:d")).await),
+        106
+    );
+    within("unsubscribe", alice.unsubscribe("org:acme:ch:a"))
+        .await
+        .unwrap();
+    within("fourth after unsubscribe", alice.subscribe("org:acme:ch:d"))
+        .await
+        .unwrap();
+}

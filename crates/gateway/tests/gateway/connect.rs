@@ -1,0 +1,171 @@
+//! The handshake: every token transport, bad tokens, timeouts, origins, refresh.
+
+use std::time::Duration;
+
+use herald_client::ConnectOptions;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn connect_with_token_in_connect_message() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("alice", &["acme"], &[]);
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(client.subprotocol(), Some("herald.v1.json"));
+    let result = within("connect", client.handshake(Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(result.user, "alice");
+    assert_eq!(result.ping, 25);
+    assert!(!result.client.is_empty());
+    assert!(!result.node.is_empty());
+    assert!(result.expires > 0);
+}
+
+#[tokio::test]
+async fn connect_with_token_in_header_query_or_cookie() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("alice", &[], &[]);
+    let transports = [
+        ConnectOptions::new(&gateway.ws_url).header("Authorization", format!("Bearer {token}")),
+        ConnectOptions::new(format!("{}?token={token}", gateway.ws_url)),
+        ConnectOptions::new(&gateway.ws_url)
+            .header("Cookie", format!("theme=dark; herald_token={token}")),
+    ];
+    for options in transports {
+        let client = gateway.open(options).await.unwrap();
+        let result = within("connect", client.handshake(None)).await.unwrap();
+        assert_eq!(result.user, "alice");
+    }
+}
+
+#[tokio::test]
+async fn invalid_token_is_refused_with_4001() {
+    let gateway = TestGateway::start().await;
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("connect", client.handshake(Some("not-a-jwt"))).await),
+        101
+    );
+    assert_eq!(close_code(&client).await, 4001);
+
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("connect", client.handshake(None)).await),
+        101,
+        "no token anywhere"
+    );
+    assert_eq!(close_code(&client).await, 4001);
+}
+
+#[tokio::test]
+async fn expired_token_is_refused_with_4002() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.sign(claims("alice", &[], &[], -10));
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("connect", client.handshake(Some(&token))).await),
+        109
+    );
+    assert_eq!(close_code(&client).await, 4002);
+}
+
+#[tokio::test]
+async fn no_connect_within_the_timeout_closes_4001() {
+    let gateway =
+        TestGateway::with(|c| c.limits.connect_timeout = Duration::from_millis(300)).await;
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&client).await, 4001);
+}
+
+#[tokio::test]
+async fn a_command_before_connect_is_an_error_then_4001() {
+    let gateway = TestGateway::start().await;
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("subscribe", client.subscribe("public:lobby")).await),
+        101
+    );
+    assert_eq!(close_code(&client).await, 4001);
+}
+
+#[tokio::test]
+async fn origin_allowlist_closes_foreign_origins_with_4003() {
+    let gateway =
+        TestGateway::with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let token = gateway.token("alice", &[], &[]);
+    let evil = gateway
+        .open(ConnectOptions::new(&gateway.ws_url).header("Origin", "https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&evil).await, 4003);
+    let good = gateway
+        .open(ConnectOptions::new(&gateway.ws_url).header("Origin", "https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(
+        within("connect", good.handshake(Some(&token)))
+            .await
+            .unwrap()
+            .user,
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn token_expiry_closes_4002_unless_refreshed() {
+    let gateway = TestGateway::start().await;
+    let refreshed = gateway
+        .client(&gateway.sign(claims("alice", &[], &[], 2)))
+        .await;
+    let expiring = gateway
+        .client(&gateway.sign(claims("bob", &[], &[], 2)))
+        .await;
+
+    let result = within(
+        "refresh",
+        refreshed.refresh(&gateway.token("alice", &[], &[])),
+    )
+    .await
+    .unwrap();
+    assert!(result.expires > unix_now_plus(60));
+    assert_eq!(
+        error_code(
+            within(
+                "refresh",
+                refreshed.refresh(&gateway.token("mallory", &[], &[]))
+            )
+            .await
+        ),
+        101,
+        "a token for another user"
+    );
+
+    assert_eq!(close_code(&expiring).await, 4002);
+    assert!(
+        within("ping", refreshed.ping()).await.is_ok(),
+        "the refreshed connection stays open"
+    );
+}
+
+fn unix_now_plus(seconds: i64) -> i64 {
+    herald_gateway::auth::unix_now() + seconds
+}

@@ -1,0 +1,221 @@
+//! Hostile and broken input, and every limit's close code.
+
+use std::time::Duration;
+
+use herald_client::{ConnectOptions, Push};
+use serde_json::json;
+
+use crate::common::*;
+
+/// Polls the metrics until `line_start` appears with a value of at least 1.
+async fn wait_for_metric(gateway: &TestGateway, line_start: &str) {
+    within(line_start, async {
+        loop {
+            let metrics = gateway.metrics().await;
+            let seen = metrics
+                .lines()
+                .filter(|line| line.starts_with(line_start))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .any(|value| value >= 1.0);
+            if seen {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn malformed_commands_get_error_replies_and_keep_the_connection() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    let cases = [
+        ("dance", json!({}), 104),
+        ("subscribe", json!({"chanel": "x"}), 107),
+        ("subscribe", json!({"channel": 5}), 107),
+        (
+            "publish",
+            json!({"channel": "org:acme:ch:x", "event": "e"}),
+            107,
+        ),
+        ("connect", json!({}), 107),
+    ];
+    for (method, params, code) in cases {
+        let result = within(method, alice.request(method, params)).await;
+        assert_eq!(error_code(result), code, "{method}");
+    }
+    assert!(
+        within("ping", alice.ping()).await.is_ok(),
+        "still connected"
+    );
+}
+
+#[tokio::test]
+async fn garbage_and_binary_frames_close_4000() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    alice.send_text("this is not json").await.unwrap();
+    assert_eq!(close_code(&alice).await, 4000);
+
+    let bob = gateway.member("bob").await;
+    bob.send_binary(vec![0, 159, 146, 150]).await.unwrap();
+    assert_eq!(close_code(&bob).await, 4000);
+
+    let carol = gateway.member("carol").await;
+    carol.send_text("[1,2,3]").await.unwrap();
+    assert_eq!(close_code(&carol).await, 4000);
+}
+
+#[tokio::test]
+async fn oversized_messages_close_4009() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    let padding = "x".repeat(64 * 1024);
+    alice
+        .send_text(format!(r#"{{"id":1,"ping":{{}},"pad":"{padding}"}}"#))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&alice).await, 4009);
+}
+
+#[tokio::test]
+async fn oversized_and_deep_publish_data_is_refused() {
+    let gateway = TestGateway::with(|c| {
+        c.namespaces.get_mut("org").unwrap().options.client_publish = true;
+        c.limits.max_message_bytes = 4096;
+    })
+    .await;
+    let alice = gateway.member("alice").await;
+    let deep = (0..40).fold(json!(1), |inner, _| json!([inner]));
+    assert_eq!(
+        error_code(within("deep", alice.publish("org:acme:ch:x", "e", deep)).await),
+        107
+    );
+    let big = json!("y".repeat(3000));
+    let big_result = within(
+        "big",
+        alice.publish("org:acme:ch:x", "e", json!([big.clone(), big])),
+    )
+    .await;
+    assert!(
+        big_result.is_err(),
+        "a 6 KB command over a 4 KB limit is refused"
+    );
+}
+
+#[tokio::test]
+async fn command_flood_gets_110_then_closes_4100() {
+    let gateway = TestGateway::with(|c| c.limits.commands_per_minute = 5).await;
+    let alice = gateway.member("alice").await; // `connect` takes one token
+    for _ in 0..4 {
+        within("ping", alice.ping()).await.unwrap();
+    }
+    assert_eq!(error_code(within("ping", alice.ping()).await), 110);
+    for _ in 0..20 {
+        alice.send_text(r#"{"id":99,"ping":{}}"#).await.ok();
+    }
+    assert_eq!(close_code(&alice).await, 4100);
+}
+
+#[tokio::test]
+async fn node_connection_limit_closes_4101() {
+    let gateway = TestGateway::with(|c| c.limits.max_connections = 1).await;
+    let _alice = gateway.member("alice").await;
+    let bob = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&bob).await, 4101);
+}
+
+#[tokio::test]
+async fn per_user_connection_limit_closes_4101() {
+    let gateway = TestGateway::with(|c| c.limits.max_connections_per_user = 2).await;
+    let token = gateway.token("alice", &[], &[]);
+    let _first = gateway.client(&token).await;
+    let _second = gateway.client(&token).await;
+    let third = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("connect", third.handshake(Some(&token))).await),
+        106
+    );
+    assert_eq!(close_code(&third).await, 4101);
+    let _bob = gateway.client(&gateway.token("bob", &[], &[])).await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_4201_while_a_fast_one_gets_everything() {
+    let gateway = TestGateway::with(|c| c.limits.client_queue_bytes = 256 * 1024).await;
+    let channel = "public:firehose";
+    let slow = gateway.member("slow").await;
+    let fast = gateway.member("fast").await;
+    within("subscribe", slow.subscribe(channel)).await.unwrap();
+    within("subscribe", fast.subscribe(channel)).await.unwrap();
+    slow.pause_reading();
+
+    // Far more than the kernel's socket buffers plus the queue budget.
+    let payload = "z".repeat(32 * 1024);
+    let count = 1000u32;
+    let publisher = {
+        let mut grpc = gateway.grpc().await;
+        tokio::spawn(async move {
+            for n in 0..count {
+                let request = herald_api::v1::PublishRequest {
+                    channel: channel.into(),
+                    event: "bulk".into(),
+                    data: json!({"n": n, "pad": payload}).to_string().into_bytes(),
+                    idempotency_key: String::new(),
+                };
+                grpc.publish(request).await.expect("publish");
+            }
+        })
+    };
+    for n in 0..count {
+        let publication = next_publication(&fast).await;
+        let data: serde_json::Value = serde_json::from_str(publication.data.get()).unwrap();
+        assert_eq!(
+            data["n"], n,
+            "the fast consumer gets every publication in order"
+        );
+    }
+    within("publisher", publisher).await.unwrap();
+    wait_for_metric(&gateway, "herald_slow_consumer_closes_total").await;
+    slow.resume_reading();
+    assert_eq!(close_code(&slow).await, 4201);
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_answer_pings_is_closed_4202() {
+    let gateway = TestGateway::with(|c| {
+        c.limits.ping_interval = Duration::from_secs(1);
+        c.limits.pong_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let alive = gateway.member("alive").await;
+    let silent = gateway.member("silent").await;
+    silent.pause_reading();
+    wait_for_metric(&gateway, "herald_disconnects_total{code=\"4202\"}").await;
+    silent.resume_reading();
+    assert_eq!(close_code(&silent).await, 4202);
+    assert!(
+        within("ping", alive.ping()).await.is_ok(),
+        "a client that answers pings stays"
+    );
+    // The close came with a disconnect push first, for clients that cannot see close codes.
+    let mut saw_disconnect = false;
+    while let Some(push) = silent.next_push().await {
+        if let Push {
+            disconnect: Some(disconnect),
+            ..
+        } = push
+        {
+            assert_eq!((disconnect.code, disconnect.reconnect), (4202, true));
+            saw_disconnect = true;
+        }
+    }
+    assert!(saw_disconnect);
+}
