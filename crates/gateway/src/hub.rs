@@ -363,3 +363,237 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use herald_protocol::reply::ServerMessage;
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::connections::{Connections, Heartbeat, Outbound, Outbox, Registration};
+    use crate::state::{Append, Appended, HistoryPolicy, MemoryState};
+
+    const CHANNEL: &str = "org:acme:ch:general";
+
+    struct Fixture {
+        hub: Arc<Hub>,
+        state: MemoryState,
+        connections: Arc<Connections>,
+    }
+
+    struct Subscriber {
+        registration: Registration,
+        queue: mpsc::UnboundedReceiver<Outbound>,
+    }
+
+    impl Subscriber {
+        /// Everything queued so far, decoded.
+        fn drain(&mut self) -> Vec<ServerMessage> {
+            let mut messages = Vec::new();
+            while let Ok(item) = self.queue.try_recv() {
+                if let Outbound::Message(bytes) = item {
+                    messages.push(serde_json::from_slice(&bytes).expect("valid JSON"));
+                }
+            }
+            messages
+        }
+
+        fn offsets(&mut self) -> Vec<u64> {
+            self.drain()
+                .into_iter()
+                .filter_map(|m| m.push?.publication.map(|p| p.offset))
+                .collect()
+        }
+    }
+
+    fn fixture() -> Fixture {
+        let state = MemoryState::new();
+        let (hub, _idle) = Hub::new(Arc::new(state.clone()), Duration::from_millis(100));
+        let heartbeat = Heartbeat {
+            interval: Duration::from_secs(25),
+            timeout: Duration::from_secs(20),
+        };
+        Fixture {
+            hub,
+            state,
+            connections: Arc::new(Connections::new(0, heartbeat)),
+        }
+    }
+
+    impl Fixture {
+        fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
+            let (outbox, queue) = Outbox::new(1 << 20);
+            let claims = Claims {
+                sub: Arc::from(id),
+                exp: i64::MAX,
+                orgs: vec![],
+                channels: vec![],
+                info: None,
+            };
+            let registration = self
+                .connections
+                .register(Arc::from(id), Arc::new(claims), outbox)
+                .unwrap();
+            let channel = channel();
+            registration.connection.add_subscription(&channel);
+            self.hub.add(&channel, registration.connection.clone());
+            let position = Position {
+                offset: position,
+                epoch: epoch.into(),
+            };
+            self.hub.activate(
+                &channel,
+                &registration.connection,
+                Bytes::from_static(b"{\"id\":1,\"result\":{}}"),
+                &position,
+            );
+            Subscriber {
+                registration,
+                queue,
+            }
+        }
+
+        /// Appends to history and returns the stored publication (not delivered).
+        async fn append(&self) -> Publication {
+            let append = Append {
+                publication: publication(0, ""),
+                history: Some(HistoryPolicy {
+                    size: 100,
+                    ttl: Duration::from_secs(60),
+                }),
+                idempotency_key: None,
+            };
+            match self.state.append(append).await.unwrap() {
+                Appended::New(publication) => publication,
+                Appended::Duplicate(_) => unreachable!(),
+            }
+        }
+    }
+
+    fn channel() -> ChannelName {
+        ChannelName::parse(CHANNEL).unwrap()
+    }
+
+    fn publication(offset: u64, epoch: &str) -> Publication {
+        Publication {
+            channel: channel(),
+            event: Arc::from("e"),
+            data: Arc::from(RawValue::from_string("{}".into()).unwrap()),
+            offset,
+            epoch: Arc::from(epoch),
+            ts: 0,
+            from: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn drops_duplicates_and_reorders_what_arrives_early() {
+        let fixture = fixture();
+        let mut subscriber = fixture.subscriber("a", 0, "e1");
+        subscriber.drain();
+        for offset in [1, 1, 3, 2, 2, 4] {
+            fixture.hub.deliver(publication(offset, "e1"));
+        }
+        assert_eq!(subscriber.offsets(), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fills_a_gap_from_history_after_the_wait() {
+        let fixture = fixture();
+        let first = fixture.append().await;
+        let epoch = first.epoch.to_string();
+        let mut subscriber = fixture.subscriber("a", 0, &epoch);
+        subscriber.drain();
+        let _lost = fixture.append().await;
+        let third = fixture.append().await;
+        fixture.hub.deliver(first);
+        fixture.hub.deliver(third);
+        assert_eq!(subscriber.offsets(), vec![1], "3 waits for 2");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(subscriber.offsets(), vec![2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfillable_gap_makes_subscribers_resubscribe() {
+        let fixture = fixture();
+        let mut subscriber = fixture.subscriber("a", 0, "e1");
+        subscriber.drain();
+        fixture.hub.deliver(publication(1, "e1"));
+        fixture.hub.deliver(publication(5, "e1"));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let messages = subscriber.drain();
+        let unsubscribe = messages
+            .iter()
+            .find_map(|m| m.push.as_ref()?.unsubscribe.clone())
+            .expect("unsubscribe push");
+        assert_eq!(unsubscribe.code, unsubscribe_code::RESUBSCRIBE);
+        assert!(!subscriber.registration.connection.is_subscribed(&channel()));
+        assert_eq!(fixture.hub.subscriber_count(&channel()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_pending_subscriber_gets_its_reply_first_then_only_newer_publications() {
+        let fixture = fixture();
+        let mut live = fixture.subscriber("live", 0, "e1");
+        live.drain();
+        let (outbox, mut queue) = Outbox::new(1 << 20);
+        let claims = Claims {
+            sub: Arc::from("late"),
+            exp: i64::MAX,
+            orgs: vec![],
+            channels: vec![],
+            info: None,
+        };
+        let late = fixture
+            .connections
+            .register(Arc::from("late"), Arc::new(claims), outbox)
+            .unwrap();
+        fixture.hub.add(&channel(), late.connection.clone());
+        for offset in 1..=3 {
+            fixture.hub.deliver(publication(offset, "e1"));
+        }
+        assert!(
+            queue.try_recv().is_err(),
+            "nothing before the subscribe reply"
+        );
+        let reply = Bytes::from_static(b"{\"id\":7,\"result\":{}}");
+        fixture.hub.activate(
+            &channel(),
+            &late.connection,
+            reply.clone(),
+            &Position {
+                offset: 2,
+                epoch: "e1".into(),
+            },
+        );
+        fixture.hub.deliver(publication(4, "e1"));
+        let mut late = Subscriber {
+            registration: late,
+            queue,
+        };
+        let messages = late.drain();
+        assert_eq!(messages[0].id, Some(7));
+        let offsets: Vec<u64> = messages[1..]
+            .iter()
+            .filter_map(|m| m.push.as_ref()?.publication.as_ref().map(|p| p.offset))
+            .collect();
+        assert_eq!(offsets, vec![3, 4]);
+        assert_eq!(live.offsets(), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn encodes_once_and_skips_closing_connections() {
+        let fixture = fixture();
+        let mut a = fixture.subscriber("a", 0, "");
+        let mut b = fixture.subscriber("b", 0, "");
+        a.drain();
+        b.drain();
+        b.registration.connection.close(CloseCode::SlowConsumer);
+        fixture.hub.deliver(publication(0, ""));
+        assert_eq!(a.offsets(), vec![0]);
+        assert!(b.drain().is_empty());
+    }
+}

@@ -65,6 +65,18 @@ async fn garbage_and_binary_frames_close_4000() {
     let carol = gateway.member("carol").await;
     carol.send_text("[1,2,3]").await.unwrap();
     assert_eq!(close_code(&carol).await, 4000);
+
+    // Nesting deep enough to overflow a naive recursive parser's stack.
+    let dave = gateway.member("dave").await;
+    dave.send_text(format!(r#"{{"id":1,"ping":{}"#, "[".repeat(50_000)))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&dave).await, 4000);
+    assert!(
+        within("node still serves", gateway.member("erin").await.ping())
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

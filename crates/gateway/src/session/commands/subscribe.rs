@@ -27,15 +27,16 @@ pub async fn apply(
 ) -> Result<Answer, Failure> {
     let (channel, options) =
         authorize(node, connection, &request.channel, request.token.as_deref())?;
+    if connection.is_subscribed(&channel) {
+        return Err(Failure::code(ErrorCode::AlreadySubscribed));
+    }
     if connection.subscription_count() >= node.config.limits.max_subscriptions {
         return Err(Failure::new(
             ErrorCode::LimitExceeded,
             "too many subscriptions",
         ));
     }
-    if !connection.add_subscription(&channel) {
-        return Err(Failure::code(ErrorCode::AlreadySubscribed));
-    }
+    connection.add_subscription(&channel);
     if node.hub.add(&channel, connection.clone())
         && let Err(error) = node.interest_added(&channel).await
     {
