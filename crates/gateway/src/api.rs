@@ -7,7 +7,8 @@ use std::sync::Arc;
 use herald_api::v1 as api;
 use herald_api::v1::herald_server::{Herald, HeraldServer};
 use herald_protocol::CloseCode;
-use herald_protocol::publication::validate_data;
+use herald_protocol::publication::{validate_data, validate_event};
+use serde_json::value::RawValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -70,16 +71,19 @@ fn position_response(position: Position) -> api::PublishResponse {
 }
 
 impl HeraldApi {
+    fn parse_data(&self, data: &[u8]) -> Result<Arc<RawValue>, Status> {
+        let limits = &self.node.config.limits;
+        validate_data(data, limits.max_message_bytes, limits.max_json_depth)
+            .map_err(|e| Status::invalid_argument(format!("data: {e}")))
+    }
+
     async fn publish_one(
         &self,
         channel: String,
         event: String,
-        data: &[u8],
+        data: Arc<RawValue>,
         idempotency_key: &str,
     ) -> Result<api::PublishResponse, Status> {
-        let limits = &self.node.config.limits;
-        let data = validate_data(data, limits.max_message_bytes, limits.max_json_depth)
-            .map_err(|e| Status::invalid_argument(format!("data: {e}")))?;
         let request = PublishRequest {
             channel,
             event,
@@ -99,14 +103,17 @@ impl Herald for HeraldApi {
         request: Request<api::PublishRequest>,
     ) -> Result<Response<api::PublishResponse>, Status> {
         let request = request.into_inner();
-        let result = self
-            .publish_one(
+        let result = async {
+            let data = self.parse_data(&request.data)?;
+            self.publish_one(
                 request.channel,
                 request.event,
-                &request.data,
+                data,
                 &request.idempotency_key,
             )
-            .await;
+            .await
+        }
+        .await;
         observe("Publish", result)
     }
 
@@ -119,13 +126,20 @@ impl Herald for HeraldApi {
             if request.channels.is_empty() || request.channels.len() > 1000 {
                 return Err(Status::invalid_argument("channels: 1-1000 channels"));
             }
+            // Check everything first, so a bad channel does not leave a partial broadcast.
+            let data = self.parse_data(&request.data)?;
+            validate_event(&request.event)
+                .map_err(|e| Status::invalid_argument(format!("invalid event: {e}")))?;
+            for channel in &request.channels {
+                self.node.channel(channel).map_err(|e| e.status())?;
+            }
             let mut results = Vec::with_capacity(request.channels.len());
             for channel in request.channels {
                 results.push(
                     self.publish_one(
                         channel,
                         request.event.clone(),
-                        &request.data,
+                        data.clone(),
                         &request.idempotency_key,
                     )
                     .await?,

@@ -66,7 +66,11 @@ pub async fn upgrade(
             Some(Err(_)) => (Some(Refusal::Full), None),
         }
     };
-    let token = token_from(&headers, &query);
+    // A cookie rides along with any site's request, so it only counts as a token when an
+    // Origin allowlist is configured (and matched above): otherwise any page could open a
+    // socket as the user (cross-site WebSocket hijacking).
+    let cookies_allowed = !node.config.allowed_origins.is_empty();
+    let token = token_from(&headers, &query, cookies_allowed);
     let node = node.clone();
     let tracker = state.tracker.clone();
     upgrade.on_upgrade(move |socket| {
@@ -104,14 +108,22 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
 }
 
-/// A token from `Authorization: Bearer`, `?token=`, or the `herald_token` cookie.
-fn token_from(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+/// A token from `Authorization: Bearer`, `?token=`, or (when `cookies_allowed`) the
+/// `herald_token` cookie.
+fn token_from(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    cookies_allowed: bool,
+) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
     let cookie = || {
+        if !cookies_allowed {
+            return None;
+        }
         headers
             .get_all(header::COOKIE)
             .iter()
@@ -133,16 +145,30 @@ mod tests {
     fn token_sources_in_order() {
         let mut headers = HeaderMap::new();
         let mut query = HashMap::new();
-        assert_eq!(token_from(&headers, &query), None);
+        assert_eq!(token_from(&headers, &query, true), None);
         headers.insert(
             header::COOKIE,
             "a=b; herald_token=from-cookie".parse().unwrap(),
         );
-        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-cookie"));
+        assert_eq!(
+            token_from(&headers, &query, true).as_deref(),
+            Some("from-cookie")
+        );
+        assert_eq!(
+            token_from(&headers, &query, false),
+            None,
+            "cookies need an Origin allowlist"
+        );
         query.insert("token".to_owned(), "from-query".to_owned());
-        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-query"));
+        assert_eq!(
+            token_from(&headers, &query, true).as_deref(),
+            Some("from-query")
+        );
         headers.insert(header::AUTHORIZATION, "Bearer from-header".parse().unwrap());
-        assert_eq!(token_from(&headers, &query).as_deref(), Some("from-header"));
+        assert_eq!(
+            token_from(&headers, &query, true).as_deref(),
+            Some("from-header")
+        );
     }
 
     #[test]

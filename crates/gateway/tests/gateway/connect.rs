@@ -26,20 +26,48 @@ async fn connect_with_token_in_connect_message() {
 }
 
 #[tokio::test]
-async fn connect_with_token_in_header_query_or_cookie() {
+async fn connect_with_token_in_header_or_query() {
     let gateway = TestGateway::start().await;
     let token = gateway.token("alice", &[], &[]);
     let transports = [
         ConnectOptions::new(&gateway.ws_url).header("Authorization", format!("Bearer {token}")),
         ConnectOptions::new(format!("{}?token={token}", gateway.ws_url)),
-        ConnectOptions::new(&gateway.ws_url)
-            .header("Cookie", format!("theme=dark; herald_token={token}")),
     ];
     for options in transports {
         let client = gateway.open(options).await.unwrap();
         let result = within("connect", client.handshake(None)).await.unwrap();
         assert_eq!(result.user, "alice");
     }
+}
+
+#[tokio::test]
+async fn cookie_tokens_count_only_behind_an_origin_allowlist() {
+    let open_gateway = TestGateway::start().await;
+    let token = open_gateway.token("alice", &[], &[]);
+    let cookie = format!("theme=dark; herald_token={token}");
+    let client = open_gateway
+        .open(ConnectOptions::new(&open_gateway.ws_url).header("Cookie", &cookie))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("connect", client.handshake(None)).await),
+        101,
+        "no allowlist: cookie ignored"
+    );
+
+    let gateway =
+        TestGateway::with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let options = ConnectOptions::new(&gateway.ws_url)
+        .header("Origin", "https://app.example")
+        .header("Cookie", &cookie);
+    let client = gateway.open(options).await.unwrap();
+    assert_eq!(
+        within("connect", client.handshake(None))
+            .await
+            .unwrap()
+            .user,
+        "alice"
+    );
 }
 
 #[tokio::test]
