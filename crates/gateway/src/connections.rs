@@ -27,8 +27,9 @@ pub enum Outbound {
     Message(Bytes),
     /// A WebSocket Ping.
     Ping,
-    /// Send a `disconnect` push and a close frame with this code, then stop.
-    Close(CloseCode),
+    /// Send a `disconnect` push and a close frame with this code (and a reason other than
+    /// the code's own, if given), then stop.
+    Close(CloseCode, Option<Box<str>>),
     /// The client went away: flush and stop.
     Finish,
 }
@@ -75,9 +76,17 @@ impl Outbox {
 
     /// Closes the connection with `code` (once; later calls do nothing).
     pub fn close(&self, code: CloseCode) {
+        self.close_with_reason(code, None);
+    }
+
+    /// Closes the connection with `code` and a custom reason (at most 123 bytes are sent).
+    pub fn close_with_reason(&self, code: CloseCode, reason: Option<&str>) {
         if !self.closing.swap(true, Ordering::Relaxed) {
             metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-            let _ = self.sender.send(Outbound::Close(code));
+            let reason = reason
+                .filter(|r| !r.is_empty())
+                .map(|r| Box::from(truncate_utf8(r, 123)));
+            let _ = self.sender.send(Outbound::Close(code, reason));
             self.closed.notify_waiters();
         }
     }
@@ -109,6 +118,18 @@ impl Outbox {
     pub fn dequeued(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// The longest prefix of `s` within `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The shared handle of one authenticated connection.

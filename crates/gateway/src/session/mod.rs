@@ -26,6 +26,10 @@ use rate_limit::{RateLimiter, Verdict};
 /// How long to wait for a client's reply to our close frame.
 const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Coalesced frames stop growing past this. tungstenite keeps its write buffer at the size
+/// of the largest frame it ever sent, so this also bounds what a busy connection retains.
+const COALESCE_BYTES: usize = 16 * 1024;
+
 /// What the upgrade request carried.
 pub struct Upgrade {
     /// A token from `Authorization: Bearer`, `?token=` or the `herald_token` cookie.
@@ -67,12 +71,8 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
     let limits = &node.config.limits;
     let (outbox, queue) = Outbox::new(limits.client_queue_bytes);
     let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(writer::run(
-        sink,
-        queue,
-        outbox.clone(),
-        limits.max_message_bytes,
-    ));
+    let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
+    let mut writer = tokio::spawn(writer::run(sink, queue, outbox.clone(), frame_cap));
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
     let handshake = tokio::select! {
         result = handshake(&node, &mut stream, &outbox, upgrade.token) => result,

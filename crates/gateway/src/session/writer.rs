@@ -42,14 +42,17 @@ pub async fn run(
                     send_text(&mut sink, frame).await.is_ok()
                 }
                 Outbound::Ping => sink.send(Message::Ping(Bytes::new())).await.is_ok(),
-                Outbound::Close(code) => {
-                    close(&mut sink, code).await;
+                Outbound::Close(code, reason) => {
+                    close(&mut sink, code, reason.as_deref().unwrap_or(code.reason())).await;
                     false
                 }
                 Outbound::Finish => false,
             }
         };
+        // Biased: a send that completes at once never polls (and never registers) the
+        // give-up future, so the common case costs nothing extra.
         let keep_going = tokio::select! {
+            biased;
             keep_going = send => keep_going,
             () = give_up(&outbox) => false,
         };
@@ -110,11 +113,11 @@ async fn send_text(
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
-async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode) {
-    let _ = send_text(sink, encode_disconnect(code, code.reason())).await;
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode, reason: &str) {
+    let _ = send_text(sink, encode_disconnect(code, reason)).await;
     let frame = CloseFrame {
         code: code.code(),
-        reason: Utf8Bytes::from_static(code.reason()),
+        reason: Utf8Bytes::from(reason),
     };
     let _ = sink.send(Message::Close(Some(frame))).await;
     let _ = sink.close().await;
@@ -140,7 +143,10 @@ mod tests {
             &frame[..],
             b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}"
         );
-        assert!(matches!(after, Some(Outbound::Close(CloseCode::Shutdown))));
+        assert!(matches!(
+            after,
+            Some(Outbound::Close(CloseCode::Shutdown, None))
+        ));
 
         let (outbox, mut queue) = Outbox::new(1 << 20);
         for n in 0..5 {

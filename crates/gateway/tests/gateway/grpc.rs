@@ -113,8 +113,10 @@ async fn disconnect_closes_every_connection_of_the_user() {
         .unwrap()
         .into_inner();
     assert_eq!(response.connections, 2);
-    assert_eq!(close_code(&tab1).await, 4001);
-    assert_eq!(close_code(&tab2).await, 4001);
+    for tab in [&tab1, &tab2] {
+        let info = within("close", tab.closed()).await.expect("a close frame");
+        assert_eq!((info.code, info.reason.as_str()), (4001, "banned"));
+    }
     assert!(within("ping", bob.ping()).await.is_ok());
 
     let bad = DisconnectRequest {
