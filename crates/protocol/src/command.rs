@@ -253,6 +253,40 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadRequest);
     }
 
+    /// Hostile input never panics: random bytes, and random mutations of valid commands.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let seeds = [
+            r#"{"id":1,"subscribe":{"channel":"org:a:b","recover":{"offset":3,"epoch":"e"}}}"#,
+            r#"{"id":2,"publish":{"channel":"c:d","event":"x","data":{"a":[1,{"b":"\u00e9"}]}}}"#,
+            r#"{"id":3,"history":{"channel":"c:d","limit":5,"sinceOffset":2}}"#,
+        ];
+        let alphabet = br#"{}[]":,\0123456789eE+-.truefalsnl idconectsubrpyhgmak"#;
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..bytes.len());
+                match rng.random_range(0..3) {
+                    0 => bytes[at] = alphabet[rng.random_range(0..alphabet.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[rng.random_range(0..alphabet.len())]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = parse_frame(text);
+            }
+            let random: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+            let _ = parse_frame(&String::from_utf8_lossy(&random));
+        }
+    }
+
     #[test]
     fn non_json_fails_the_frame() {
         assert!(parse_command("hello").is_err());
