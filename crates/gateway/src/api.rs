@@ -204,7 +204,9 @@ impl Herald for HeraldApi {
             };
             let connections = self.node.connections.of_user(&request.user);
             for connection in &connections {
-                connection.outbox.close_with_reason(code, Some(&request.reason));
+                connection
+                    .outbox
+                    .close_with_reason(code, Some(&request.reason));
             }
             Ok(api::DisconnectResponse {
                 connections: connections.len() as u32,

@@ -1,136 +1,23 @@
 //! Live connections: the handle the hub fans out to, and the node's registry of them.
 //!
-//! A [`Connection`] is what other tasks hold: an unbounded queue to its writer with a byte
-//! budget on top, so pushing to it never blocks and never takes a lock. Overflowing the
-//! budget closes the connection (4201) instead of slowing anyone else down.
+//! A [`Connection`] is what other tasks hold: its [`Outbox`] (the queue to its writer),
+//! its claims, and the little state the sweeper needs.
 //!
 //! One sweeper per node handles every connection's heartbeat and token expiry, instead of
 //! a timer per connection.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{ChannelName, CloseCode};
-use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::auth::{Claims, unix_now};
 use crate::metrics;
-
-/// What a connection's writer sends next.
-#[derive(Debug)]
-pub enum Outbound {
-    /// One encoded server message; the writer may coalesce several into one frame.
-    Message(Bytes),
-    /// A WebSocket Ping.
-    Ping,
-    /// Send a `disconnect` push and a close frame with this code (and a reason other than
-    /// the code's own, if given), then stop.
-    Close(CloseCode, Option<Box<str>>),
-    /// The client went away: flush and stop.
-    Finish,
-}
-
-/// The queue to one socket's writer, with a byte budget. It exists from the upgrade on;
-/// the writer holds it to account for what it takes off.
-pub struct Outbox {
-    sender: mpsc::UnboundedSender<Outbound>,
-    queued_bytes: AtomicUsize,
-    max_queued_bytes: usize,
-    closing: AtomicBool,
-    /// Wakes a writer blocked on a socket that stopped reading once a close is requested.
-    closed: Notify,
-}
-
-impl Outbox {
-    pub fn new(max_queued_bytes: usize) -> (Arc<Outbox>, mpsc::UnboundedReceiver<Outbound>) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let outbox = Outbox {
-            sender,
-            queued_bytes: AtomicUsize::new(0),
-            max_queued_bytes,
-            closing: AtomicBool::new(false),
-            closed: Notify::new(),
-        };
-        (Arc::new(outbox), receiver)
-    }
-
-    /// Queues one message. Returns false when the connection is closing (or closes now
-    /// because its queue is over budget).
-    pub fn send(&self, message: Bytes) -> bool {
-        if self.closing.load(Ordering::Relaxed) {
-            return false;
-        }
-        let size = message.len();
-        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_queued_bytes {
-            metrics::counter!(metrics::SLOW_CONSUMER_CLOSES).increment(1);
-            self.close(CloseCode::SlowConsumer);
-            return false;
-        }
-        self.sender.send(Outbound::Message(message)).is_ok()
-    }
-
-    /// Closes the connection with `code` (once; later calls do nothing).
-    pub fn close(&self, code: CloseCode) {
-        self.close_with_reason(code, None);
-    }
-
-    /// Closes the connection with `code` and a custom reason (at most 123 bytes are sent).
-    pub fn close_with_reason(&self, code: CloseCode, reason: Option<&str>) {
-        if !self.closing.swap(true, Ordering::Relaxed) {
-            metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-            let reason = reason
-                .filter(|r| !r.is_empty())
-                .map(|r| Box::from(truncate_utf8(r, 123)));
-            let _ = self.sender.send(Outbound::Close(code, reason));
-            self.closed.notify_waiters();
-        }
-    }
-
-    /// Completes once a close has been requested.
-    pub async fn closing(&self) {
-        let notified = self.closed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if !self.is_closing() {
-            notified.await;
-        }
-    }
-
-    /// The client went away: let the writer flush and stop.
-    pub fn finish(&self) {
-        let _ = self.sender.send(Outbound::Finish);
-    }
-
-    fn ping(&self) {
-        let _ = self.sender.send(Outbound::Ping);
-    }
-
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
-    }
-
-    /// Called by the writer for each message it takes off the queue.
-    pub fn dequeued(&self, bytes: usize) {
-        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-}
-
-/// The longest prefix of `s` within `max` bytes that ends on a character boundary.
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use crate::outbox::{Outbound, Outbox};
 
 /// The shared handle of one authenticated connection.
 pub struct Connection {

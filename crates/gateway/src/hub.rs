@@ -386,14 +386,13 @@ mod tests {
 
     struct Subscriber {
         registration: Registration,
-        queue: mpsc::UnboundedReceiver<Outbound>,
     }
 
     impl Subscriber {
         /// Everything queued so far, decoded.
         fn drain(&mut self) -> Vec<ServerMessage> {
             let mut messages = Vec::new();
-            while let Ok(item) = self.queue.try_recv() {
+            for item in self.registration.connection.outbox.take_now() {
                 if let Outbound::Message(bytes) = item {
                     messages.push(serde_json::from_slice(&bytes).expect("valid JSON"));
                 }
@@ -425,7 +424,7 @@ mod tests {
 
     impl Fixture {
         fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
-            let (outbox, queue) = Outbox::new(1 << 20);
+            let outbox = Arc::new(Outbox::new(1 << 20));
             let claims = Claims {
                 sub: Arc::from(id),
                 exp: i64::MAX,
@@ -450,10 +449,7 @@ mod tests {
                 Bytes::from_static(b"{\"id\":1,\"result\":{}}"),
                 &position,
             );
-            Subscriber {
-                registration,
-                queue,
-            }
+            Subscriber { registration }
         }
 
         /// Appends to history and returns the stored publication (not delivered).
@@ -539,7 +535,7 @@ mod tests {
         let fixture = fixture();
         let mut live = fixture.subscriber("live", 0, "e1");
         live.drain();
-        let (outbox, mut queue) = Outbox::new(1 << 20);
+        let outbox = Arc::new(Outbox::new(1 << 20));
         let claims = Claims {
             sub: Arc::from("late"),
             exp: i64::MAX,
@@ -556,7 +552,7 @@ mod tests {
             fixture.hub.deliver(publication(offset, "e1"));
         }
         assert!(
-            queue.try_recv().is_err(),
+            late.connection.outbox.take_now().is_empty(),
             "nothing before the subscribe reply"
         );
         let reply = Bytes::from_static(b"{\"id\":7,\"result\":{}}");
@@ -570,10 +566,7 @@ mod tests {
             },
         );
         fixture.hub.deliver(publication(4, "e1"));
-        let mut late = Subscriber {
-            registration: late,
-            queue,
-        };
+        let mut late = Subscriber { registration: late };
         let messages = late.drain();
         assert_eq!(messages[0].id, Some(7));
         let offsets: Vec<u64> = messages[1..]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use herald_protocol::CloseCode;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
@@ -162,6 +163,11 @@ async fn serve_http(
     app: Router,
     stop: CancellationToken,
 ) -> Result<(), String> {
+    // Pushes are small and latency-sensitive: without TCP_NODELAY, Nagle holds a push that
+    // follows a reply until the client's delayed ACK (up to 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

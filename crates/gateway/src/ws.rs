@@ -45,7 +45,7 @@ pub async fn upgrade(
     let limits = &node.config.limits;
     let upgrade = upgrade
         .protocols([SUBPROTOCOL_JSON])
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(1 << 20))
         // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:

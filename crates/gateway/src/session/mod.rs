@@ -69,13 +69,14 @@ pub enum Answer {
 /// Runs a connection from upgrade to close.
 pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
     let limits = &node.config.limits;
-    let (outbox, queue) = Outbox::new(limits.client_queue_bytes);
+    let outbox = Arc::new(Outbox::new(limits.client_queue_bytes));
     let (sink, mut stream) = socket.split();
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
-    let mut writer = tokio::spawn(writer::run(sink, queue, outbox.clone(), frame_cap));
+    let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
+    // Boxed: the handshake's state would otherwise stay part of every idle session's task.
     let handshake = tokio::select! {
-        result = handshake(&node, &mut stream, &outbox, upgrade.token) => result,
+        result = Box::pin(handshake(&node, &mut stream, &outbox, upgrade.token)) => result,
         () = connect_timeout => {
             outbox.close(CloseCode::Unauthorized);
             None
@@ -93,13 +94,13 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
             limiter,
         };
         session.read(&mut stream, &mut writer).await;
-        session.cleanup().await;
+        Box::pin(session.cleanup()).await;
     }
     drop(upgrade.permit);
     outbox.finish();
     let _ = writer.await;
     if outbox.is_closing() {
-        await_close_reply(&mut stream).await;
+        Box::pin(await_close_reply(&mut stream)).await;
     }
 }
 
@@ -325,7 +326,14 @@ impl Session {
                 return;
             }
         }
-        let answer = commands::dispatch(&self.node, &connection, command.id, command.method).await;
+        // Boxed so that the largest command's state is not part of every idle session.
+        let answer = Box::pin(commands::dispatch(
+            &self.node,
+            &connection,
+            command.id,
+            command.method,
+        ))
+        .await;
         match answer {
             Ok(Answer::Result(bytes)) => {
                 count_command(method, Ok(()));

@@ -1,6 +1,8 @@
-//! A connection's writer: takes what is queued, coalesces consecutive messages into one
-//! text frame (newline-separated, up to a size cap), and sends pings and the close frame.
+//! A connection's writer: takes everything queued at once, coalesces consecutive messages
+//! into text frames (newline-separated, up to a size cap), and sends pings and the close
+//! frame. One flush per batch.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,57 +12,134 @@ use futures_util::SinkExt;
 use futures_util::stream::SplitSink;
 use herald_protocol::CloseCode;
 use herald_protocol::reply::encode_disconnect;
-use tokio::sync::mpsc;
 
-use crate::connections::{Outbound, Outbox};
+use crate::outbox::{Outbound, Outbox};
 
 /// How long a writer may stay blocked on a peer that does not read once the connection is
 /// closing, before it gives up and drops the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::UnboundedReceiver<Outbound>,
-    outbox: Arc<Outbox>,
-    max_frame_bytes: usize,
-) {
-    let mut carried = None;
+type Sink = SplitSink<WebSocket, Message>;
+
+pub async fn run(mut sink: Sink, outbox: Arc<Outbox>, max_frame_bytes: usize) {
     loop {
-        let next = match carried.take() {
-            Some(next) => next,
-            None => match queue.recv().await {
-                Some(next) => next,
-                None => break,
-            },
-        };
-        let send = async {
-            match next {
-                Outbound::Message(first) => {
-                    outbox.dequeued(first.len());
-                    let (frame, after) = coalesce(first, &mut queue, &outbox, max_frame_bytes);
-                    carried = after;
-                    send_text(&mut sink, frame).await.is_ok()
-                }
-                Outbound::Ping => sink.send(Message::Ping(Bytes::new())).await.is_ok(),
-                Outbound::Close(code, reason) => {
-                    close(&mut sink, code, reason.as_deref().unwrap_or(code.reason())).await;
-                    false
-                }
-                Outbound::Finish => false,
-            }
-        };
-        // Biased: a send that completes at once never polls (and never registers) the
+        let batch = outbox.take().await;
+        // Biased: a batch that is sent at once never polls (and never registers) the
         // give-up future, so the common case costs nothing extra.
         let keep_going = tokio::select! {
             biased;
-            keep_going = send => keep_going,
+            keep_going = send_batch(&mut sink, batch, max_frame_bytes) => keep_going,
             () = give_up(&outbox) => false,
         };
         if !keep_going {
             break;
         }
     }
+    outbox.writer_gone();
     let _ = sink.close().await;
+}
+
+/// Sends one batch; false when the writer should stop (closed, finished, or the socket
+/// failed).
+async fn send_batch(sink: &mut Sink, batch: VecDeque<Outbound>, max_frame_bytes: usize) -> bool {
+    let mut frame = FrameBuilder::new(max_frame_bytes);
+    for item in batch {
+        let control = match item {
+            Outbound::Message(message) => {
+                if let Some(full) = frame.push(message)
+                    && feed_text(sink, full).await.is_err()
+                {
+                    return false;
+                }
+                continue;
+            }
+            control => control,
+        };
+        if let Some(pending) = frame.finish()
+            && feed_text(sink, pending).await.is_err()
+        {
+            return false;
+        }
+        match control {
+            Outbound::Ping => {
+                if sink.feed(Message::Ping(Bytes::new())).await.is_err() {
+                    return false;
+                }
+            }
+            Outbound::Close(code, reason) => {
+                close(sink, code, reason.as_deref().unwrap_or(code.reason())).await;
+                return false;
+            }
+            Outbound::Finish | Outbound::Message(_) => {
+                let _ = sink.flush().await;
+                return false;
+            }
+        }
+    }
+    if let Some(pending) = frame.finish()
+        && feed_text(sink, pending).await.is_err()
+    {
+        return false;
+    }
+    sink.flush().await.is_ok()
+}
+
+/// Joins consecutive messages with `\n` up to a size cap. A lone message is passed through
+/// without copying.
+struct FrameBuilder {
+    max: usize,
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl FrameBuilder {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            first: None,
+            joined: None,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match (&self.joined, &self.first) {
+            (Some(joined), _) => joined.len(),
+            (None, Some(first)) => first.len(),
+            (None, None) => 0,
+        }
+    }
+
+    /// Adds a message; returns the frame built so far if this message does not fit in it.
+    fn push(&mut self, message: Bytes) -> Option<Bytes> {
+        let size = self.size();
+        let full = if size > 0 && size + 1 + message.len() > self.max {
+            self.finish()
+        } else {
+            None
+        };
+        match (&mut self.joined, self.first.take()) {
+            (Some(joined), _) => {
+                joined.put_u8(b'\n');
+                joined.put_slice(&message);
+            }
+            (None, None) => self.first = Some(message),
+            (None, Some(first)) => {
+                let mut joined = BytesMut::with_capacity((first.len() + 1 + message.len()) * 2);
+                joined.put_slice(&first);
+                joined.put_u8(b'\n');
+                joined.put_slice(&message);
+                self.joined = Some(joined);
+            }
+        }
+        full
+    }
+
+    fn finish(&mut self) -> Option<Bytes> {
+        match self.joined.take() {
+            Some(joined) => Some(joined.freeze()),
+            None => self.first.take(),
+        }
+    }
 }
 
 /// Completes `CLOSE_GRACE` after a close was requested: a peer that has not taken our
@@ -70,51 +149,18 @@ async fn give_up(outbox: &Outbox) {
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
-/// Joins `first` with whatever messages are already queued, up to `max` bytes. Returns the
-/// frame and the first non-message item taken off the queue, if any.
-fn coalesce(
-    first: Bytes,
-    queue: &mut mpsc::UnboundedReceiver<Outbound>,
-    outbox: &Outbox,
-    max: usize,
-) -> (Bytes, Option<Outbound>) {
-    let mut frame: Option<BytesMut> = None;
-    let mut size = first.len();
-    while size < max {
-        match queue.try_recv() {
-            Ok(Outbound::Message(next)) => {
-                outbox.dequeued(next.len());
-                size += next.len() + 1;
-                let frame = frame.get_or_insert_with(|| {
-                    let mut frame = BytesMut::with_capacity(max.min(size * 2));
-                    frame.put_slice(&first);
-                    frame
-                });
-                frame.put_u8(b'\n');
-                frame.put_slice(&next);
-            }
-            Ok(other) => return (frame.map_or(first.clone(), BytesMut::freeze), Some(other)),
-            Err(_) => break,
-        }
-    }
-    (frame.map_or(first, BytesMut::freeze), None)
-}
-
-async fn send_text(
-    sink: &mut SplitSink<WebSocket, Message>,
-    frame: Bytes,
-) -> Result<(), axum::Error> {
+async fn feed_text(sink: &mut Sink, frame: Bytes) -> Result<(), axum::Error> {
     // Every queued message is JSON we encoded, so this check never fails; it is the price
     // of not using `unsafe`.
     match Utf8Bytes::try_from(frame) {
-        Ok(text) => sink.send(Message::Text(text)).await,
+        Ok(text) => sink.feed(Message::Text(text)).await,
         Err(_) => Ok(()),
     }
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
-async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode, reason: &str) {
-    let _ = send_text(sink, encode_disconnect(code, reason)).await;
+async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+    let _ = feed_text(sink, encode_disconnect(code, reason)).await;
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from(reason),
@@ -127,36 +173,34 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, code: CloseCode, reason
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn coalesces_queued_messages_up_to_the_cap() {
-        let (outbox, mut queue) = Outbox::new(1 << 20);
+    fn message(n: u32) -> Bytes {
+        Bytes::from(format!("{{\"n\":{n}}}"))
+    }
+
+    #[test]
+    fn coalesces_up_to_the_cap_and_passes_lone_messages_through() {
+        let mut frame = FrameBuilder::new(1 << 16);
         for n in 0..5 {
-            assert!(outbox.send(Bytes::from(format!("{{\"n\":{n}}}"))));
+            assert!(frame.push(message(n)).is_none());
         }
-        outbox.close(CloseCode::Shutdown);
-        let Some(Outbound::Message(first)) = queue.recv().await else {
-            panic!("a message")
-        };
-        outbox.dequeued(first.len());
-        let (frame, after) = coalesce(first, &mut queue, &outbox, 1 << 16);
         assert_eq!(
-            &frame[..],
+            &frame.finish().unwrap()[..],
             b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n{\"n\":4}"
         );
-        assert!(matches!(
-            after,
-            Some(Outbound::Close(CloseCode::Shutdown, None))
-        ));
+        assert!(frame.finish().is_none());
 
-        let (outbox, mut queue) = Outbox::new(1 << 20);
-        for n in 0..5 {
-            assert!(outbox.send(Bytes::from(format!("{{\"n\":{n}}}"))));
-        }
-        let Some(Outbound::Message(first)) = queue.recv().await else {
-            panic!("a message")
-        };
-        let (frame, after) = coalesce(first, &mut queue, &outbox, 10);
-        assert_eq!(&frame[..], b"{\"n\":0}\n{\"n\":1}");
-        assert!(after.is_none());
+        let lone = message(7);
+        frame.push(lone.clone());
+        let out = frame.finish().unwrap();
+        assert_eq!(out.as_ptr(), lone.as_ptr(), "a lone message is not copied");
+
+        let mut small = FrameBuilder::new(16);
+        assert!(small.push(message(0)).is_none());
+        assert!(small.push(message(1)).is_none());
+        assert_eq!(
+            &small.push(message(2)).unwrap()[..],
+            b"{\"n\":0}\n{\"n\":1}"
+        );
+        assert_eq!(&small.finish().unwrap()[..], b"{\"n\":2}");
     }
 }

@@ -1,0 +1,202 @@
+//! One subscriber connection, as the load generator drives it.
+//!
+//! Two implementations of the client protocol:
+//! - `lean` (default): the socket itself, read by the one task that owns it, with a 4 KiB
+//!   WebSocket read buffer. tungstenite's default read buffer is 128 KiB and is zero-filled
+//!   before every read, which made the load generator spend most of its CPU in `memset` and
+//!   compete with the gateway for the machine's cores.
+//! - `rust`: `herald_client::Client` (its own background task per connection), to compare.
+
+use std::collections::VecDeque;
+
+use futures_util::{SinkExt, StreamExt};
+use herald_client::{Client, CloseInfo, Push};
+use herald_protocol::reply::ServerMessage;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Which client implementation the subscribers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    /// A minimal client in the load generator: one task per connection, small buffers.
+    Lean,
+    /// The `herald-client` crate.
+    Rust,
+}
+
+/// A push, or how the connection ended.
+pub enum Event {
+    Push(Push),
+    /// The connection ended: `Some(close frame)` if the server sent one.
+    Closed(Option<CloseInfo>),
+}
+
+/// One authenticated, subscribed connection.
+pub enum Conn {
+    Lean(Box<LeanConn>),
+    Rust(Box<Client>),
+}
+
+/// Errors of opening a connection; the source chain keeps I/O errors for classification.
+pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Conn {
+    /// Opens a connection to `ws_url`, authenticates with `token` and subscribes to `channel`.
+    pub async fn open(
+        kind: ClientKind,
+        ws_url: &str,
+        token: &str,
+        channel: &str,
+    ) -> Result<Conn, (&'static str, OpenError)> {
+        match kind {
+            ClientKind::Lean => LeanConn::open(ws_url, token, channel)
+                .await
+                .map(|conn| Conn::Lean(Box::new(conn))),
+            ClientKind::Rust => {
+                let (client, _) = Client::connect(ws_url, token)
+                    .await
+                    .map_err(|e| ("connect", e.into()))?;
+                client
+                    .subscribe(channel)
+                    .await
+                    .map_err(|e| ("subscribe", e.into()))?;
+                Ok(Conn::Rust(Box::new(client)))
+            }
+        }
+    }
+
+    /// The next push, or how the connection ended.
+    pub async fn next_event(&mut self) -> Event {
+        match self {
+            Conn::Lean(conn) => conn.next_event().await,
+            Conn::Rust(client) => match client.next_push().await {
+                Some(push) => Event::Push(push),
+                None => Event::Closed(client.closed().await),
+            },
+        }
+    }
+}
+
+/// The lean client: a WebSocket, and the pushes of the last frame not yet taken.
+pub struct LeanConn {
+    socket: Socket,
+    queued: VecDeque<Push>,
+}
+
+impl LeanConn {
+    async fn open(
+        ws_url: &str,
+        token: &str,
+        channel: &str,
+    ) -> Result<LeanConn, (&'static str, OpenError)> {
+        let mut request = ws_url
+            .into_client_request()
+            .map_err(|e| ("upgrade", e.into()))?;
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(herald_protocol::SUBPROTOCOL_JSON),
+        );
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+            .await
+            .map_err(|e| ("upgrade", e.into()))?;
+        let mut conn = LeanConn {
+            socket,
+            queued: VecDeque::new(),
+        };
+        conn.call(1, "connect", serde_json::json!({ "token": token }))
+            .await
+            .map_err(|e| ("connect", e))?;
+        conn.call(2, "subscribe", serde_json::json!({ "channel": channel }))
+            .await
+            .map_err(|e| ("subscribe", e))?;
+        Ok(conn)
+    }
+
+    /// Sends a command and waits for its reply; queues pushes that arrive meanwhile.
+    async fn call(
+        &mut self,
+        id: u64,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<(), OpenError> {
+        let command = serde_json::json!({ "id": id, method: params }).to_string();
+        self.socket.send(Message::text(command)).await?;
+        loop {
+            let text = match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    let close = frame.map_or("without a close frame".to_owned(), |f| {
+                        format!("{} {:?}", u16::from(f.code), f.reason.as_str())
+                    });
+                    return Err(format!("connection closed {close}").into());
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err("connection closed".into()),
+            };
+            let mut replied = None;
+            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                let message: ServerMessage = serde_json::from_str(line)?;
+                if let Some(push) = message.push {
+                    self.queued.push_back(push);
+                } else if message.id == Some(id) {
+                    replied = Some(match message.error {
+                        Some(error) => {
+                            Err(format!("server error {}: {}", error.code, error.message))
+                        }
+                        None => Ok(()),
+                    });
+                }
+            }
+            if let Some(reply) = replied {
+                return reply.map_err(Into::into);
+            }
+        }
+    }
+
+    async fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(push) = self.queued.pop_front() {
+                return Event::Push(push);
+            }
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                        if let Ok(ServerMessage {
+                            push: Some(push), ..
+                        }) = serde_json::from_str(line)
+                        {
+                            self.queued.push_back(push);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Event::Closed(frame.map(|f| CloseInfo {
+                        code: f.code.into(),
+                        reason: f.reason.to_string(),
+                    }));
+                }
+                // Pings are answered by tungstenite while reading.
+                Some(Ok(_)) => {}
+                Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
+                    return Event::Closed(None);
+                }
+                Some(Err(error)) => {
+                    return Event::Closed(Some(CloseInfo {
+                        code: 0,
+                        reason: format!("(no close frame: {error})"),
+                    }));
+                }
+            }
+        }
+    }
+}

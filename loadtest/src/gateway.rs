@@ -1,0 +1,359 @@
+//! The gateway under test: a `herald serve` child process on free loopback ports with
+//! generated credentials, or an already running gateway given by URL and credentials.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use herald_api::v1::herald_client::HeraldClient;
+use herald_gateway::auth::{Authenticator, TokenClaims, unix_now};
+use herald_gateway::config::{JwtConfig, Secret};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Where the gateway under test comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// The `herald` binary to spawn [default: `herald` next to this executable]. Only this
+    /// process is killed on exit: if it is a wrapper, it must `exec` the gateway.
+    #[arg(long, value_name = "PATH")]
+    pub herald_bin: Option<PathBuf>,
+    /// Seconds to wait for a spawned gateway's /readyz
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub ready_timeout: u64,
+    /// Target a running gateway instead of spawning one: its WebSocket URL (ws://host:port/ws)
+    #[arg(long, requires_all = ["grpc_url", "api_key", "jwt_secret"])]
+    pub ws_url: Option<String>,
+    /// gRPC URL of the running gateway (http://host:port)
+    #[arg(long, requires = "ws_url")]
+    pub grpc_url: Option<String>,
+    /// gRPC API key of the running gateway
+    #[arg(long, requires = "ws_url")]
+    pub api_key: Option<String>,
+    /// HS256 JWT secret of the running gateway, to sign client tokens
+    #[arg(long, requires = "ws_url")]
+    pub jwt_secret: Option<String>,
+    /// Pid of the running gateway, to read its CPU time and RSS from /proc
+    #[arg(long, requires = "ws_url")]
+    pub gateway_pid: Option<u32>,
+}
+
+/// The gateway under test and how to reach it.
+pub struct Target {
+    pub ws_url: String,
+    pub grpc_url: String,
+    api_key: String,
+    auth: Authenticator,
+    /// Pid whose CPU time and RSS are measured, when known.
+    pub pid: Option<u32>,
+    /// The spawned gateway, killed when dropped.
+    pub spawned: Option<Spawned>,
+}
+
+impl Target {
+    /// Spawns a gateway, or describes the running one the arguments name.
+    pub async fn start(args: &TargetArgs) -> Result<Target> {
+        if let Some(ws_url) = &args.ws_url {
+            let secret = args.jwt_secret.clone().unwrap_or_default();
+            return Ok(Target {
+                ws_url: ws_url.clone(),
+                grpc_url: args.grpc_url.clone().unwrap_or_default(),
+                api_key: args.api_key.clone().unwrap_or_default(),
+                auth: authenticator(&secret)?,
+                pid: args.gateway_pid,
+                spawned: None,
+            });
+        }
+        let bin = match &args.herald_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("locating this executable")?
+                .with_file_name("herald"),
+        };
+        if !bin.is_file() {
+            bail!(
+                "gateway binary {} not found: build it with `cargo build --release -p \
+                 herald-gateway` or pass --herald-bin",
+                bin.display()
+            );
+        }
+        let secret = random_hex(48);
+        let api_key = random_hex(32);
+        let spawned = Spawned::start(
+            &bin,
+            &secret,
+            &api_key,
+            Duration::from_secs(args.ready_timeout),
+        )
+        .await?;
+        Ok(Target {
+            ws_url: format!("ws://{}/ws", spawned.http_addr),
+            grpc_url: format!("http://{}", spawned.grpc_addr),
+            api_key,
+            auth: authenticator(&secret)?,
+            pid: Some(spawned.pid),
+            spawned: Some(spawned),
+        })
+    }
+
+    /// A connection token for user `sub`, allowed on `channel`: for `org:<org>:...` it
+    /// carries `orgs: [org]` and `channels: ["org:<org>:*"]`; `public:` needs no claims.
+    pub fn token(&self, sub: &str, channel: &str) -> Result<String> {
+        let mut orgs = Vec::new();
+        let mut channels = Vec::new();
+        let mut segments = channel.split(':');
+        if let (Some("org"), Some(org)) = (segments.next(), segments.next()) {
+            orgs.push(org.to_owned());
+            channels.push(format!("org:{org}:*"));
+        }
+        let claims = TokenClaims {
+            sub: sub.to_owned(),
+            exp: unix_now() + 3 * 3600,
+            orgs,
+            channels,
+            info: None,
+            aud: None,
+            iss: None,
+        };
+        self.auth.sign(&claims).context("signing a client token")
+    }
+
+    /// A gRPC client that sends the API key with every call.
+    pub async fn grpc(&self) -> Result<Grpc> {
+        let channel = Channel::from_shared(self.grpc_url.clone())
+            .with_context(|| format!("bad gRPC URL {:?}", self.grpc_url))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect()
+            .await
+            .with_context(|| format!("connecting to gRPC at {}", self.grpc_url))?;
+        let key: AsciiMetadataValue = format!("Bearer {}", self.api_key)
+            .parse()
+            .context("API key is not valid metadata")?;
+        Ok(HeraldClient::with_interceptor(channel, ApiKey(key)))
+    }
+
+    /// Fails if the spawned gateway has exited, with its status and log tail.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match &mut self.spawned {
+            Some(spawned) => spawned.check_alive(),
+            None => Ok(()),
+        }
+    }
+
+    /// Kills the spawned gateway and removes its log.
+    pub async fn shutdown(self) {
+        if let Some(spawned) = self.spawned {
+            spawned.shutdown().await;
+        }
+    }
+}
+
+fn authenticator(secret: &str) -> Result<Authenticator> {
+    Authenticator::new(&JwtConfig {
+        secret: Some(Secret::new(secret)),
+        public_key: None,
+        audience: None,
+        issuer: None,
+    })
+    .context("setting up the JWT signer")
+}
+
+/// Adds `authorization: Bearer <api key>` to every gRPC call.
+#[derive(Clone)]
+pub struct ApiKey(AsciiMetadataValue);
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Grpc = HeraldClient<InterceptedService<Channel, ApiKey>>;
+
+/// A `herald serve` child process; killed when dropped.
+pub struct Spawned {
+    child: Child,
+    pub pid: u32,
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Spawned {
+    async fn start(
+        bin: &std::path::Path,
+        secret: &str,
+        api_key: &str,
+        ready_timeout: Duration,
+    ) -> Result<Spawned> {
+        let [http_addr, grpc_addr, metrics_addr] = free_loopback_addrs()?;
+        let dir = std::env::temp_dir().join(format!("herald-loadtest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log_path = dir.join("herald.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            // An empty working directory, so no ./herald.toml is picked up.
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("HERALD_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("HERALD_HTTP_ADDR", http_addr.to_string())
+            .env("HERALD_GRPC_ADDR", grpc_addr.to_string())
+            .env("HERALD_METRICS_ADDR", metrics_addr.to_string())
+            .env("HERALD_JWT_SECRET", secret)
+            .env("HERALD_API_KEYS", api_key)
+            .env("HERALD_MAX_CONNECTIONS", "0")
+            .env("HERALD_MAX_CONNECTIONS_PER_USER", "0")
+            .env("HERALD_COMMANDS_PER_MINUTE", "1000000")
+            .env("HERALD_CLIENT_QUEUE_BYTES", (64 << 20).to_string())
+            // Plain log lines, for the log tail printed on errors.
+            .env("NO_COLOR", "1");
+        let child = command
+            .spawn()
+            .with_context(|| format!("spawning {} serve", bin.display()))?;
+        let pid = child
+            .id()
+            .context("the gateway exited as soon as it started")?;
+        let mut spawned = Spawned {
+            child,
+            pid,
+            http_addr,
+            grpc_addr,
+            dir,
+            log_path,
+        };
+        eprintln!(
+            "spawned gateway pid {pid}: ws://{http_addr}/ws, gRPC {grpc_addr}, log {}",
+            spawned.log_path.display()
+        );
+        spawned.wait_ready(ready_timeout).await?;
+        Ok(spawned)
+    }
+
+    /// Polls `/readyz` until it answers 200, the process exits, or `timeout` passes.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            self.check_alive()?;
+            let probe = http_status(self.http_addr, "/readyz");
+            let last = match tokio::time::timeout(Duration::from_secs(2), probe).await {
+                Ok(Ok(200)) => {
+                    eprintln!("gateway ready after {:.2?}", started.elapsed());
+                    return Ok(());
+                }
+                Ok(Ok(status)) => format!("HTTP {status}"),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => "no answer within 2 s".to_owned(),
+            };
+            if started.elapsed() > timeout {
+                bail!(
+                    "the gateway was not ready after {timeout:?} (last /readyz: {last}); log {}:\n{}",
+                    self.log_path.display(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => bail!(
+                "the gateway (pid {}) exited with {status}; log {}:\n{}",
+                self.pid,
+                self.log_path.display(),
+                self.log_tail()
+            ),
+            Err(error) => bail!("cannot check the gateway process: {error}"),
+        }
+    }
+
+    /// The last lines of the gateway's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `GET path` over HTTP/1.0 on a raw TCP connection; returns the status code.
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .with_context(|| format!("not an HTTP response: {:?}", text.lines().next()))
+}
+
+/// Free loopback ports: bound to port 0 together (so they differ), read, released.
+fn free_loopback_addrs<const N: usize>() -> Result<[SocketAddr; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("binding a free loopback port")?;
+    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
+    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
+        *addr = listener.local_addr()?;
+    }
+    Ok(addrs)
+}
+
+/// `len` hex characters from the standard library's randomly keyed hasher.
+fn random_hex(len: usize) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut out = String::with_capacity(len + 16);
+    let mut round = 0u64;
+    while out.len() < len {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u128(nanos);
+        hasher.write_u64(round);
+        hasher.write_u32(std::process::id());
+        out.push_str(&format!("{:016x}", hasher.finish()));
+        round += 1;
+    }
+    out.truncate(len);
+    out
+}

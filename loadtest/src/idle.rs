@@ -1,0 +1,188 @@
+//! `idle`: N authenticated, subscribed, idle connections; gateway RSS per connection.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use herald_client::CloseInfo;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::conn::{ClientKind, Conn, Event};
+use crate::connect::connect_all;
+use crate::fanout::machine;
+use crate::gateway::{Target, TargetArgs};
+use crate::procfs;
+use crate::report::{Report, secs};
+
+#[derive(Debug, clap::Args)]
+pub struct IdleArgs {
+    /// Connections to open and keep idle
+    #[arg(long, default_value_t = 10_000)]
+    connections: usize,
+    /// Channels the connections are spread over (connection i subscribes to channel i % N)
+    #[arg(long, default_value_t = 10)]
+    channels: usize,
+    /// Channel name prefix; channel k is `<prefix><k>`
+    #[arg(long, default_value = "org:bench:idle:")]
+    channel_prefix: String,
+    /// Connections opened at once
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    /// Client implementation
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    client: ClientKind,
+    /// Seconds to let the gateway settle before each RSS reading
+    #[arg(long, default_value_t = 2)]
+    settle: u64,
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+pub async fn run(args: IdleArgs) -> Result<()> {
+    let n = args.connections;
+    if n == 0 || args.channels == 0 {
+        bail!("--connections and --channels must be at least 1");
+    }
+    procfs::check_open_file_limit(n)?;
+    let ticks = procfs::clock_ticks_per_sec();
+    let mut target = Target::start(&args.target).await?;
+    let result = measure(&args, &mut target, ticks).await;
+    if result.is_err()
+        && let Some(spawned) = &target.spawned
+    {
+        eprintln!(
+            "gateway log {} (last lines):\n{}",
+            spawned.log_path.display(),
+            spawned.log_tail()
+        );
+    }
+    target.shutdown().await;
+    result
+}
+
+async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()> {
+    let n = args.connections;
+    let Some(pid) = target.pid else {
+        bail!(
+            "idle measures the gateway's RSS: let it spawn the gateway, or pass --gateway-pid \
+             with --ws-url"
+        );
+    };
+    let settle = Duration::from_secs(args.settle);
+    let mut report = Report::new(format!(
+        "idle: {n} connections over {} channels ({}0..), {:?} client",
+        args.channels, args.channel_prefix, args.client
+    ));
+
+    tokio::time::sleep(settle).await;
+    let rss_before = procfs::rss_kib(Some(pid))?;
+    let own_rss_before = procfs::rss_kib(None)?;
+    let cpu_before = procfs::cpu_time(Some(pid), ticks)?;
+    eprintln!("gateway RSS before connecting: {rss_before} KiB; connecting {n} connections");
+
+    let started = Instant::now();
+    let prefix = &args.channel_prefix;
+    let channels = args.channels;
+    let (cancel, cancelled) = watch::channel(false);
+    let mut holders = JoinSet::new();
+    connect_all(
+        target,
+        args.client,
+        n,
+        args.concurrency,
+        "idle-",
+        |i| format!("{prefix}{}", i % channels),
+        |conn| {
+            holders.spawn(hold(conn, cancelled.clone()));
+        },
+    )
+    .await?;
+    let connect_time = started.elapsed();
+    let connect_cpu = procfs::cpu_time(Some(pid), ticks)? - cpu_before;
+    eprintln!(
+        "all {n} subscribed in {connect_time:.2?}; letting the gateway settle for {settle:?}"
+    );
+
+    tokio::time::sleep(settle).await;
+    target.check_alive()?;
+    let rss_after = procfs::rss_kib(Some(pid))?;
+    let own_rss_after = procfs::rss_kib(None)?;
+    // A holder that has finished is a connection the server closed.
+    let mut closes: BTreeMap<String, usize> = BTreeMap::new();
+    while let Some(finished) = holders.try_join_next() {
+        let close = match finished {
+            Ok(Some(info)) => info.to_string(),
+            Ok(None) => "no close frame".to_owned(),
+            Err(error) => format!("holder task failed: {error}"),
+        };
+        *closes.entry(close).or_default() += 1;
+    }
+    let closed: usize = closes.values().sum();
+    let per_connection = rss_after.saturating_sub(rss_before) as f64 / n as f64;
+
+    report.line("connections subscribed", n);
+    report.line("connect + subscribe phase", secs(connect_time));
+    report.line(
+        "connects/s",
+        format!("{:.0}", n as f64 / connect_time.as_secs_f64()),
+    );
+    report.line(
+        "gateway CPU per connect+subscribe",
+        format!("{:.1} us", connect_cpu.as_micros() as f64 / n as f64),
+    );
+    report.line("gateway RSS before", format!("{rss_before} KiB"));
+    report.line("gateway RSS after", format!("{rss_after} KiB"));
+    report.line(
+        "gateway RSS per connection",
+        format!("{per_connection:.2} KiB"),
+    );
+    report.line(
+        "load generator RSS per connection",
+        format!(
+            "{:.2} KiB (client side, for reference)",
+            own_rss_after.saturating_sub(own_rss_before) as f64 / n as f64
+        ),
+    );
+    report.line(
+        "connections closed by the server",
+        if closes.is_empty() {
+            "none".to_owned()
+        } else {
+            closes
+                .iter()
+                .map(|(close, count)| format!("{count} x {close}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    report.line("machine", machine());
+    report.print();
+
+    // The connections close in the background; the gateway is killed right after.
+    let _ = cancel.send(true);
+    drop(holders);
+    if closed > 0 {
+        bail!("{closed} of {n} idle connections were closed by the server");
+    }
+    println!(
+        "RESULT scenario=idle connections={n} rss_kib_per_connection={per_connection:.2} channels={}",
+        args.channels
+    );
+    Ok(())
+}
+
+/// Keeps `conn` open and read (so pings are answered) until the run ends (`None`) or the
+/// server closes it (`Some(close frame)`).
+async fn hold(mut conn: Conn, mut cancelled: watch::Receiver<bool>) -> Option<CloseInfo> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancelled.wait_for(|&c| c) => return None,
+            event = conn.next_event() => match event {
+                Event::Closed(info) => return info,
+                Event::Push(_) => {}
+            },
+        }
+    }
+}

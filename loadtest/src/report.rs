@@ -1,0 +1,70 @@
+//! Printing results: one line per measured number, then one `RESULT` line.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// A titled list of measured numbers.
+pub struct Report {
+    title: String,
+    lines: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn new(title: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            lines: Vec::new(),
+        }
+    }
+
+    pub fn line(&mut self, name: impl Into<String>, value: impl Display) {
+        self.lines.push((name.into(), value.to_string()));
+    }
+
+    /// p50/p90/p99/max of a histogram of microseconds, printed in milliseconds.
+    pub fn latency(&mut self, name: &str, histogram: &Histogram<u64>) {
+        if histogram.is_empty() {
+            self.line(name, "no samples");
+            return;
+        }
+        for (label, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+            self.line(
+                format!("{name} {label}"),
+                format!("{} ms", ms(histogram.value_at_quantile(quantile))),
+            );
+        }
+        self.line(format!("{name} max"), format!("{} ms", ms(histogram.max())));
+    }
+
+    pub fn print(&self) {
+        let width = self.lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        println!();
+        println!("== {} ==", self.title);
+        for (name, value) in &self.lines {
+            println!("  {name:<width$}  {value}");
+        }
+        println!();
+    }
+}
+
+/// A histogram of microseconds from 1 µs to one hour, 3 significant digits.
+pub fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records `value` µs, clamped into the histogram's range.
+pub fn record(histogram: &mut Histogram<u64>, micros: u64) {
+    histogram.saturating_record(micros.max(1));
+}
+
+/// Microseconds as milliseconds with three decimals.
+pub fn ms(micros: u64) -> String {
+    format!("{:.3}", micros as f64 / 1000.0)
+}
+
+/// A duration in seconds with three decimals.
+pub fn secs(duration: Duration) -> String {
+    format!("{:.3} s", duration.as_secs_f64())
+}
