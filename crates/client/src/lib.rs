@@ -159,8 +159,12 @@ impl Client {
                 .map_err(tungstenite::Error::from)?;
             headers.insert("sec-websocket-protocol", value);
         }
+        // tungstenite's default read buffer is 128 KiB, zero-filled on every read: far too
+        // much for many small-message connections (the load generator opens thousands).
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(4096);
         let (socket, response) =
-            tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
