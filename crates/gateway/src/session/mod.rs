@@ -293,7 +293,8 @@ impl Session {
                 if connection.is_closing() {
                     return;
                 }
-                self.handle(command).await;
+                // Boxed so that command handling's state is not part of every idle session.
+                Box::pin(self.handle(command)).await;
             }
         }
     }
@@ -326,14 +327,7 @@ impl Session {
                 return;
             }
         }
-        // Boxed so that the largest command's state is not part of every idle session.
-        let answer = Box::pin(commands::dispatch(
-            &self.node,
-            &connection,
-            command.id,
-            command.method,
-        ))
-        .await;
+        let answer = commands::dispatch(&self.node, &connection, command.id, command.method).await;
         match answer {
             Ok(Answer::Result(bytes)) => {
                 count_command(method, Ok(()));
