@@ -81,10 +81,14 @@ impl FromStr for LogFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct JwtConfig {
     /// HS256 secret.
+    #[serde(rename = "jwt_secret", skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
     /// PEM public key (RS256 or ES256).
+    #[serde(rename = "jwt_public_key", skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    #[serde(rename = "jwt_audience", skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    #[serde(rename = "jwt_issuer", skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
 }
 
@@ -101,34 +105,38 @@ pub struct Limits {
     pub max_json_depth: usize,
     /// Bytes queued for one connection before it is closed as a slow consumer.
     pub client_queue_bytes: usize,
-    #[serde(serialize_with = "as_secs")]
+    #[serde(rename = "ping_interval_seconds", serialize_with = "as_secs")]
     pub ping_interval: Duration,
-    #[serde(serialize_with = "as_secs")]
+    #[serde(rename = "pong_timeout_seconds", serialize_with = "as_secs")]
     pub pong_timeout: Duration,
-    #[serde(serialize_with = "as_secs")]
+    #[serde(rename = "connect_timeout_seconds", serialize_with = "as_secs")]
     pub connect_timeout: Duration,
 }
 
-/// The effective configuration of a node.
+/// The effective configuration of a node. Serializes with the config file's keys, so
+/// `herald config` output is a valid `herald.toml` (with secrets masked).
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub node_id: String,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    #[serde(flatten)]
     pub jwt: JwtConfig,
     pub api_keys: Vec<Secret>,
     /// Allowed `Origin`s for WebSocket upgrades; empty = any.
     pub allowed_origins: Vec<String>,
     pub log_format: LogFormat,
-    #[serde(serialize_with = "as_secs")]
+    #[serde(rename = "drain_seconds", serialize_with = "as_secs")]
     pub drain: Duration,
     /// How long a node waits for a missing offset before filling the gap from history.
-    #[serde(serialize_with = "as_millis")]
+    #[serde(rename = "gap_wait_ms", serialize_with = "as_millis")]
     pub gap_wait: Duration,
+    #[serde(flatten)]
     pub limits: Limits,
     pub namespaces: Namespaces,
     /// Development mode: generated secrets, loopback only.
+    #[serde(skip)]
     pub dev: bool,
 }
 

@@ -92,6 +92,24 @@ fn namespaces_from_file_replace_and_add() {
 }
 
 #[test]
+fn printed_configuration_loads_back_as_a_file() {
+    let mut args = args();
+    args.drain_seconds = Some("7".into());
+    args.max_subscriptions = Some("9".into());
+    let shown = Config::load(&args).unwrap().to_masked_toml();
+    let path = file(&shown);
+    let mut args = self::args();
+    args.config = Some(path.0.clone());
+    let config = Config::load(&args).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(config.drain, Duration::from_secs(7));
+    assert_eq!(config.limits.max_subscriptions, 9);
+    assert_eq!(
+        config.namespaces["org"].root.as_ref().unwrap().history_size,
+        0
+    );
+}
+
+#[test]
 fn dev_mode_generates_secrets_and_binds_loopback() {
     let config = Config::load(&args()).unwrap().into_dev();
     assert!(config.require_credentials().is_ok());
