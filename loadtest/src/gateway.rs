@@ -59,6 +59,27 @@ pub struct Target {
 }
 
 impl Target {
+    /// Starts (or attaches to) the gateway, runs `measure` against it, prints the gateway's
+    /// last log lines if that fails, and stops the gateway.
+    pub async fn run_with(
+        args: &TargetArgs,
+        measure: impl AsyncFnOnce(&mut Target) -> Result<()>,
+    ) -> Result<()> {
+        let mut target = Target::start(args).await?;
+        let result = measure(&mut target).await;
+        if result.is_err()
+            && let Some(spawned) = &target.spawned
+        {
+            eprintln!(
+                "gateway log {} (last lines):\n{}",
+                spawned.log_path.display(),
+                spawned.log_tail()
+            );
+        }
+        target.shutdown().await;
+        result
+    }
+
     /// Spawns a gateway, or describes the running one the arguments name.
     pub async fn start(args: &TargetArgs) -> Result<Target> {
         if let Some(ws_url) = &args.ws_url {

@@ -46,19 +46,10 @@ pub async fn run(args: IdleArgs) -> Result<()> {
     }
     procfs::check_open_file_limit(n)?;
     let ticks = procfs::clock_ticks_per_sec();
-    let mut target = Target::start(&args.target).await?;
-    let result = measure(&args, &mut target, ticks).await;
-    if result.is_err()
-        && let Some(spawned) = &target.spawned
-    {
-        eprintln!(
-            "gateway log {} (last lines):\n{}",
-            spawned.log_path.display(),
-            spawned.log_tail()
-        );
-    }
-    target.shutdown().await;
-    result
+    Target::run_with(&args.target, async |target| {
+        measure(&args, target, ticks).await
+    })
+    .await
 }
 
 async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()> {

@@ -140,22 +140,14 @@ async fn handshake(
                 }
             };
             if limiter.check() != Verdict::Allow {
-                outbox.send(encode_error(
-                    command.id,
-                    ErrorCode::TooManyRequests,
-                    "too many requests",
-                ));
-                outbox.close(CloseCode::TooManyRequests);
+                let failure = Failure::code(ErrorCode::TooManyRequests);
+                refuse(outbox, command.id, failure, CloseCode::TooManyRequests);
                 return None;
             }
             let Method::Connect(request) = command.method else {
                 count_command(command.method.name(), Err(ErrorCode::Unauthorized));
-                outbox.send(encode_error(
-                    command.id,
-                    ErrorCode::Unauthorized,
-                    "connect first",
-                ));
-                outbox.close(CloseCode::Unauthorized);
+                let failure = Failure::new(ErrorCode::Unauthorized, "connect first");
+                refuse(outbox, command.id, failure, CloseCode::Unauthorized);
                 return None;
             };
             return match connect(node, outbox, request, upgrade_token) {
@@ -166,13 +158,18 @@ async fn handshake(
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));
-                    outbox.send(encode_error(command.id, failure.code, &failure.message));
-                    outbox.close(close);
+                    refuse(outbox, command.id, failure, close);
                     None
                 }
             };
         }
     }
+}
+
+/// Answers a command with an error, then closes the connection.
+fn refuse(outbox: &Outbox, id: u64, failure: Failure, close: CloseCode) {
+    outbox.send(encode_error(id, failure.code, &failure.message));
+    outbox.close(close);
 }
 
 fn connect(
