@@ -31,6 +31,22 @@ pub const DUPLICATES_DROPPED: &str = "herald_duplicates_dropped_total";
 pub const GAP_FILLS: &str = "herald_gap_fills_total";
 /// gRPC calls, by method and status code (counter).
 pub const GRPC_REQUESTS: &str = "herald_grpc_requests_total";
+/// 1 while the broker is connected, 0 otherwise (gauge).
+pub const BROKER_UP: &str = "herald_broker_up";
+/// 1 while the state backend is reachable, 0 otherwise (gauge).
+pub const STATE_UP: &str = "herald_state_up";
+/// NATS publish round trips (flushed to the server), seconds (histogram).
+pub const NATS_PUBLISH_DURATION: &str = "herald_nats_publish_duration_seconds";
+/// Messages received from NATS, by result (`delivered` or `invalid`) (counter).
+pub const NATS_MESSAGES: &str = "herald_nats_messages_received_total";
+/// NATS subject subscriptions held by this node (gauge).
+pub const NATS_SUBSCRIPTIONS: &str = "herald_nats_subscriptions";
+/// Redis calls, by operation (`append`, `history`, `position`, `positions`), seconds (histogram).
+pub const REDIS_DURATION: &str = "herald_redis_duration_seconds";
+/// Redis calls that failed, by operation (counter).
+pub const REDIS_ERRORS: &str = "herald_redis_errors_total";
+/// Periodic position checks that found undelivered publications (counter).
+pub const POSITION_CHECK_CATCHUPS: &str = "herald_position_check_catchups_total";
 
 const PUBLISH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -44,6 +60,13 @@ pub fn install() -> PrometheusHandle {
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(PUBLISH_DURATION.into()), PUBLISH_BUCKETS)
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(NATS_PUBLISH_DURATION.into()),
+                    PUBLISH_BUCKETS,
+                )
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full(REDIS_DURATION.into()), PUBLISH_BUCKETS)
                 .expect("buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -87,4 +110,26 @@ fn describe() {
         "Offset gaps filled from history, by result (filled, lost)."
     );
     describe_counter!(GRPC_REQUESTS, "gRPC calls, by method and status code.");
+    describe_gauge!(BROKER_UP, "1 while the broker is connected.");
+    describe_gauge!(STATE_UP, "1 while the state backend is reachable.");
+    describe_histogram!(
+        NATS_PUBLISH_DURATION,
+        Unit::Seconds,
+        "NATS publish round trips."
+    );
+    describe_counter!(
+        NATS_MESSAGES,
+        "Messages received from NATS, by result (delivered, invalid)."
+    );
+    describe_gauge!(NATS_SUBSCRIPTIONS, "NATS subject subscriptions held.");
+    describe_histogram!(
+        REDIS_DURATION,
+        Unit::Seconds,
+        "Redis calls, by operation."
+    );
+    describe_counter!(REDIS_ERRORS, "Redis calls that failed, by operation.");
+    describe_counter!(
+        POSITION_CHECK_CATCHUPS,
+        "Periodic position checks that found undelivered publications."
+    );
 }

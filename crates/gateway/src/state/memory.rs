@@ -176,6 +176,24 @@ impl State for MemoryState {
         Ok(self.lock().channel(channel, Instant::now()).position())
     }
 
+    async fn positions(
+        &self,
+        channels: &[ChannelName],
+    ) -> Result<Vec<Option<Position>>, StateError> {
+        let inner = self.lock();
+        let now = Instant::now();
+        Ok(channels
+            .iter()
+            .map(|channel| {
+                inner
+                    .channels
+                    .get(channel)
+                    .filter(|history| history.expires_at > now)
+                    .map(ChannelHistory::position)
+            })
+            .collect())
+    }
+
     fn is_healthy(&self) -> bool {
         true
     }

@@ -80,6 +80,14 @@ pub trait State: Send + Sync + 'static {
     /// The channel's current position (creating its epoch if it has none).
     async fn position(&self, channel: &ChannelName) -> Result<Position, StateError>;
 
+    /// The current positions of several channels in one round trip, `None` for a channel
+    /// with no history state (never created, expired or lost). Never creates an epoch: the
+    /// node's periodic position check calls it for every local channel with history.
+    async fn positions(
+        &self,
+        channels: &[ChannelName],
+    ) -> Result<Vec<Option<Position>>, StateError>;
+
     /// Whether the backend is reachable (for `/readyz`).
     fn is_healthy(&self) -> bool;
 }
