@@ -6,6 +6,9 @@ use herald_protocol::publication::{DataError, EventError};
 use crate::broker::BrokerError;
 use crate::state::StateError;
 
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -19,6 +22,8 @@ pub enum PublishError {
     InvalidData(#[from] DataError),
     #[error("client publish is not allowed on this channel")]
     NotAllowed,
+    #[error("idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
+    InvalidIdempotencyKey,
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -29,7 +34,9 @@ impl PublishError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             Self::InvalidChannel(_) | Self::UnknownNamespace(_) => ErrorCode::UnknownChannel,
-            Self::InvalidEvent(_) | Self::InvalidData(_) => ErrorCode::BadRequest,
+            Self::InvalidEvent(_) | Self::InvalidData(_) | Self::InvalidIdempotencyKey => {
+                ErrorCode::BadRequest
+            }
             Self::NotAllowed => ErrorCode::PermissionDenied,
             Self::State(_) | Self::Broker(_) => ErrorCode::Unavailable,
         }
@@ -40,7 +47,8 @@ impl PublishError {
             Self::InvalidChannel(_)
             | Self::UnknownNamespace(_)
             | Self::InvalidEvent(_)
-            | Self::InvalidData(_) => tonic::Status::invalid_argument(self.to_string()),
+            | Self::InvalidData(_)
+            | Self::InvalidIdempotencyKey => tonic::Status::invalid_argument(self.to_string()),
             Self::NotAllowed => tonic::Status::permission_denied(self.to_string()),
             Self::State(_) | Self::Broker(_) => tonic::Status::unavailable(self.to_string()),
         }

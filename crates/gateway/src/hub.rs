@@ -60,6 +60,9 @@ struct ChannelEntry {
     delivered: Option<(Arc<str>, u64)>,
     /// Publications past a gap, waiting for it to be filled.
     held: BTreeMap<u64, Publication>,
+    /// The highest offset the periodic position check found in state: publications up to
+    /// it exist even if none past them has arrived to reveal the gap.
+    known_top: u64,
     gap_fill_running: bool,
 }
 
@@ -114,6 +117,16 @@ impl Hub {
         let Some(mut entry) = self.channels.get_mut(channel) else {
             return;
         };
+        // The subscriber's position is the node's baseline when it has none (or an older
+        // epoch's): a publication lost right after it is then a gap, not a silent skip.
+        if !position.epoch.is_empty()
+            && entry
+                .delivered
+                .as_ref()
+                .is_none_or(|(epoch, _)| **epoch != *position.epoch)
+        {
+            entry.delivered = Some((Arc::from(position.epoch.as_str()), position.offset));
+        }
         let Some(subscriber) = entry
             .subscribers
             .iter_mut()
@@ -229,24 +242,83 @@ impl Hub {
         }
     }
 
+    /// Compares every local channel's delivered position with the state's, and fills from
+    /// history what this node has not delivered: a lost *last* publication leaves no gap
+    /// for [`Hub::deliver`] to notice. A channel whose epoch changed in state (history
+    /// lost) makes its subscribers resubscribe, so they learn they cannot recover.
+    pub async fn check_positions(self: &Arc<Self>) {
+        let local: Vec<(ChannelName, Arc<str>, u64)> = self
+            .channels
+            .iter()
+            .filter_map(|entry| {
+                let (epoch, offset) = entry.delivered.clone()?;
+                Some((entry.key().clone(), epoch, offset))
+            })
+            .collect();
+        if local.is_empty() {
+            return;
+        }
+        let channels: Vec<ChannelName> = local.iter().map(|(c, _, _)| c.clone()).collect();
+        let positions = match self.state.positions(&channels).await {
+            Ok(positions) => positions,
+            Err(error) => {
+                tracing::debug!(%error, "position check skipped");
+                return;
+            }
+        };
+        for ((channel, epoch, _), position) in local.into_iter().zip(positions) {
+            // No state: never published, or history expired; the next publication's new
+            // epoch tells subscribers.
+            let Some(position) = position else { continue };
+            let Some(mut entry) = self.channels.get_mut(&channel) else {
+                continue;
+            };
+            if entry.delivered.as_ref().map(|(e, _)| e) != Some(&epoch) {
+                continue;
+            }
+            if *position.epoch != *epoch {
+                metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
+                tracing::info!(%channel, "history epoch changed; subscribers resubscribe");
+                self.evict(&channel, &mut entry, |_| true);
+                entry.held.clear();
+                entry.delivered = None;
+                continue;
+            }
+            let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+            if position.offset > delivered && position.offset > entry.known_top {
+                metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
+                entry.known_top = position.offset;
+                if !entry.gap_fill_running {
+                    entry.gap_fill_running = true;
+                    drop(entry);
+                    tokio::spawn(self.clone().fill_gap(channel));
+                }
+            }
+        }
+    }
+
     /// Waits for a missing offset, then fills the gap from history; if history cannot
     /// fill it, the channel's subscribers resubscribe (recovering from their positions).
     async fn fill_gap(self: Arc<Self>, channel: ChannelName) {
         loop {
             tokio::time::sleep(self.gap_wait).await;
-            let (epoch, last, first_held) = {
+            let (epoch, last, target) = {
                 let Some(mut entry) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                let (Some((epoch, last)), Some((&first_held, _))) =
-                    (entry.delivered.clone(), entry.held.first_key_value())
-                else {
-                    entry.gap_fill_running = false;
-                    return;
+                let target = match entry.held.first_key_value() {
+                    Some((&first_held, _)) => first_held - 1,
+                    None => entry.known_top,
                 };
-                (epoch, last, first_held)
+                match entry.delivered.clone() {
+                    Some((epoch, last)) if target > last => (epoch, last, target),
+                    _ => {
+                        entry.gap_fill_running = false;
+                        return;
+                    }
+                }
             };
-            let missing = (first_held - last - 1) as usize;
+            let missing = (target - last) as usize;
             let filled = self.state.history(&channel, last, missing).await;
             let Some(mut entry) = self.channels.get_mut(&channel) else {
                 return;
@@ -273,13 +345,14 @@ impl Hub {
                 }
                 _ => {
                     metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
-                    tracing::warn!(%channel, from = last + 1, to = first_held - 1, "gap not fillable from history");
+                    tracing::warn!(%channel, from = last + 1, to = target, "gap not fillable from history");
                     self.evict(&channel, &mut entry, |_| true);
                     entry.held.clear();
                     entry.delivered = None;
                 }
             }
-            if entry.held.is_empty() {
+            let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+            if entry.held.is_empty() && entry.known_top <= delivered {
                 entry.gap_fill_running = false;
                 return;
             }
@@ -508,6 +581,58 @@ mod tests {
         fixture.hub.deliver(first);
         fixture.hub.deliver(third);
         assert_eq!(subscriber.offsets(), vec![1], "3 waits for 2");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(subscriber.offsets(), vec![2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_position_check_fills_a_lost_last_publication() {
+        let fixture = fixture();
+        let first = fixture.append().await;
+        let epoch = first.epoch.to_string();
+        let mut subscriber = fixture.subscriber("a", 0, &epoch);
+        subscriber.drain();
+        fixture.hub.deliver(first);
+        let _lost = fixture.append().await;
+        let _also_lost = fixture.append().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(subscriber.offsets(), vec![1], "nothing reveals the loss");
+        fixture.hub.check_positions().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(subscriber.offsets(), vec![2, 3]);
+        fixture.hub.check_positions().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(subscriber.offsets().is_empty(), "filled once");
+    }
+
+    #[tokio::test]
+    async fn the_position_check_sends_subscribers_of_a_lost_history_to_resubscribe() {
+        let fixture = fixture();
+        let first = fixture.append().await;
+        let mut subscriber = fixture.subscriber("a", 0, "an-older-epoch");
+        subscriber.drain();
+        assert!(fixture.state.positions(&[channel()]).await.unwrap()[0].is_some());
+        fixture.hub.check_positions().await;
+        let messages = subscriber.drain();
+        let unsubscribe = messages
+            .iter()
+            .find_map(|m| m.push.as_ref()?.unsubscribe.clone())
+            .expect("unsubscribe push");
+        assert_eq!(unsubscribe.code, unsubscribe_code::RESUBSCRIBE);
+        assert_ne!(&*first.epoch, "an-older-epoch");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_publication_lost_right_after_subscribing_is_a_gap() {
+        let fixture = fixture();
+        let first = fixture.append().await;
+        let epoch = first.epoch.to_string();
+        let mut subscriber = fixture.subscriber("a", 1, &epoch);
+        subscriber.drain();
+        let _lost = fixture.append().await;
+        let third = fixture.append().await;
+        fixture.hub.deliver(third);
+        assert!(subscriber.offsets().is_empty(), "3 waits for 2");
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(subscriber.offsets(), vec![2, 3]);
     }

@@ -122,11 +122,7 @@ fn describe() {
         "Messages received from NATS, by result (delivered, invalid)."
     );
     describe_gauge!(NATS_SUBSCRIPTIONS, "NATS subject subscriptions held.");
-    describe_histogram!(
-        REDIS_DURATION,
-        Unit::Seconds,
-        "Redis calls, by operation."
-    );
+    describe_histogram!(REDIS_DURATION, Unit::Seconds, "Redis calls, by operation.");
     describe_counter!(REDIS_ERRORS, "Redis calls that failed, by operation.");
     describe_counter!(
         POSITION_CHECK_CATCHUPS,

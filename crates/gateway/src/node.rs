@@ -3,22 +3,41 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_protocol::publication::{raw_json, validate_event};
 use herald_protocol::{ChannelName, Publication};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
-use crate::broker::{Broker, BrokerError, MemoryBroker};
+use crate::auth::{Authenticator, KeyError};
+use crate::broker::{Broker, BrokerError, MemoryBroker, NatsBroker, NatsError};
 use crate::config::{ChannelOptions, Config, NamespaceRule};
 use crate::connections::{Connections, Heartbeat};
-use crate::error::{HistoryError, PublishError};
+use crate::envelope::EnvelopeLimits;
+use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::Hub;
 use crate::metrics;
-use crate::state::{Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Position, State};
+use crate::state::{
+    Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Position, RedisState, State,
+    StateError,
+};
+
+/// How often a cluster node compares its channels' delivered positions with Redis.
+const POSITION_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// How long a starting node waits for Redis before it starts anyway, not ready.
+const FIRST_CONNECT_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("HERALD_REDIS_URL: {0}")]
+    Redis(StateError),
+}
 
 /// One publish, from the gRPC API or a client.
 pub struct PublishRequest {
@@ -47,11 +66,41 @@ pub struct Node {
 
 impl Node {
     /// A standalone node: in-memory broker and state.
-    pub fn standalone(config: Config) -> Result<Arc<Node>, crate::auth::KeyError> {
+    pub fn standalone(config: Config) -> Result<Arc<Node>, NodeError> {
         let state: Arc<dyn State> = Arc::new(MemoryState::new());
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
-        Self::new(config, hub, idle, broker, state)
+        Ok(Self::new(config, hub, idle, broker, state)?)
+    }
+
+    /// A cluster node: NATS between nodes, Redis for offsets and history. Starts even when
+    /// either is unreachable (not ready until both are); only a malformed URL is an error.
+    pub async fn cluster(config: Config) -> Result<Arc<Node>, NodeError> {
+        let (Some(nats_url), Some(redis_url)) = (&config.nats_url, &config.redis_url) else {
+            unreachable!("Config::validate requires both URLs in cluster mode");
+        };
+        let limits = EnvelopeLimits {
+            max_data_bytes: config.limits.max_message_bytes,
+            max_json_depth: config.limits.max_json_depth,
+        };
+        let redis = RedisState::connect(redis_url.expose(), limits, FIRST_CONNECT_WAIT)
+            .await
+            .map_err(NodeError::Redis)?;
+        let state: Arc<dyn State> = Arc::new(redis);
+        let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
+        let reconnected = Arc::new(Notify::new());
+        let nats = NatsBroker::connect(
+            nats_url.expose(),
+            &config.node_id,
+            hub.clone(),
+            limits,
+            reconnected.clone(),
+        )
+        .await?;
+        let broker: Arc<dyn Broker> = Arc::new(nats);
+        let node = Self::new(config, hub.clone(), idle, broker, state)?;
+        tokio::spawn(check_positions(Arc::downgrade(&hub), reconnected));
+        Ok(node)
     }
 
     fn new(
@@ -60,7 +109,7 @@ impl Node {
         idle: mpsc::UnboundedReceiver<ChannelName>,
         broker: Arc<dyn Broker>,
         state: Arc<dyn State>,
-    ) -> Result<Arc<Node>, crate::auth::KeyError> {
+    ) -> Result<Arc<Node>, KeyError> {
         let heartbeat = Heartbeat {
             interval: config.limits.ping_interval,
             timeout: config.limits.pong_timeout,
@@ -132,6 +181,13 @@ impl Node {
         if request.from.is_some() && !options.client_publish {
             return Err(PublishError::NotAllowed);
         }
+        if request
+            .idempotency_key
+            .as_ref()
+            .is_some_and(|key| key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
+        {
+            return Err(PublishError::InvalidIdempotencyKey);
+        }
         let history = options.has_history().then(|| HistoryPolicy {
             size: options.history_size,
             ttl: options.history_ttl(),
@@ -156,7 +212,14 @@ impl Node {
                 Appended::Duplicate(position) => return Ok(position),
             };
         }
-        self.broker.publish(&publication).await?;
+        if let Err(error) = self.broker.publish(&publication).await {
+            // A stored publication is not lost: every node fills it from history (on its
+            // position check, or when NATS is back), so the publish stands.
+            if publication.offset == 0 {
+                return Err(error.into());
+            }
+            tracing::warn!(channel = %publication.channel, offset = publication.offset, %error, "stored but not broadcast; nodes fill it from history");
+        }
         let origin = if request.from.is_some() {
             "client"
         } else {
@@ -215,6 +278,21 @@ async fn drop_idle_interest(
         if node.hub.remove_if_idle(&channel) {
             node.interest_removed(&channel).await;
         }
+    }
+}
+
+/// Fills what the node missed: every few seconds, and at once when NATS reconnects (it
+/// may have been away for a while; async-nats restores the subscriptions itself).
+async fn check_positions(hub: std::sync::Weak<Hub>, reconnected: Arc<Notify>) {
+    let mut tick = tokio::time::interval(POSITION_CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = reconnected.notified() => {}
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        hub.check_positions().await;
     }
 }
 

@@ -34,7 +34,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Key(#[from] crate::auth::KeyError),
+    Node(#[from] crate::node::NodeError),
     #[error("{name} server failed: {message}")]
     Serve { name: &'static str, message: String },
 }
@@ -57,12 +57,17 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 }
 
 impl Server {
-    /// Builds a standalone node and binds its listeners (port 0 picks a free port).
+    /// Builds a node (standalone, or cluster when NATS and Redis are configured) and binds
+    /// its listeners (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let prometheus = metrics::install();
         let (http_addr, grpc_addr, metrics_addr) =
             (config.http_addr, config.grpc_addr, config.metrics_addr);
-        let node = Node::standalone(config)?;
+        let node = if config.is_cluster() {
+            Node::cluster(config).await?
+        } else {
+            Node::standalone(config)?
+        };
         Ok(Server {
             node,
             http: bind("HTTP", http_addr).await?,
@@ -132,7 +137,12 @@ impl Server {
                     grpc_stop.cancelled_owned(),
                 ),
         );
-        tracing::info!(node = %node.id, http = %node.config.http_addr, "serving");
+        let mode = if node.config.is_cluster() {
+            "cluster (NATS + Redis)"
+        } else {
+            "standalone"
+        };
+        tracing::info!(node = %node.id, http = %node.config.http_addr, mode, "serving");
 
         shutdown.await;
         drain(&node, &sessions).await;

@@ -6,11 +6,13 @@
 //! channel arrives and after its last one leaves, so a node only receives what it delivers.
 
 mod memory;
+mod nats;
 
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
 pub use memory::MemoryBroker;
+pub use nats::{NatsBroker, NatsError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {

@@ -47,6 +47,12 @@ pub struct ConfigArgs {
     /// Milliseconds to wait for a missing offset before filling from history [default: 100]
     #[arg(long, env = "HERALD_GAP_WAIT_MS")]
     pub gap_wait_ms: Option<String>,
+    /// NATS server URL(s), comma-separated; with --redis-url selects cluster mode [default: none, standalone]
+    #[arg(long, env = "HERALD_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
+    /// Redis URL (redis://, rediss://, redis-sentinel://, redis-cluster://); with --nats-url selects cluster mode [default: none, standalone]
+    #[arg(long, env = "HERALD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
     /// Connections per node, 0 = unlimited [default: 100000]
     #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
     pub max_connections: Option<String>,

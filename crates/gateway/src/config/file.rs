@@ -27,6 +27,8 @@ pub(super) struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub drain_seconds: Option<u64>,
     pub gap_wait_ms: Option<u64>,
+    pub nats_url: Option<String>,
+    pub redis_url: Option<String>,
     pub max_connections: Option<usize>,
     pub max_connections_per_user: Option<usize>,
     pub max_subscriptions: Option<usize>,

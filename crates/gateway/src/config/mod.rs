@@ -60,6 +60,59 @@ impl Serialize for Secret {
     }
 }
 
+/// A NATS or Redis URL, which may carry a password: shown with the password masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendUrl(String);
+
+impl BackendUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any `user:password@` reduced to `user:****@`.
+    pub fn masked(&self) -> String {
+        self.0
+            .split(',')
+            .map(|url| match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let userinfo = &url[scheme + 3..at];
+                    let user = userinfo.split(':').next().unwrap_or_default();
+                    let masked = if userinfo.contains(':') {
+                        format!("{user}:****")
+                    } else {
+                        "****".to_owned()
+                    };
+                    format!("{}{masked}{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => url.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl FromStr for BackendUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err("must not be empty".into());
+        }
+        Ok(Self(s.trim().to_owned()))
+    }
+}
+
+impl fmt::Debug for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.masked())
+    }
+}
+
+impl Serialize for BackendUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.masked())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -132,6 +185,12 @@ pub struct Config {
     /// How long a node waits for a missing offset before filling the gap from history.
     #[serde(rename = "gap_wait_ms", serialize_with = "as_millis")]
     pub gap_wait: Duration,
+    /// Cluster mode: NATS for fan-out between nodes (with `redis_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<BackendUrl>,
+    /// Cluster mode: Redis for offsets, history and idempotency (with `nats_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<BackendUrl>,
     #[serde(flatten)]
     pub limits: Limits,
     pub namespaces: Namespaces,
@@ -289,6 +348,12 @@ impl Config {
                 file.gap_wait_ms,
                 100,
             )?),
+            nats_url: pick
+                .optional("HERALD_NATS_URL", &args.nats_url, file.nats_url)?
+                .map(BackendUrl),
+            redis_url: pick
+                .optional("HERALD_REDIS_URL", &args.redis_url, file.redis_url)?
+                .map(BackendUrl),
             limits,
             namespaces,
             dev: false,
@@ -315,6 +380,21 @@ impl Config {
                 "HERALD_PING_INTERVAL_SECONDS",
                 "ping interval and pong timeout must be at least 1",
             );
+        }
+        match (&self.nats_url, &self.redis_url) {
+            (Some(_), None) => {
+                return invalid(
+                    "HERALD_REDIS_URL",
+                    "cluster mode needs both HERALD_NATS_URL and HERALD_REDIS_URL; HERALD_NATS_URL is set, HERALD_REDIS_URL is not",
+                );
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "HERALD_NATS_URL",
+                    "cluster mode needs both HERALD_NATS_URL and HERALD_REDIS_URL; HERALD_REDIS_URL is set, HERALD_NATS_URL is not",
+                );
+            }
+            _ => {}
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return invalid("HERALD_NODE_ID", "must be 1-64 characters");
@@ -394,6 +474,11 @@ impl Config {
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+
+    /// Whether the node runs in cluster mode (NATS and Redis).
+    pub fn is_cluster(&self) -> bool {
+        self.nats_url.is_some() && self.redis_url.is_some()
     }
 
     /// The options of a channel, or `None` when its namespace is not configured.

@@ -127,3 +127,38 @@ fn dev_mode_generates_secrets_and_binds_loopback() {
     );
     assert!(shown.contains("****"));
 }
+
+#[test]
+fn cluster_mode_needs_both_backends_and_masks_their_passwords() {
+    let nats_only = ConfigArgs {
+        nats_url: Some("nats://127.0.0.1:4222".into()),
+        ..args()
+    };
+    let error = Config::load(&nats_only).unwrap_err().to_string();
+    assert!(error.contains("HERALD_REDIS_URL"), "{error}");
+    let redis_only = ConfigArgs {
+        redis_url: Some("redis://127.0.0.1:6379".into()),
+        ..args()
+    };
+    let error = Config::load(&redis_only).unwrap_err().to_string();
+    assert!(error.contains("HERALD_NATS_URL"), "{error}");
+
+    let both = ConfigArgs {
+        nats_url: Some("nats://herald:s3cret@nats-a:4222,nats://nats-b:4222".into()),
+        redis_url: Some("redis://:hunter2@redis:6379/0".into()),
+        ..args()
+    };
+    let config = Config::load(&both).unwrap();
+    assert!(config.is_cluster());
+    let shown = config.to_masked_toml();
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("nats://herald:****@nats-a:4222,nats://nats-b:4222"),
+        "{shown}"
+    );
+    assert!(shown.contains("redis://:****@redis:6379/0"), "{shown}");
+    assert!(!Config::load(&args()).unwrap().is_cluster());
+}

@@ -3,6 +3,7 @@
 //! session never know which one runs.
 
 mod memory;
+mod redis;
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
 pub use memory::MemoryState;
+pub use redis::RedisState;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {

@@ -44,7 +44,7 @@ pub fn config() -> Config {
 
 /// Adds `authorization: Bearer <key>` to every call.
 #[derive(Clone)]
-pub struct ApiKey(Option<&'static str>);
+pub struct ApiKey(pub Option<&'static str>);
 
 impl tonic::service::Interceptor for ApiKey {
     fn call(
@@ -162,15 +162,7 @@ impl TestGateway {
     }
 
     pub async fn grpc_with_key(&self, key: Option<&'static str>) -> Grpc {
-        let channel = within(
-            "gRPC connect",
-            Channel::from_shared(format!("http://{}", self.grpc_addr))
-                .expect("valid URI")
-                .connect(),
-        )
-        .await
-        .expect("gRPC connects");
-        HeraldClient::with_interceptor(channel, ApiKey(key))
+        grpc_client(self.grpc_addr, key).await
     }
 
     /// Publishes over gRPC and returns the position.
@@ -250,6 +242,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         (status, body)
     })
     .await
+}
+
+/// A gRPC client of the API at `addr`, sending `key` as the API key.
+pub async fn grpc_client(addr: SocketAddr, key: Option<&'static str>) -> Grpc {
+    let channel = within(
+        "gRPC connect",
+        Channel::from_shared(format!("http://{addr}"))
+            .expect("valid URI")
+            .connect(),
+    )
+    .await
+    .expect("gRPC connects");
+    HeraldClient::with_interceptor(channel, ApiKey(key))
 }
 
 /// The next publication push, skipping other pushes.

@@ -1,0 +1,15 @@
+//! Cluster tests: real `redis-server` and `nats-server` processes on free ports, killed and
+//! restarted mid-run.
+
+// The single-node tests' helpers (tokens, gRPC key, bounded waits); not all are used here.
+#[allow(dead_code)]
+#[path = "../gateway/common.rs"]
+mod common;
+
+mod backends;
+mod follower;
+mod nodes;
+
+mod fanout;
+mod faults;
+mod redis_state;
