@@ -37,8 +37,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use error::{ClientError, CloseInfo};
 pub use herald_protocol::command::StreamPosition;
 pub use herald_protocol::reply::{
-    ConnectResult, ErrorBody, HistoryResult, PingResult, PublishResult, Push, ReceivedPublication,
-    RefreshResult, SubscribeResult,
+    ConnectResult, ErrorBody, HistoryResult, PingResult, PresenceMember, PresenceResult,
+    PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult, StatusPush,
+    SubscribeResult, TypingPush,
 };
 
 use wire::{Incoming, decode_frame, encode_command, object};
@@ -286,6 +287,34 @@ impl Client {
             .await
     }
 
+    /// Who is in `channel` (the connection must be subscribed).
+    pub async fn presence(&self, channel: &str) -> Result<PresenceResult, ClientError> {
+        self.call("presence", object([("channel", Some(channel.into()))]))
+            .await
+    }
+
+    /// How many users and connections are in `channel`.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStatsResult, ClientError> {
+        self.call("presenceStats", object([("channel", Some(channel.into()))]))
+            .await
+    }
+
+    /// Sets the user's status (`online`, `away`, `busy`) in their orgs.
+    pub async fn set_status(&self, status: &str) -> Result<(), ClientError> {
+        self.request("setStatus", object([("status", Some(status.into()))]))
+            .await
+            .map(drop)
+    }
+
+    /// Starts (`active`) or stops typing in `channel`.
+    pub async fn typing(&self, channel: &str, active: bool) -> Result<(), ClientError> {
+        let params = object([
+            ("channel", Some(channel.into())),
+            ("active", Some(active.into())),
+        ]);
+        self.request("typing", params).await.map(drop)
+    }
+
     /// Sends the `ping` command (not a WebSocket ping).
     pub async fn ping(&self) -> Result<PingResult, ClientError> {
         self.call("ping", Value::Object(Default::default())).await
@@ -464,7 +493,7 @@ fn route(shared: &Shared, push_tx: Option<&mpsc::UnboundedSender<Push>>, text: &
         match message {
             Ok(Incoming::Push(push)) => {
                 if let Some(push_tx) = push_tx {
-                    let _ = push_tx.send(push);
+                    let _ = push_tx.send(*push);
                 }
             }
             Ok(Incoming::Reply(id, reply)) => {

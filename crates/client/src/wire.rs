@@ -11,7 +11,7 @@ use crate::error::ClientError;
 pub(crate) enum Incoming {
     /// The reply to command `id`: its raw result or the error.
     Reply(u64, Result<Box<RawValue>, ClientError>),
-    Push(Push),
+    Push(Box<Push>),
 }
 
 /// `{"id":N,"<method>":<params>}`.
@@ -31,7 +31,7 @@ pub(crate) fn decode_frame(text: &str) -> impl Iterator<Item = Result<Incoming, 
 fn decode_line(line: &str) -> Result<Incoming, String> {
     let message: ServerMessage = serde_json::from_str(line).map_err(|e| e.to_string())?;
     if let Some(push) = message.push {
-        return Ok(Incoming::Push(push));
+        return Ok(Incoming::Push(Box::new(push)));
     }
     let Some(id) = message.id else {
         return Err("message has neither id nor push".to_owned());

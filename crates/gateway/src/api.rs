@@ -234,4 +234,109 @@ impl Herald for HeraldApi {
         };
         observe("Info", Ok(api::InfoResponse { nodes: vec![info] }))
     }
+
+    async fn presence(
+        &self,
+        request: Request<api::PresenceRequest>,
+    ) -> Result<Response<api::PresenceResponse>, Status> {
+        let result = async {
+            let channel = self.presence_channel(&request.into_inner().channel)?;
+            let members = self
+                .node
+                .presence
+                .members(&channel)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(api::PresenceResponse {
+                members: members
+                    .into_iter()
+                    .map(|(member, status)| api::PresenceMember {
+                        user: member.user.to_string(),
+                        client: member.client.to_string(),
+                        info: member
+                            .info
+                            .map(|info| info.get().as_bytes().to_vec())
+                            .unwrap_or_default(),
+                        joined_at: member.joined_at,
+                        status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        observe("Presence", result)
+    }
+
+    async fn presence_stats(
+        &self,
+        request: Request<api::PresenceStatsRequest>,
+    ) -> Result<Response<api::PresenceStatsResponse>, Status> {
+        let result = async {
+            let channel = self.presence_channel(&request.into_inner().channel)?;
+            let (users, clients) = self
+                .node
+                .presence
+                .stats(&channel)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(api::PresenceStatsResponse { users, clients })
+        }
+        .await;
+        observe("PresenceStats", result)
+    }
+
+    async fn user_status(
+        &self,
+        request: Request<api::UserStatusRequest>,
+    ) -> Result<Response<api::UserStatusResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            if request.org.is_empty() || request.users.len() > MAX_STATUS_USERS {
+                return Err(Status::invalid_argument(format!(
+                    "org is required, and at most {MAX_STATUS_USERS} users"
+                )));
+            }
+            let users: Vec<Arc<str>> = request
+                .users
+                .iter()
+                .map(|u| Arc::from(u.as_str()))
+                .collect();
+            let statuses = self
+                .node
+                .presence
+                .state()
+                .statuses(&request.org, &users)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            Ok(api::UserStatusResponse {
+                statuses: statuses
+                    .into_iter()
+                    .map(|status| api::UserStatus {
+                        user: status.user.to_string(),
+                        status: status.status.as_str().to_owned(),
+                        last_seen: status.last_seen,
+                    })
+                    .collect(),
+            })
+        }
+        .await;
+        observe("UserStatus", result)
+    }
+}
+
+/// Most users one `UserStatus` call may ask about.
+const MAX_STATUS_USERS: usize = 1000;
+
+impl HeraldApi {
+    /// A valid channel whose namespace has presence.
+    fn presence_channel(&self, name: &str) -> Result<herald_protocol::ChannelName, Status> {
+        let (channel, _, options) = self
+            .node
+            .channel(name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if !options.presence {
+            return Err(Status::failed_precondition("the channel has no presence"));
+        }
+        Ok(channel)
+    }
 }

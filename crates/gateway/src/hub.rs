@@ -23,6 +23,7 @@ use herald_protocol::reply::{encode_publication, encode_unsubscribe};
 use herald_protocol::{ChannelName, CloseCode, Publication};
 use tokio::sync::mpsc;
 
+use crate::broker::Event;
 use crate::connections::Connection;
 use crate::metrics;
 use crate::state::{Position, State};
@@ -365,6 +366,30 @@ impl Hub {
         self.channels
             .remove_if(channel, |_, entry| entry.subscribers.is_empty())
             .is_some()
+    }
+
+    /// Delivers a presence event to the channel's live subscribers (those still joining
+    /// miss it: events are at-most-once, and their subscribe reply is fresher).
+    pub fn deliver_event(&self, event: &Event) {
+        let Some(entry) = self.channels.get(&event.channel) else {
+            return;
+        };
+        let mut delivered = 0u64;
+        for subscriber in &entry.subscribers {
+            let connection = &subscriber.connection;
+            if subscriber.pending.is_some()
+                || event
+                    .exclude
+                    .as_ref()
+                    .is_some_and(|exclude| exclude.matches(&connection.claims.sub, &connection.id))
+            {
+                continue;
+            }
+            if subscriber.connection.send(event.push.clone()) {
+                delivered += 1;
+            }
+        }
+        metrics::counter!(metrics::DELIVERIES).increment(delivered);
     }
 
     /// Queues one publication to every subscriber of the entry, encoded once.

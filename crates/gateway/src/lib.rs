@@ -14,6 +14,7 @@ pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod server;
 pub mod session;
 pub mod state;

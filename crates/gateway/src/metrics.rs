@@ -41,7 +41,8 @@ pub const NATS_PUBLISH_DURATION: &str = "herald_nats_publish_duration_seconds";
 pub const NATS_MESSAGES: &str = "herald_nats_messages_received_total";
 /// NATS subject subscriptions held by this node (gauge).
 pub const NATS_SUBSCRIPTIONS: &str = "herald_nats_subscriptions";
-/// Redis calls, by operation (`append`, `history`, `position`, `positions`), seconds (histogram).
+/// Redis calls, by operation (`append`, `history`, `position`, `positions`, and
+/// `presence_*` for presence, status and typing), seconds (histogram).
 pub const REDIS_DURATION: &str = "herald_redis_duration_seconds";
 /// Redis calls that failed, by operation (counter).
 pub const REDIS_ERRORS: &str = "herald_redis_errors_total";

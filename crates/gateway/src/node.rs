@@ -19,9 +19,10 @@ use crate::envelope::EnvelopeLimits;
 use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::Hub;
 use crate::metrics;
+use crate::presence::PresenceService;
 use crate::state::{
-    Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Position, RedisState, State,
-    StateError,
+    Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Position, Presence, RedisState,
+    State, StateError,
 };
 
 /// How often a cluster node compares its channels' delivered positions with Redis.
@@ -58,6 +59,8 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub state: Arc<dyn State>,
     pub connections: Arc<Connections>,
+    /// Presence, online status and typing.
+    pub presence: Arc<PresenceService>,
     pub started: Instant,
     draining: AtomicBool,
     /// Cancelled when the node starts draining.
@@ -67,10 +70,18 @@ pub struct Node {
 impl Node {
     /// A standalone node: in-memory broker and state.
     pub fn standalone(config: Config) -> Result<Arc<Node>, NodeError> {
-        let state: Arc<dyn State> = Arc::new(MemoryState::new());
+        let memory = MemoryState::new();
+        let state: Arc<dyn State> = Arc::new(memory.clone());
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
-        Ok(Self::new(config, hub, idle, broker, state)?)
+        Ok(Self::new(
+            config,
+            hub,
+            idle,
+            broker,
+            state,
+            Arc::new(memory),
+        )?)
     }
 
     /// A cluster node: NATS between nodes, Redis for offsets and history. Starts even when
@@ -86,6 +97,7 @@ impl Node {
         let redis = RedisState::connect(redis_url.expose(), limits, FIRST_CONNECT_WAIT)
             .await
             .map_err(NodeError::Redis)?;
+        let presence: Arc<dyn Presence> = Arc::new(redis.clone());
         let state: Arc<dyn State> = Arc::new(redis);
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let reconnected = Arc::new(Notify::new());
@@ -98,7 +110,7 @@ impl Node {
         )
         .await?;
         let broker: Arc<dyn Broker> = Arc::new(nats);
-        let node = Self::new(config, hub.clone(), idle, broker, state)?;
+        let node = Self::new(config, hub.clone(), idle, broker, state, presence)?;
         tokio::spawn(check_positions(Arc::downgrade(&hub), reconnected));
         Ok(node)
     }
@@ -109,6 +121,7 @@ impl Node {
         idle: mpsc::UnboundedReceiver<ChannelName>,
         broker: Arc<dyn Broker>,
         state: Arc<dyn State>,
+        presence: Arc<dyn Presence>,
     ) -> Result<Arc<Node>, KeyError> {
         let heartbeat = Heartbeat {
             interval: config.limits.ping_interval,
@@ -119,10 +132,16 @@ impl Node {
             heartbeat,
         ));
         connections.spawn_sweeper(std::time::Duration::from_secs(1));
+        let id: Arc<str> = Arc::from(config.node_id.as_str());
+        let auth = Authenticator::new(&config.jwt)?;
+        let config = Arc::new(config);
+        let presence = PresenceService::new(presence, broker.clone(), config.clone(), id.clone());
+        presence.spawn_jobs(connections.clone());
         let node = Arc::new(Node {
-            id: Arc::from(config.node_id.as_str()),
-            auth: Authenticator::new(&config.jwt)?,
-            config: Arc::new(config),
+            id,
+            auth,
+            config,
+            presence,
             hub,
             broker,
             state,

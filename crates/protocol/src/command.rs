@@ -28,6 +28,10 @@ pub enum Method {
     History(HistoryRequest),
     Refresh(RefreshRequest),
     Ping(PingRequest),
+    Presence(ChannelRequest),
+    PresenceStats(ChannelRequest),
+    SetStatus(SetStatusRequest),
+    Typing(TypingRequest),
 }
 
 impl Method {
@@ -41,6 +45,10 @@ impl Method {
             Self::History(_) => "history",
             Self::Refresh(_) => "refresh",
             Self::Ping(_) => "ping",
+            Self::Presence(_) => "presence",
+            Self::PresenceStats(_) => "presenceStats",
+            Self::SetStatus(_) => "setStatus",
+            Self::Typing(_) => "typing",
         }
     }
 }
@@ -105,6 +113,28 @@ pub struct RefreshRequest {
 #[derive(Debug, Default, Deserialize)]
 pub struct PingRequest {}
 
+/// `presence` and `presenceStats`: a channel the connection is a member of.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelRequest {
+    pub channel: String,
+}
+
+/// `setStatus`: `online`, `away` or `busy`, for every org of the user.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetStatusRequest {
+    pub status: String,
+}
+
+/// `typing`: the connection's user starts (`active: true`) or stops typing in a channel.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingRequest {
+    pub channel: String,
+    pub active: bool,
+}
+
 /// The frame is not JSON: the connection closes with 4000.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("frame is not a JSON object: {0}")]
@@ -156,6 +186,10 @@ pub fn parse_command(line: &str) -> Result<Result<Command, CommandError>, FrameE
         "history" => params_of(id, params).map(Method::History),
         "refresh" => params_of(id, params).map(Method::Refresh),
         "ping" => params_of(id, params).map(Method::Ping),
+        "presence" => params_of(id, params).map(Method::Presence),
+        "presenceStats" => params_of(id, params).map(Method::PresenceStats),
+        "setStatus" => params_of(id, params).map(Method::SetStatus),
+        "typing" => params_of(id, params).map(Method::Typing),
         _ => Err(CommandError {
             id,
             code: ErrorCode::MethodNotFound,

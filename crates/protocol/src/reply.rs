@@ -34,6 +34,73 @@ pub struct SubscribeResult<P> {
     pub recoverable: bool,
     pub recovered: bool,
     pub publications: Vec<P>,
+    /// Who is typing in the channel right now (channels with typing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub typing: Vec<TypingPush>,
+}
+
+/// One connection in a channel's presence (`presence` result, `join` and `leave` pushes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMember {
+    pub user: String,
+    /// Connection id.
+    pub client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<RawValue>>,
+    /// The user's status in the channel's org (`org:<org>…` channels, `presence` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Unix milliseconds.
+    pub joined_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PresenceResult {
+    pub members: Vec<PresenceMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceStatsResult {
+    /// Distinct users.
+    pub users: u64,
+    /// Connections.
+    pub clients: u64,
+}
+
+/// `typing` push, and an entry of a subscribe result's `typing`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypingPush {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<RawValue>>,
+    pub active: bool,
+}
+
+/// `status` push on `org:<org>`: a user's status changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusPush {
+    pub user: String,
+    /// `online`, `away`, `busy` or `offline`.
+    pub status: String,
+    /// Unix milliseconds, on `offline`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_seen: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A presence event pushed on a channel.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChannelEvent {
+    Join(PresenceMember),
+    Leave(PresenceMember),
+    Typing(TypingPush),
+    Status(StatusPush),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +228,23 @@ pub fn encode_publication(publication: &Publication) -> Bytes {
     })
 }
 
+/// `{"push":{"channel":C,"join"|"leave"|"typing"|"status":{...}}}`.
+pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
+    #[derive(Serialize)]
+    struct EventFrame<'a> {
+        push: EventRef<'a>,
+    }
+    #[derive(Serialize)]
+    struct EventRef<'a> {
+        channel: &'a str,
+        #[serde(flatten)]
+        event: &'a ChannelEvent,
+    }
+    to_bytes(&EventFrame {
+        push: EventRef { channel, event },
+    })
+}
+
 /// A server-side unsubscribe: the client should resubscribe (recovering) unless the code
 /// says otherwise.
 pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
@@ -238,6 +322,55 @@ pub struct Push {
     pub unsubscribe: Option<UnsubscribePush>,
     #[serde(default)]
     pub disconnect: Option<DisconnectPush>,
+    #[serde(default)]
+    pub join: Option<PresenceMember>,
+    #[serde(default)]
+    pub leave: Option<PresenceMember>,
+    #[serde(default)]
+    pub typing: Option<TypingPush>,
+    #[serde(default)]
+    pub status: Option<StatusPush>,
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[test]
+    fn events_push_on_their_channel_and_decode() {
+        let typing = ChannelEvent::Typing(TypingPush {
+            user: "alice".into(),
+            info: Some(RawValue::from_string(r#"{"name":"Ada"}"#.into()).unwrap()),
+            active: true,
+        });
+        let bytes = encode_event("org:acme:ch:general", &typing);
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"push":{"channel":"org:acme:ch:general","typing":{"user":"alice","info":{"name":"Ada"},"active":true}}}"#
+        );
+        let status = ChannelEvent::Status(StatusPush {
+            user: "alice".into(),
+            status: "offline".into(),
+            last_seen: 1_764_000_000_000,
+        });
+        let message: ServerMessage =
+            serde_json::from_slice(&encode_event("org:acme", &status)).unwrap();
+        let push = message.push.unwrap();
+        assert_eq!(push.channel.as_deref(), Some("org:acme"));
+        assert_eq!(push.status.unwrap().last_seen, 1_764_000_000_000);
+        let join = ChannelEvent::Join(PresenceMember {
+            user: "bob".into(),
+            client: "c1".into(),
+            info: None,
+            status: None,
+            joined_at: 5,
+        });
+        let text = String::from_utf8(encode_event("org:acme:ch:x", &join).to_vec()).unwrap();
+        assert!(
+            text.contains(r#""join":{"user":"bob","client":"c1","joinedAt":5}"#),
+            "{text}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Event};
 use crate::hub::Hub;
 
 pub struct MemoryBroker {
@@ -22,6 +22,11 @@ impl MemoryBroker {
 impl Broker for MemoryBroker {
     async fn publish(&self, publication: &Publication) -> Result<(), BrokerError> {
         self.hub.deliver(publication.clone());
+        Ok(())
+    }
+
+    async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
+        self.hub.deliver_event(event);
         Ok(())
     }
 

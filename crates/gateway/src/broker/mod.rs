@@ -8,7 +8,10 @@
 mod memory;
 mod nats;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use herald_protocol::{ChannelName, Publication};
 
 pub use memory::MemoryBroker;
@@ -20,10 +23,41 @@ pub enum BrokerError {
     Unavailable(String),
 }
 
+/// A presence event (`join`, `leave`, `typing`, `status`) for a channel's subscribers:
+/// ephemeral, encoded once by the node that raises it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub channel: ChannelName,
+    /// The whole push frame, `{"push":{"channel":…,"<kind>":{…}}}`.
+    pub push: Bytes,
+    /// Who does not get it: a typer is not told they type, a joiner not that it joined.
+    pub exclude: Option<Exclude>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclude {
+    /// Every connection of this user.
+    User(Arc<str>),
+    /// This connection.
+    Client(Arc<str>),
+}
+
+impl Exclude {
+    pub fn matches(&self, user: &str, client: &str) -> bool {
+        match self {
+            Exclude::User(excluded) => &**excluded == user,
+            Exclude::Client(excluded) => &**excluded == client,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Hands one publication to every interested node (this one included).
     async fn publish(&self, publication: &Publication) -> Result<(), BrokerError>;
+
+    /// Hands one presence event to every interested node (this one included). At most once.
+    async fn publish_event(&self, event: &Event) -> Result<(), BrokerError>;
 
     /// This node now has local subscribers of `channel`.
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;

@@ -21,10 +21,17 @@ use herald_protocol::{ChannelName, Publication};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError};
+use super::{Broker, BrokerError, Event, Exclude};
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
+
+/// Marks a NATS message as a presence event (a JSON push frame) rather than an envelope.
+const EVENT_HEADER: &str = "Herald-Event";
+/// On an event: the user whose connections skip it.
+const EXCLUDE_USER_HEADER: &str = "Herald-Exclude-User";
+/// On an event: the connection that skips it.
+const EXCLUDE_CLIENT_HEADER: &str = "Herald-Exclude-Client";
 
 /// How long a publish may wait for room in the client's outbound queue.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,6 +145,27 @@ impl Broker for NatsBroker {
         }
     }
 
+    async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
+        if !self.is_connected() {
+            return Err(BrokerError::Unavailable("NATS is not connected".into()));
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(EVENT_HEADER, "1");
+        match &event.exclude {
+            Some(Exclude::User(user)) => headers.insert(EXCLUDE_USER_HEADER, user.as_ref()),
+            Some(Exclude::Client(client)) => headers.insert(EXCLUDE_CLIENT_HEADER, client.as_ref()),
+            None => {}
+        }
+        let sent =
+            self.client
+                .publish_with_headers(event.channel.subject(), headers, event.push.clone());
+        match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(BrokerError::Unavailable(format!("NATS publish: {error}"))),
+            Err(_) => Err(BrokerError::Unavailable("NATS publish timed out".into())),
+        }
+    }
+
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         let mut interest = self.interest.lock().await;
         if interest
@@ -194,6 +222,14 @@ async fn read_subject(
     limits: EnvelopeLimits,
 ) {
     while let Some(message) = subscriber.next().await {
+        if let Some(headers) = message
+            .headers
+            .as_ref()
+            .filter(|h| h.get(EVENT_HEADER).is_some())
+        {
+            deliver_event(&channel, headers, message.payload, &hub);
+            continue;
+        }
         match envelope::decode(channel.clone(), &message.payload, limits) {
             Ok(mut publication) => {
                 metrics::counter!(metrics::NATS_MESSAGES, "result" => "delivered").increment(1);
@@ -209,4 +245,29 @@ async fn read_subject(
             }
         }
     }
+}
+
+/// A presence event from another node: a push frame, checked to be JSON before it is
+/// written into client streams verbatim.
+fn deliver_event(
+    channel: &ChannelName,
+    headers: &async_nats::HeaderMap,
+    push: bytes::Bytes,
+    hub: &Hub,
+) {
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&push).is_err() {
+        metrics::counter!(metrics::NATS_MESSAGES, "result" => "invalid").increment(1);
+        tracing::warn!(%channel, "dropped a NATS event that is not JSON");
+        return;
+    }
+    metrics::counter!(metrics::NATS_MESSAGES, "result" => "delivered").increment(1);
+    let header = |name: &str| headers.get(name).map(|value| Arc::from(value.as_str()));
+    let exclude = header(EXCLUDE_USER_HEADER)
+        .map(Exclude::User)
+        .or_else(|| header(EXCLUDE_CLIENT_HEADER).map(Exclude::Client));
+    hub.deliver_event(&Event {
+        channel: channel.clone(),
+        push,
+        exclude,
+    });
 }

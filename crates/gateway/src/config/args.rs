@@ -47,6 +47,9 @@ pub struct ConfigArgs {
     /// Milliseconds to wait for a missing offset before filling from history [default: 100]
     #[arg(long, env = "HERALD_GAP_WAIT_MS")]
     pub gap_wait_ms: Option<String>,
+    /// Seconds presence and online status outlive their node's last refresh [default: 60]
+    #[arg(long, env = "HERALD_PRESENCE_TTL_SECONDS")]
+    pub presence_ttl_seconds: Option<String>,
     /// NATS server URL(s), comma-separated; with --redis-url selects cluster mode [default: none, standalone]
     #[arg(long, env = "HERALD_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,

@@ -27,6 +27,7 @@ pub(super) struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub drain_seconds: Option<u64>,
     pub gap_wait_ms: Option<u64>,
+    pub presence_ttl_seconds: Option<u64>,
     pub nats_url: Option<String>,
     pub redis_url: Option<String>,
     pub max_connections: Option<usize>,

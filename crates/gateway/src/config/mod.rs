@@ -185,6 +185,10 @@ pub struct Config {
     /// How long a node waits for a missing offset before filling the gap from history.
     #[serde(rename = "gap_wait_ms", serialize_with = "as_millis")]
     pub gap_wait: Duration,
+    /// Presence and online-status entries expire this long after their node last
+    /// refreshed them (it refreshes every third of it).
+    #[serde(rename = "presence_ttl_seconds", serialize_with = "as_secs")]
+    pub presence_ttl: Duration,
     /// Cluster mode: NATS for fan-out between nodes (with `redis_url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_url: Option<BackendUrl>,
@@ -348,6 +352,12 @@ impl Config {
                 file.gap_wait_ms,
                 100,
             )?),
+            presence_ttl: pick.secs(
+                "HERALD_PRESENCE_TTL_SECONDS",
+                &args.presence_ttl_seconds,
+                file.presence_ttl_seconds,
+                60,
+            )?,
             nats_url: pick
                 .optional("HERALD_NATS_URL", &args.nats_url, file.nats_url)?
                 .map(BackendUrl),
@@ -395,6 +405,9 @@ impl Config {
                 );
             }
             _ => {}
+        }
+        if self.presence_ttl < Duration::from_secs(3) {
+            return invalid("HERALD_PRESENCE_TTL_SECONDS", "must be at least 3");
         }
         if self.node_id.is_empty() || self.node_id.len() > 64 {
             return invalid("HERALD_NODE_ID", "must be 1-64 characters");

@@ -40,6 +40,12 @@ pub struct ChannelOptions {
     pub client_publish: bool,
     /// Whether clients may recover missed publications on resubscribe.
     pub recover: bool,
+    /// Whether subscribing joins the channel's presence (`presence` lists the members).
+    pub presence: bool,
+    /// Whether joins and leaves are pushed to subscribers (with `presence`).
+    pub join_leave: bool,
+    /// Whether subscribers may send `typing`.
+    pub typing: bool,
 }
 
 impl Default for ChannelOptions {
@@ -49,6 +55,9 @@ impl Default for ChannelOptions {
             history_ttl: 300,
             client_publish: false,
             recover: true,
+            presence: false,
+            join_leave: false,
+            typing: false,
         }
     }
 }
@@ -67,6 +76,16 @@ impl ChannelOptions {
             history_size: size,
             history_ttl: ttl,
             ..Self::default()
+        }
+    }
+
+    /// Presence, join/leave pushes and typing: a conversation.
+    fn conversation(self) -> Self {
+        Self {
+            presence: true,
+            join_leave: true,
+            typing: true,
+            ..self
         }
     }
 }
@@ -119,8 +138,13 @@ pub fn default_namespaces() -> Namespaces {
         "org".into(),
         NamespaceRule {
             access: Access::Org,
-            options: ChannelOptions::with_history(100, 300),
-            root: Some(ChannelOptions::default()),
+            options: ChannelOptions::with_history(100, 300).conversation(),
+            // The org channel carries status pushes; its presence lists who has it open,
+            // without a join/leave push for every tab in the org.
+            root: Some(ChannelOptions {
+                presence: true,
+                ..ChannelOptions::default()
+            }),
         },
     );
     namespaces

@@ -88,6 +88,7 @@ pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
         _ = &mut writer => None,
     };
     if let Some((registration, limiter)) = handshake {
+        node.presence.opened(&registration.connection).await;
         let mut session = Session {
             node: node.clone(),
             registration,
@@ -338,7 +339,8 @@ impl Session {
         }
     }
 
-    /// Leaves every channel and drops broker interest where this was the last subscriber.
+    /// Leaves every channel (and its presence), drops broker interest where this was the
+    /// last subscriber, and stops counting towards the user's online status.
     async fn cleanup(&self) {
         let connection = self.connection();
         for channel in connection.take_subscriptions() {
@@ -346,7 +348,9 @@ impl Session {
             if self.node.hub.remove(&channel, &connection.id) {
                 self.node.interest_removed(&channel).await;
             }
+            self.node.presence.left(&channel, connection).await;
         }
+        self.node.presence.closed(connection).await;
     }
 }
 

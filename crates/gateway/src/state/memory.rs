@@ -78,6 +78,8 @@ impl Inner {
 #[derive(Clone, Default)]
 pub struct MemoryState {
     inner: Arc<Mutex<Inner>>,
+    /// Presence, status and typing (see `memory_presence.rs`).
+    pub(super) presence: Arc<Mutex<super::memory_presence::PresenceMaps>>,
 }
 
 impl MemoryState {

@@ -3,7 +3,10 @@
 //! session never know which one runs.
 
 mod memory;
+mod memory_presence;
+pub mod presence;
 mod redis;
+mod redis_presence;
 
 use std::time::Duration;
 
@@ -11,6 +14,9 @@ use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
 pub use memory::MemoryState;
+pub use presence::{
+    Expired, LiveConnection, Member, Presence, Status, StatusChange, Typer, UserStatus,
+};
 pub use redis::RedisState;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

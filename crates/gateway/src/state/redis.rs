@@ -175,7 +175,7 @@ impl RedisState {
     /// EVALSHA, loading the script when the server lacks it (first use, a restart, a
     /// failover, SCRIPT FLUSH). Sent as a custom command because fred's `evalsha` is not
     /// available with per-command options, and it must fail fast like the rest.
-    async fn eval(
+    pub(super) async fn eval(
         &self,
         script: &Script,
         keys: Vec<String>,
@@ -205,10 +205,15 @@ impl RedisState {
         }
     }
 
+    /// The client with fail-fast, for commands sent outside [`RedisState::eval`] (pipelines).
+    pub(super) fn commands(&self) -> &WithOptions<Client> {
+        &self.shared.commands
+    }
+
     /// Refuses a command while the connection is known lost. fred's own fail-fast check
     /// misses the first reconnect delay, during which it still reports itself connected
     /// and a command would wait out its whole timeout.
-    fn check_connected(&self) -> Result<(), RedisError> {
+    pub(super) fn check_connected(&self) -> Result<(), RedisError> {
         if self.shared.healthy.load(Ordering::Relaxed) {
             Ok(())
         } else {
@@ -436,7 +441,7 @@ impl State for RedisState {
 }
 
 /// Records the call's duration and, when it fails, an error, labelled with `op`.
-async fn timed<T>(
+pub(super) async fn timed<T>(
     op: &'static str,
     call: impl Future<Output = Result<T, StateError>>,
 ) -> Result<T, StateError> {
@@ -462,7 +467,7 @@ fn idempotency_key(channel: &ChannelName, key: &str) -> String {
     format!("herald:{{{channel}}}:idem:{key}")
 }
 
-fn millis(duration: Duration) -> i64 {
+pub(super) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -471,16 +476,16 @@ fn clamp(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-fn unavailable(error: RedisError) -> StateError {
+pub(super) fn unavailable(error: RedisError) -> StateError {
     StateError::Unavailable(error.to_string())
 }
 
 /// A reply that does not have the shape the scripts return: a bug or a foreign key.
-fn malformed(what: impl std::fmt::Display) -> StateError {
+pub(super) fn malformed(what: impl std::fmt::Display) -> StateError {
     StateError::Unavailable(format!("unexpected Redis reply: {what}"))
 }
 
-fn array<const N: usize>(value: Value) -> Result<[Value; N], StateError> {
+pub(super) fn array<const N: usize>(value: Value) -> Result<[Value; N], StateError> {
     match value {
         Value::Array(items) => {
             let len = items.len();
@@ -492,7 +497,7 @@ fn array<const N: usize>(value: Value) -> Result<[Value; N], StateError> {
     }
 }
 
-fn text(value: &Value) -> Result<&str, StateError> {
+pub(super) fn text(value: &Value) -> Result<&str, StateError> {
     match value {
         Value::String(text) => Ok(text),
         Value::Bytes(bytes) => std::str::from_utf8(bytes).map_err(|_| malformed("non-UTF-8 text")),

@@ -5,6 +5,8 @@
 #[allow(dead_code)]
 #[path = "../gateway/common.rs"]
 mod common;
+#[path = "../shared/presence_suite.rs"]
+mod presence_suite;
 
 mod backends;
 mod follower;
@@ -12,4 +14,6 @@ mod nodes;
 
 mod fanout;
 mod faults;
+mod presence;
+mod redis_presence;
 mod redis_state;

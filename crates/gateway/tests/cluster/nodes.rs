@@ -46,6 +46,8 @@ impl Node {
             .env("HERALD_NATS_URL", nats.url())
             .env("HERALD_REDIS_URL", redis.url())
             .env("HERALD_DRAIN_SECONDS", "1")
+            // Short, so a killed node's presence expires within a test's patience.
+            .env("HERALD_PRESENCE_TTL_SECONDS", "3")
             .env("HERALD_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -14,13 +14,13 @@ use serde_json::value::RawValue;
 
 use crate::backends::RedisServer;
 
-const LIMITS: EnvelopeLimits = EnvelopeLimits {
+pub const LIMITS: EnvelopeLimits = EnvelopeLimits {
     max_data_bytes: 65536,
     max_json_depth: 32,
 };
 const CHANNEL: &str = "org:acme:ch:general";
 
-async fn connect(redis: &RedisServer) -> RedisState {
+pub async fn connect(redis: &RedisServer) -> RedisState {
     let state = RedisState::connect(&redis.url(), LIMITS, Duration::from_secs(5))
         .await
         .expect("URL is valid");
@@ -28,7 +28,7 @@ async fn connect(redis: &RedisServer) -> RedisState {
     state
 }
 
-fn channel(name: &str) -> ChannelName {
+pub fn channel(name: &str) -> ChannelName {
     ChannelName::parse(name).unwrap()
 }
 
@@ -84,7 +84,7 @@ async fn offsets(state: &RedisState, since: u64, limit: usize) -> Vec<u64> {
 }
 
 /// Polls `condition` every 20 ms until it holds, failing with `what` after `limit`.
-async fn eventually<F, Fut>(what: &str, limit: Duration, condition: F)
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, condition: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,

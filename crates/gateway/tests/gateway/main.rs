@@ -1,10 +1,13 @@
 //! Integration tests: the real gateway on ephemeral ports, real WebSocket and gRPC clients.
 
 mod common;
+#[path = "../shared/presence_suite.rs"]
+mod presence_suite;
 
 mod channels;
 mod connect;
 mod grpc;
 mod lifecycle;
 mod limits;
+mod presence;
 mod publish;

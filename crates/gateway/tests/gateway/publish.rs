@@ -278,7 +278,7 @@ fn chat_namespace() -> NamespaceRule {
             history_size: 10,
             history_ttl: 60,
             client_publish: true,
-            recover: true,
+            ..ChannelOptions::default()
         },
         root: None,
     }

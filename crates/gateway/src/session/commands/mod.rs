@@ -3,9 +3,12 @@
 
 mod history;
 mod ping;
+mod presence;
 mod publish;
 mod refresh;
+mod set_status;
 mod subscribe;
+mod typing;
 mod unsubscribe;
 
 use std::sync::Arc;
@@ -30,5 +33,9 @@ pub async fn dispatch(
         Method::History(request) => history::apply(node, connection, id, request).await,
         Method::Refresh(request) => refresh::apply(node, connection, id, request),
         Method::Ping(_) => Ok(ping::apply(id)),
+        Method::Presence(request) => presence::apply(node, connection, id, request).await,
+        Method::PresenceStats(request) => presence::stats(node, connection, id, request).await,
+        Method::SetStatus(request) => set_status::apply(node, connection, id, request).await,
+        Method::Typing(request) => typing::apply(node, connection, id, request).await,
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::{StreamPosition, SubscribeRequest};
-use herald_protocol::reply::{SubscribeResult, encode_result};
+use herald_protocol::reply::{SubscribeResult, TypingPush, encode_result};
 use herald_protocol::{ChannelName, ErrorCode, Publication};
 
 use crate::auth::check_subscribe;
@@ -16,6 +16,7 @@ use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::metrics;
 use crate::node::Node;
+use crate::presence::wire_typer;
 use crate::session::{Answer, Failure};
 use crate::state::{HistorySlice, Position, StateError};
 
@@ -43,8 +44,16 @@ pub async fn apply(
         leave(node, connection, &channel).await;
         return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
     }
-    let read = read_state(node, &channel, &options, request.recover.as_ref()).await;
-    let (position, result) = match read {
+    let read = async {
+        let (position, mut result) =
+            read_state(node, &channel, &options, request.recover.as_ref()).await?;
+        if options.typing {
+            result.typing = typers(node, connection, &channel).await?;
+        }
+        node.presence.joined(&channel, &options, connection).await?;
+        Ok::<_, StateError>((position, result))
+    };
+    let (position, result) = match read.await {
         Ok(read) => read,
         Err(error) => {
             leave(node, connection, &channel).await;
@@ -55,6 +64,23 @@ pub async fn apply(
     node.hub
         .activate(&channel, connection, encode_result(id, &result), &position);
     Ok(Answer::Sent)
+}
+
+/// Who is typing in the channel, other than the subscriber's user.
+async fn typers(
+    node: &Node,
+    connection: &Connection,
+    channel: &ChannelName,
+) -> Result<Vec<TypingPush>, StateError> {
+    Ok(node
+        .presence
+        .state()
+        .typers(channel)
+        .await?
+        .iter()
+        .filter(|typer| typer.user != connection.claims.sub)
+        .map(|typer| wire_typer(typer, true))
+        .collect())
 }
 
 /// Undoes a half-done subscribe.
@@ -80,6 +106,7 @@ async fn read_state(
             recoverable: false,
             recovered: false,
             publications: vec![],
+            typing: vec![],
         };
         return Ok((Position::default(), result));
     }
@@ -113,6 +140,7 @@ async fn read_state(
         recoverable,
         recovered,
         publications,
+        typing: vec![],
     };
     Ok((position, result))
 }

@@ -25,6 +25,7 @@ pub async fn apply(
         if node.hub.remove(&channel, &connection.id) {
             node.interest_removed(&channel).await;
         }
+        node.presence.left(&channel, connection).await;
     }
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }

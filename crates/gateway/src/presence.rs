@@ -1,0 +1,437 @@
+//! Presence, online status and typing, node side: turns what connections do (subscribe,
+//! leave, open, close, `setStatus`, `typing`) into state changes and the pushes they cause,
+//! and runs the node's three background jobs: refreshing its connections' entries, sweeping
+//! entries whose node stopped refreshing them (a crashed node's users), and ending typing
+//! indicators that got no update for [`TYPING_TTL`].
+//!
+//! Events are ephemeral: they go through the broker to every node with subscribers of the
+//! channel, at most once. A failure to push one is logged, never the command's failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use herald_protocol::ChannelName;
+use herald_protocol::reply::{ChannelEvent, PresenceMember, StatusPush, TypingPush, encode_event};
+use tokio::time::Instant;
+
+use crate::broker::{Broker, Event, Exclude};
+use crate::config::{ChannelOptions, Config};
+use crate::connections::{Connection, Connections};
+use crate::node::unix_millis;
+use crate::state::presence::TYPING_TTL;
+use crate::state::{
+    Expired, LiveConnection, Member, Presence, StateError, Status, StatusChange, Typer,
+};
+
+/// At most one typing push a second per user and channel; extra updates only extend it.
+const TYPING_PUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the node looks for typing indicators that ran out.
+const TYPING_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Connections refreshed per round trip.
+const REFRESH_BATCH: usize = 1000;
+
+/// A typing indicator held by one of this node's connections.
+struct LocalTyper {
+    client: Arc<str>,
+    last_update: Instant,
+    last_push: Instant,
+}
+
+pub struct PresenceService {
+    state: Arc<dyn Presence>,
+    broker: Arc<dyn Broker>,
+    config: Arc<Config>,
+    node_id: Arc<str>,
+    typing: DashMap<(ChannelName, Arc<str>), LocalTyper>,
+}
+
+impl PresenceService {
+    pub fn new(
+        state: Arc<dyn Presence>,
+        broker: Arc<dyn Broker>,
+        config: Arc<Config>,
+        node_id: Arc<str>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            broker,
+            config,
+            node_id,
+            typing: DashMap::new(),
+        })
+    }
+
+    pub fn state(&self) -> &Arc<dyn Presence> {
+        &self.state
+    }
+
+    fn ttl(&self) -> Duration {
+        self.config.presence_ttl
+    }
+
+    /// A channel's members, each with their user's status on `org:<org>…` channels.
+    pub async fn members(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Vec<(Member, Option<Status>)>, StateError> {
+        let members = self.state.members(channel).await?;
+        let Some(org) = org_of(channel) else {
+            return Ok(members.into_iter().map(|m| (m, None)).collect());
+        };
+        let statuses = self.state.statuses(org, &distinct_users(&members)).await?;
+        Ok(members
+            .into_iter()
+            .map(|member| {
+                let status = statuses
+                    .iter()
+                    .find(|status| status.user == member.user)
+                    .map(|status| status.status);
+                (member, status)
+            })
+            .collect())
+    }
+
+    /// Distinct users and connections in a channel's presence.
+    pub async fn stats(&self, channel: &ChannelName) -> Result<(u64, u64), StateError> {
+        let members = self.state.members(channel).await?;
+        Ok((distinct_users(&members).len() as u64, members.len() as u64))
+    }
+
+    /// A subscription was made: the connection joins the channel's presence.
+    pub async fn joined(
+        &self,
+        channel: &ChannelName,
+        options: &ChannelOptions,
+        connection: &Connection,
+    ) -> Result<(), StateError> {
+        if !options.presence {
+            return Ok(());
+        }
+        let member = Member {
+            user: connection.claims.sub.clone(),
+            client: connection.id.clone(),
+            info: connection.claims.info.clone(),
+            joined_at: unix_millis(),
+        };
+        if self.state.join(channel, &member, self.ttl()).await? && options.join_leave {
+            // The joiner's own connection learns it joined from its subscribe reply.
+            let event = ChannelEvent::Join(wire_member(&member, None));
+            self.push(
+                channel,
+                &event,
+                Some(Exclude::Client(member.client.clone())),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// A subscription ended (unsubscribe, server unsubscribe or disconnect).
+    pub async fn left(&self, channel: &ChannelName, connection: &Connection) {
+        let Some((_, options)) = self.config.channel_rule(channel) else {
+            return;
+        };
+        let key = (channel.clone(), connection.claims.sub.clone());
+        if options.typing
+            && self
+                .typing
+                .remove_if(&key, |_, typer| typer.client == connection.id)
+                .is_some()
+        {
+            self.stop_typing(channel, &connection.claims.sub, true)
+                .await;
+        }
+        if !options.presence {
+            return;
+        }
+        match self.state.leave(channel, &connection.id).await {
+            Ok(Some(member)) if options.join_leave => {
+                let event = ChannelEvent::Leave(wire_member(&member, None));
+                self.push(channel, &event, None).await;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%channel, %error, "presence leave failed; the entry expires")
+            }
+        }
+    }
+
+    /// A connection was authenticated: it counts towards its user being online in each of
+    /// the token's orgs.
+    pub async fn opened(&self, connection: &Connection) {
+        for org in &connection.claims.orgs {
+            let change = self
+                .state
+                .connected(org, &connection.claims.sub, &connection.id, self.ttl())
+                .await;
+            self.announce(change).await;
+        }
+    }
+
+    /// A connection ended.
+    pub async fn closed(&self, connection: &Connection) {
+        for org in &connection.claims.orgs {
+            let change = self
+                .state
+                .disconnected(org, &connection.claims.sub, &connection.id)
+                .await;
+            self.announce(change).await;
+        }
+    }
+
+    /// `setStatus`: the user's status in every org of the token.
+    pub async fn set_status(
+        &self,
+        connection: &Connection,
+        status: Status,
+    ) -> Result<(), StateError> {
+        for org in &connection.claims.orgs {
+            let change = self
+                .state
+                .set_status(org, &connection.claims.sub, status)
+                .await?;
+            self.announce(Ok(change)).await;
+        }
+        Ok(())
+    }
+
+    /// `typing`: starts, extends or ends the connection's user's typing indicator.
+    pub async fn typing(
+        &self,
+        channel: &ChannelName,
+        connection: &Connection,
+        active: bool,
+    ) -> Result<(), StateError> {
+        let user = connection.claims.sub.clone();
+        let key = (channel.clone(), user.clone());
+        if !active {
+            let was_local = self.typing.remove(&key).is_some();
+            let was_stored = self.state.stop_typing(channel, &user).await?;
+            if was_local || was_stored {
+                self.push_typing(channel, &Typer { user, info: None }, false)
+                    .await;
+            }
+            return Ok(());
+        }
+        let now = Instant::now();
+        let typer = Typer {
+            user,
+            info: connection.claims.info.clone(),
+        };
+        {
+            let mut local = self.typing.entry(key).or_insert_with(|| LocalTyper {
+                client: connection.id.clone(),
+                last_update: now,
+                last_push: now - TYPING_PUSH_INTERVAL,
+            });
+            local.client = connection.id.clone();
+            local.last_update = now;
+            if now.duration_since(local.last_push) < TYPING_PUSH_INTERVAL {
+                return Ok(());
+            }
+            local.last_push = now;
+        }
+        self.state.start_typing(channel, &typer).await?;
+        self.push_typing(channel, &typer, true).await;
+        Ok(())
+    }
+
+    /// Ends a typing indicator this node held (`was_local`) or the state still has. The
+    /// stored entry may have expired a moment before the node's own timer ran out, so what
+    /// the node knew is enough to tell subscribers.
+    async fn stop_typing(&self, channel: &ChannelName, user: &Arc<str>, was_local: bool) {
+        let was_stored = match self.state.stop_typing(channel, user).await {
+            Ok(was_stored) => was_stored,
+            Err(error) => {
+                tracing::debug!(%channel, %error, "typing stop failed; it expires");
+                false
+            }
+        };
+        if was_local || was_stored {
+            let typer = Typer {
+                user: user.clone(),
+                info: None,
+            };
+            self.push_typing(channel, &typer, false).await;
+        }
+    }
+
+    async fn push_typing(&self, channel: &ChannelName, typer: &Typer, active: bool) {
+        let event = ChannelEvent::Typing(wire_typer(typer, active));
+        self.push(channel, &event, Some(Exclude::User(typer.user.clone())))
+            .await;
+    }
+
+    /// Pushes a status change on `org:<org>`.
+    async fn announce(&self, change: Result<Option<StatusChange>, StateError>) {
+        let change = match change {
+            Ok(Some(change)) => change,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "status update failed; the entry expires");
+                return;
+            }
+        };
+        let Ok(channel) = ChannelName::parse(&format!("org:{}", change.org)) else {
+            return;
+        };
+        let event = ChannelEvent::Status(StatusPush {
+            user: change.status.user.to_string(),
+            status: change.status.status.as_str().to_owned(),
+            last_seen: change.status.last_seen,
+        });
+        self.push(&channel, &event, None).await;
+    }
+
+    async fn push(&self, channel: &ChannelName, event: &ChannelEvent, exclude: Option<Exclude>) {
+        let event = Event {
+            channel: channel.clone(),
+            push: encode_event(channel.as_str(), event),
+            exclude,
+        };
+        if let Err(error) = self.broker.publish_event(&event).await {
+            tracing::debug!(%channel, %error, "presence event not pushed");
+        }
+    }
+
+    /// Starts the refresher, the sweeper and the typing expiry; they stop when the service
+    /// is dropped.
+    pub fn spawn_jobs(self: &Arc<Self>, connections: Arc<Connections>) {
+        let every = self.ttl() / 3;
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                service.refresh(&connections).await;
+                service.sweep().await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TYPING_SWEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                service.expire_typing().await;
+            }
+        });
+    }
+
+    /// Extends the entries of every live connection, in batches of one round trip each.
+    async fn refresh(&self, connections: &Connections) {
+        let live: Vec<LiveConnection> = connections
+            .all()
+            .into_iter()
+            .map(|connection| LiveConnection {
+                channels: connection
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .iter()
+                    .filter(|channel| {
+                        self.config
+                            .channel_rule(channel)
+                            .is_some_and(|(_, options)| options.presence)
+                    })
+                    .cloned()
+                    .collect(),
+                orgs: connection.claims.orgs.clone(),
+                client: connection.id.clone(),
+                user: connection.claims.sub.clone(),
+            })
+            .filter(|live| !live.channels.is_empty() || !live.orgs.is_empty())
+            .collect();
+        for batch in live.chunks(REFRESH_BATCH) {
+            if let Err(error) = self.state.refresh(batch, self.ttl()).await {
+                tracing::warn!(%error, "presence refresh failed");
+                return;
+            }
+        }
+    }
+
+    /// Removes entries whose node stopped refreshing them, and pushes what they mean.
+    async fn sweep(&self) {
+        let expired = match self.state.sweep(&self.node_id).await {
+            Ok(expired) => expired,
+            Err(error) => {
+                tracing::debug!(%error, "presence sweep skipped");
+                return;
+            }
+        };
+        for expired in expired {
+            match expired {
+                Expired::Left { channel, member } => {
+                    let join_leave = self
+                        .config
+                        .channel_rule(&channel)
+                        .is_some_and(|(_, options)| options.join_leave);
+                    if join_leave {
+                        let event = ChannelEvent::Leave(wire_member(&member, None));
+                        self.push(&channel, &event, None).await;
+                    }
+                }
+                Expired::Offline(change) => self.announce(Ok(Some(change))).await,
+            }
+        }
+    }
+
+    /// Ends the typing indicators of this node's connections that got no update in time.
+    async fn expire_typing(&self) {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        self.typing.retain(|key, typer| {
+            let live = now.duration_since(typer.last_update) < TYPING_TTL;
+            if !live {
+                ended.push(key.clone());
+            }
+            live
+        });
+        for (channel, user) in ended {
+            self.stop_typing(&channel, &user, true).await;
+        }
+    }
+}
+
+/// A member as the protocol shows it, with its user's status when known.
+pub fn wire_member(member: &Member, status: Option<Status>) -> PresenceMember {
+    PresenceMember {
+        user: member.user.to_string(),
+        client: member.client.to_string(),
+        info: member.info.as_deref().map(|info| info.to_owned()),
+        status: status.map(|s| s.as_str().to_owned()),
+        joined_at: member.joined_at,
+    }
+}
+
+pub fn wire_typer(typer: &Typer, active: bool) -> TypingPush {
+    TypingPush {
+        user: typer.user.to_string(),
+        info: typer.info.as_deref().map(|info| info.to_owned()),
+        active,
+    }
+}
+
+fn distinct_users(members: &[Member]) -> Vec<Arc<str>> {
+    let mut seen = std::collections::HashSet::new();
+    members
+        .iter()
+        .filter(|member| seen.insert(member.user.clone()))
+        .map(|member| member.user.clone())
+        .collect()
+}
+
+/// The org of an `org:<org>[:…]` channel.
+fn org_of(channel: &ChannelName) -> Option<&str> {
+    let mut segments = channel.segments();
+    (segments.next() == Some("org"))
+        .then(|| segments.next())
+        .flatten()
+}

@@ -1,0 +1,27 @@
+//! `typing`: the user starts or stops typing in a channel they are subscribed to. Updates
+//! past one a second are acknowledged and not pushed.
+
+use std::sync::Arc;
+
+use herald_protocol::ErrorCode;
+use herald_protocol::command::TypingRequest;
+use herald_protocol::reply::{EmptyResult, encode_result};
+
+use super::presence::subscribed_channel;
+use crate::connections::Connection;
+use crate::node::Node;
+use crate::session::{Answer, Failure};
+
+pub async fn apply(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    id: u64,
+    request: TypingRequest,
+) -> Result<Answer, Failure> {
+    let channel = subscribed_channel(node, connection, &request.channel, |options| options.typing)?;
+    node.presence
+        .typing(&channel, connection, request.active)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Unavailable, e.to_string()))?;
+    Ok(Answer::Result(encode_result(id, &EmptyResult {})))
+}

@@ -1,0 +1,325 @@
+//! Presence, status and typing for a standalone node: maps under one mutex, never held
+//! across an `.await`. Expiry times are wall-clock Unix milliseconds, as in Redis, so both
+//! implementations behave alike; the node's sweeper removes what expired.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::ChannelName;
+
+use super::presence::{
+    Expired, LiveConnection, Member, Presence, Status, StatusChange, TYPING_TTL, Typer, UserStatus,
+};
+use super::{MemoryState, StateError};
+use crate::node::unix_millis;
+
+#[derive(Default)]
+pub(super) struct PresenceMaps {
+    /// channel → connection id → (member, expiry).
+    channels: HashMap<ChannelName, HashMap<Arc<str>, (Member, i64)>>,
+    /// org → user → connections and status.
+    orgs: HashMap<Arc<str>, HashMap<Arc<str>, UserEntry>>,
+    /// channel → user → (typer, expiry).
+    typing: HashMap<ChannelName, HashMap<Arc<str>, (Typer, i64)>>,
+}
+
+struct UserEntry {
+    /// Connection id → expiry.
+    connections: HashMap<Arc<str>, i64>,
+    status: Status,
+    last_seen: i64,
+}
+
+impl UserEntry {
+    fn is_online(&self, now: i64) -> bool {
+        self.connections.values().any(|expiry| *expiry > now)
+    }
+
+    fn read(&self, user: &Arc<str>, now: i64) -> UserStatus {
+        if self.is_online(now) {
+            UserStatus {
+                user: user.clone(),
+                status: self.status,
+                last_seen: 0,
+            }
+        } else {
+            UserStatus {
+                user: user.clone(),
+                status: Status::Offline,
+                last_seen: self.last_seen,
+            }
+        }
+    }
+}
+
+fn expiry(now: i64, ttl: Duration) -> i64 {
+    now + ttl.as_millis() as i64
+}
+
+fn change(org: &str, user: &Arc<str>, status: Status, last_seen: i64) -> StatusChange {
+    StatusChange {
+        org: Arc::from(org),
+        status: UserStatus {
+            user: user.clone(),
+            status,
+            last_seen,
+        },
+    }
+}
+
+impl MemoryState {
+    fn presence(&self) -> MutexGuard<'_, PresenceMaps> {
+        // As with the history map: a poisoned lock is used as is.
+        self.presence
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Presence for MemoryState {
+    async fn join(
+        &self,
+        channel: &ChannelName,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let members = maps.channels.entry(channel.clone()).or_default();
+        match members.get_mut(&member.client) {
+            Some((_, expires)) if *expires > now => Ok(false),
+            _ => {
+                members.insert(member.client.clone(), (member.clone(), expiry(now, ttl)));
+                Ok(true)
+            }
+        }
+    }
+
+    async fn leave(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+    ) -> Result<Option<Member>, StateError> {
+        let mut maps = self.presence();
+        let Some(members) = maps.channels.get_mut(channel) else {
+            return Ok(None);
+        };
+        let left = members.remove(client).map(|(member, _)| member);
+        if members.is_empty() {
+            maps.channels.remove(channel);
+        }
+        Ok(left)
+    }
+
+    async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError> {
+        let now = unix_millis();
+        let maps = self.presence();
+        let mut members: Vec<Member> = maps
+            .channels
+            .get(channel)
+            .into_iter()
+            .flat_map(|members| members.values())
+            .filter(|(_, expires)| *expires > now)
+            .map(|(member, _)| member.clone())
+            .collect();
+        members.sort_by(|a, b| (a.joined_at, &a.client).cmp(&(b.joined_at, &b.client)));
+        Ok(members)
+    }
+
+    async fn connected(
+        &self,
+        org: &str,
+        user: &str,
+        client: &str,
+        ttl: Duration,
+    ) -> Result<Option<StatusChange>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let user: Arc<str> = Arc::from(user);
+        let entry = maps
+            .orgs
+            .entry(Arc::from(org))
+            .or_default()
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry {
+                connections: HashMap::new(),
+                status: Status::Online,
+                last_seen: 0,
+            });
+        entry.connections.retain(|_, expires| *expires > now);
+        let first = entry.connections.is_empty();
+        entry
+            .connections
+            .insert(Arc::from(client), expiry(now, ttl));
+        if !first {
+            return Ok(None);
+        }
+        entry.status = Status::Online;
+        Ok(Some(change(org, &user, Status::Online, 0)))
+    }
+
+    async fn disconnected(
+        &self,
+        org: &str,
+        user: &str,
+        client: &str,
+    ) -> Result<Option<StatusChange>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let Some(entry) = maps.orgs.get_mut(org).and_then(|users| users.get_mut(user)) else {
+            return Ok(None);
+        };
+        if entry.connections.remove(client).is_none() {
+            return Ok(None);
+        }
+        entry.connections.retain(|_, expires| *expires > now);
+        if !entry.connections.is_empty() {
+            return Ok(None);
+        }
+        entry.last_seen = now;
+        Ok(Some(change(org, &Arc::from(user), Status::Offline, now)))
+    }
+
+    async fn set_status(
+        &self,
+        org: &str,
+        user: &str,
+        status: Status,
+    ) -> Result<Option<StatusChange>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let Some(entry) = maps.orgs.get_mut(org).and_then(|users| users.get_mut(user)) else {
+            return Ok(None);
+        };
+        if !entry.is_online(now) || entry.status == status || status == Status::Offline {
+            return Ok(None);
+        }
+        entry.status = status;
+        Ok(Some(change(org, &Arc::from(user), status, 0)))
+    }
+
+    async fn statuses(&self, org: &str, users: &[Arc<str>]) -> Result<Vec<UserStatus>, StateError> {
+        let now = unix_millis();
+        let maps = self.presence();
+        let known = maps.orgs.get(org);
+        Ok(users
+            .iter()
+            .map(|user| match known.and_then(|users| users.get(user)) {
+                Some(entry) => entry.read(user, now),
+                None => UserStatus {
+                    user: user.clone(),
+                    status: Status::Offline,
+                    last_seen: 0,
+                },
+            })
+            .collect())
+    }
+
+    async fn start_typing(&self, channel: &ChannelName, typer: &Typer) -> Result<(), StateError> {
+        let now = unix_millis();
+        self.presence()
+            .typing
+            .entry(channel.clone())
+            .or_default()
+            .insert(typer.user.clone(), (typer.clone(), expiry(now, TYPING_TTL)));
+        Ok(())
+    }
+
+    async fn stop_typing(&self, channel: &ChannelName, user: &str) -> Result<bool, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let Some(typers) = maps.typing.get_mut(channel) else {
+            return Ok(false);
+        };
+        let was_typing = typers
+            .remove(user)
+            .is_some_and(|(_, expires)| expires > now);
+        if typers.is_empty() {
+            maps.typing.remove(channel);
+        }
+        Ok(was_typing)
+    }
+
+    async fn typers(&self, channel: &ChannelName) -> Result<Vec<Typer>, StateError> {
+        let now = unix_millis();
+        Ok(self
+            .presence()
+            .typing
+            .get(channel)
+            .into_iter()
+            .flat_map(|typers| typers.values())
+            .filter(|(_, expires)| *expires > now)
+            .map(|(typer, _)| typer.clone())
+            .collect())
+    }
+
+    async fn refresh(&self, live: &[LiveConnection], ttl: Duration) -> Result<(), StateError> {
+        let expires = expiry(unix_millis(), ttl);
+        let mut maps = self.presence();
+        for connection in live {
+            for channel in &connection.channels {
+                if let Some((_, at)) = maps
+                    .channels
+                    .get_mut(channel)
+                    .and_then(|members| members.get_mut(&connection.client))
+                {
+                    *at = expires;
+                }
+            }
+            for org in &connection.orgs {
+                if let Some(at) = maps
+                    .orgs
+                    .get_mut(org)
+                    .and_then(|users| users.get_mut(&connection.user))
+                    .and_then(|entry| entry.connections.get_mut(&connection.client))
+                {
+                    *at = expires;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self, _node_id: &str) -> Result<Vec<Expired>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let mut expired = Vec::new();
+        maps.channels.retain(|channel, members| {
+            members.retain(|_, (member, expires)| {
+                let live = *expires > now;
+                if !live {
+                    expired.push(Expired::Left {
+                        channel: channel.clone(),
+                        member: member.clone(),
+                    });
+                }
+                live
+            });
+            !members.is_empty()
+        });
+        for (org, users) in &mut maps.orgs {
+            for (user, entry) in users.iter_mut() {
+                let before = entry.connections.len();
+                let last = entry.connections.values().copied().max().unwrap_or(now);
+                entry.connections.retain(|_, expires| *expires > now);
+                if before > 0 && entry.connections.is_empty() {
+                    entry.last_seen = last.min(now);
+                    expired.push(Expired::Offline(change(
+                        org,
+                        user,
+                        Status::Offline,
+                        entry.last_seen,
+                    )));
+                }
+            }
+        }
+        maps.typing.retain(|_, typers| {
+            typers.retain(|_, (_, expires)| *expires > now);
+            !typers.is_empty()
+        });
+        Ok(expired)
+    }
+}

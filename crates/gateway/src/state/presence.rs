@@ -1,0 +1,189 @@
+//! Presence, online status and typing: who is in a channel, who is online in an org, who is
+//! typing. Entries expire unless the node holding the connection refreshes them, so a
+//! crashed node's users leave on their own; a sweeper (one node at a time) removes expired
+//! entries and reports them so the node can push `leave` and `offline`.
+//!
+//! In memory for a standalone node; in Redis for a cluster. Both implement [`Presence`]
+//! with the same behaviour, and the same test suite runs against both.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_protocol::ChannelName;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::StateError;
+
+/// How long a typing indicator lasts without an update.
+pub const TYPING_TTL: Duration = Duration::from_secs(5);
+
+/// One connection in a channel's presence.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub user: Arc<str>,
+    /// Connection id.
+    pub client: Arc<str>,
+    /// The token's `info` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Arc<RawValue>>,
+    /// Unix milliseconds.
+    pub joined_at: i64,
+}
+
+/// A user's status in an org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Online,
+    Away,
+    Busy,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::Busy => "busy",
+            Status::Offline => "offline",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        match text {
+            "online" => Some(Status::Online),
+            "away" => Some(Status::Away),
+            "busy" => Some(Status::Busy),
+            "offline" => Some(Status::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// A user's status in an org, as read or as changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    pub user: Arc<str>,
+    pub status: Status,
+    /// Unix milliseconds of the last connection's end (0 while online, or never seen).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_seen: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A status transition, to push on `org:<org>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub org: Arc<str>,
+    pub status: UserStatus,
+}
+
+/// Someone typing in a channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Typer {
+    pub user: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Arc<RawValue>>,
+}
+
+/// Presence and org registrations of one connection this node holds, to refresh.
+#[derive(Debug, Clone)]
+pub struct LiveConnection {
+    pub client: Arc<str>,
+    pub user: Arc<str>,
+    /// Channels (with presence) the connection has joined.
+    pub channels: Vec<ChannelName>,
+    /// Orgs the connection counts towards the user's online status in.
+    pub orgs: Vec<Arc<str>>,
+}
+
+/// What the sweeper removed because its node stopped refreshing it.
+#[derive(Debug, Clone)]
+pub enum Expired {
+    /// A member left a channel (push `leave`).
+    Left {
+        channel: ChannelName,
+        member: Member,
+    },
+    /// A user's last connection in an org expired (push `status` offline).
+    Offline(StatusChange),
+}
+
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Adds a connection to a channel's presence, expiring after `ttl` unless refreshed.
+    /// False when the connection was already a member.
+    async fn join(
+        &self,
+        channel: &ChannelName,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<bool, StateError>;
+
+    /// Removes a connection from a channel's presence; its entry if it was a member.
+    async fn leave(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+    ) -> Result<Option<Member>, StateError>;
+
+    /// The channel's members (unexpired), one entry per connection, oldest first.
+    async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError>;
+
+    /// Counts a connection of `user` towards being online in `org`. The user's first live
+    /// connection is a transition to online (the status resets to online); detected
+    /// atomically, so two nodes never both announce it.
+    async fn connected(
+        &self,
+        org: &str,
+        user: &str,
+        client: &str,
+        ttl: Duration,
+    ) -> Result<Option<StatusChange>, StateError>;
+
+    /// Removes a connection of `user` in `org`. The user's last one is a transition to
+    /// offline, with `last_seen` now.
+    async fn disconnected(
+        &self,
+        org: &str,
+        user: &str,
+        client: &str,
+    ) -> Result<Option<StatusChange>, StateError>;
+
+    /// Sets a connected user's status (online, away or busy). A change when it differs
+    /// from the current one; nothing for a user with no live connection in the org.
+    async fn set_status(
+        &self,
+        org: &str,
+        user: &str,
+        status: Status,
+    ) -> Result<Option<StatusChange>, StateError>;
+
+    /// The statuses of `users` in `org`, in the order asked (offline when not connected).
+    async fn statuses(&self, org: &str, users: &[Arc<str>]) -> Result<Vec<UserStatus>, StateError>;
+
+    /// Records `typer` as typing in `channel` for [`TYPING_TTL`].
+    async fn start_typing(&self, channel: &ChannelName, typer: &Typer) -> Result<(), StateError>;
+
+    /// Removes `user` from the channel's typers; true when they were typing.
+    async fn stop_typing(&self, channel: &ChannelName, user: &str) -> Result<bool, StateError>;
+
+    /// Who is typing in the channel now (unexpired).
+    async fn typers(&self, channel: &ChannelName) -> Result<Vec<Typer>, StateError>;
+
+    /// Extends the expiry of these connections' presence and org entries to `ttl` from
+    /// now (one round trip per call, whatever the number of connections).
+    async fn refresh(&self, live: &[LiveConnection], ttl: Duration) -> Result<(), StateError>;
+
+    /// Removes expired entries and reports them. Several nodes may call it; at most one
+    /// sweeps at a time (the others get nothing), and each entry is reported once.
+    async fn sweep(&self, node_id: &str) -> Result<Vec<Expired>, StateError>;
+}

@@ -1,0 +1,825 @@
+//! Presence, status and typing in `RedisState` against a real redis-server: the trait's
+//! semantics, two instances (two nodes) racing, refresh and the sweeper, and the cost of
+//! large channels and refreshes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_gateway::state::presence::TYPING_TTL;
+use herald_gateway::state::{
+    Expired, LiveConnection, Member, Presence, RedisState, State, StateError, Status, StatusChange,
+    Typer, UserStatus,
+};
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::backends::RedisServer;
+use crate::redis_state::{LIMITS, channel, connect, eventually};
+
+const CHANNEL: &str = "org:acme:ch:general";
+const ORG: &str = "acme";
+const TTL: Duration = Duration::from_secs(60);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn member(user: &str, client: &str, joined_at: i64, info: Option<&str>) -> Member {
+    Member {
+        user: Arc::from(user),
+        client: Arc::from(client),
+        info: info.map(|info| Arc::from(RawValue::from_string(info.to_owned()).unwrap())),
+        joined_at,
+    }
+}
+
+fn clients(members: &[Member]) -> Vec<&str> {
+    members.iter().map(|member| &*member.client).collect()
+}
+
+fn status(user: &str, status: Status, last_seen: i64) -> UserStatus {
+    UserStatus {
+        user: Arc::from(user),
+        status,
+        last_seen,
+    }
+}
+
+fn change(user: &str, status: Status, last_seen: i64) -> StatusChange {
+    StatusChange {
+        org: Arc::from(ORG),
+        status: self::status(user, status, last_seen),
+    }
+}
+
+fn live(client: &str, user: &str, channels: &[&str], orgs: &[&str]) -> LiveConnection {
+    LiveConnection {
+        client: Arc::from(client),
+        user: Arc::from(user),
+        channels: channels.iter().map(|name| channel(name)).collect(),
+        orgs: orgs.iter().map(|org| Arc::from(*org)).collect(),
+    }
+}
+
+fn users(names: &[&str]) -> Vec<Arc<str>> {
+    names.iter().map(|name| Arc::from(*name)).collect()
+}
+
+/// Calls of one Redis command since the last `CONFIG RESETSTAT`.
+async fn calls(redis: &RedisServer, command: &str) -> u64 {
+    let info = redis.command(&["INFO", "commandstats"]).await;
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',').next().unwrap().parse().expect("a count")
+        })
+}
+
+#[tokio::test]
+async fn members_join_list_and_leave_with_their_info() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    let alice = member(
+        "alice",
+        "c-alice",
+        2_000,
+        Some(r#"{"name":"Alice","n":[1, 2.50]}"#),
+    );
+    let bob = member("bob", "c-bob", 1_000, None);
+    let bob_tab = member("bob", "c-bob-2", 2_000, None);
+
+    assert!(state.join(&general, &alice, TTL).await.unwrap());
+    assert!(state.join(&general, &bob, TTL).await.unwrap());
+    assert!(state.join(&general, &bob_tab, TTL).await.unwrap());
+    assert!(
+        !state.join(&general, &alice, TTL).await.unwrap(),
+        "a second join of the same connection is not new"
+    );
+
+    let members = state.members(&general).await.unwrap();
+    assert_eq!(
+        clients(&members),
+        vec!["c-bob", "c-alice", "c-bob-2"],
+        "oldest first, then by connection id"
+    );
+    assert_eq!(
+        members[1].info.as_ref().map(|info| info.get()),
+        Some(r#"{"name":"Alice","n":[1, 2.50]}"#),
+        "info byte for byte"
+    );
+    assert!(members[0].info.is_none());
+    assert_eq!(
+        redis
+            .command(&["HLEN", &format!("herald:{{{CHANNEL}}}:members")])
+            .await,
+        "3"
+    );
+    assert!(
+        state
+            .members(&channel("org:acme:ch:empty"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let left = state
+        .leave(&general, "c-alice")
+        .await
+        .unwrap()
+        .expect("a member");
+    assert_eq!((&*left.user, left.joined_at), ("alice", 2_000));
+    assert_eq!(
+        left.info.unwrap().get(),
+        r#"{"name":"Alice","n":[1, 2.50]}"#
+    );
+    assert!(
+        state.leave(&general, "c-alice").await.unwrap().is_none(),
+        "once"
+    );
+    assert!(state.leave(&general, "unknown").await.unwrap().is_none());
+    assert_eq!(
+        clients(&state.members(&general).await.unwrap()),
+        vec!["c-bob", "c-bob-2"]
+    );
+    assert!(
+        state.join(&general, &alice, TTL).await.unwrap(),
+        "a connection that left can join again"
+    );
+}
+
+#[tokio::test]
+async fn a_user_is_online_while_any_of_their_connections_is() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+
+    assert_eq!(
+        state.connected(ORG, "alice", "c1", TTL).await.unwrap(),
+        Some(change("alice", Status::Online, 0))
+    );
+    assert_eq!(
+        state.connected(ORG, "alice", "c2", TTL).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        state.connected(ORG, "alice", "c2", TTL).await.unwrap(),
+        None,
+        "the same connection twice counts once"
+    );
+    assert_eq!(state.disconnected(ORG, "alice", "c1").await.unwrap(), None);
+    assert_eq!(
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Online, 0)]
+    );
+    assert!(
+        state
+            .set_status(ORG, "alice", Status::Away)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let before = now_ms();
+    let offline = state
+        .disconnected(ORG, "alice", "c2")
+        .await
+        .unwrap()
+        .expect("the last connection is a transition");
+    let last_seen = offline.status.last_seen;
+    assert!(
+        (before..=now_ms()).contains(&last_seen),
+        "last seen is now: {last_seen}"
+    );
+    assert_eq!(offline, change("alice", Status::Offline, last_seen));
+    assert_eq!(
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Offline, last_seen)]
+    );
+    assert_eq!(
+        state.disconnected(ORG, "alice", "c2").await.unwrap(),
+        None,
+        "once"
+    );
+    assert_eq!(state.disconnected(ORG, "bob", "never").await.unwrap(), None);
+
+    // Back online, the status resets to online.
+    assert_eq!(
+        state.connected(ORG, "alice", "c3", TTL).await.unwrap(),
+        Some(change("alice", Status::Online, 0))
+    );
+    assert_eq!(
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Online, 0)]
+    );
+    // Orgs are apart.
+    assert_eq!(
+        state.statuses("other", &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Offline, 0)]
+    );
+}
+
+#[tokio::test]
+async fn two_nodes_racing_announce_each_transition_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (connect(&redis).await, connect(&redis).await);
+    for round in 0..50 {
+        let user = format!("user-{round}");
+        let (first, second) = tokio::join!(
+            a.connected(ORG, &user, "on-a", TTL),
+            b.connected(ORG, &user, "on-b", TTL)
+        );
+        let online = [first.unwrap(), second.unwrap()];
+        assert_eq!(
+            online.iter().flatten().count(),
+            1,
+            "round {round}: {online:?}"
+        );
+        let (first, second) = tokio::join!(
+            a.disconnected(ORG, &user, "on-a"),
+            b.disconnected(ORG, &user, "on-b")
+        );
+        let offline = [first.unwrap(), second.unwrap()];
+        assert_eq!(
+            offline.iter().flatten().count(),
+            1,
+            "round {round}: {offline:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn set_status_changes_a_connected_users_status_only() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    assert_eq!(
+        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
+        None,
+        "not connected"
+    );
+    state.connected(ORG, "alice", "c1", TTL).await.unwrap();
+    assert_eq!(
+        state
+            .set_status(ORG, "alice", Status::Online)
+            .await
+            .unwrap(),
+        None,
+        "online already"
+    );
+    assert_eq!(
+        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
+        Some(change("alice", Status::Away, 0))
+    );
+    assert_eq!(
+        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        state.set_status(ORG, "alice", Status::Busy).await.unwrap(),
+        Some(change("alice", Status::Busy, 0))
+    );
+    assert_eq!(
+        state
+            .set_status(ORG, "alice", Status::Offline)
+            .await
+            .unwrap(),
+        None,
+        "offline is not set, it is having no connection"
+    );
+    assert_eq!(
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Busy, 0)]
+    );
+    state.disconnected(ORG, "alice", "c1").await.unwrap();
+    assert_eq!(
+        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        state.set_status(ORG, "bob", Status::Away).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn statuses_come_in_the_order_asked_with_defaults() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    assert!(state.statuses(ORG, &[]).await.unwrap().is_empty());
+    state.connected(ORG, "alice", "a1", TTL).await.unwrap();
+    state.connected(ORG, "bob", "b1", TTL).await.unwrap();
+    let gone = state.disconnected(ORG, "bob", "b1").await.unwrap().unwrap();
+    state.connected(ORG, "dave", "d1", TTL).await.unwrap();
+    state.set_status(ORG, "dave", Status::Busy).await.unwrap();
+
+    let asked = users(&["carol", "alice", "bob", "dave", "alice"]);
+    assert_eq!(
+        state.statuses(ORG, &asked).await.unwrap(),
+        vec![
+            status("carol", Status::Offline, 0),
+            status("alice", Status::Online, 0),
+            status("bob", Status::Offline, gone.status.last_seen),
+            status("dave", Status::Busy, 0),
+            status("alice", Status::Online, 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn typing_starts_stops_and_expires() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    let typer = |user: &str, info: Option<&str>| Typer {
+        user: Arc::from(user),
+        info: info.map(|info| Arc::from(RawValue::from_string(info.to_owned()).unwrap())),
+    };
+    let typing = |state: RedisState| async move {
+        let mut users: Vec<String> = state
+            .typers(&channel(CHANNEL))
+            .await
+            .unwrap()
+            .iter()
+            .map(|typer| typer.user.to_string())
+            .collect();
+        users.sort();
+        users
+    };
+    assert!(typing(state.clone()).await.is_empty());
+
+    state
+        .start_typing(&general, &typer("alice", Some(r#"{"name":"Alice"}"#)))
+        .await
+        .unwrap();
+    state
+        .start_typing(&general, &typer("bob", None))
+        .await
+        .unwrap();
+    state
+        .start_typing(&general, &typer("bob", None))
+        .await
+        .unwrap();
+    assert_eq!(typing(state.clone()).await, vec!["alice", "bob"]);
+    let typers = state.typers(&general).await.unwrap();
+    let alice = typers.iter().find(|typer| &*typer.user == "alice").unwrap();
+    assert_eq!(alice.info.as_ref().unwrap().get(), r#"{"name":"Alice"}"#);
+
+    assert!(state.stop_typing(&general, "alice").await.unwrap());
+    assert!(!state.stop_typing(&general, "alice").await.unwrap(), "once");
+    assert!(!state.stop_typing(&general, "carol").await.unwrap());
+    assert_eq!(typing(state.clone()).await, vec!["bob"]);
+    let ttl: i64 = redis
+        .command(&["PTTL", &format!("herald:{{{CHANNEL}}}:typers")])
+        .await
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=TYPING_TTL.as_millis() as i64).contains(&ttl),
+        "typing keys expire with the last typer: {ttl} ms"
+    );
+
+    // Without an update, a typer is gone after TYPING_TTL, and stopping is then no stop.
+    let started = Instant::now();
+    eventually("bob to stop typing", TYPING_TTL * 2, || {
+        let state = state.clone();
+        async move { typing(state).await.is_empty() }
+    })
+    .await;
+    assert!(
+        started.elapsed() >= TYPING_TTL - Duration::from_millis(500),
+        "expired early, after {:?}",
+        started.elapsed()
+    );
+    assert!(!state.stop_typing(&general, "bob").await.unwrap());
+}
+
+#[tokio::test]
+async fn refresh_keeps_entries_and_the_sweeper_reports_the_others_once() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (connect(&redis).await, connect(&redis).await);
+    let short = Duration::from_secs(1);
+    let general = channel(CHANNEL);
+    let empty = channel("org:acme:ch:left");
+    let joined = now_ms();
+    let kept = member("keep", "c-keep", joined, None);
+    let dropped = member("drop", "c-drop", joined, Some(r#"{"n":1}"#));
+    a.join(&general, &kept, short).await.unwrap();
+    a.join(&general, &dropped, short).await.unwrap();
+    a.connected(ORG, "keep", "c-keep", short).await.unwrap();
+    a.connected(ORG, "drop", "c-drop", short).await.unwrap();
+    // A channel everyone left: its index entry goes at its first sweep.
+    a.join(&empty, &kept, short).await.unwrap();
+    a.leave(&empty, "c-keep").await.unwrap();
+
+    a.refresh(
+        &[live("c-keep", "keep", &[CHANNEL], &[ORG])],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Expired entries are left out before any sweep.
+    assert_eq!(clients(&a.members(&general).await.unwrap()), vec!["c-keep"]);
+    assert_eq!(
+        a.statuses(ORG, &users(&["keep", "drop"])).await.unwrap(),
+        vec![
+            status("keep", Status::Online, 0),
+            status("drop", Status::Offline, 0)
+        ]
+    );
+
+    let (first, second) = tokio::join!(a.sweep("node-a"), b.sweep("node-b"));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert!(
+        first.is_empty() || second.is_empty(),
+        "one sweeper at a time: {first:?} {second:?}"
+    );
+    let expired: Vec<Expired> = first.into_iter().chain(second).collect();
+    assert_eq!(expired.len(), 2, "{expired:?}");
+    let mut left = 0;
+    let mut offline = 0;
+    for event in &expired {
+        match event {
+            Expired::Left { channel, member } => {
+                left += 1;
+                assert_eq!(channel.as_str(), CHANNEL);
+                assert_eq!((&*member.client, &*member.user), ("c-drop", "drop"));
+                assert_eq!(member.info.as_ref().unwrap().get(), r#"{"n":1}"#);
+            }
+            Expired::Offline(change) => {
+                offline += 1;
+                assert_eq!((&*change.org, &*change.status.user), (ORG, "drop"));
+                assert_eq!(change.status.status, Status::Offline);
+                let last_seen = change.status.last_seen;
+                assert!(
+                    (joined + 1000..joined + 1500).contains(&last_seen),
+                    "last seen is the connection's expiry: {last_seen} vs joined {joined}"
+                );
+            }
+        }
+    }
+    assert_eq!((left, offline), (1, 1));
+    assert!(a.sweep("node-a").await.unwrap().is_empty(), "reported once");
+    assert!(b.sweep("node-b").await.unwrap().is_empty(), "reported once");
+    assert_eq!(
+        redis
+            .command(&["ZSCORE", "herald:presence:channels", empty.as_str()])
+            .await,
+        "(nil)",
+        "an empty channel leaves the sweep index"
+    );
+    assert_ne!(
+        redis
+            .command(&["ZSCORE", "herald:presence:channels", CHANNEL])
+            .await,
+        "(nil)",
+        "a channel with members stays in it"
+    );
+
+    // A refresh does not bring back what was swept.
+    a.refresh(
+        &[
+            live("c-keep", "keep", &[CHANNEL], &[ORG]),
+            live("c-drop", "drop", &[CHANNEL], &[ORG]),
+        ],
+        TTL,
+    )
+    .await
+    .unwrap();
+    assert_eq!(clients(&a.members(&general).await.unwrap()), vec!["c-keep"]);
+    let statuses = a.statuses(ORG, &users(&["drop"])).await.unwrap();
+    assert_eq!(statuses[0].status, Status::Offline);
+    assert!(statuses[0].last_seen > 0, "the sweep recorded last seen");
+    assert_eq!(
+        a.disconnected(ORG, "drop", "c-drop").await.unwrap(),
+        None,
+        "the sweeper reported it already"
+    );
+}
+
+#[tokio::test]
+async fn a_held_sweeper_lock_makes_other_sweeps_empty() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let short = Duration::from_millis(200);
+    state
+        .join(&channel(CHANNEL), &member("u", "c", 1, None), short)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis
+        .command(&[
+            "SET",
+            "herald:presence:sweeper",
+            "another-node",
+            "PX",
+            "10000",
+        ])
+        .await;
+    assert!(state.sweep("node-a").await.unwrap().is_empty());
+    assert_eq!(
+        redis.command(&["GET", "herald:presence:sweeper"]).await,
+        "another-node",
+        "another node's lock is not released"
+    );
+    redis.command(&["DEL", "herald:presence:sweeper"]).await;
+    // The sweep scripts are called in a pipeline: they are reloaded there too.
+    assert_eq!(redis.command(&["SCRIPT", "FLUSH"]).await, "OK");
+    assert_eq!(state.sweep("node-a").await.unwrap().len(), 1);
+    assert_eq!(
+        redis.command(&["EXISTS", "herald:presence:sweeper"]).await,
+        "0",
+        "released after the sweep"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_restores_a_lost_sweep_index_entry() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    state
+        .join(&channel(CHANNEL), &member("u", "c", 1, None), TTL)
+        .await
+        .unwrap();
+    state.connected(ORG, "u", "c", TTL).await.unwrap();
+    redis
+        .command(&["ZREM", "herald:presence:channels", CHANNEL])
+        .await;
+    redis.command(&["ZREM", "herald:presence:orgs", ORG]).await;
+    state
+        .refresh(&[live("c", "u", &[CHANNEL], &[ORG])], TTL)
+        .await
+        .unwrap();
+    for (index, name) in [
+        ("herald:presence:channels", CHANNEL),
+        ("herald:presence:orgs", ORG),
+    ] {
+        let due: i64 = redis
+            .command(&["ZSCORE", index, name])
+            .await
+            .parse()
+            .unwrap();
+        assert!(due > now_ms(), "{name} is back in {index}");
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_members_list_and_leave() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    for n in 0..1000 {
+        let member = member(&format!("user-{}", n % 100), &format!("c-{n:04}"), n, None);
+        assert!(state.join(&general, &member, TTL).await.unwrap());
+    }
+    let started = Instant::now();
+    let members = state.members(&general).await.unwrap();
+    let elapsed = started.elapsed();
+    println!("Redis presence: listing 1,000 members took {elapsed:?}");
+    assert_eq!(members.len(), 1000);
+    let unique: HashSet<&str> = clients(&members).into_iter().collect();
+    assert_eq!(unique.len(), 1000, "no duplicates");
+    assert!(
+        members
+            .windows(2)
+            .all(|pair| pair[0].joined_at < pair[1].joined_at),
+        "oldest first"
+    );
+    for n in 0..1000 {
+        assert!(
+            state
+                .leave(&general, &format!("c-{n:04}"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(state.members(&general).await.unwrap().is_empty());
+    assert_eq!(
+        redis
+            .command(&["EXISTS", &format!("herald:{{{CHANNEL}}}:members")])
+            .await,
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_of_a_thousand_connections_is_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    // Each connection its own user, in one of 10 channels and one org.
+    let names: Vec<String> = (0..10).map(|n| format!("org:acme:ch:room{n}")).collect();
+    let mut connections = Vec::new();
+    for n in 0..1000 {
+        let (client, user, name) = (format!("c-{n}"), format!("u-{n}"), &names[n % 10]);
+        state
+            .join(&channel(name), &member(&user, &client, 1, None), TTL)
+            .await
+            .unwrap();
+        state.connected(ORG, &user, &client, TTL).await.unwrap();
+        connections.push(live(&client, &user, &[name.as_str()], &[ORG]));
+    }
+    let expiry = |key: &'static str, client: &'static str| {
+        let redis = &redis;
+        async move {
+            redis
+                .command(&["ZSCORE", key, client])
+                .await
+                .parse::<i64>()
+                .unwrap()
+        }
+    };
+    let conns = "herald:org:{acme}:conns:u-999";
+    let room = "herald:{org:acme:ch:room3}:members:expiry";
+    let before = expiry(conns, "c-999").await;
+
+    assert_eq!(redis.command(&["CONFIG", "RESETSTAT"]).await, "OK");
+    let started = Instant::now();
+    state
+        .refresh(&connections, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let commands = calls(&redis, "zadd").await;
+    // One ZADD per channel and per user's connections key, one per sweep index.
+    assert_eq!(commands, 10 + 1000 + 2);
+    let after = expiry(conns, "c-999").await;
+    assert!(after > before + 50_000, "expiry moved: {before} -> {after}");
+    assert!(expiry(room, "c-3").await > before + 50_000);
+
+    // Through a link with 100 ms each way, the refresh costs one round trip (sending the
+    // commands one by one would take 1,012 of them, over 200 s).
+    let delay = Duration::from_millis(100);
+    let proxy = laggy_proxy(redis.port(), delay).await;
+    let remote = RedisState::connect(
+        &format!("redis://127.0.0.1:{proxy}"),
+        LIMITS,
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(remote.is_healthy());
+    let started = Instant::now();
+    remote
+        .refresh(&connections, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let remote_elapsed = started.elapsed();
+    assert!(
+        remote_elapsed < delay * 2 * 4,
+        "{remote_elapsed:?} is more than a few round trips of {:?}",
+        delay * 2
+    );
+    assert!(expiry(room, "c-3").await > after + 50_000);
+
+    let per_refresh = commands as f64 / 1000.0;
+    println!(
+        "Redis presence: refresh of 1,000 connections (1 channel + 1 org each, 10 channels): \
+         {elapsed:?} on loopback, {remote_elapsed:?} with a 200 ms round trip; \
+         {commands} commands, {per_refresh:.2} per connection, {:.1} per connection per minute \
+         at one refresh every 20 s (at most (channels + orgs) x 3 = 6 per minute when no two \
+         connections share a channel)",
+        per_refresh * 3.0
+    );
+}
+
+/// A TCP proxy to `port` on loopback that holds every byte for `delay` each way.
+async fn laggy_proxy(port: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)).await else {
+                continue;
+            };
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(delayed(client_read, server_write, delay));
+            tokio::spawn(delayed(server_read, client_write, delay));
+        }
+    });
+    proxy
+}
+
+async fn delayed(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((at, bytes)) = receiver.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(read @ 1..) = from.read(&mut buffer).await {
+        let at = tokio::time::Instant::now() + delay;
+        if sender.send((at, buffer[..read].to_vec())).is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_fails_fast_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    state
+        .join(&general, &member("u", "c", 1, None), TTL)
+        .await
+        .unwrap();
+
+    redis.stop().await;
+    eventually("unhealthy", Duration::from_secs(5), || async {
+        !state.is_healthy()
+    })
+    .await;
+    let started = Instant::now();
+    let unavailable = |result: Result<(), StateError>| {
+        assert!(
+            matches!(result, Err(StateError::Unavailable(_))),
+            "{result:?}"
+        );
+    };
+    unavailable(
+        state
+            .join(&general, &member("u", "c2", 1, None), TTL)
+            .await
+            .map(drop),
+    );
+    unavailable(state.members(&general).await.map(drop));
+    unavailable(state.connected(ORG, "u", "c", TTL).await.map(drop));
+    unavailable(state.statuses(ORG, &users(&["u"])).await.map(drop));
+    unavailable(
+        state
+            .refresh(&[live("c", "u", &[CHANNEL], &[ORG])], TTL)
+            .await,
+    );
+    unavailable(state.sweep("node").await.map(drop));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "failed in {:?}",
+        started.elapsed()
+    );
+
+    redis.restart().await;
+    eventually("healthy again", Duration::from_secs(15), || async {
+        state.is_healthy()
+    })
+    .await;
+    // An empty server without the scripts.
+    assert!(
+        state
+            .join(&general, &member("u", "c", 1, None), TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(clients(&state.members(&general).await.unwrap()), vec!["c"]);
+}
+
+#[tokio::test]
+async fn presence_memory_per_member_and_user_stays_within_budget() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let info = Some(r#"{"name":"Ada Lovelace","avatar":"https://example.com/a/1234.png"}"#);
+    for i in 0..1000 {
+        let (user, client) = (format!("user-{i}"), format!("client-{i:016}"));
+        let joined = member(&user, &client, now_ms(), info);
+        state.join(&channel(CHANNEL), &joined, TTL).await.unwrap();
+        state.connected(ORG, &user, &client, TTL).await.unwrap();
+    }
+    let usage = |key: String| {
+        let redis = &redis;
+        async move {
+            redis
+                .command(&["MEMORY", "USAGE", &key, "SAMPLES", "0"])
+                .await
+                .trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("MEMORY USAGE {key}"))
+        }
+    };
+    let members = usage(format!("herald:{{{CHANNEL}}}:members")).await
+        + usage(format!("herald:{{{CHANNEL}}}:members:expiry")).await;
+    let mut per_user = 0;
+    for key in ["users", "status"] {
+        per_user += usage(format!("herald:org:{{{ORG}}}:{key}")).await;
+    }
+    per_user += 1000 * usage(format!("herald:org:{{{ORG}}}:conns:user-7")).await;
+    println!(
+        "Redis presence memory: {} B per channel member (with a 60-byte info), {} B per online user and connection",
+        members / 1000,
+        per_user / 1000
+    );
+    assert!(members / 1000 < 512, "{members} B for 1,000 members");
+    assert!(per_user / 1000 < 512, "{per_user} B for 1,000 online users");
+}

@@ -1,0 +1,317 @@
+//! Presence, online status and typing, as a client sees them. The same tests run against a
+//! standalone node (in-memory state; "node 1" is node 0 again) and a two-node cluster
+//! (Redis state, NATS between the nodes), so both implementations behave alike.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use herald_api::v1::{PresenceRequest, UserStatusRequest};
+use herald_client::{Client, Push};
+use herald_gateway::auth::Authenticator;
+use serde_json::json;
+
+use crate::common::{API_KEY, claims, config, grpc_client, within};
+
+/// Where the gateway under test runs.
+pub trait Deployment {
+    /// The WebSocket URL of node `i` (wrapping around: a standalone deployment has one).
+    fn ws_url(&self, i: usize) -> String;
+    /// The gRPC address of node `i` (wrapping around).
+    fn grpc_addr(&self, i: usize) -> SocketAddr;
+}
+
+/// A client of user `sub` (member of org `acme`, channels `org:acme:*`, info with a name)
+/// on node `node`.
+pub async fn connect(d: &impl Deployment, node: usize, sub: &str) -> Client {
+    let mut claims = claims(sub, &["acme"], &["org:acme:*"], 3600);
+    claims.info = Some(
+        serde_json::value::RawValue::from_string(json!({ "name": sub.to_uppercase() }).to_string())
+            .unwrap(),
+    );
+    let token = Authenticator::new(&config().jwt)
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
+    let (client, _) = within("connect", Client::connect(&d.ws_url(node), &token))
+        .await
+        .expect("client connects");
+    client
+}
+
+/// The next push that `matches`, skipping others; fails after a bounded wait.
+pub async fn next_push(client: &Client, what: &str, matches: impl Fn(&Push) -> bool) -> Push {
+    within(what, async {
+        loop {
+            match client.next_push().await {
+                Some(push) if matches(&push) => return push,
+                Some(_) => continue,
+                None => panic!("connection closed while waiting for {what}"),
+            }
+        }
+    })
+    .await
+}
+
+fn status_of<'a>(push: &'a Push, user: &str) -> Option<&'a str> {
+    push.status
+        .as_ref()
+        .filter(|status| status.user == user)
+        .map(|status| status.status.as_str())
+}
+
+fn any_status(push: &Push) -> bool {
+    push.status.is_some()
+}
+
+/// A publication pushed on `channel` marks a point in a client's stream: what came before
+/// it came before.
+async fn marker(d: &impl Deployment, channel: &str, n: u64) {
+    let mut grpc = grpc_client(d.grpc_addr(0), Some(API_KEY)).await;
+    let request = herald_api::v1::PublishRequest {
+        channel: channel.into(),
+        event: "marker".into(),
+        data: format!("{{\"marker\":{n}}}").into_bytes(),
+        idempotency_key: String::new(),
+    };
+    within("marker publish", grpc.publish(request))
+        .await
+        .expect("publish");
+}
+
+/// The pushes a client got before the marker publication `n`.
+async fn pushes_until_marker(client: &Client, n: u64) -> Vec<Push> {
+    let mut before = Vec::new();
+    within("the marker publication", async {
+        loop {
+            let push = client.next_push().await.expect("connection open");
+            let is_marker = push.publication.as_ref().is_some_and(|p| {
+                p.event == "marker" && p.data.get() == format!("{{\"marker\":{n}}}")
+            });
+            if is_marker {
+                return;
+            }
+            before.push(push);
+        }
+    })
+    .await;
+    before
+}
+
+pub async fn two_tabs_make_one_online_and_one_offline_transition(d: &impl Deployment) {
+    let watcher = connect(d, 0, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+
+    let tab1 = connect(d, 0, "alice").await;
+    let push = next_push(&watcher, "alice online", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("online"));
+    let tab2 = connect(d, 1, "alice").await;
+    // Bob's arrival is the next status push: alice's second tab announced nothing.
+    let bob = connect(d, 0, "bob").await;
+    let push = next_push(&watcher, "bob online", any_status).await;
+    assert_eq!(status_of(&push, "bob"), Some("online"), "{push:?}");
+
+    tab1.close().await.unwrap();
+    bob.close().await.unwrap();
+    let push = next_push(&watcher, "bob offline", any_status).await;
+    assert_eq!(
+        status_of(&push, "bob"),
+        Some("offline"),
+        "alice still has a tab: {push:?}"
+    );
+    assert!(push.status.unwrap().last_seen > 0);
+
+    tab2.close().await.unwrap();
+    let push = next_push(&watcher, "alice offline", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("offline"));
+
+    let mut grpc = grpc_client(d.grpc_addr(1), Some(API_KEY)).await;
+    let request = UserStatusRequest {
+        org: "acme".into(),
+        users: vec!["alice".into(), "watcher".into(), "nobody".into()],
+    };
+    let statuses = within("UserStatus", grpc.user_status(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .statuses;
+    let view: Vec<(&str, &str, bool)> = statuses
+        .iter()
+        .map(|s| (s.user.as_str(), s.status.as_str(), s.last_seen > 0))
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            ("alice", "offline", true),
+            ("watcher", "online", false),
+            ("nobody", "offline", false)
+        ]
+    );
+}
+
+pub async fn set_status_reaches_the_org_once_per_change(d: &impl Deployment) {
+    let watcher = connect(d, 1, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+    let alice = connect(d, 0, "alice").await;
+    next_push(&watcher, "alice online", |p| {
+        status_of(p, "alice").is_some()
+    })
+    .await;
+    alice.set_status("away").await.unwrap();
+    let push = next_push(&watcher, "alice away", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("away"));
+    alice.set_status("away").await.unwrap(); // no change, no push
+    alice.set_status("busy").await.unwrap();
+    let push = next_push(&watcher, "alice busy", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("busy"));
+    let bad = alice.set_status("offline").await.unwrap_err();
+    assert_eq!(bad.server_code(), Some(107));
+}
+
+pub async fn presence_lists_members_across_nodes_with_join_and_leave(d: &impl Deployment) {
+    let channel = "org:acme:ch:presence";
+    let alice = connect(d, 0, "alice").await;
+    alice.subscribe(channel).await.unwrap();
+    let bob = connect(d, 1, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+    let push = next_push(&alice, "bob's join", |p| p.join.is_some()).await;
+    let joined = push.join.unwrap();
+    assert_eq!(
+        (joined.user.as_str(), push.channel.as_deref()),
+        ("bob", Some(channel))
+    );
+    assert_eq!(joined.info.unwrap().get(), r#"{"name":"BOB"}"#);
+
+    let members = alice.presence(channel).await.unwrap().members;
+    let mut users: Vec<(&str, Option<&str>)> = members
+        .iter()
+        .map(|m| (m.user.as_str(), m.status.as_deref()))
+        .collect();
+    users.sort();
+    assert_eq!(
+        users,
+        vec![("alice", Some("online")), ("bob", Some("online"))]
+    );
+    let stats = bob.presence_stats(channel).await.unwrap();
+    assert_eq!((stats.users, stats.clients), (2, 2));
+
+    let mut grpc = grpc_client(d.grpc_addr(1), Some(API_KEY)).await;
+    let request = PresenceRequest {
+        channel: channel.into(),
+    };
+    let listed = within("gRPC Presence", grpc.presence(request.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(listed.len(), 2);
+
+    bob.unsubscribe(channel).await.unwrap();
+    let push = next_push(&alice, "bob's leave", |p| p.leave.is_some()).await;
+    assert_eq!(push.leave.unwrap().user, "bob");
+    let members = alice.presence(channel).await.unwrap().members;
+    assert_eq!(members.len(), 1);
+
+    // Only subscribers may look.
+    let error = bob.presence(channel).await.unwrap_err();
+    assert_eq!(error.server_code(), Some(103));
+    let listed = within("gRPC Presence", grpc.presence(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .members;
+    assert_eq!(listed.len(), 1);
+}
+
+pub async fn typing_is_pushed_to_others_rate_limited_and_ends(d: &impl Deployment) {
+    let channel = "org:acme:ch:typing";
+    let alice = connect(d, 0, "alice").await;
+    alice.subscribe(channel).await.unwrap();
+    let bob = connect(d, 1, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+
+    // Ten updates in a burst: at most two pushes (one now, perhaps one a second later).
+    for _ in 0..10 {
+        alice.typing(channel, true).await.unwrap();
+    }
+    let push = next_push(&bob, "alice typing", |p| p.typing.is_some()).await;
+    let typing = push.typing.unwrap();
+    assert_eq!((typing.user.as_str(), typing.active), ("alice", true));
+    assert_eq!(typing.info.unwrap().get(), r#"{"name":"ALICE"}"#);
+
+    // A late subscriber sees who is typing.
+    let carol = connect(d, 1, "carol").await;
+    let result = carol.subscribe(channel).await.unwrap();
+    assert_eq!(result.typing.len(), 1);
+    assert_eq!(result.typing[0].user, "alice");
+
+    marker(d, channel, 1).await;
+    let before = pushes_until_marker(&bob, 1).await;
+    let typing_pushes = 1 + before.iter().filter(|p| p.typing.is_some()).count();
+    assert!(
+        typing_pushes <= 2,
+        "{typing_pushes} typing pushes for a burst of 10"
+    );
+    let echoes = pushes_until_marker(&alice, 1).await;
+    assert!(
+        echoes.iter().all(|p| p.typing.is_none()),
+        "the typer got its own typing: {echoes:?}"
+    );
+
+    alice.typing(channel, false).await.unwrap();
+    let push = next_push(&bob, "alice stopped", |p| p.typing.is_some()).await;
+    assert!(!push.typing.unwrap().active);
+
+    // Without updates a typing indicator ends by itself after 5 s.
+    alice.typing(channel, true).await.unwrap();
+    let started = next_push(&bob, "alice typing again", |p| p.typing.is_some()).await;
+    assert!(started.typing.unwrap().active);
+    let began = Instant::now();
+    let ended = within("typing to end by itself", async {
+        next_push(&bob, "typing to end", |p| p.typing.is_some()).await
+    })
+    .await;
+    assert!(!ended.typing.unwrap().active);
+    assert!(began.elapsed() >= Duration::from_secs(4), "ended too early");
+
+    // Only members may type.
+    let outsider = connect(d, 0, "dave").await;
+    let error = outsider.typing(channel, true).await.unwrap_err();
+    assert_eq!(error.server_code(), Some(103));
+}
+
+pub async fn a_thousand_members_join_and_leave(d: &impl Deployment) {
+    let channel = "org:acme:ch:crowd";
+    let mut clients = Vec::new();
+    for i in 0..1000 {
+        let client = connect(d, i % 2, &format!("user-{i}")).await;
+        client.subscribe(channel).await.unwrap();
+        clients.push(client);
+    }
+    let looker = &clients[0];
+    let started = Instant::now();
+    let members = looker.presence(channel).await.unwrap().members;
+    let took = started.elapsed();
+    println!("presence list of {} members: {took:?}", members.len());
+    assert_eq!(members.len(), 1000);
+    let distinct: HashSet<&str> = members.iter().map(|m| m.client.as_str()).collect();
+    assert_eq!(distinct.len(), 1000, "no duplicates");
+    let stats = looker.presence_stats(channel).await.unwrap();
+    assert_eq!((stats.users, stats.clients), (1000, 1000));
+
+    let watcher = connect(d, 1, "watcher").await;
+    watcher.subscribe(channel).await.unwrap();
+    for client in clients {
+        client.close().await.unwrap();
+    }
+    within("every member to leave", async {
+        loop {
+            let stats = watcher.presence_stats(channel).await.unwrap();
+            if stats.clients == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
