@@ -1,10 +1,12 @@
 //! Opening many authenticated, subscribed connections, a bounded number at a time.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::conn::{ClientKind, Conn};
@@ -24,20 +26,29 @@ enum FailureKind {
     Other,
 }
 
+/// The open connections, each read by its own task, and the signal that stops them.
+pub struct Readers<T> {
+    pub tasks: JoinSet<T>,
+    /// Send `true` to stop the tasks that are still reading.
+    pub cancel: watch::Sender<bool>,
+}
+
 /// Connects `n` clients (users `<sub_prefix><i>`), subscribing client `i` to
-/// `channel_of(i)`, at most `concurrency` at a time, and hands each to `on_open` as soon as
-/// it is subscribed (so it is read from at once, answering the server's pings). Fails on
-/// the first failed connection, after the ones in flight have finished, with a count of
-/// what succeeded.
-pub async fn connect_all(
+/// `channel_of(i)`, at most `concurrency` at a time, and hands each to a task
+/// `read(conn, cancelled)` as soon as it is subscribed (so it is read from at once,
+/// answering the server's pings). Fails on the first failed connection, after the ones in
+/// flight have finished, with a count of what succeeded.
+pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     target: &mut Target,
     kind: ClientKind,
     n: usize,
     concurrency: usize,
     sub_prefix: &str,
     channel_of: impl Fn(usize) -> String,
-    mut on_open: impl FnMut(Conn),
-) -> Result<()> {
+    read: impl Fn(Conn, watch::Receiver<bool>) -> F,
+) -> Result<Readers<T>> {
+    let (cancel, cancelled) = watch::channel(false);
+    let mut readers = JoinSet::new();
     let started = Instant::now();
     let ws_url: Arc<str> = Arc::from(target.ws_url.as_str());
     let mut opened = 0;
@@ -70,7 +81,7 @@ pub async fn connect_all(
         match joined {
             Ok(Ok(conn)) => {
                 opened += 1;
-                on_open(conn);
+                readers.spawn(read(conn, cancelled.clone()));
             }
             Ok(Err((kind, message))) => {
                 *failures.entry(kind).or_default() += 1;
@@ -91,7 +102,10 @@ pub async fn connect_all(
         }
     }
     let Some((kind, message)) = first_failure else {
-        return Ok(());
+        return Ok(Readers {
+            tasks: readers,
+            cancel,
+        });
     };
     let alive = match target.check_alive() {
         Ok(()) => String::new(),

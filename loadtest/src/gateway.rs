@@ -1,12 +1,12 @@
-//! The gateway under test: a `herald serve` child process on free loopback ports with
-//! generated credentials, or an already running gateway given by URL and credentials.
+//! The gateway under test: `herald serve` child processes on free loopback ports with
+//! generated credentials (one standalone node, or cluster nodes given NATS and Redis), or an
+//! already running gateway given by URL and credentials.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use herald_api::v1::herald_client::HeraldClient;
@@ -14,14 +14,16 @@ use herald_gateway::auth::{Authenticator, TokenClaims, unix_now};
 use herald_gateway::config::{JwtConfig, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Where the gateway under test comes from.
+use crate::process::{self, Process, Servers};
+
+/// How gateway nodes are spawned.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TargetArgs {
+pub struct SpawnArgs {
     /// The `herald` binary to spawn [default: `herald` next to this executable]. Only this
     /// process is killed on exit: if it is a wrapper, it must `exec` the gateway.
     #[arg(long, value_name = "PATH")]
@@ -29,6 +31,33 @@ pub struct TargetArgs {
     /// Seconds to wait for a spawned gateway's /readyz
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub ready_timeout: u64,
+}
+
+impl SpawnArgs {
+    /// The `herald` binary, checked to exist.
+    fn bin(&self) -> Result<PathBuf> {
+        let bin = match &self.herald_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("locating this executable")?
+                .with_file_name("herald"),
+        };
+        if !bin.is_file() {
+            bail!(
+                "gateway binary {} not found: build it with `cargo build --release -p \
+                 herald-gateway` or pass --herald-bin",
+                bin.display()
+            );
+        }
+        Ok(bin)
+    }
+}
+
+/// Where the gateway under test comes from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    pub spawn: SpawnArgs,
     /// Target a running gateway instead of spawning one: its WebSocket URL (ws://host:port/ws)
     #[arg(long, requires_all = ["grpc_url", "api_key", "jwt_secret"])]
     pub ws_url: Option<String>,
@@ -44,6 +73,42 @@ pub struct TargetArgs {
     /// Pid of the running gateway, to read its CPU time and RSS from /proc
     #[arg(long, requires = "ws_url")]
     pub gateway_pid: Option<u32>,
+}
+
+/// The JWT secret and gRPC API key of spawned nodes: generated once per run and shared by
+/// every node, as nodes of one cluster share them.
+pub struct Credentials {
+    secret: String,
+    api_key: String,
+}
+
+impl Credentials {
+    pub fn generate() -> Credentials {
+        Credentials {
+            secret: random_hex(48),
+            api_key: random_hex(32),
+        }
+    }
+}
+
+/// One node to spawn.
+pub struct NodeSpec<'a> {
+    /// How messages name it: "gateway", "node A".
+    pub name: &'a str,
+    /// Its log file, in the run directory.
+    pub log_file: &'a str,
+    /// Environment on top of the generated addresses, credentials and limits (e.g.
+    /// `HERALD_NATS_URL`); it may override them.
+    pub env: &'a [(&'a str, String)],
+}
+
+impl NodeSpec<'static> {
+    /// A standalone node, as `fanout` and `idle` spawn by default.
+    pub const GATEWAY: NodeSpec<'static> = NodeSpec {
+        name: "gateway",
+        log_file: "herald.log",
+        env: &[],
+    };
 }
 
 /// The gateway under test and how to reach it.
@@ -65,62 +130,44 @@ impl Target {
         args: &TargetArgs,
         measure: impl AsyncFnOnce(&mut Target) -> Result<()>,
     ) -> Result<()> {
-        let mut target = Target::start(args).await?;
-        let result = measure(&mut target).await;
-        if result.is_err()
-            && let Some(spawned) = &target.spawned
-        {
-            eprintln!(
-                "gateway log {} (last lines):\n{}",
-                spawned.log_path.display(),
-                spawned.log_tail()
-            );
-        }
-        target.shutdown().await;
-        result
+        process::run_with(Target::start(args).await?, measure).await
     }
 
-    /// Spawns a gateway, or describes the running one the arguments name.
+    /// Spawns a standalone gateway, or describes the running one the arguments name.
     pub async fn start(args: &TargetArgs) -> Result<Target> {
-        if let Some(ws_url) = &args.ws_url {
-            let secret = args.jwt_secret.clone().unwrap_or_default();
-            return Ok(Target {
-                ws_url: ws_url.clone(),
-                grpc_url: args.grpc_url.clone().unwrap_or_default(),
-                api_key: args.api_key.clone().unwrap_or_default(),
-                auth: authenticator(&secret)?,
-                pid: args.gateway_pid,
-                spawned: None,
-            });
-        }
-        let bin = match &args.herald_bin {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("locating this executable")?
-                .with_file_name("herald"),
+        let Some(ws_url) = &args.ws_url else {
+            return Target::spawn(&args.spawn, &Credentials::generate(), &NodeSpec::GATEWAY).await;
         };
-        if !bin.is_file() {
-            bail!(
-                "gateway binary {} not found: build it with `cargo build --release -p \
-                 herald-gateway` or pass --herald-bin",
-                bin.display()
-            );
-        }
-        let secret = random_hex(48);
-        let api_key = random_hex(32);
+        let secret = args.jwt_secret.clone().unwrap_or_default();
+        Ok(Target {
+            ws_url: ws_url.clone(),
+            grpc_url: args.grpc_url.clone().unwrap_or_default(),
+            api_key: args.api_key.clone().unwrap_or_default(),
+            auth: authenticator(&secret)?,
+            pid: args.gateway_pid,
+            spawned: None,
+        })
+    }
+
+    /// Spawns one `herald serve` node with `credentials` and waits until it is ready.
+    pub async fn spawn(
+        args: &SpawnArgs,
+        credentials: &Credentials,
+        node: &NodeSpec<'_>,
+    ) -> Result<Target> {
         let spawned = Spawned::start(
-            &bin,
-            &secret,
-            &api_key,
+            &args.bin()?,
+            credentials,
+            node,
             Duration::from_secs(args.ready_timeout),
         )
         .await?;
         Ok(Target {
             ws_url: format!("ws://{}/ws", spawned.http_addr),
             grpc_url: format!("http://{}", spawned.grpc_addr),
-            api_key,
-            auth: authenticator(&secret)?,
-            pid: Some(spawned.pid),
+            api_key: credentials.api_key.clone(),
+            auth: authenticator(&credentials.secret)?,
+            pid: Some(spawned.process.pid),
             spawned: Some(spawned),
         })
     }
@@ -165,15 +212,24 @@ impl Target {
     /// Fails if the spawned gateway has exited, with its status and log tail.
     pub fn check_alive(&mut self) -> Result<()> {
         match &mut self.spawned {
-            Some(spawned) => spawned.check_alive(),
+            Some(spawned) => spawned.process.check_alive(),
             None => Ok(()),
+        }
+    }
+}
+
+impl Servers for Target {
+    /// Prints the spawned gateway's last log lines.
+    fn print_log_tails(&self) {
+        if let Some(spawned) = &self.spawned {
+            spawned.process.print_log_tail();
         }
     }
 
     /// Kills the spawned gateway and removes its log.
-    pub async fn shutdown(self) {
+    async fn shutdown(self) {
         if let Some(spawned) = self.spawned {
-            spawned.shutdown().await;
+            spawned.process.shutdown().await;
         }
     }
 }
@@ -208,37 +264,34 @@ pub type Grpc = HeraldClient<InterceptedService<Channel, ApiKey>>;
 
 /// A `herald serve` child process; killed when dropped.
 pub struct Spawned {
-    child: Child,
-    pub pid: u32,
+    pub process: Process,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
-    dir: PathBuf,
-    pub log_path: PathBuf,
 }
+
+/// The spawned nodes' config file: a `bench` namespace with history (offsets, so order and
+/// loss are checked) and no presence, so the numbers measure delivery rather than the
+/// join pushes of a thousand-member presence channel (n²/2 of them).
+const BENCH_CONFIG: &str = r#"[namespaces.bench]
+access = "public"
+history_size = 100
+history_ttl = 300
+"#;
 
 impl Spawned {
     async fn start(
         bin: &std::path::Path,
-        secret: &str,
-        api_key: &str,
+        credentials: &Credentials,
+        node: &NodeSpec<'_>,
         ready_timeout: Duration,
     ) -> Result<Spawned> {
         let [http_addr, grpc_addr, metrics_addr] = free_loopback_addrs()?;
-        let dir = std::env::temp_dir().join(format!("herald-loadtest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let log_path = dir.join("herald.log");
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-
         let mut command = Command::new(bin);
-        command
-            .arg("serve")
-            // An empty working directory, so no ./herald.toml is picked up.
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
+        // The run directory holds only the load generator's own herald.toml.
+        let run_dir = Process::run_dir()?;
+        std::fs::write(run_dir.join("herald.toml"), BENCH_CONFIG)
+            .context("writing the bench herald.toml")?;
+        command.arg("serve").current_dir(run_dir);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HERALD_") {
                 command.env_remove(key);
@@ -248,86 +301,35 @@ impl Spawned {
             .env("HERALD_HTTP_ADDR", http_addr.to_string())
             .env("HERALD_GRPC_ADDR", grpc_addr.to_string())
             .env("HERALD_METRICS_ADDR", metrics_addr.to_string())
-            .env("HERALD_JWT_SECRET", secret)
-            .env("HERALD_API_KEYS", api_key)
+            .env("HERALD_JWT_SECRET", &credentials.secret)
+            .env("HERALD_API_KEYS", &credentials.api_key)
             .env("HERALD_MAX_CONNECTIONS", "0")
             .env("HERALD_MAX_CONNECTIONS_PER_USER", "0")
             .env("HERALD_COMMANDS_PER_MINUTE", "1000000")
             .env("HERALD_CLIENT_QUEUE_BYTES", (64 << 20).to_string())
             // Plain log lines, for the log tail printed on errors.
-            .env("NO_COLOR", "1");
-        let child = command
-            .spawn()
-            .with_context(|| format!("spawning {} serve", bin.display()))?;
-        let pid = child
-            .id()
-            .context("the gateway exited as soon as it started")?;
-        let mut spawned = Spawned {
-            child,
-            pid,
+            .env("NO_COLOR", "1")
+            .envs(node.env.iter().map(|(key, value)| (key, value)));
+        let mut process = Process::spawn(node.name, command, node.log_file)?;
+        eprintln!(
+            "spawned {} pid {}: ws://{http_addr}/ws, gRPC {grpc_addr}, log {}",
+            node.name,
+            process.pid,
+            process.log_path.display()
+        );
+        process
+            .wait_ready(ready_timeout, "/readyz", || async move {
+                match http_status(http_addr, "/readyz").await? {
+                    200 => Ok(()),
+                    status => bail!("HTTP {status}"),
+                }
+            })
+            .await?;
+        Ok(Spawned {
+            process,
             http_addr,
             grpc_addr,
-            dir,
-            log_path,
-        };
-        eprintln!(
-            "spawned gateway pid {pid}: ws://{http_addr}/ws, gRPC {grpc_addr}, log {}",
-            spawned.log_path.display()
-        );
-        spawned.wait_ready(ready_timeout).await?;
-        Ok(spawned)
-    }
-
-    /// Polls `/readyz` until it answers 200, the process exits, or `timeout` passes.
-    async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let started = Instant::now();
-        loop {
-            self.check_alive()?;
-            let probe = http_status(self.http_addr, "/readyz");
-            let last = match tokio::time::timeout(Duration::from_secs(2), probe).await {
-                Ok(Ok(200)) => {
-                    eprintln!("gateway ready after {:.2?}", started.elapsed());
-                    return Ok(());
-                }
-                Ok(Ok(status)) => format!("HTTP {status}"),
-                Ok(Err(error)) => error.to_string(),
-                Err(_) => "no answer within 2 s".to_owned(),
-            };
-            if started.elapsed() > timeout {
-                bail!(
-                    "the gateway was not ready after {timeout:?} (last /readyz: {last}); log {}:\n{}",
-                    self.log_path.display(),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => bail!(
-                "the gateway (pid {}) exited with {status}; log {}:\n{}",
-                self.pid,
-                self.log_path.display(),
-                self.log_tail()
-            ),
-            Err(error) => bail!("cannot check the gateway process: {error}"),
-        }
-    }
-
-    /// The last lines of the gateway's log.
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        })
     }
 }
 
@@ -347,7 +349,7 @@ async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
 }
 
 /// Free loopback ports: bound to port 0 together (so they differ), read, released.
-fn free_loopback_addrs<const N: usize>() -> Result<[SocketAddr; N]> {
+pub fn free_loopback_addrs<const N: usize>() -> Result<[SocketAddr; N]> {
     let listeners = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()

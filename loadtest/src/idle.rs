@@ -6,14 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use herald_client::CloseInfo;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::conn::{ClientKind, Conn, Event};
-use crate::connect::connect_all;
-use crate::fanout::machine;
+use crate::connect::{Readers, connect_all};
 use crate::gateway::{Target, TargetArgs};
 use crate::procfs;
-use crate::report::{Report, secs};
+use crate::report::{self, Report, machine, secs};
 
 #[derive(Debug, clap::Args)]
 pub struct IdleArgs {
@@ -24,7 +22,7 @@ pub struct IdleArgs {
     #[arg(long, default_value_t = 10)]
     channels: usize,
     /// Channel name prefix; channel k is `<prefix><k>`
-    #[arg(long, default_value = "org:bench:idle:")]
+    #[arg(long, default_value = "bench:idle:")]
     channel_prefix: String,
     /// Connections opened at once
     #[arg(long, default_value_t = 200)]
@@ -75,18 +73,17 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     let started = Instant::now();
     let prefix = &args.channel_prefix;
     let channels = args.channels;
-    let (cancel, cancelled) = watch::channel(false);
-    let mut holders = JoinSet::new();
-    connect_all(
+    let Readers {
+        tasks: mut holders,
+        cancel,
+    } = connect_all(
         target,
         args.client,
         n,
         args.concurrency,
         "idle-",
         |i| format!("{prefix}{}", i % channels),
-        |conn| {
-            holders.spawn(hold(conn, cancelled.clone()));
-        },
+        hold,
     )
     .await?;
     let connect_time = started.elapsed();
@@ -135,18 +132,7 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
             own_rss_after.saturating_sub(own_rss_before) as f64 / n as f64
         ),
     );
-    report.line(
-        "connections closed by the server",
-        if closes.is_empty() {
-            "none".to_owned()
-        } else {
-            closes
-                .iter()
-                .map(|(close, count)| format!("{count} x {close}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-    );
+    report.line("connections closed by the server", report::closes(&closes));
     report.line("machine", machine());
     report.print();
 

@@ -3,16 +3,23 @@
 //! - `fanout`: N subscribers on one channel, M publications over gRPC: deliveries per
 //!   second, end-to-end latency, gateway CPU per delivery.
 //! - `idle`: N authenticated, subscribed, idle connections: gateway RSS per connection.
+//! - `cluster`: like `fanout`, across two cluster-mode nodes: subscribers on node B,
+//!   publications on node A, over a `nats-server` and a `redis-server` of its own.
 //!
 //! By default each scenario spawns the `herald` binary next to this executable on free
-//! loopback ports with generated credentials, and kills it on exit. Every wait is bounded.
+//! loopback ports with generated credentials (and `cluster` its NATS and Redis), and kills
+//! what it spawned on exit, also on an error or Ctrl-C. Every wait is bounded.
 //! Each prints one line per measured number and a final `RESULT ...` line.
 
+mod backends;
+mod cluster;
 mod conn;
 mod connect;
+mod delivery;
 mod fanout;
 mod gateway;
 mod idle;
+mod process;
 mod procfs;
 mod report;
 
@@ -38,6 +45,9 @@ enum Scenario {
     Fanout(fanout::FanoutArgs),
     /// N idle subscribed connections: gateway memory per connection.
     Idle(idle::IdleArgs),
+    /// Subscribers on node B, publications on node A of a two-node cluster with its own
+    /// NATS and Redis: cross-node throughput, latency, CPU of each node.
+    Cluster(cluster::ClusterArgs),
 }
 
 #[tokio::main]
@@ -56,9 +66,10 @@ async fn run() -> Result<()> {
         match Cli::parse().scenario {
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Idle(args) => idle::run(args).await,
+            Scenario::Cluster(args) => cluster::run(args).await,
         }
     };
-    // On Ctrl-C, return normally so the spawned gateway is killed on drop.
+    // On Ctrl-C, return normally so what the scenario spawned is killed on drop.
     tokio::select! {
         result = scenario => result,
         _ = tokio::signal::ctrl_c() => bail!("interrupted"),

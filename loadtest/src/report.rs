@@ -1,5 +1,6 @@
 //! Printing results: one line per measured number, then one `RESULT` line.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::time::Duration;
 
@@ -67,4 +68,39 @@ pub fn ms(micros: u64) -> String {
 /// A duration in seconds with three decimals.
 pub fn secs(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
+}
+
+/// Connection closes counted by close frame: `3 x 4201 slow consumer, ...`, or `none`.
+pub fn closes(counts: &BTreeMap<String, usize>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(close, count)| format!("{count} x {close}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CPU model and count, for the report.
+pub fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpus} CPUs, {model}")
+}
+
+/// CPU time used over `wall`: milliseconds and the share of one core.
+pub fn cpu(used: Duration, wall: Duration, ticks_per_sec: u64) -> String {
+    format!(
+        "{:.0} ms ({:.0}% of one core over the wall time; {ticks_per_sec} ticks/s)",
+        used.as_secs_f64() * 1000.0,
+        100.0 * used.as_secs_f64() / wall.as_secs_f64()
+    )
 }

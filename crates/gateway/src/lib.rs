@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod presence;
 pub mod server;
 pub mod session;
+pub mod sse;
 pub mod state;
 pub mod ws;
 

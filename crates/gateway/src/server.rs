@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use herald_protocol::CloseCode;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::node::Node;
 use crate::ws::{self, HttpState};
-use crate::{api, metrics};
+use crate::{api, metrics, sse};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -115,9 +115,13 @@ impl Server {
             node: node.clone(),
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
             tracker: sessions.clone(),
+            sse: Arc::default(),
         };
         let http_app = Router::new()
             .route("/ws", get(ws::upgrade))
+            .route("/sse", get(sse::stream))
+            .route("/rpc", post(sse::rpc))
+            .layer(cors(&node.config.allowed_origins))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .with_state(http_state);
@@ -133,7 +137,8 @@ impl Server {
             tonic::transport::Server::builder()
                 .add_service(api::service(node.clone()))
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc),
+                    // Nagle would hold small replies for the client's delayed ACK (~40 ms).
+                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
                     grpc_stop.cancelled_owned(),
                 ),
         );
@@ -182,6 +187,26 @@ async fn serve_http(
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Browsers on another origin may use the SSE fallback (`fetch` with an `Authorization`
+/// header needs a preflight); the Origin allowlist decides which, as for `/ws`.
+fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allowed = allowed.to_vec();
+    let origin = AllowOrigin::predicate(move |origin, _| {
+        allowed.is_empty()
+            || origin
+                .to_str()
+                .is_ok_and(|o| ws::origin_listed(&allowed, o))
+    });
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+        ])
 }
 
 async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {

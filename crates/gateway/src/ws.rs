@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::metrics;
 use crate::node::Node;
@@ -24,12 +24,41 @@ pub struct HttpState {
     /// One permit per connection when the node has a connection limit.
     pub permits: Option<Arc<Semaphore>>,
     pub tracker: tokio_util::task::TaskTracker,
+    /// Open sessions of the SSE fallback.
+    pub sse: Arc<crate::sse::SseSessions>,
 }
 
-/// Why an upgraded socket is closed at once.
-enum Refusal {
+/// Why a new connection is closed at once.
+pub(crate) enum Refusal {
     Origin,
     Full,
+}
+
+/// Checks a new connection (WebSocket or SSE) against the Origin allowlist and the node's
+/// connection limit, and takes the token the request carries, if any.
+pub(crate) fn admit(
+    state: &HttpState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<(Option<String>, Option<OwnedSemaphorePermit>), Refusal> {
+    let node = &state.node;
+    if !origin_allowed(&node.config.allowed_origins, headers) {
+        return Err(Refusal::Origin);
+    }
+    let permit = match state.permits.as_ref() {
+        None => None,
+        Some(permits) => Some(
+            permits
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| Refusal::Full)?,
+        ),
+    };
+    // A cookie rides along with any site's request, so it only counts as a token when an
+    // Origin allowlist is configured (and matched above): otherwise any page could open a
+    // connection as the user (cross-site WebSocket hijacking).
+    let cookies_allowed = !node.config.allowed_origins.is_empty();
+    Ok((token_from(headers, query, cookies_allowed), permit))
 }
 
 pub async fn upgrade(
@@ -53,24 +82,10 @@ pub async fn upgrade(
         .max_message_size(limits.max_message_bytes.saturating_mul(2))
         .max_frame_size(limits.max_message_bytes.saturating_mul(2));
 
-    let (refusal, permit) = if !origin_allowed(&node.config.allowed_origins, &headers) {
-        (Some(Refusal::Origin), None)
-    } else {
-        match state
-            .permits
-            .as_ref()
-            .map(|permits| permits.clone().try_acquire_owned())
-        {
-            None => (None, None),
-            Some(Ok(permit)) => (None, Some(permit)),
-            Some(Err(_)) => (Some(Refusal::Full), None),
-        }
+    let (refusal, token, permit) = match admit(&state, &headers, &query) {
+        Ok((token, permit)) => (None, token, permit),
+        Err(refusal) => (Some(refusal), None, None),
     };
-    // A cookie rides along with any site's request, so it only counts as a token when an
-    // Origin allowlist is configured (and matched above): otherwise any page could open a
-    // socket as the user (cross-site WebSocket hijacking).
-    let cookies_allowed = !node.config.allowed_origins.is_empty();
-    let token = token_from(&headers, &query, cookies_allowed);
     let node = node.clone();
     let tracker = state.tracker.clone();
     upgrade.on_upgrade(move |socket| {
@@ -103,6 +118,11 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return false;
     };
+    origin_listed(allowed, origin)
+}
+
+/// Whether `origin` is on the allowlist (`*` allows any).
+pub(crate) fn origin_listed(allowed: &[String], origin: &str) -> bool {
     allowed
         .iter()
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))

@@ -1,4 +1,4 @@
-//! One WebSocket connection: the handshake (`connect` within the connect timeout), then a
+//! One client connection, over a WebSocket or the SSE fallback: the handshake (`connect` within the connect timeout), then a
 //! reader loop that checks limits and hands each command to its own module in
 //! `commands/`, while a separate writer task drains the connection's queue.
 
@@ -9,8 +9,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
+use futures_util::{Sink, Stream, StreamExt};
 use herald_protocol::command::{ConnectRequest, parse_frame};
 use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
 use herald_protocol::{CloseCode, Command, ErrorCode, Method};
@@ -66,11 +65,30 @@ pub enum Answer {
     Sent,
 }
 
-/// Runs a connection from upgrade to close.
+/// What a session reads: the client's messages, as a WebSocket delivers them.
+pub trait Incoming: Stream<Item = Result<Message, axum::Error>> + Unpin + Send {}
+impl<T: Stream<Item = Result<Message, axum::Error>> + Unpin + Send> Incoming for T {}
+
+/// Where a session's writer sends frames, pings and the close.
+pub trait Outgoing: Sink<Message, Error = axum::Error> + Unpin + Send + 'static {}
+impl<T: Sink<Message, Error = axum::Error> + Unpin + Send + 'static> Outgoing for T {}
+
+/// Runs a WebSocket connection from upgrade to close.
 pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
+    let (sink, stream) = socket.split();
+    run_transport(node, sink, stream, upgrade).await;
+}
+
+/// Runs a connection over any transport that carries WebSocket messages (the SSE fallback
+/// adapts its stream and its POSTs to these).
+pub async fn run_transport(
+    node: Arc<Node>,
+    sink: impl Outgoing,
+    mut stream: impl Incoming,
+    upgrade: Upgrade,
+) {
     let limits = &node.config.limits;
     let outbox = Arc::new(Outbox::new(limits.client_queue_bytes));
-    let (sink, mut stream) = socket.split();
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
     let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
@@ -125,7 +143,7 @@ pub(crate) async fn await_close_reply(
 /// closing it.
 async fn handshake(
     node: &Arc<Node>,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut impl Incoming,
     outbox: &Arc<Outbox>,
     upgrade_token: Option<String>,
 ) -> Option<(Registration, RateLimiter)> {
@@ -222,7 +240,7 @@ fn connect(
 /// was closed for a bad frame.
 async fn read_commands(
     node: &Node,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut impl Incoming,
     outbox: &Outbox,
     connection: Option<&Connection>,
 ) -> Option<Vec<Result<Command, herald_protocol::CommandError>>> {
@@ -278,7 +296,7 @@ impl Session {
         &self.registration.connection
     }
 
-    async fn read(&mut self, stream: &mut SplitStream<WebSocket>, writer: &mut JoinHandle<()>) {
+    async fn read(&mut self, stream: &mut impl Incoming, writer: &mut JoinHandle<()>) {
         let node = self.node.clone();
         let connection = self.connection().clone();
         loop {

@@ -6,22 +6,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
 use herald_protocol::CloseCode;
 use herald_protocol::reply::encode_disconnect;
 
+use super::Outgoing;
 use crate::outbox::{Outbound, Outbox};
 
 /// How long a writer may stay blocked on a peer that does not read once the connection is
 /// closing, before it gives up and drops the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-type Sink = SplitSink<WebSocket, Message>;
-
-pub async fn run(mut sink: Sink, outbox: Arc<Outbox>, max_frame_bytes: usize) {
+pub async fn run(mut sink: impl Outgoing, outbox: Arc<Outbox>, max_frame_bytes: usize) {
     loop {
         let batch = outbox.take().await;
         // Biased: a batch that is sent at once never polls (and never registers) the
@@ -41,7 +39,11 @@ pub async fn run(mut sink: Sink, outbox: Arc<Outbox>, max_frame_bytes: usize) {
 
 /// Sends one batch; false when the writer should stop (closed, finished, or the socket
 /// failed).
-async fn send_batch(sink: &mut Sink, batch: VecDeque<Outbound>, max_frame_bytes: usize) -> bool {
+async fn send_batch(
+    sink: &mut impl Outgoing,
+    batch: VecDeque<Outbound>,
+    max_frame_bytes: usize,
+) -> bool {
     let mut frame = FrameBuilder::new(max_frame_bytes);
     for item in batch {
         let control = match item {
@@ -149,7 +151,7 @@ async fn give_up(outbox: &Outbox) {
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
-async fn feed_text(sink: &mut Sink, frame: Bytes) -> Result<(), axum::Error> {
+async fn feed_text(sink: &mut impl Outgoing, frame: Bytes) -> Result<(), axum::Error> {
     // Every queued message is JSON we encoded, so this check never fails; it is the price
     // of not using `unsafe`.
     match Utf8Bytes::try_from(frame) {
@@ -159,7 +161,7 @@ async fn feed_text(sink: &mut Sink, frame: Bytes) -> Result<(), axum::Error> {
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
-async fn close(sink: &mut Sink, code: CloseCode, reason: &str) {
+async fn close(sink: &mut impl Outgoing, code: CloseCode, reason: &str) {
     let _ = feed_text(sink, encode_disconnect(code, reason)).await;
     let frame = CloseFrame {
         code: code.code(),

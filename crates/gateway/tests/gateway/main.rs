@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod presence;
 mod publish;
+mod sse;

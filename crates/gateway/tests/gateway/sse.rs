@@ -1,0 +1,261 @@
+//! The SSE fallback: `GET /sse` streams what a WebSocket would carry, `POST /rpc` takes the
+//! commands, with the same handshake, replies, pushes and close codes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::common::{TestGateway, within};
+
+/// A minimal SSE client over HTTP/1.0 (the body ends with the connection, no chunking).
+struct SseClient {
+    addr: SocketAddr,
+    reader: BufReader<OwnedReadHalf>,
+    session: String,
+}
+
+struct SseEvent {
+    name: Option<String>,
+    data: String,
+}
+
+impl SseClient {
+    async fn open(addr: SocketAddr, query: &str) -> SseClient {
+        let stream = within("SSE connect", TcpStream::connect(addr))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        let request = format!(
+            "GET /sse{query} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        write.write_all(request.as_bytes()).await.unwrap();
+        // Keep the write half open: dropping it would half-close the connection.
+        std::mem::forget(write);
+        let mut reader = BufReader::new(read);
+        let mut status = String::new();
+        within("SSE status", reader.read_line(&mut status))
+            .await
+            .unwrap();
+        assert!(status.contains(" 200 "), "{status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        let mut client = SseClient {
+            addr,
+            reader,
+            session: String::new(),
+        };
+        let first = client.next_event().await;
+        if first.name.as_deref() == Some("session") {
+            let session: Value = serde_json::from_str(&first.data).unwrap();
+            client.session = session["session"].as_str().unwrap().to_owned();
+        } else {
+            // A refused stream says why at once.
+            assert_eq!(first.name.as_deref(), Some("close"), "{}", first.data);
+            client.session = first.data;
+        }
+        client
+    }
+
+    /// The next event, skipping comments (keep-alives).
+    async fn next_event(&mut self) -> SseEvent {
+        within("an SSE event", async {
+            let mut name = None;
+            let mut data: Vec<String> = Vec::new();
+            loop {
+                let mut line = String::new();
+                let read = self.reader.read_line(&mut line).await.unwrap();
+                assert!(read > 0, "the SSE stream ended");
+                let line = line.trim_end_matches(['\r', '\n']);
+                if line.is_empty() {
+                    if name.is_some() || !data.is_empty() {
+                        return SseEvent {
+                            name,
+                            data: data.join("\n"),
+                        };
+                    }
+                    continue;
+                }
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = Some(value.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next message (frames may carry several), as JSON.
+    async fn next_message(&mut self, pending: &mut Vec<Value>) -> Value {
+        loop {
+            if !pending.is_empty() {
+                return pending.remove(0);
+            }
+            let event = self.next_event().await;
+            assert_eq!(
+                event.name, None,
+                "unexpected {:?}: {}",
+                event.name, event.data
+            );
+            for line in event.data.lines() {
+                pending.push(serde_json::from_str(line).unwrap());
+            }
+        }
+    }
+
+    /// Posts command lines to the session; the HTTP status.
+    async fn rpc(&self, session: &str, body: &str) -> u16 {
+        let mut stream = TcpStream::connect(self.addr).await.unwrap();
+        let request = format!(
+            "POST /rpc?session={session} HTTP/1.0\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        within("rpc response", stream.read_to_string(&mut response))
+            .await
+            .unwrap();
+        response.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    async fn send(&self, body: &str) {
+        assert_eq!(self.rpc(&self.session, body).await, 202);
+    }
+}
+
+#[tokio::test]
+async fn sse_carries_the_whole_protocol() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    let mut pending = Vec::new();
+    assert_eq!(sse.session.len(), 24);
+
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    let connected = sse.next_message(&mut pending).await;
+    assert_eq!(connected["id"], 1);
+    assert_eq!(connected["result"]["user"], "alice");
+
+    // Two commands in one POST, answered in order.
+    sse.send("{\"id\":2,\"subscribe\":{\"channel\":\"org:acme:ch:sse\"}}\n{\"id\":3,\"ping\":{}}")
+        .await;
+    let subscribed = sse.next_message(&mut pending).await;
+    assert_eq!(subscribed["id"], 2, "{subscribed}");
+    assert_eq!(subscribed["result"]["recoverable"], true);
+    let epoch = subscribed["result"]["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(sse.next_message(&mut pending).await["id"], 3);
+
+    gateway
+        .publish(
+            "org:acme:ch:sse",
+            "message.created",
+            serde_json::json!({"n": 1}),
+        )
+        .await;
+    let push = sse.next_message(&mut pending).await;
+    assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
+    assert_eq!(push["push"]["pub"]["offset"], 1);
+
+    // Recovery works as on a WebSocket.
+    sse.send(r#"{"id":4,"unsubscribe":{"channel":"org:acme:ch:sse"}}"#)
+        .await;
+    assert_eq!(sse.next_message(&mut pending).await["id"], 4);
+    gateway
+        .publish(
+            "org:acme:ch:sse",
+            "message.created",
+            serde_json::json!({"n": 2}),
+        )
+        .await;
+    let resubscribe = format!(
+        r#"{{"id":5,"subscribe":{{"channel":"org:acme:ch:sse","recover":{{"offset":1,"epoch":"{epoch}"}}}}}}"#
+    );
+    sse.send(&resubscribe).await;
+    let recovered = sse.next_message(&mut pending).await;
+    assert_eq!(recovered["result"]["recovered"], true, "{recovered}");
+    assert_eq!(recovered["result"]["publications"][0]["data"]["n"], 2);
+}
+
+#[tokio::test]
+async fn sse_closes_with_the_websocket_close_codes() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+
+    // A command before `connect`: error, then close 4001.
+    let mut sse = SseClient::open(gateway.http_addr, "").await;
+    sse.send(r#"{"id":1,"subscribe":{"channel":"org:acme:ch:x"}}"#)
+        .await;
+    let error = sse.next_event().await;
+    assert!(error.data.contains("\"code\":101"), "{}", error.data);
+    let disconnect = sse.next_event().await;
+    assert!(
+        disconnect.data.contains("\"disconnect\""),
+        "{}",
+        disconnect.data
+    );
+    let close = sse.next_event().await;
+    assert_eq!(close.name.as_deref(), Some("close"));
+    let close: Value = serde_json::from_str(&close.data).unwrap();
+    assert_eq!(close["code"], 4001);
+
+    // A body that is not JSON: close 4000, and the session is gone.
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    sse.next_event().await;
+    sse.send("this is not json").await;
+    let close = loop {
+        let event = sse.next_event().await;
+        if event.name.as_deref() == Some("close") {
+            break event;
+        }
+    };
+    let close: Value = serde_json::from_str(&close.data).unwrap();
+    assert_eq!(close["code"], 4000);
+    let session = sse.session.clone();
+    within("the session to be gone", async {
+        while sse.rpc(&session, r#"{"id":2,"ping":{}}"#).await != 404 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(sse.rpc("no-such-session", "{}").await, 404);
+}
+
+#[tokio::test]
+async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
+    let gateway = TestGateway::with(|config| {
+        config.allowed_origins = vec!["https://app.example".into()];
+        config.limits.ping_interval = Duration::from_millis(300);
+        config.limits.pong_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // No Origin header: not on the allowlist.
+    let refused = SseClient::open(gateway.http_addr, "").await;
+    let close: Value = serde_json::from_str(&refused.session).unwrap();
+    assert_eq!(close["code"], 4003);
+
+    // A stream has no pong to send; it must not be closed 4202 for that.
+    let gateway = TestGateway::with(|config| {
+        config.limits.ping_interval = Duration::from_secs(1);
+        config.limits.pong_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    sse.next_event().await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // several ping periods
+    sse.send(r#"{"id":2,"ping":{}}"#).await;
+    let reply = sse.next_event().await;
+    assert!(reply.data.contains("\"id\":2"), "{}", reply.data);
+}
