@@ -8,6 +8,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connections;
+pub mod dev;
 pub mod envelope;
 pub mod error;
 pub mod hub;

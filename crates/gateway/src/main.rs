@@ -159,6 +159,7 @@ fn log_dev_help(config: &Config, server: &Server) -> anyhow::Result<()> {
     eprintln!(
         "\n\
         ================= Herald dev mode (loopback only, throwaway secrets) =================\n\
+        Demo chat:  http://{http}/   (open it in two browser windows)\n\
         WebSocket:  ws://{http}/ws      health: http://{http}/healthz  readyz: http://{http}/readyz\n\
         gRPC:       {grpc}        metrics: http://{metrics}/metrics\n\
         JWT secret: {secret}\n\

@@ -117,14 +117,17 @@ impl Server {
             tracker: sessions.clone(),
             sse: Arc::default(),
         };
-        let http_app = Router::new()
+        let mut http_app = Router::new()
             .route("/ws", get(ws::upgrade))
             .route("/sse", get(sse::stream))
             .route("/rpc", post(sse::rpc))
             .layer(cors(&node.config.allowed_origins))
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz))
-            .with_state(http_state);
+            .route("/readyz", get(readyz));
+        if node.config.dev {
+            http_app = http_app.merge(crate::dev::routes());
+        }
+        let http_app = http_app.with_state(http_state);
         let metrics_app = Router::new().route(
             "/metrics",
             get(move || std::future::ready(prometheus.render())),

@@ -465,6 +465,9 @@ impl Config {
     /// loopback only, whatever the addresses say.
     pub fn into_dev(mut self) -> Config {
         self.dev = true;
+        self.namespaces
+            .entry("demo".into())
+            .or_insert_with(crate::dev::demo_namespace);
         if self.jwt.secret.is_none() && self.jwt.public_key.is_none() {
             self.jwt.secret = Some(Secret(random_token(48)));
         }

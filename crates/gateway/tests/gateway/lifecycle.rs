@@ -209,3 +209,38 @@ async fn config_masks_secrets_and_token_signs() {
     assert_eq!(&*claims.sub, "alice");
     assert!(claims.is_member_of("acme") && claims.grants_channel("org:acme:ch:general"));
 }
+
+#[tokio::test]
+async fn dev_mode_serves_the_demo_and_mints_demo_tokens() {
+    let gateway = TestGateway::with(|config| *config = config.clone().into_dev()).await;
+    let (status, page) = gateway.http_get("/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Herald demo chat"), "{page}");
+    assert_eq!(gateway.http_get("/demo.js").await.0, 200);
+    assert_eq!(gateway.http_get("/dev/token?user=<script>").await.0, 400);
+
+    let (status, body) = gateway.http_get("/dev/token?user=ada").await;
+    assert_eq!(status, 200, "{body}");
+    let minted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let client = gateway.client(minted["token"].as_str().unwrap()).await;
+    client.subscribe("demo:general").await.unwrap();
+    let published = client
+        .publish(
+            "demo:general",
+            "message.created",
+            serde_json::json!({"text": "hi"}),
+        )
+        .await
+        .expect("the demo namespace allows client publish");
+    assert_eq!(published.offset, 1);
+    let members = client.presence("demo:general").await.unwrap().members;
+    assert_eq!(members[0].user, "ada");
+    client
+        .subscribe("org:demo")
+        .await
+        .expect("demo users are in org demo");
+
+    let production = TestGateway::start().await;
+    assert_eq!(production.http_get("/").await.0, 404);
+    assert_eq!(production.http_get("/dev/token?user=ada").await.0, 404);
+}

@@ -1,0 +1,1 @@
+/* The demo chat bundle, built from sdk/typescript/demo (npm run build:demo). */
