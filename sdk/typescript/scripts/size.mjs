@@ -1,0 +1,28 @@
+// `npm run size`: bundles the built package (dist/) with esbuild, minified, and prints the
+// raw and gzip sizes of the core entry and of the React entry (react itself external).
+import { build } from "esbuild";
+import { gzipSync } from "node:zlib";
+
+const entries = [
+  ["herald-client", "dist/index.js"],
+  ["herald-client/react (hooks only)", "dist/react/index.js"],
+];
+
+for (const [name, entry] of entries) {
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    minify: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2020",
+    external: ["react"],
+    write: false,
+    logLevel: "warning",
+  });
+  const code = result.outputFiles[0].contents;
+  const gzip = gzipSync(code, { level: 9 });
+  console.log(
+    `${name.padEnd(32)} ${(code.length / 1024).toFixed(1).padStart(6)} KiB minified   ${(gzip.length / 1024).toFixed(1).padStart(5)} KiB gzip`,
+  );
+}

@@ -1,0 +1,366 @@
+import { Emitter, type Unsubscribe } from "./emitter.js";
+import { HeraldError } from "./errors.js";
+import { PresenceTracker } from "./presence.js";
+import {
+  UnsubscribeCodes,
+  type StreamPosition,
+  type SubscribeResult,
+  type WirePresenceMember,
+  type WirePublication,
+  type WireTyper,
+} from "./protocol.js";
+import { toPublication, type Publication } from "./publication.js";
+import { TypingTracker, type TypingTimings } from "./typing.js";
+
+/** What a (re)subscribe found, passed to `subscribed`, `recovered` and `state_lost`. */
+export interface SubscribedInfo {
+  channel: string;
+  /** Whether this subscribe asked to recover from a position. */
+  resubscribed: boolean;
+  /** Whether every missed publication was delivered (only meaningful when `resubscribed`). */
+  recovered: boolean;
+  /** How many missed publications were delivered. */
+  recoveredPublications: number;
+  /** The channel's position after the subscribe (offset 0, epoch "" without history). */
+  position: StreamPosition;
+}
+
+/** A server-side end of a subscription. */
+export interface UnsubscribedInfo {
+  channel: string;
+  /** 2000 (the server ended it) or another code; 2500 is handled by resubscribing. */
+  code: number;
+  reason: string;
+}
+
+/** Lifecycle events of a subscription. */
+export interface SubscriptionEvents {
+  /** Each time the subscription becomes active (first subscribe and every resubscribe). */
+  subscribed: (info: SubscribedInfo) => void;
+  /** After a reconnect: every missed publication was delivered, in order. */
+  recovered: (info: SubscribedInfo) => void;
+  /** After a reconnect: history no longer covers the gap; refetch the channel's state. */
+  state_lost: (info: SubscribedInfo) => void;
+  /** The server ended the subscription (code 2000): it will not resume by itself. */
+  unsubscribed: (info: UnsubscribedInfo) => void;
+  /** Subscribing failed (permission denied, unknown channel…), or a presence fetch did. */
+  error: (error: HeraldError) => void;
+}
+
+/** The phases of a channel's subscription on the gateway. */
+export type SubscriptionState =
+  /** Wanted, waiting for a connection (or for the next retry). */
+  | "pending"
+  /** The `subscribe` command is in flight. */
+  | "subscribing"
+  /** Active: publications flow. */
+  | "subscribed"
+  /** The gateway refused it for good (see the `error` event); retried after a reconnect. */
+  | "failed"
+  /** Ended: unsubscribed by the app, or by the server with code 2000. */
+  | "ended";
+
+/** What a channel needs from the client. */
+export interface ChannelHost {
+  /** Whether the client has a connected session. */
+  isConnected(): boolean;
+  /** Sends a command on the current connection; rejects when not connected. */
+  request<T>(method: string, params: unknown): Promise<T>;
+  /** Sends a command whose reply does not matter. */
+  send(method: string, params: unknown): void;
+  /** Delay before retrying a subscribe refused with a temporary error. */
+  retryDelay(attempt: number): number;
+  /** The channel has no more handles: forget it. */
+  release(channel: ChannelState): void;
+  readonly typingTimings: TypingTimings;
+}
+
+type PublicationListener = (data: unknown, publication: Publication) => void;
+
+/**
+ * One channel's subscription, shared by every {@link Subscription} handle on it: counts
+ * the handles, subscribes and unsubscribes on the gateway (coalescing changes within one
+ * task, so a mount–unmount–mount runs one `subscribe`), keeps the last position seen,
+ * recovers after reconnects, drops publications already delivered, and holds the
+ * channel's presence and typing.
+ */
+export class ChannelState {
+  /** Handles alive. */
+  refs = 0;
+  phase: SubscriptionState = "pending";
+  /** The last position seen; null until the first subscribe on a channel with history. */
+  position: StreamPosition | null = null;
+  readonly lifecycle = new Emitter<SubscriptionEvents>();
+  readonly presence: PresenceTracker;
+  readonly typing: TypingTracker;
+  private readonly listeners = new Map<string, Set<PublicationListener>>();
+  /** Publications that arrived while the subscribe was in flight. */
+  private early: WirePublication[] = [];
+  private syncScheduled = false;
+  /** Bumped whenever an in-flight subscribe's answer stops mattering. */
+  private attemptId = 0;
+  private retries = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the gateway holds (or is about to hold) this subscription. */
+  private onServer = false;
+
+  /** Creates the state of `channel`. */
+  constructor(
+    readonly channel: string,
+    private readonly host: ChannelHost,
+  ) {
+    this.presence = new PresenceTracker({
+      channel,
+      isSubscribed: () => this.phase === "subscribed" && host.isConnected(),
+      request: (method, params) => host.request(method, params),
+    });
+    this.typing = new TypingTracker(
+      {
+        channel,
+        isSubscribed: () => this.phase === "subscribed" && host.isConnected(),
+        send: (method, params) => host.send(method, params),
+      },
+      host.typingTimings,
+    );
+    this.presence.onError((error) => this.lifecycle.emit("error", error));
+  }
+
+  /** Adds a listener for publications of `event` ("*": every event). */
+  listen(event: string, listener: PublicationListener): Unsubscribe {
+    let set = this.listeners.get(event);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(event, set);
+    }
+    const entry: PublicationListener = (data, publication) => listener(data, publication);
+    set.add(entry);
+    return () => {
+      set.delete(entry);
+    };
+  }
+
+  /** One more handle; a subscription the gateway refused is tried again for it. */
+  retain(): void {
+    this.refs += 1;
+    if (this.phase === "failed") this.phase = "pending";
+    this.scheduleSync();
+  }
+
+  /** One handle fewer. */
+  releaseRef(): void {
+    if (this.refs > 0) this.refs -= 1;
+    this.scheduleSync();
+  }
+
+  /** Runs {@link sync} once at the end of the current task. */
+  scheduleSync(): void {
+    if (this.syncScheduled) return;
+    this.syncScheduled = true;
+    queueMicrotask(() => {
+      this.syncScheduled = false;
+      this.sync();
+    });
+  }
+
+  /** Brings the gateway in line with the handles: subscribe, unsubscribe, or nothing. */
+  sync(): void {
+    if (this.phase === "ended") return;
+    if (this.refs === 0) {
+      this.end();
+      return;
+    }
+    if (this.phase === "pending" && this.retryTimer === undefined && this.host.isConnected()) {
+      this.subscribe();
+    }
+  }
+
+  /** The client is connected (again): resubscribe, recovering from the last position. */
+  connected(): void {
+    if (this.phase === "ended") return;
+    this.retries = 0;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.phase = "pending";
+    this.sync();
+  }
+
+  /** The connection was lost: the gateway forgot the subscription. */
+  disconnected(): void {
+    this.attemptId += 1;
+    this.onServer = false;
+    this.early = [];
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (this.phase !== "ended") this.phase = "pending";
+    this.typing.suspend();
+    this.presence.suspend();
+  }
+
+  /** A `pub` push for this channel. */
+  publication(wire: WirePublication): void {
+    if (this.phase === "subscribing") {
+      this.early.push(wire);
+    } else if (this.phase === "subscribed") {
+      this.deliver(wire);
+    }
+  }
+
+  /** A server-side `unsubscribe` push. */
+  serverUnsubscribe(code: number, reason: string): void {
+    if (this.phase === "ended") return;
+    this.attemptId += 1;
+    this.onServer = false;
+    this.early = [];
+    this.typing.suspend();
+    this.presence.suspend();
+    if (code === UnsubscribeCodes.resubscribe) {
+      this.phase = "pending";
+      this.sync();
+      return;
+    }
+    this.phase = "ended";
+    this.presence.reset();
+    this.host.release(this);
+    this.lifecycle.emit("unsubscribed", { channel: this.channel, code, reason });
+  }
+
+  /** A `join`, `leave` or `typing` push for this channel. */
+  presenceEvent(kind: "join" | "leave", wire: WirePresenceMember): void {
+    if (this.phase !== "subscribed") return;
+    if (kind === "join") this.presence.join(wire);
+    else this.presence.leave(wire);
+  }
+
+  /** A `typing` push for this channel. */
+  typingEvent(wire: WireTyper): void {
+    if (this.phase === "subscribed") this.typing.push(wire);
+  }
+
+  private subscribe(): void {
+    const attempt = ++this.attemptId;
+    const recover =
+      this.position !== null && this.position.epoch !== "" ? { ...this.position } : undefined;
+    this.phase = "subscribing";
+    this.onServer = true;
+    const params: { channel: string; recover?: StreamPosition } = { channel: this.channel };
+    if (recover) params.recover = recover;
+    this.host.request<SubscribeResult>("subscribe", params).then(
+      (result) => {
+        if (attempt === this.attemptId) this.subscribed(result, recover);
+      },
+      (error: unknown) => {
+        if (attempt === this.attemptId) this.refused(error);
+      },
+    );
+  }
+
+  private subscribed(result: SubscribeResult, recover: StreamPosition | undefined): void {
+    this.phase = "subscribed";
+    this.retries = 0;
+    const early = this.early;
+    this.early = [];
+    let delivered = 0;
+    let recovered = false;
+    if (result.epoch) {
+      if (recover && result.recovered) {
+        recovered = true;
+        for (const wire of result.publications ?? []) if (this.deliver(wire)) delivered += 1;
+      }
+      const position = this.position;
+      if (
+        !recovered ||
+        !position ||
+        position.epoch !== result.epoch ||
+        position.offset < result.offset
+      ) {
+        this.position = { offset: result.offset, epoch: result.epoch };
+      }
+    } else {
+      this.position = null;
+    }
+    for (const wire of early) this.deliver(wire);
+    this.typing.reset(result.typing ?? []);
+    const info: SubscribedInfo = {
+      channel: this.channel,
+      resubscribed: recover !== undefined,
+      recovered,
+      recoveredPublications: delivered,
+      position: this.position ? { ...this.position } : { offset: 0, epoch: "" },
+    };
+    this.lifecycle.emit("subscribed", info);
+    if (recover) this.lifecycle.emit(recovered ? "recovered" : "state_lost", info);
+    this.presence.subscribed();
+  }
+
+  private refused(error: unknown): void {
+    const heraldError =
+      error instanceof HeraldError ? error : new HeraldError("transport", String(error), true);
+    if (heraldError.code === "disconnected" || heraldError.code === "client_closed") {
+      // The connection went away meanwhile; `connected()` will resubscribe.
+      return;
+    }
+    this.onServer = false;
+    this.early = [];
+    if (heraldError.temporary && this.host.isConnected()) {
+      this.phase = "pending";
+      const delay = this.host.retryDelay(this.retries++);
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        this.sync();
+      }, delay);
+    } else {
+      this.phase = "failed";
+    }
+    this.lifecycle.emit("error", heraldError);
+  }
+
+  /**
+   * Delivers a publication unless it was delivered already (same epoch, offset not past
+   * the last one seen); returns whether it was delivered.
+   */
+  private deliver(wire: WirePublication): boolean {
+    const offset = wire.offset ?? 0;
+    const epoch = wire.epoch ?? "";
+    if (offset > 0) {
+      const position = this.position;
+      if (position && position.epoch === epoch && offset <= position.offset) return false;
+      this.position = { offset, epoch };
+    }
+    const publication = toPublication(this.channel, wire);
+    this.dispatch(wire.event, publication);
+    this.dispatch("*", publication);
+    return true;
+  }
+
+  private dispatch(event: string, publication: Publication): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const listener of [...set]) {
+      try {
+        listener(publication.data, publication);
+      } catch (error) {
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
+  }
+
+  /** No handle left: unsubscribe on the gateway and forget the channel. */
+  private end(): void {
+    this.typing.stop();
+    const wasOnServer = this.onServer;
+    this.attemptId += 1;
+    this.onServer = false;
+    this.phase = "ended";
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.early = [];
+    this.typing.suspend();
+    this.presence.suspend();
+    this.host.release(this);
+    if (wasOnServer && this.host.isConnected()) {
+      this.host.send("unsubscribe", { channel: this.channel });
+    }
+  }
+}

@@ -1,0 +1,663 @@
+import { Backoff, jitter } from "./backoff.js";
+import { ChannelState, type ChannelHost } from "./channel.js";
+import { Commands, WaitingCommands } from "./commands.js";
+import { Emitter, type Unsubscribe } from "./emitter.js";
+import { EnvironmentWatch } from "./environment.js";
+import { HeraldError, type LocalErrorCode } from "./errors.js";
+import type {
+  ClientEvents,
+  ConnectionState,
+  History,
+  HistoryOptions,
+  QueryClientLike,
+  QueuedPublication,
+  TransportKind,
+  UserStatusChange,
+} from "./events.js";
+import { Heartbeat } from "./heartbeat.js";
+import { resolveOptions, type HeraldOptions, type ResolvedOptions } from "./options.js";
+import type { PresenceMember, SettableStatus } from "./presence.js";
+import {
+  decodeFrame,
+  ErrorCodes,
+  reconnectAdvice,
+  type ConnectResult,
+  type HistoryResult,
+  type PingResult,
+  type PublishResult,
+  type ReconnectAdvice,
+  type RefreshResult,
+  type WirePush,
+} from "./protocol.js";
+import { toPublication, type EventMap, type Publication } from "./publication.js";
+import { BoundedQueue } from "./queue.js";
+import { TokenRefresher } from "./refresh.js";
+import { Subscription } from "./subscription.js";
+import { createSseTransport, sseEndpoints, type SseClose } from "./transport/sse.js";
+import type { Transport, TransportClose } from "./transport/types.js";
+import { TransportSelector } from "./transport/select.js";
+import { createWebSocketTransport } from "./transport/websocket.js";
+import type { Typer } from "./typing.js";
+
+interface Queued extends QueuedPublication {
+  resolve: (value: PublishResult) => void;
+  reject: (error: HeraldError) => void;
+}
+
+/** How long to wait for the close after a `disconnect` push before closing ourselves. */
+const DISCONNECT_GRACE_MS = 2000;
+const EMPTY: readonly never[] = Object.freeze([]);
+
+/**
+ * A Herald connection: one WebSocket (or SSE fallback) session, reconnected by the close
+ * codes' rules, with every channel resubscribed and recovered after each reconnect. Create
+ * it with {@link createClient}.
+ */
+export class HeraldClient {
+  private readonly options: ResolvedOptions;
+  private readonly events = new Emitter<ClientEvents>();
+  private readonly stateListeners = new Emitter<{
+    change: (state: ConnectionState, previous: ConnectionState) => void;
+  }>();
+  private readonly channels = new Map<string, ChannelState>();
+  private readonly host: ChannelHost;
+  private readonly backoff: Backoff;
+  private readonly commands = new Commands();
+  private readonly waiting = new WaitingCommands();
+  private readonly queue: BoundedQueue<Queued>;
+  private readonly heartbeat: Heartbeat;
+  private readonly refresher: TokenRefresher;
+
+  private state: ConnectionState = "disconnected";
+  /** Bumped for each transport; callbacks of older ones are ignored. */
+  private generation = 0;
+  private transport: Transport | null = null;
+  private transportKind: TransportKind | null = null;
+  private session: ConnectResult | null = null;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private disconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private disconnectPush: { code: number; reason: string } | null = null;
+
+  private token: string | null = null;
+  /** The cached token must not be used again (the gateway said it expired). */
+  private tokenStale = false;
+  /** Whether the current attempt's token came from `getToken` just now. */
+  private tokenFresh = false;
+
+  private desiredStatus: SettableStatus | null = null;
+
+  private readonly transports: TransportSelector;
+  private readonly environment = new EnvironmentWatch(() => this.retryNow());
+
+  /** Use {@link createClient}. */
+  constructor(options: HeraldOptions) {
+    this.options = resolveOptions(options);
+    this.backoff = new Backoff(this.options.backoff, this.options.random);
+    this.queue = new BoundedQueue(this.options.offlineQueueSize);
+    this.transports = new TransportSelector(
+      this.options.transport,
+      this.options.WebSocket !== undefined,
+      this.options.fetch !== undefined,
+    );
+    this.heartbeat = new Heartbeat(
+      {
+        intervalMs: this.options.pingIntervalMs,
+        timeoutMs: this.options.pingTimeoutMs,
+        degradedLatencyMs: this.options.degradedLatencyMs,
+      },
+      this.events,
+    );
+    this.refresher = new TokenRefresher(this.options.refreshBeforeExpiryMs, {
+      getToken: () => this.options.getToken(),
+      refresh: (token) => this.send<RefreshResult>("refresh", { token }),
+      now: () => Date.now() + this.heartbeat.skewMs,
+      refreshed: (token, expires) => {
+        this.token = token;
+        this.tokenStale = false;
+        if (this.session) this.session = { ...this.session, expires };
+        this.events.emit("token_refreshed", { expires });
+      },
+      failed: (error) => this.events.emit("error", error),
+    });
+    this.host = {
+      isConnected: () => this.state === "connected",
+      request: <T>(method: string, params: unknown) =>
+        this.state === "connected"
+          ? this.send<T>(method, params)
+          : Promise.reject(notConnected(method)),
+      send: (method, params) => {
+        if (this.state !== "connected") return;
+        this.send(method, params).catch((error: unknown) => {
+          if (error instanceof HeraldError && error.code !== "disconnected") {
+            this.events.emit("error", error);
+          }
+        });
+      },
+      retryDelay: (attempt) =>
+        Math.min(1000 * 2 ** attempt, 30000) + jitter(1000, this.options.random),
+      release: (channel) => {
+        if (this.channels.get(channel.channel) === channel) this.channels.delete(channel.channel);
+      },
+      typingTimings: {
+        throttleMs: this.options.typingThrottleMs,
+        idleMs: this.options.typingIdleMs,
+        expiryMs: this.options.typingExpiryMs,
+      },
+    };
+  }
+
+  // ---- connection --------------------------------------------------------------------
+
+  /** Connects (no-op while connected or already trying). Starts over after `permanently_disconnected`. */
+  connect(): void {
+    if (
+      this.state === "connecting" ||
+      this.state === "connected" ||
+      this.state === "reconnecting"
+    ) {
+      return;
+    }
+    this.backoff.reset();
+    this.transports.reset();
+    this.environment.attach(true);
+    this.setState("connecting");
+    void this.open();
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Stops this client's typing indicators;
+   * queued publishes and pending commands fail with `client_closed`. Subscriptions are kept
+   * and resume (recovering) on the next `connect()`.
+   */
+  disconnect(): void {
+    if (this.state === "connected") {
+      for (const channel of this.channels.values()) channel.typing.stop();
+    }
+    this.generation += 1;
+    const transport = this.transport;
+    this.teardown("client_closed");
+    transport?.close(1000, "client disconnect");
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    const error = new HeraldError("client_closed", "the client disconnected", false);
+    this.waiting.failAll(error);
+    for (const item of this.queue.drain()) item.reject(error);
+    this.environment.attach(false);
+    const was = this.state;
+    this.setState("disconnected");
+    if (was === "connected") {
+      this.events.emit("disconnected", {
+        code: 1000,
+        reason: "client disconnect",
+        advice: "manual",
+      });
+    }
+  }
+
+  /** Where the connection stands. */
+  getConnectionState(): ConnectionState {
+    return this.state;
+  }
+
+  /** Calls `listener` on every change of {@link getConnectionState}. */
+  onConnectionChange(
+    listener: (state: ConnectionState, previous: ConnectionState) => void,
+  ): Unsubscribe {
+    return this.stateListeners.on("change", listener);
+  }
+
+  /** The last ping round trip, ms; null before the first. */
+  getLatency(): number | null {
+    return this.heartbeat.latency;
+  }
+
+  /** Whether the last round trip was over `degradedLatencyMs`. */
+  isDegraded(): boolean {
+    return this.heartbeat.degraded;
+  }
+
+  /** The connection id while connected. */
+  getClientId(): string | null {
+    return this.session?.client ?? null;
+  }
+
+  /** The user id (token `sub`) while connected. */
+  getUserId(): string | null {
+    return this.session?.user ?? null;
+  }
+
+  /** The transport of the current connection, or null. */
+  getTransport(): TransportKind | null {
+    return this.state === "connected" ? this.transportKind : null;
+  }
+
+  /** Listens to a client event (`connection_degraded`, `connection_recovered`, `queue_overflow`…). */
+  on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): Unsubscribe {
+    return this.events.on(event, listener);
+  }
+
+  // ---- channels ----------------------------------------------------------------------
+
+  /**
+   * Subscribes to `channel` and returns a new handle on it. The channel is subscribed once
+   * on the gateway however many handles exist; it is unsubscribed when the last handle's
+   * `unsubscribe()` runs (coalesced within a task, so React StrictMode's mount–unmount–mount
+   * sends one `subscribe`). Subscriptions made while offline start when connected.
+   *
+   * @typeParam E - event name → type of its `data`.
+   */
+  subscribe<E extends EventMap = EventMap>(channel: string): Subscription<E> {
+    let state = this.channels.get(channel);
+    if (!state) {
+      state = new ChannelState(channel, this.host);
+      this.channels.set(channel, state);
+    }
+    return new Subscription<E>(state);
+  }
+
+  /** The channels with at least one live handle. */
+  getChannels(): string[] {
+    return [...this.channels.keys()];
+  }
+
+  /**
+   * The presence members of a subscribed channel as last fetched (empty when not subscribed,
+   * or before a handle's `presence` was used: that starts tracking).
+   */
+  getPresence(channel: string): readonly PresenceMember[] {
+    return this.channels.get(channel)?.presence.peek() ?? EMPTY;
+  }
+
+  /** Who is typing in a subscribed channel (empty when not subscribed). */
+  getTypers(channel: string): readonly Typer[] {
+    return this.channels.get(channel)?.typing.getTypers() ?? EMPTY;
+  }
+
+  /**
+   * Publishes an event from the client, where the channel's namespace allows it
+   * (`client_publish`); the gateway stamps the sender and the time. While not connected the
+   * publish waits in the offline queue (at most `offlineQueueSize`, oldest dropped with a
+   * `queue_overflow` event) and goes out, in order, after the next connect. A publish that
+   * was sent but not answered when the connection dropped fails with `disconnected`
+   * (it may or may not have been applied).
+   */
+  publish(channel: string, event: string, data: unknown): Promise<PublishResult> {
+    if (this.state === "connected")
+      return this.send<PublishResult>("publish", { channel, event, data });
+    return new Promise<PublishResult>((resolve, reject) => {
+      const dropped = this.queue.push({ channel, event, data, resolve, reject });
+      for (const item of dropped) {
+        item.reject(
+          new HeraldError("queue_overflow", "publish dropped: the offline queue is full", true),
+        );
+        this.events.emit("queue_overflow", {
+          channel: item.channel,
+          event: item.event,
+          data: item.data,
+        });
+      }
+    });
+  }
+
+  /** Publications kept in a channel's history, oldest first. */
+  async history<T = unknown>(channel: string, options: HistoryOptions = {}): Promise<History<T>> {
+    const params: { channel: string; limit?: number; sinceOffset?: number } = { channel };
+    if (options.limit !== undefined) params.limit = options.limit;
+    if (options.sinceOffset !== undefined) params.sinceOffset = options.sinceOffset;
+    const result = await this.request<HistoryResult>("history", params);
+    return {
+      publications: (result.publications ?? []).map((wire) => toPublication<T>(channel, wire)),
+      offset: result.offset,
+      epoch: result.epoch,
+    };
+  }
+
+  /**
+   * Sets the user's status (`online`, `away`, `busy`) in every org of their token, for all
+   * their connections (protocol method `setStatus`). Remembered and sent again after each
+   * reconnect; while not connected the promise resolves at once.
+   */
+  async setPresenceState(status: SettableStatus): Promise<void> {
+    this.desiredStatus = status;
+    if (this.state !== "connected") return;
+    await this.send("setStatus", { status });
+  }
+
+  /**
+   * Invalidates TanStack Query queries when `event` is published on `channel` (the "send
+   * ids, refetch with your API" pattern): `toQueryKey` maps the publication to a query key,
+   * or to null to skip it. Returns a function that stops it (and drops the subscription).
+   */
+  invalidateOn<T = unknown>(
+    queryClient: QueryClientLike,
+    channel: string,
+    event: string,
+    toQueryKey: (data: T, publication: Publication<T>) => unknown[] | null | undefined,
+  ): Unsubscribe {
+    const subscription = this.subscribe<Record<string, T>>(channel);
+    subscription.on(event, (data, publication) => {
+      const queryKey = toQueryKey(data, publication);
+      if (!queryKey) return;
+      const result = queryClient.invalidateQueries({ queryKey });
+      // A refetch failure is the query's business, not an unhandled rejection here.
+      if (result instanceof Promise) result.catch(() => {});
+    });
+    return () => subscription.unsubscribe();
+  }
+
+  // ---- commands ----------------------------------------------------------------------
+
+  /**
+   * Sends a command and resolves with its result. While connecting it waits for the
+   * connection (within the command timeout); while disconnected it fails at once.
+   */
+  private request<T>(method: string, params: unknown): Promise<T> {
+    if (this.state === "connected") return this.send<T>(method, params);
+    if (this.state !== "connecting" && this.state !== "reconnecting") {
+      return Promise.reject(notConnected(method));
+    }
+    return this.waiting.hold<T>(method, params, this.options.commandTimeoutMs);
+  }
+
+  /** Sends a command on the current transport. */
+  private send<T>(
+    method: string,
+    params: unknown,
+    timeoutMs = this.options.commandTimeoutMs,
+  ): Promise<T> {
+    const transport = this.transport;
+    if (!transport) return Promise.reject(notConnected(method));
+    return this.commands.send<T>(transport, method, params, timeoutMs);
+  }
+
+  // ---- connection lifecycle ----------------------------------------------------------
+
+  private async open(): Promise<void> {
+    const generation = ++this.generation;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    let token: string;
+    try {
+      token = await this.currentToken();
+    } catch (error) {
+      if (generation !== this.generation) return;
+      this.events.emit(
+        "error",
+        new HeraldError("transport", `getToken failed: ${describe(error)}`, true),
+      );
+      this.afterClose("backoff", false);
+      return;
+    }
+    if (generation !== this.generation) return;
+    const kind = this.transports.pick();
+    this.transportKind = kind;
+    const handlers = {
+      onOpen: () => {
+        if (generation === this.generation) this.opened(generation, token);
+      },
+      onFrame: (text: string) => {
+        if (generation === this.generation) this.frame(text);
+      },
+      onClose: (close: TransportClose) => {
+        if (generation === this.generation) this.closed(close, kind);
+      },
+    };
+    if (kind === "websocket") {
+      this.transport = createWebSocketTransport(
+        this.options.WebSocket as NonNullable<ResolvedOptions["WebSocket"]>,
+        this.options.url,
+        handlers,
+      );
+    } else {
+      const derived = sseEndpoints(this.options.url);
+      this.transport = createSseTransport(
+        this.options.fetch as NonNullable<ResolvedOptions["fetch"]>,
+        {
+          streamUrl: this.options.sseUrl ?? derived.streamUrl,
+          rpcUrl: this.options.rpcUrl ?? derived.rpcUrl,
+        },
+        handlers,
+      );
+    }
+  }
+
+  /** The token for the next connect: the cached one unless stale, else a fresh one. */
+  private async currentToken(): Promise<string> {
+    if (this.token !== null && !this.tokenStale) {
+      this.tokenFresh = false;
+      return this.token;
+    }
+    const token = await this.options.getToken();
+    if (typeof token !== "string" || token === "") {
+      throw new TypeError("getToken returned no token");
+    }
+    this.token = token;
+    this.tokenStale = false;
+    this.tokenFresh = true;
+    return token;
+  }
+
+  /** The transport is open: authenticate. */
+  private opened(generation: number, token: string): void {
+    this.send<ConnectResult>("connect", {
+      token,
+      name: this.options.name,
+      version: this.options.version,
+    }).then(
+      (result) => {
+        if (generation === this.generation) this.connected(generation, result);
+      },
+      (error: unknown) => {
+        if (generation !== this.generation) return;
+        if (error instanceof HeraldError) {
+          if (error.code === ErrorCodes.tokenExpired) this.tokenStale = true;
+          if (error.code === "timeout") this.abandon(1006, "connect timed out");
+        }
+        // Otherwise the gateway closes the connection with the code that says what to do.
+      },
+    );
+  }
+
+  private connected(generation: number, result: ConnectResult): void {
+    this.session = result;
+    this.backoff.reset();
+    this.transports.connected();
+    this.setState("connected");
+    this.refresher.start(result.expires);
+    this.heartbeat.start(
+      (timeoutMs) => this.send<PingResult>("ping", {}, timeoutMs),
+      () => {
+        if (generation === this.generation) this.abandon(4202, "no ping reply");
+      },
+    );
+    for (const channel of [...this.channels.values()]) channel.connected();
+    if (this.desiredStatus !== null) {
+      this.host.send("setStatus", { status: this.desiredStatus });
+    }
+    this.waiting.flush((method, params) => this.send(method, params));
+    for (const item of this.queue.drain()) {
+      const { channel, event, data } = item;
+      this.send<PublishResult>("publish", { channel, event, data }).then(item.resolve, item.reject);
+    }
+    this.events.emit("connected", {
+      clientId: result.client,
+      userId: result.user,
+      node: result.node,
+      transport: this.transportKind ?? "websocket",
+      expires: result.expires,
+    });
+  }
+
+  private frame(text: string): void {
+    for (const message of decodeFrame(text)) {
+      if (message.push) this.push(message.push);
+      else if (typeof message.id === "number") this.commands.reply(message);
+    }
+  }
+
+  private push(push: WirePush): void {
+    if (push.disconnect) {
+      // Sent just before the close, for clients behind proxies that drop close frames.
+      this.disconnectPush = { code: push.disconnect.code, reason: push.disconnect.reason };
+      clearTimeout(this.disconnectTimer);
+      const { code, reason } = this.disconnectPush;
+      this.disconnectTimer = setTimeout(() => this.abandon(code, reason), DISCONNECT_GRACE_MS);
+      return;
+    }
+    const name = push.channel;
+    if (!name) return;
+    if (push.status) {
+      this.status(name, push.status.user, push.status.status, push.status.lastSeen);
+      return;
+    }
+    const channel = this.channels.get(name);
+    if (!channel) return;
+    if (push.pub) channel.publication(push.pub);
+    else if (push.unsubscribe)
+      channel.serverUnsubscribe(push.unsubscribe.code, push.unsubscribe.reason);
+    else if (push.join) channel.presenceEvent("join", push.join);
+    else if (push.leave) channel.presenceEvent("leave", push.leave);
+    else if (push.typing) channel.typingEvent(push.typing);
+  }
+
+  private status(channel: string, user: string, status: string, lastSeen?: number): void {
+    const segments = channel.split(":");
+    if (segments[0] !== "org" || segments.length !== 2) return;
+    const org = segments[1] as string;
+    if (status === "online" || status === "away" || status === "busy" || status === "offline") {
+      const change: UserStatusChange = { org, userId: user, status };
+      if (lastSeen) change.lastSeen = lastSeen;
+      this.events.emit("status", change);
+    }
+    const prefix = `${channel}:`;
+    for (const state of this.channels.values()) {
+      if (state.channel === channel) state.presence.status(user, status, true);
+      else if (state.channel.startsWith(prefix)) state.presence.status(user, status, false);
+    }
+  }
+
+  /** The transport ended by itself. */
+  private closed(close: TransportClose, kind: TransportKind): void {
+    const wasConnected = this.state === "connected";
+    const pushed = this.disconnectPush;
+    this.transport = null;
+    this.teardown("disconnected");
+    let code = close.code;
+    let reason = close.reason;
+    if ((code < 4000 || code > 4999) && pushed) {
+      code = pushed.code;
+      reason = pushed.reason;
+    }
+    this.transports.closed(kind, close as SseClose);
+    const advice = reconnectAdvice(code);
+    if (code === 4001) this.tokenStale = true;
+    this.afterClose(advice, wasConnected);
+    this.events.emit("disconnected", { code, reason, advice });
+  }
+
+  /** Closes the transport ourselves and carries on as if it closed with `code`. */
+  private abandon(code: number, reason: string): void {
+    const transport = this.transport;
+    if (!transport) return;
+    transport.close(1000, reason);
+    this.closed({ code, reason, opened: true }, transport.kind);
+  }
+
+  /** Decides what follows a close. */
+  private afterClose(advice: ReconnectAdvice, wasConnected: boolean): void {
+    switch (advice) {
+      case "stop":
+        this.waiting.failAll(
+          new HeraldError("disconnected", "the gateway closed the connection", false),
+        );
+        this.setState("disconnected");
+        return;
+      case "refresh_token":
+        this.tokenStale = true;
+        // A token fetched just now that is already expired (a clock off, a stale token
+        // cache in the app) must not make a tight loop: back off then.
+        if (wasConnected || !this.tokenFresh) {
+          this.reconnectIn(0);
+          return;
+        }
+        break;
+      case "now":
+        if (wasConnected) {
+          this.reconnectIn(jitter(this.options.backoff.jitterMs, this.options.random));
+          return;
+        }
+        break;
+      case "backoff":
+        break;
+    }
+    if (this.backoff.exhausted) {
+      this.waiting.failAll(new HeraldError("disconnected", "gave up reconnecting", false));
+      this.setState("permanently_disconnected");
+      return;
+    }
+    this.reconnectIn(this.backoff.next());
+  }
+
+  private reconnectIn(delay: number): void {
+    this.setState("reconnecting");
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      void this.open();
+    }, delay);
+  }
+
+  /** Forgets the connection: timers, pending commands, subscriptions' server state. */
+  private teardown(code: LocalErrorCode): void {
+    this.heartbeat.stop();
+    this.refresher.stop();
+    clearTimeout(this.disconnectTimer);
+    this.disconnectTimer = undefined;
+    this.disconnectPush = null;
+    this.transport = null;
+    this.session = null;
+    this.commands.failAll(code);
+    for (const channel of this.channels.values()) channel.disconnected();
+  }
+
+  // ---- environment -------------------------------------------------------------------
+
+  private setState(state: ConnectionState): void {
+    if (state === this.state) return;
+    const previous = this.state;
+    this.state = state;
+    this.stateListeners.emit("change", state, previous);
+  }
+
+  /** Tries at once instead of waiting out the backoff. */
+  private retryNow(): void {
+    if (this.state === "reconnecting" && this.reconnectTimer !== undefined) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = undefined;
+      void this.open();
+    }
+  }
+}
+
+/**
+ * Creates a client. It does not connect until {@link HeraldClient.connect}.
+ *
+ * @example
+ * ```ts
+ * const herald = createClient({ url: "wss://rt.example.com/ws", getToken: () => fetchToken() });
+ * herald.connect();
+ * const sub = herald.subscribe<{ "message.created": { id: string } }>("org:acme:ch:general");
+ * sub.on("message.created", (data) => refetchMessage(data.id));
+ * ```
+ */
+export function createClient(options: HeraldOptions): HeraldClient {
+  return new HeraldClient(options);
+}
+
+function notConnected(method: string): HeraldError {
+  return new HeraldError("disconnected", `${method}: not connected`, true);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

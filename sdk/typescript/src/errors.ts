@@ -1,0 +1,37 @@
+import type { WireError } from "./protocol.js";
+
+/**
+ * Codes of errors the client raises itself, not the gateway:
+ * - `timeout`: no reply within the command timeout;
+ * - `disconnected`: the connection ended before the reply, or the client is not connected;
+ * - `queue_overflow`: a publish queued while offline was dropped to make room;
+ * - `client_closed`: `disconnect()` was called while the command was pending or queued;
+ * - `transport`: the transport failed (a bad handshake, a lost SSE session).
+ */
+export type LocalErrorCode =
+  "timeout" | "disconnected" | "queue_overflow" | "client_closed" | "transport";
+
+/**
+ * An error from Herald: either a protocol error reply (numeric `code`, see
+ * {@link ErrorCodes}) or one the client raised (string `code`, see {@link LocalErrorCode}).
+ * `temporary` says whether the same command may succeed when tried again later.
+ */
+export class HeraldError extends Error {
+  /** The protocol's error code (100–111), or a {@link LocalErrorCode}. */
+  readonly code: number | LocalErrorCode;
+  /** Whether the same command may succeed later. */
+  readonly temporary: boolean;
+
+  /** Creates an error with a code, a message and whether it is temporary. */
+  constructor(code: number | LocalErrorCode, message: string, temporary: boolean) {
+    super(message);
+    this.name = "HeraldError";
+    this.code = code;
+    this.temporary = temporary;
+  }
+
+  /** The error an `{"error": …}` reply carries. */
+  static fromWire(error: WireError, method: string): HeraldError {
+    return new HeraldError(error.code, `${method}: ${error.message}`, error.temporary);
+  }
+}

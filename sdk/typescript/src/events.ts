@@ -1,0 +1,105 @@
+import type { HeraldError } from "./errors.js";
+import type { PresenceStatus } from "./presence.js";
+import type { ReconnectAdvice } from "./protocol.js";
+import type { Publication } from "./publication.js";
+import type { TransportKind } from "./transport/select.js";
+
+/**
+ * Where the connection stands:
+ * - `connecting`: the first attempt after `connect()`;
+ * - `connected`: authenticated, commands flow;
+ * - `reconnecting`: lost, waiting for (or making) the next attempt;
+ * - `disconnected`: not connected and not trying (`disconnect()`, or a 4000–4099 close);
+ * - `permanently_disconnected`: gave up after the backoff's `maxAttempts`; `connect()` starts over.
+ */
+export type ConnectionState =
+  "connecting" | "connected" | "reconnecting" | "disconnected" | "permanently_disconnected";
+
+export type { TransportKind };
+
+/** The session the gateway opened. */
+export interface ConnectedInfo {
+  /** Connection id. */
+  clientId: string;
+  /** The token's `sub`. */
+  userId: string;
+  /** The gateway node. */
+  node: string;
+  /** Which transport carries the connection. */
+  transport: TransportKind;
+  /** The token's expiry, Unix seconds. */
+  expires: number;
+}
+
+/** Why a connection ended and what the client does next. */
+export interface DisconnectInfo {
+  /** The close code (from the close frame, or from the `disconnect` push before it). */
+  code: number;
+  reason: string;
+  /** What the close code's class says: `stop`, `refresh_token`, `backoff` or `now`; `manual` for `disconnect()`. */
+  advice: ReconnectAdvice | "manual";
+}
+
+/** A publish that waited in the offline queue. */
+export interface QueuedPublication {
+  channel: string;
+  event: string;
+  data: unknown;
+}
+
+/** A user's status changed in an org (a `status` push on `org:<org>`, received while subscribed to it). */
+export interface UserStatusChange {
+  org: string;
+  userId: string;
+  status: PresenceStatus;
+  /** Unix milliseconds, when `offline`. */
+  lastSeen?: number;
+}
+
+/** Events of the client, for {@link HeraldClient.on}. */
+export interface ClientEvents {
+  /** A ping round trip went over `degradedLatencyMs`. */
+  connection_degraded: (info: { latency: number }) => void;
+  /** After `connection_degraded`: a round trip is back under `degradedLatencyMs`. */
+  connection_recovered: (info: { latency: number }) => void;
+  /** The offline queue was full: its oldest publish was dropped (its promise rejects). */
+  queue_overflow: (dropped: QueuedPublication) => void;
+  /** Each ping round trip, ms. */
+  latency: (latency: number) => void;
+  /** A session opened. */
+  connected: (info: ConnectedInfo) => void;
+  /** A connection ended. */
+  disconnected: (info: DisconnectInfo) => void;
+  /** The token was replaced on the open connection. */
+  token_refreshed: (info: { expires: number }) => void;
+  /** A user's status changed in an org. */
+  status: (change: UserStatusChange) => void;
+  /** Something failed that no promise reports (getToken, refresh, a subscribe). */
+  error: (error: HeraldError) => void;
+}
+
+/** Options of {@link HeraldClient.history}. */
+export interface HistoryOptions {
+  /** At most this many publications (default and maximum: the namespace's history size). */
+  limit?: number;
+  /** Only publications with an offset above this (default 0: from the oldest kept). */
+  sinceOffset?: number;
+}
+
+/** A page of a channel's history. */
+export interface History<T = unknown> {
+  /** Oldest first. */
+  publications: Publication<T>[];
+  /** The channel's current top offset. */
+  offset: number;
+  /** The channel's epoch. */
+  epoch: string;
+}
+
+/**
+ * The part of TanStack Query's `QueryClient` that {@link HeraldClient.invalidateOn} uses,
+ * typed structurally so that TanStack Query is not a dependency.
+ */
+export interface QueryClientLike {
+  invalidateQueries(filters: { queryKey: unknown[] }): unknown;
+}

@@ -1,0 +1,239 @@
+import { Emitter, type Unsubscribe } from "./emitter.js";
+import { HeraldError } from "./errors.js";
+import { ErrorCodes, type PresenceResult, type WirePresenceMember } from "./protocol.js";
+
+/** A user's status: `offline` means the user has no connection left. */
+export type PresenceStatus = "online" | "away" | "busy" | "offline";
+
+/** The statuses a client may set for its user ({@link HeraldClient.setPresenceState}). */
+export type SettableStatus = "online" | "away" | "busy";
+
+/** One connection in a channel's presence (a user with two tabs appears twice). */
+export interface PresenceMember {
+  /** The user id (the token's `sub`). */
+  userId: string;
+  /** The connection id. */
+  clientId: string;
+  /** `info.name` from the user's token, when it is a string. */
+  name?: string;
+  /** `info.avatar` from the user's token, when it is a string. */
+  avatar?: string;
+  /** The user's status in the org; `online` when the gateway does not say. */
+  status: PresenceStatus;
+  /** When the connection joined, Unix milliseconds. */
+  joinedAt: number;
+  /** The whole `info` claim of the user's token, as data (never render it as HTML). */
+  info: Record<string, unknown> | null;
+}
+
+/** Maps the wire shape `{user, client, info:{name, avatar}, status, joinedAt}`. */
+export function toMember(wire: WirePresenceMember, status?: PresenceStatus): PresenceMember {
+  const info = wire.info && typeof wire.info === "object" ? wire.info : null;
+  const member: PresenceMember = {
+    userId: wire.user,
+    clientId: wire.client,
+    status: toStatus(wire.status) ?? status ?? "online",
+    joinedAt: wire.joinedAt ?? 0,
+    info,
+  };
+  if (typeof info?.["name"] === "string") member.name = info["name"];
+  if (typeof info?.["avatar"] === "string") member.avatar = info["avatar"];
+  return member;
+}
+
+function toStatus(status: string | undefined): PresenceStatus | undefined {
+  return status === "online" || status === "away" || status === "busy" || status === "offline"
+    ? status
+    : undefined;
+}
+
+/** Listener types of a channel's presence. */
+export interface PresenceEvents {
+  join: (member: PresenceMember) => void;
+  leave: (member: PresenceMember) => void;
+  update: (members: readonly PresenceMember[]) => void;
+  error: (error: HeraldError) => void;
+}
+
+/** What a presence tracker needs from its channel. */
+export interface PresenceHost {
+  readonly channel: string;
+  /** Whether the channel's subscription is active on the current connection. */
+  isSubscribed(): boolean;
+  /** Sends a command on the current connection. */
+  request<T>(method: string, params: unknown): Promise<T>;
+}
+
+type Change =
+  { kind: "join"; wire: WirePresenceMember } | { kind: "leave"; wire: WirePresenceMember };
+
+/**
+ * A channel's live member list: the `presence` command after each (re)subscribe, then
+ * `join` and `leave` pushes, and `status` pushes from `org:<org>` for the statuses. Pushes
+ * that arrive while the list is being fetched are applied after it. Tracking starts the
+ * first time someone reads the list or listens, so channels nobody watches cost no command.
+ */
+export class PresenceTracker {
+  private readonly emitter = new Emitter<PresenceEvents>();
+  private members: readonly PresenceMember[] = Object.freeze([]);
+  private enabled = false;
+  private unavailable = false;
+  private fetching = 0;
+  private buffered: Change[] | null = null;
+  private refetchTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Creates the tracker of `host`'s channel. */
+  constructor(private readonly host: PresenceHost) {}
+
+  /** The current members, oldest first; the array changes identity on every change. */
+  getMembers(): readonly PresenceMember[] {
+    this.enable();
+    return this.members;
+  }
+
+  /** The current members without starting to track them. */
+  peek(): readonly PresenceMember[] {
+    return this.members;
+  }
+
+  /** Listens to one kind of change. */
+  on<K extends keyof PresenceEvents>(event: K, listener: PresenceEvents[K]): Unsubscribe {
+    this.enable();
+    return this.emitter.on(event, listener);
+  }
+
+  /** Listens to fetch errors without starting to track. */
+  onError(listener: (error: HeraldError) => void): Unsubscribe {
+    return this.emitter.on("error", listener);
+  }
+
+  /** Starts tracking (fetches the list now if subscribed). */
+  enable(): void {
+    if (this.enabled) return;
+    this.enabled = true;
+    if (this.host.isSubscribed()) this.fetch();
+  }
+
+  /** The subscription became active (again): fetch the list afresh. */
+  subscribed(): void {
+    if (this.enabled && !this.unavailable) this.fetch();
+  }
+
+  /**
+   * The connection was lost: stop waiting for a fetch. The list is kept (stale) until the
+   * resubscribe fetches it again, so a UI does not flicker through a reconnect.
+   */
+  suspend(): void {
+    this.fetching += 1;
+    this.buffered = null;
+    clearTimeout(this.refetchTimer);
+    this.refetchTimer = undefined;
+  }
+
+  /** The subscription ended: forget everything. */
+  reset(): void {
+    this.fetching += 1;
+    this.buffered = null;
+    clearTimeout(this.refetchTimer);
+    this.refetchTimer = undefined;
+    if (this.members.length > 0) {
+      this.members = Object.freeze([]);
+      this.emitter.emit("update", this.members);
+    }
+  }
+
+  /** A `join` push. */
+  join(wire: WirePresenceMember): void {
+    if (this.buffered) this.buffered.push({ kind: "join", wire });
+    else if (this.apply({ kind: "join", wire })) this.emitter.emit("update", this.members);
+  }
+
+  /** A `leave` push. */
+  leave(wire: WirePresenceMember): void {
+    if (this.buffered) this.buffered.push({ kind: "leave", wire });
+    else if (this.apply({ kind: "leave", wire })) this.emitter.emit("update", this.members);
+  }
+
+  /**
+   * A `status` push for `user`. On the org's own channel (`org:<org>`), which has no join
+   * and leave pushes, `offline` removes the user and an unknown user triggers a refetch.
+   */
+  status(user: string, status: string, orgRoot: boolean): void {
+    const next = toStatus(status);
+    if (!next) return;
+    let changed = false;
+    const members = this.members.map((member) => {
+      if (member.userId !== user || member.status === next) return member;
+      changed = true;
+      return { ...member, status: next };
+    });
+    if (orgRoot && next === "offline") {
+      const kept = members.filter((m) => m.userId !== user);
+      const left = members.filter((m) => m.userId === user);
+      if (left.length > 0) {
+        this.members = Object.freeze(kept);
+        for (const member of left) this.emitter.emit("leave", member);
+        this.emitter.emit("update", this.members);
+      }
+      return;
+    }
+    if (changed) {
+      this.members = Object.freeze(members);
+      this.emitter.emit("update", this.members);
+    } else if (orgRoot && this.enabled && !this.members.some((m) => m.userId === user)) {
+      this.scheduleRefetch();
+    }
+  }
+
+  private scheduleRefetch(): void {
+    if (this.refetchTimer !== undefined) return;
+    this.refetchTimer = setTimeout(() => {
+      this.refetchTimer = undefined;
+      if (this.host.isSubscribed()) this.fetch();
+    }, 500);
+  }
+
+  private fetch(): void {
+    const generation = ++this.fetching;
+    this.buffered = [];
+    this.host.request<PresenceResult>("presence", { channel: this.host.channel }).then(
+      (result) => {
+        if (generation !== this.fetching) return;
+        const buffered = this.buffered ?? [];
+        this.buffered = null;
+        const members = (result.members ?? []).map((wire) => toMember(wire));
+        this.members = Object.freeze(members);
+        for (const change of buffered) this.apply(change);
+        this.emitter.emit("update", this.members);
+      },
+      (error: unknown) => {
+        if (generation !== this.fetching) return;
+        this.buffered = null;
+        if (error instanceof HeraldError && error.code === ErrorCodes.notAvailable) {
+          // The channel has no presence: nothing to track.
+          this.unavailable = true;
+          return;
+        }
+        if (error instanceof HeraldError) this.emitter.emit("error", error);
+      },
+    );
+  }
+
+  /** Applies a join or leave; emits `join`/`leave` when it changed the list. */
+  private apply(change: Change): boolean {
+    const index = this.members.findIndex((m) => m.clientId === change.wire.client);
+    if (change.kind === "join") {
+      if (index >= 0) return false;
+      const known = this.members.find((m) => m.userId === change.wire.user);
+      const member = toMember(change.wire, known?.status);
+      this.members = Object.freeze([...this.members, member]);
+      this.emitter.emit("join", member);
+      return true;
+    }
+    if (index < 0) return false;
+    const member = this.members[index] as PresenceMember;
+    this.members = Object.freeze(this.members.filter((_, i) => i !== index));
+    this.emitter.emit("leave", member);
+    return true;
+  }
+}

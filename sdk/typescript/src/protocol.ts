@@ -1,0 +1,221 @@
+/**
+ * The Herald client protocol v1 (JSON subprotocol `herald.v1.json`) as it travels on the
+ * wire: commands, replies, pushes, and the classes of close codes. Pure types and
+ * functions, no I/O. Field names are lowerCamelCase, as the gateway sends them.
+ *
+ * @packageDocumentation
+ */
+
+/** The WebSocket subprotocol this SDK speaks. */
+export const SUBPROTOCOL = "herald.v1.json";
+
+/** A position in a channel's history: the last offset seen and the channel's epoch. */
+export interface StreamPosition {
+  /** Offset of a publication, contiguous from 1 per channel. */
+  offset: number;
+  /** The channel's history epoch; it changes when the history is lost. */
+  epoch: string;
+}
+
+/** A publication as the gateway sends it (`pub` push, history, recovered publications). */
+export interface WirePublication {
+  event: string;
+  data: unknown;
+  /** Absent (0) on channels without history. */
+  offset?: number;
+  /** Absent ("") on channels without history. */
+  epoch?: string;
+  /** Server time of the publish, Unix milliseconds. */
+  ts?: number;
+  /** The sender's user id, on client publishes only. */
+  from?: string;
+}
+
+/** `connect` result. */
+export interface ConnectResult {
+  /** Connection id. */
+  client: string;
+  user: string;
+  node: string;
+  /** Server ping interval, seconds. */
+  ping: number;
+  /** Token expiry, Unix seconds. */
+  expires: number;
+}
+
+/** An entry of the subscribe result's `typing`, and the `typing` push. */
+export interface WireTyper {
+  user: string;
+  info?: Record<string, unknown> | null;
+  active: boolean;
+}
+
+/** `subscribe` result. */
+export interface SubscribeResult {
+  offset: number;
+  epoch: string;
+  recoverable: boolean;
+  recovered: boolean;
+  publications: WirePublication[];
+  typing?: WireTyper[];
+}
+
+/** `publish` result. */
+export interface PublishResult {
+  offset: number;
+  epoch: string;
+}
+
+/** `history` result. */
+export interface HistoryResult {
+  publications: WirePublication[];
+  offset: number;
+  epoch: string;
+}
+
+/** `refresh` result. */
+export interface RefreshResult {
+  /** The new token's expiry, Unix seconds. */
+  expires: number;
+}
+
+/** `ping` result. */
+export interface PingResult {
+  /** Server time, Unix milliseconds. */
+  ts: number;
+}
+
+/** One connection in a channel's presence, as the gateway sends it. */
+export interface WirePresenceMember {
+  user: string;
+  /** Connection id. */
+  client: string;
+  info?: Record<string, unknown> | null;
+  /** The user's status in the org (`org:<org>…` channels, `presence` result only). */
+  status?: string;
+  /** Unix milliseconds. */
+  joinedAt: number;
+}
+
+/** `presence` result. */
+export interface PresenceResult {
+  members: WirePresenceMember[];
+}
+
+/** `status` push on `org:<org>`. */
+export interface WireStatus {
+  user: string;
+  /** online | away | busy | offline */
+  status: string;
+  /** Unix milliseconds, on `offline`. */
+  lastSeen?: number;
+}
+
+/** The body of an `{"error": …}` reply. */
+export interface WireError {
+  code: number;
+  message: string;
+  temporary: boolean;
+}
+
+/** Any push (`{"push": …}`): exactly one of the optional fields is set. */
+export interface WirePush {
+  channel?: string;
+  pub?: WirePublication;
+  unsubscribe?: { code: number; reason: string };
+  disconnect?: { code: number; reason: string; reconnect: boolean };
+  join?: WirePresenceMember;
+  leave?: WirePresenceMember;
+  typing?: WireTyper;
+  status?: WireStatus;
+}
+
+/** Any server message. */
+export interface ServerMessage {
+  id?: number;
+  result?: unknown;
+  error?: WireError;
+  push?: WirePush;
+}
+
+/** Protocol error codes (in `error` replies). */
+export const ErrorCodes = {
+  internal: 100,
+  unauthorized: 101,
+  unknownChannel: 102,
+  permissionDenied: 103,
+  methodNotFound: 104,
+  alreadySubscribed: 105,
+  limitExceeded: 106,
+  badRequest: 107,
+  notAvailable: 108,
+  tokenExpired: 109,
+  tooManyRequests: 110,
+  unavailable: 111,
+} as const;
+
+/** Server-side `unsubscribe` push codes. */
+export const UnsubscribeCodes = {
+  /** The server ended the subscription: do not resubscribe. */
+  server: 2000,
+  /** Resubscribe now, recovering from the last position seen. */
+  resubscribe: 2500,
+} as const;
+
+/** Close codes the gateway uses. */
+export const CloseCodes = {
+  badRequest: 4000,
+  unauthorized: 4001,
+  tokenExpired: 4002,
+  forbiddenOrigin: 4003,
+  messageTooLarge: 4009,
+  tooManyRequests: 4100,
+  connectionLimit: 4101,
+  shutdown: 4200,
+  slowConsumer: 4201,
+  noPong: 4202,
+} as const;
+
+/**
+ * What a client does after a close:
+ * - `stop`: do not reconnect as is (4000–4099 except 4002);
+ * - `refresh_token`: get a new token, then reconnect at once (4002);
+ * - `backoff`: reconnect after exponential backoff (4100–4199, abnormal closes);
+ * - `now`: reconnect at once with a little jitter (4200–4299).
+ */
+export type ReconnectAdvice = "stop" | "refresh_token" | "backoff" | "now";
+
+/** The reconnect advice for a close code, by the protocol's three classes. */
+export function reconnectAdvice(code: number): ReconnectAdvice {
+  if (code === CloseCodes.tokenExpired) return "refresh_token";
+  if (code >= 4000 && code <= 4099) return "stop";
+  if (code >= 4200 && code <= 4299) return "now";
+  return "backoff";
+}
+
+/** Encodes one command line: `{"id":N,"<method>":{…}}`. */
+export function encodeCommand(id: number, method: string, params: unknown): string {
+  return JSON.stringify({ id, [method]: params });
+}
+
+/**
+ * Decodes a server frame: one JSON message per non-empty line. Lines that are not JSON
+ * objects are skipped (and reported through `onInvalid`) without stopping the others.
+ */
+export function decodeFrame(text: string, onInvalid?: (line: string) => void): ServerMessage[] {
+  const messages: ServerMessage[] = [];
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    try {
+      const message: unknown = JSON.parse(line);
+      if (message !== null && typeof message === "object" && !Array.isArray(message)) {
+        messages.push(message as ServerMessage);
+      } else {
+        onInvalid?.(line);
+      }
+    } catch {
+      onInvalid?.(line);
+    }
+  }
+  return messages;
+}

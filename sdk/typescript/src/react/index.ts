@@ -1,0 +1,25 @@
+/**
+ * `herald-client/react`: React (18+) bindings of the Herald client, built on
+ * `useSyncExternalStore`.
+ *
+ * ```tsx
+ * <HeraldProvider client={herald}><App /></HeraldProvider>
+ * useChannelEvent("org:acme:ch:general", "message.created", (data) => …);
+ * const members = usePresence("org:acme:ch:general");
+ * const { typers, setTyping } = useTyping("org:acme:ch:general");
+ * const { state, latency, degraded } = useConnectionState();
+ * ```
+ *
+ * @packageDocumentation
+ */
+
+export { HeraldProvider, useHerald, type HeraldProviderProps } from "./context.js";
+export {
+  useChannelEvent,
+  useConnectionState,
+  usePresence,
+  useTyping,
+  type ConnectionSnapshot,
+  type TypingState,
+} from "./hooks.js";
+export { useInvalidateOn } from "./query.js";

@@ -1,0 +1,93 @@
+import { SUBPROTOCOL } from "../protocol.js";
+import type { Transport, TransportHandlers } from "./types.js";
+
+/**
+ * The part of the WebSocket API the client uses: the browser's `WebSocket` and the `ws`
+ * package's both fit.
+ */
+export interface WebSocketLike {
+  readonly readyState: number;
+  // Event parameter types differ between implementations; only the fields read below matter.
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A WebSocket constructor: `globalThis.WebSocket`, or `WebSocket` from the `ws` package. */
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+) => WebSocketLike;
+
+const OPEN = 1;
+
+/**
+ * Opens a WebSocket to `url` with the `herald.v1.json` subprotocol. The token never goes in
+ * the URL: the client sends it in the `connect` command.
+ */
+export function createWebSocketTransport(
+  WebSocketImpl: WebSocketConstructor,
+  url: string,
+  handlers: TransportHandlers,
+): Transport {
+  let opened = false;
+  let done = false;
+  let socket: WebSocketLike;
+  try {
+    socket = new WebSocketImpl(url, SUBPROTOCOL);
+  } catch (error) {
+    // A malformed URL throws synchronously; report it like a failed handshake.
+    done = true;
+    const reason = error instanceof Error ? error.message : "cannot open WebSocket";
+    queueMicrotask(() => handlers.onClose({ code: 1006, reason, opened: false }));
+    return { kind: "websocket", send() {}, close() {} };
+  }
+
+  const detach = () => {
+    socket.onopen = null;
+    socket.onmessage = null;
+    socket.onclose = null;
+    // Keep an error handler: some implementations throw on an unhandled "error" event.
+    socket.onerror = () => {};
+  };
+
+  socket.onopen = () => {
+    if (done) return;
+    opened = true;
+    handlers.onOpen();
+  };
+  socket.onmessage = (event: { data: unknown }) => {
+    if (done) return;
+    // The JSON subprotocol only carries text frames; anything else is ignored.
+    if (typeof event.data === "string") handlers.onFrame(event.data);
+  };
+  socket.onerror = () => {
+    // A close event always follows; it carries what there is to know.
+  };
+  socket.onclose = (event: { code?: number; reason?: string }) => {
+    if (done) return;
+    done = true;
+    detach();
+    handlers.onClose({ code: event.code || 1006, reason: event.reason ?? "", opened });
+  };
+
+  return {
+    kind: "websocket",
+    send(text: string) {
+      if (!done && socket.readyState === OPEN) socket.send(text);
+    },
+    close(code = 1000, reason = "") {
+      if (done) return;
+      done = true;
+      detach();
+      try {
+        socket.close(code, reason);
+      } catch {
+        // Closing a socket that is still connecting throws in some implementations.
+      }
+    },
+  };
+}

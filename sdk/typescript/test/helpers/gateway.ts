@@ -1,0 +1,169 @@
+/**
+ * Starts the real `herald` binary on free loopback ports for integration tests and the
+ * recovery benchmark, waits until `/readyz` answers 200, and kills it afterwards.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The repository root: the nearest directory above this file holding the API's proto. */
+export const REPO_ROOT = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
+
+function findRepoRoot(start: string): string {
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "proto/herald/v1/api.proto"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no Herald repository above ${start}`);
+  }
+}
+/** The gateway binary the tests drive. */
+export const HERALD_BIN = process.env["HERALD_BIN"] ?? join(REPO_ROOT, "target/debug/herald");
+/** The gRPC API definition. */
+export const API_PROTO = join(REPO_ROOT, "proto/herald/v1/api.proto");
+
+/** The chat namespace of the client-publish tests. */
+export const CHAT_NAMESPACE = `
+[namespaces.chat]
+access = "org_member"
+client_publish = true
+history_size = 50
+history_ttl = 600
+presence = true
+join_leave = true
+typing = true
+`;
+
+export interface GatewayOptions {
+  /** TOML config file contents, passed with `--config`. */
+  config?: string;
+  /** Extra environment. */
+  env?: Record<string, string>;
+}
+
+export interface Gateway {
+  readonly httpAddr: string;
+  readonly grpcAddr: string;
+  readonly wsUrl: string;
+  readonly httpUrl: string;
+  readonly secret: string;
+  readonly apiKey: string;
+  /** Kills the process (SIGKILL: a crash, no drain). */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports and waits until ready. */
+  start(): Promise<void>;
+  /** Kills it and removes its files. */
+  stop(): Promise<void>;
+  /** The last lines it logged. */
+  logs(): string;
+}
+
+/** A free TCP port on 127.0.0.1 (bound then released). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a gateway and waits until it is ready. */
+export async function startGateway(options: GatewayOptions = {}): Promise<Gateway> {
+  if (!existsSync(HERALD_BIN)) {
+    throw new Error(
+      `the gateway binary ${HERALD_BIN} is missing: run cargo build -p herald-gateway --bin herald`,
+    );
+  }
+  const [http, grpc, metrics] = [await freePort(), await freePort(), await freePort()];
+  const httpAddr = `127.0.0.1:${http}`;
+  const grpcAddr = `127.0.0.1:${grpc}`;
+  const secret = randomBytes(24).toString("hex");
+  const apiKey = `sdk-test-${randomBytes(12).toString("hex")}`;
+  const dir = mkdtempSync(join(tmpdir(), "herald-sdk-"));
+  const args = ["serve"];
+  if (options.config !== undefined) {
+    const path = join(dir, "herald.toml");
+    writeFileSync(path, options.config);
+    args.push("--config", path);
+  }
+  const env = {
+    ...process.env,
+    HERALD_HTTP_ADDR: httpAddr,
+    HERALD_GRPC_ADDR: grpcAddr,
+    HERALD_METRICS_ADDR: `127.0.0.1:${metrics}`,
+    HERALD_JWT_SECRET: secret,
+    HERALD_API_KEYS: apiKey,
+    HERALD_DRAIN_SECONDS: "1",
+    RUST_LOG: process.env["RUST_LOG"] ?? "warn",
+    ...options.env,
+  };
+
+  let child: ChildProcess | null = null;
+  let log = "";
+  let exited: Promise<void> = Promise.resolve();
+
+  const start = async () => {
+    const proc = spawn(HERALD_BIN, args, { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
+    child = proc;
+    const append = (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-8000);
+    };
+    proc.stdout?.on("data", append);
+    proc.stderr?.on("data", append);
+    let exitCode: number | null | undefined;
+    exited = new Promise((resolve) =>
+      proc.once("exit", (code) => {
+        exitCode = code;
+        resolve();
+      }),
+    );
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (exitCode !== undefined) {
+        throw new Error(`herald exited (${exitCode}) before it was ready:\n${log}`);
+      }
+      try {
+        const response = await fetch(`http://${httpAddr}/readyz`);
+        await response.body?.cancel();
+        if (response.status === 200) return;
+      } catch {
+        // Not listening yet.
+      }
+      if (Date.now() > deadline) throw new Error(`herald not ready within 20 s:\n${log}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+
+  const kill = async () => {
+    const proc = child;
+    child = null;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      proc.kill("SIGKILL");
+      await exited;
+    }
+  };
+
+  await start();
+  return {
+    httpAddr,
+    grpcAddr,
+    wsUrl: `ws://${httpAddr}/ws`,
+    httpUrl: `http://${httpAddr}`,
+    secret,
+    apiKey,
+    kill,
+    start,
+    async stop() {
+      await kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    logs: () => log,
+  };
+}

@@ -1,0 +1,39 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Publication } from "../../src/index.js";
+import { active, makeClient, reach } from "../helpers/clients.js";
+import { startGateway, type Gateway } from "../helpers/gateway.js";
+import { connectApi, type Api } from "../helpers/grpc.js";
+import { waitFor } from "../helpers/wait.js";
+
+let gateway: Gateway;
+let api: Api;
+
+beforeAll(async () => {
+  gateway = await startGateway();
+  api = connectApi(gateway.grpcAddr, gateway.apiKey);
+});
+
+afterAll(async () => {
+  api?.close();
+  await gateway?.stop();
+});
+
+describe("over WebSocket", () => {
+  it("connects, subscribes and receives a gRPC publish", async () => {
+    const { client } = makeClient(gateway, "alice");
+    client.connect();
+    await reach(client, "connected");
+    expect(client.getTransport()).toBe("websocket");
+    const sub = client.subscribe<{ "message.created": { id: string } }>("org:acme:ch:general");
+    await active(sub);
+    const received = waitFor<Publication<{ id: string }>>("the publication", (cb) =>
+      sub.on("message.created", (_data, pub) => cb(pub)),
+    );
+    const position = await api.publish("org:acme:ch:general", "message.created", { id: "m1" });
+    const pub = await received;
+    expect(pub.data).toEqual({ id: "m1" });
+    expect(pub.offset).toBe(position.offset);
+    expect(pub.epoch).toBe(position.epoch);
+    client.disconnect();
+  });
+});
