@@ -133,7 +133,9 @@ pub async fn rpc(
     else {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     };
-    if body.len() > state.node.config.limits.max_message_bytes {
+    // Up to twice the limit goes to the session, which closes 4009 as it would a WebSocket
+    // (so the client learns the same way); far over it is refused before it is buffered.
+    if body.len() > state.node.config.limits.max_message_bytes.saturating_mul(2) {
         return (StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response();
     }
     // Not UTF-8 is what a binary frame is on the JSON subprotocol: closed 4000.

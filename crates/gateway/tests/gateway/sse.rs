@@ -229,6 +229,21 @@ async fn sse_closes_with_the_websocket_close_codes() {
     })
     .await;
     assert_eq!(sse.rpc("no-such-session", "{}").await, 404);
+
+    // Over the message size limit: closed 4009, as a WebSocket would be.
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    sse.next_event().await;
+    let oversized = format!(r#"{{"id":2,"ping":{{"pad":"{}"}}}}"#, "x".repeat(70_000));
+    sse.send(&oversized).await;
+    let close = loop {
+        let event = sse.next_event().await;
+        if event.name.as_deref() == Some("close") {
+            break event;
+        }
+    };
+    let close: Value = serde_json::from_str(&close.data).unwrap();
+    assert_eq!(close["code"], 4009);
 }
 
 #[tokio::test]
