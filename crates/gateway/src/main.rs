@@ -28,6 +28,10 @@ enum Command {
     },
     /// Print the effective configuration (secrets masked) and exit.
     Config {
+        /// Print every HERALD_* variable with its flag and effective value instead, one per
+        /// line: `HERALD_HTTP_ADDR --http-addr 0.0.0.0:8080` (empty value: unset).
+        #[arg(long)]
+        print_env: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -57,8 +61,13 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve { dev, config } => serve(dev, &config).await,
-        Command::Config { config } => {
-            print!("{}", Config::load(&config)?.to_masked_toml());
+        Command::Config { print_env, config } => {
+            let config = Config::load(&config)?;
+            if print_env {
+                print!("{}", config.to_env_listing());
+            } else {
+                print!("{}", config.to_masked_toml());
+            }
             Ok(())
         }
         Command::Token {

@@ -486,6 +486,37 @@ impl Config {
         self
     }
 
+    /// Every `HERALD_*` variable with its flag and effective value (secrets masked, empty
+    /// when unset), one per line, for deployment tooling to check its settings against.
+    pub fn to_env_listing(&self) -> String {
+        use clap::Args;
+        let table: toml::Table = toml::Table::try_from(self).unwrap_or_default();
+        let command = ConfigArgs::augment_args(clap::Command::new("herald"));
+        let mut listing = String::new();
+        for arg in command.get_arguments() {
+            let (Some(env), Some(flag)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let env = env.to_string_lossy();
+            let key = env.trim_start_matches("HERALD_").to_lowercase();
+            let value = match table.get(&key) {
+                Some(toml::Value::String(text)) => text.clone(),
+                Some(toml::Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str()
+                            .map_or_else(|| item.to_string(), str::to_owned)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            listing.push_str(&format!("{env} --{flag} {value}\n"));
+        }
+        listing
+    }
+
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self)

@@ -162,3 +162,38 @@ fn cluster_mode_needs_both_backends_and_masks_their_passwords() {
     assert!(shown.contains("redis://:****@redis:6379/0"), "{shown}");
     assert!(!Config::load(&args()).unwrap().is_cluster());
 }
+
+#[test]
+fn the_env_listing_names_every_variable_with_its_flag_and_value() {
+    let config = Config::load(&ConfigArgs {
+        redis_url: Some("redis://:hunter2@redis:6379".into()),
+        nats_url: Some("nats://nats:4222".into()),
+        api_keys: Some("key-one-0123456789,key-two-0123456789".into()),
+        ..args()
+    })
+    .unwrap();
+    let listing = config.to_env_listing();
+    assert!(
+        listing.contains("HERALD_HTTP_ADDR --http-addr 0.0.0.0:8080\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("HERALD_DRAIN_SECONDS --drain-seconds 10\n"),
+        "{listing}"
+    );
+    assert!(listing.contains("HERALD_REDIS_URL --redis-url redis://:****@redis:6379\n"));
+    assert!(
+        listing.contains("HERALD_API_KEYS --api-keys ****,****\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("HERALD_JWT_SECRET --jwt-secret \n"),
+        "{listing}"
+    );
+    assert!(!listing.contains("hunter2") && !listing.contains("key-one"));
+    let names = listing
+        .lines()
+        .filter(|line| line.starts_with("HERALD_"))
+        .count();
+    assert_eq!(names, listing.lines().count(), "one variable a line");
+}
