@@ -44,6 +44,16 @@ pub(super) struct FileConfig {
     pub namespaces: Namespaces,
 }
 
+/// The file `FileConfig::load` reads for `path`: it, or `./herald.toml` when it exists.
+pub(super) fn path_in_use(path: Option<&Path>) -> Option<std::path::PathBuf> {
+    match path {
+        Some(path) => Some(path.to_owned()),
+        None => Path::new(DEFAULT_PATH)
+            .exists()
+            .then(|| DEFAULT_PATH.into()),
+    }
+}
+
 impl FileConfig {
     /// Reads `path`, or `./herald.toml` when no path is given and it exists.
     pub fn load(path: Option<&Path>) -> Result<FileConfig, ConfigError> {

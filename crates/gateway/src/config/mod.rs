@@ -201,6 +201,9 @@ pub struct Config {
     /// Development mode: generated secrets, loopback only.
     #[serde(skip)]
     pub dev: bool,
+    /// The config file that was read, if any.
+    #[serde(skip)]
+    pub config_file: Option<PathBuf>,
 }
 
 fn as_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -367,6 +370,7 @@ impl Config {
             limits,
             namespaces,
             dev: false,
+            config_file: file::path_in_use(args.config.as_deref()),
         };
         config.validate()?;
         Ok(config)
@@ -510,6 +514,11 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
                 Some(other) => other.to_string(),
+                None if key == "config" => self
+                    .config_file
+                    .as_ref()
+                    .map(|path| path.display().to_string())
+                    .unwrap_or_default(),
                 None => String::new(),
             };
             listing.push_str(&format!("{env} --{flag} {value}\n"));
