@@ -72,9 +72,20 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
-            // Gauges show from the first scrape, not only after the first connection.
+            // Series show from the first scrape, not only after their first event, so
+            // alerts that use increase() see a node's first slow consumer or lost gap.
             gauge!(CONNECTIONS).set(0.0);
             gauge!(SUBSCRIPTIONS).set(0.0);
+            for counter in [
+                SLOW_CONSUMER_CLOSES,
+                DUPLICATES_DROPPED,
+                POSITION_CHECK_CATCHUPS,
+            ] {
+                counter!(counter).absolute(0);
+            }
+            for result in ["filled", "lost"] {
+                counter!(GAP_FILLS, "result" => result).absolute(0);
+            }
             handle
         })
         .clone()

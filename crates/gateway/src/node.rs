@@ -74,6 +74,9 @@ impl Node {
         let state: Arc<dyn State> = Arc::new(memory.clone());
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+        // In-process backends are always up; the same alerts then work in both modes.
+        metrics::gauge!(metrics::BROKER_UP).set(1.0);
+        metrics::gauge!(metrics::STATE_UP).set(1.0);
         Ok(Self::new(
             config,
             hub,
