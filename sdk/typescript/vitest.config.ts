@@ -19,6 +19,13 @@ export default defineConfig({
       },
       {
         test: {
+          name: "demo",
+          include: ["demo/**/*.test.ts"],
+          environment: "node",
+        },
+      },
+      {
+        test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           environment: "node",
