@@ -117,7 +117,11 @@ pub async fn run_transport(
     }
     drop(upgrade.permit);
     outbox.finish();
-    let _ = writer.await;
+    // The selects above may have already polled the writer to completion; a JoinHandle
+    // must not be awaited again after that.
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
     if outbox.is_closing() {
         Box::pin(await_close_reply(&mut stream)).await;
     }
