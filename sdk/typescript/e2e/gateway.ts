@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort, HERALD_BIN } from "../test/helpers/gateway.js";
+import { freePort, HERALD_BIN, waitReady } from "../test/helpers/gateway.js";
 
 export interface DevGateway {
   /** `http://127.0.0.1:<port>`: the demo. */
@@ -85,22 +85,11 @@ export async function startDevGateway(logFile?: string): Promise<DevGateway> {
         resolve();
       }),
     );
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (exitCode !== undefined) {
-        throw new Error(`herald exited (${exitCode}) before it was ready:\n${log}`);
-      }
-      try {
-        const response = await fetch(`http://${httpAddr}/readyz`);
-        await response.body?.cancel();
-        if (response.status === 200) return;
-      } catch {
-        // Not listening yet.
-      }
-      if (Date.now() > deadline) throw new Error(`herald not ready within 20 s:\n${log}`);
-      // A process coming up has no event to wait on: poll.
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitReady(
+      httpAddr,
+      () => exitCode,
+      () => log,
+    );
   };
 
   const stop = async () => {

@@ -124,21 +124,11 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
         resolve();
       }),
     );
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      if (exitCode !== undefined) {
-        throw new Error(`herald exited (${exitCode}) before it was ready:\n${log}`);
-      }
-      try {
-        const response = await fetch(`http://${httpAddr}/readyz`);
-        await response.body?.cancel();
-        if (response.status === 200) return;
-      } catch {
-        // Not listening yet.
-      }
-      if (Date.now() > deadline) throw new Error(`herald not ready within 20 s:\n${log}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitReady(
+      httpAddr,
+      () => exitCode,
+      () => log,
+    );
   };
 
   const kill = async () => {
@@ -166,4 +156,32 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     },
     logs: () => log,
   };
+}
+
+/**
+ * Resolves once `http://<httpAddr>/readyz` answers 200. Fails when the process exits first
+ * (`exitCode` turns defined) or after 20 s, with the process's log.
+ */
+export async function waitReady(
+  httpAddr: string,
+  exitCode: () => number | null | undefined,
+  log: () => string,
+): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const code = exitCode();
+    if (code !== undefined) {
+      throw new Error(`herald exited (${code}) before it was ready:\n${log()}`);
+    }
+    try {
+      const response = await fetch(`http://${httpAddr}/readyz`);
+      await response.body?.cancel();
+      if (response.status === 200) return;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) throw new Error(`herald not ready within 20 s:\n${log()}`);
+    // A process coming up has no event to wait on: poll.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
