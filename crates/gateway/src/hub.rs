@@ -36,6 +36,9 @@ pub mod unsubscribe_code {
     pub const RESUBSCRIBE: u32 = 2500;
 }
 
+/// Channels whose positions one periodic check reads in one round trip.
+const POSITION_CHECK_BATCH: usize = 1000;
+
 /// Publications buffered for a pending subscriber before it is closed as a slow consumer.
 const MAX_PENDING: usize = 10_000;
 
@@ -65,6 +68,15 @@ struct ChannelEntry {
     /// it exist even if none past them has arrived to reveal the gap.
     known_top: u64,
     gap_fill_running: bool,
+}
+
+impl ChannelEntry {
+    /// Drops what only meant something in the current epoch: publications held past a
+    /// gap, and the highest offset the position check saw.
+    fn forget_epoch(&mut self) {
+        self.held.clear();
+        self.known_top = 0;
+    }
 }
 
 pub struct Hub {
@@ -126,6 +138,7 @@ impl Hub {
                 .as_ref()
                 .is_none_or(|(epoch, _)| **epoch != *position.epoch)
         {
+            entry.forget_epoch();
             entry.delivered = Some((Arc::from(position.epoch.as_str()), position.offset));
         }
         let Some(subscriber) = entry
@@ -216,7 +229,7 @@ impl Hub {
             .as_ref()
             .is_some_and(|(epoch, _)| *epoch != publication.epoch)
         {
-            entry.held.clear();
+            entry.forget_epoch();
         }
         self.deliver_in_order(&mut entry, publication);
     }
@@ -256,44 +269,50 @@ impl Hub {
                 Some((entry.key().clone(), epoch, offset))
             })
             .collect();
-        if local.is_empty() {
+        // In batches, so one read stays well inside the state's command timeout.
+        for batch in local.chunks(POSITION_CHECK_BATCH) {
+            let channels: Vec<ChannelName> = batch.iter().map(|(c, _, _)| c.clone()).collect();
+            let positions = match self.state.positions(&channels).await {
+                Ok(positions) => positions,
+                Err(error) => {
+                    tracing::debug!(%error, "position check skipped");
+                    return;
+                }
+            };
+            for ((channel, epoch, _), position) in batch.iter().zip(positions) {
+                // No state: never published, or history expired; the next publication's
+                // new epoch tells subscribers.
+                if let Some(position) = position {
+                    self.catch_up(channel, epoch, &position);
+                }
+            }
+        }
+    }
+
+    /// Acts on one channel's position in state: fills what this node has not delivered,
+    /// or, when the epoch changed (history lost), makes its subscribers resubscribe.
+    fn catch_up(self: &Arc<Self>, channel: &ChannelName, epoch: &Arc<str>, position: &Position) {
+        let Some(mut entry) = self.channels.get_mut(channel) else {
+            return;
+        };
+        if entry.delivered.as_ref().map(|(e, _)| e) != Some(epoch) {
             return;
         }
-        let channels: Vec<ChannelName> = local.iter().map(|(c, _, _)| c.clone()).collect();
-        let positions = match self.state.positions(&channels).await {
-            Ok(positions) => positions,
-            Err(error) => {
-                tracing::debug!(%error, "position check skipped");
-                return;
-            }
-        };
-        for ((channel, epoch, _), position) in local.into_iter().zip(positions) {
-            // No state: never published, or history expired; the next publication's new
-            // epoch tells subscribers.
-            let Some(position) = position else { continue };
-            let Some(mut entry) = self.channels.get_mut(&channel) else {
-                continue;
-            };
-            if entry.delivered.as_ref().map(|(e, _)| e) != Some(&epoch) {
-                continue;
-            }
-            if *position.epoch != *epoch {
-                metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
-                tracing::info!(%channel, "history epoch changed; subscribers resubscribe");
-                self.evict(&channel, &mut entry, |_| true);
-                entry.held.clear();
-                entry.delivered = None;
-                continue;
-            }
-            let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
-            if position.offset > delivered && position.offset > entry.known_top {
-                metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
-                entry.known_top = position.offset;
-                if !entry.gap_fill_running {
-                    entry.gap_fill_running = true;
-                    drop(entry);
-                    tokio::spawn(self.clone().fill_gap(channel));
-                }
+        if *position.epoch != **epoch {
+            metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
+            tracing::info!(%channel, "history epoch changed; subscribers resubscribe");
+            // Evicting everyone also forgets the channel's delivered position.
+            self.evict(channel, &mut entry, |_| true);
+            return;
+        }
+        let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+        if position.offset > delivered && position.offset > entry.known_top {
+            metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
+            entry.known_top = position.offset;
+            if !entry.gap_fill_running {
+                entry.gap_fill_running = true;
+                drop(entry);
+                tokio::spawn(self.clone().fill_gap(channel.clone()));
             }
         }
     }
@@ -347,9 +366,8 @@ impl Hub {
                 _ => {
                     metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
                     tracing::warn!(%channel, from = last + 1, to = target, "gap not fillable from history");
+                    // Evicting everyone also forgets held publications and the position.
                     self.evict(&channel, &mut entry, |_| true);
-                    entry.held.clear();
-                    entry.delivered = None;
                 }
             }
             let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
@@ -455,8 +473,8 @@ impl Hub {
             false
         });
         if entry.subscribers.is_empty() {
+            entry.forget_epoch();
             entry.delivered = None;
-            entry.held.clear();
             let _ = self.idle.send(channel.clone());
         }
     }

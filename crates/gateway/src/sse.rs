@@ -27,7 +27,7 @@ use tokio_util::sync::PollSender;
 use crate::config::random_token;
 use crate::metrics;
 use crate::session::{self, Upgrade};
-use crate::ws::{HttpState, Refusal, admit};
+use crate::ws::{HttpState, admit};
 
 /// Commands a session may have waiting before `/rpc` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -146,14 +146,5 @@ pub async fn rpc(
     match commands.send(message).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "unknown session").into_response(),
-    }
-}
-
-impl Refusal {
-    fn close_code(&self) -> CloseCode {
-        match self {
-            Refusal::Origin => CloseCode::ForbiddenOrigin,
-            Refusal::Full => CloseCode::ConnectionLimit,
-        }
     }
 }

@@ -82,21 +82,27 @@ pub async fn upgrade(
         .max_message_size(limits.max_message_bytes.saturating_mul(2))
         .max_frame_size(limits.max_message_bytes.saturating_mul(2));
 
-    let (refusal, token, permit) = match admit(&state, &headers, &query) {
-        Ok((token, permit)) => (None, token, permit),
-        Err(refusal) => (Some(refusal), None, None),
-    };
+    let admitted = admit(&state, &headers, &query);
     let node = node.clone();
     let tracker = state.tracker.clone();
     upgrade.on_upgrade(move |socket| {
         tracker.track_future(async move {
-            match refusal {
-                Some(Refusal::Origin) => refuse(socket, CloseCode::ForbiddenOrigin).await,
-                Some(Refusal::Full) => refuse(socket, CloseCode::ConnectionLimit).await,
-                None => session::run(node, socket, Upgrade { token, permit }).await,
+            match admitted {
+                Ok((token, permit)) => session::run(node, socket, Upgrade { token, permit }).await,
+                Err(refusal) => refuse(socket, refusal.close_code()).await,
             }
         })
     })
+}
+
+impl Refusal {
+    /// How the refused connection is closed (a WebSocket close, an SSE `close` event).
+    pub(crate) fn close_code(&self) -> CloseCode {
+        match self {
+            Refusal::Origin => CloseCode::ForbiddenOrigin,
+            Refusal::Full => CloseCode::ConnectionLimit,
+        }
+    }
 }
 
 async fn refuse(mut socket: WebSocket, code: CloseCode) {
