@@ -1,7 +1,8 @@
 /** The gateway's gRPC API (publish, disconnect…) through @grpc/grpc-js, as a backend would call it. */
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
-import { API_PROTO } from "./gateway.js";
+import { afterAll } from "vitest";
+import { API_PROTO, startGateway, type Gateway, type GatewayOptions } from "./gateway.js";
 
 type Callback<T> = (error: grpc.ServiceError | null, response: T) => void;
 type Unary<Req, Res> = (
@@ -62,4 +63,20 @@ export function connectApi(address: string, apiKey: string): Api {
       (await call(stub.Info, {})).nodes.reduce((sum, node) => sum + Number(node.connections), 0),
     close: () => stub.close(),
   };
+}
+
+/**
+ * A gateway and a gRPC client of its API for one test file, both stopped after the file's
+ * tests. `api` may be replaced (after a gateway restart); the current one is closed.
+ */
+export async function gatewayWithApi(
+  options?: GatewayOptions,
+): Promise<{ gateway: Gateway; api: Api }> {
+  const gateway = await startGateway(options);
+  const env = { gateway, api: connectApi(gateway.grpcAddr, gateway.apiKey) };
+  afterAll(async () => {
+    env.api.close();
+    await gateway.stop();
+  });
+  return env;
 }

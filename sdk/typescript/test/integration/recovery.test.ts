@@ -1,28 +1,23 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SubscribedInfo } from "../../src/index.js";
 import { active, makeClient, reach } from "../helpers/clients.js";
-import { startGateway, type Gateway } from "../helpers/gateway.js";
-import { connectApi, type Api } from "../helpers/grpc.js";
+import { connectApi, gatewayWithApi } from "../helpers/grpc.js";
 import { publishThroughDisconnect } from "../helpers/scenarios.js";
 import { waitFor } from "../helpers/wait.js";
 
-let gateway: Gateway;
-let api: Api;
-
-beforeAll(async () => {
-  gateway = await startGateway();
-  api = connectApi(gateway.grpcAddr, gateway.apiKey);
-});
-
-afterAll(async () => {
-  api?.close();
-  await gateway?.stop();
-});
+const env = await gatewayWithApi();
+const { gateway } = env;
 
 describe("recovery", () => {
   it("after a 4201 close, receives every publication once, in order, and emits recovered", async () => {
     const { client } = makeClient(gateway, "rita");
-    const run = await publishThroughDisconnect(api, client, "rita", "org:acme:ch:recover", 4201);
+    const run = await publishThroughDisconnect(
+      env.api,
+      client,
+      "rita",
+      "org:acme:ch:recover",
+      4201,
+    );
     expect(run.closes).toEqual([4201]);
     expect(run.recovered.recovered).toBe(true);
     expect(run.recovered.recoveredPublications).toBeGreaterThan(0);
@@ -38,7 +33,7 @@ describe("recovery", () => {
     const sub = client.subscribe(channel);
     await active(sub);
     const first = waitFor("the first publication", (cb) => sub.on("*", cb));
-    await api.publish(channel, "m", { x: 1 });
+    await env.api.publish(channel, "m", { x: 1 });
     await first;
     const before = sub.position;
     expect(before?.offset).toBe(1);
@@ -57,9 +52,9 @@ describe("recovery", () => {
     expect(info.position.epoch).not.toBe(before?.epoch);
 
     const after = waitFor<unknown>("a publication after the restart", (cb) => sub.on("m", cb));
-    api.close();
-    api = connectApi(gateway.grpcAddr, gateway.apiKey);
-    await api.publish(channel, "m", { x: 2 });
+    env.api.close();
+    env.api = connectApi(gateway.grpcAddr, gateway.apiKey);
+    await env.api.publish(channel, "m", { x: 2 });
     expect(await after).toEqual({ x: 2 });
     client.disconnect();
   });

@@ -1,28 +1,15 @@
 /**
  * The same connect / subscribe / recover behaviour over the SSE fallback (`GET /sse` +
- * `POST /rpc`). Skipped when the gateway under test has no `/sse` (answers 404).
+ * `POST /rpc`).
  */
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SubscribedInfo, WebSocketConstructor } from "../../src/index.js";
 import { active, makeClient, reach } from "../helpers/clients.js";
-import { startGateway } from "../helpers/gateway.js";
-import { connectApi } from "../helpers/grpc.js";
+import { gatewayWithApi } from "../helpers/grpc.js";
 import { publishThroughDisconnect } from "../helpers/scenarios.js";
 import { waitFor } from "../helpers/wait.js";
 
-const gateway = await startGateway();
-const api = connectApi(gateway.grpcAddr, gateway.apiKey);
-const sseMissing = await (async () => {
-  const controller = new AbortController();
-  const response = await fetch(`${gateway.httpUrl}/sse`, { signal: controller.signal });
-  controller.abort();
-  return response.status === 404;
-})();
-
-afterAll(async () => {
-  api?.close();
-  await gateway.stop();
-});
+const { gateway, api } = await gatewayWithApi();
 
 /** A WebSocket whose handshake always fails, as behind a proxy that strips Upgrade. */
 class BlockedWebSocket {
@@ -44,7 +31,7 @@ class BlockedWebSocket {
   close() {}
 }
 
-describe.skipIf(sseMissing)("over SSE", () => {
+describe("over SSE", () => {
   it("connects, subscribes and receives a gRPC publish", async () => {
     const { client } = makeClient(gateway, "sid", { transport: "sse" });
     client.connect();

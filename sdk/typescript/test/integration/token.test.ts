@@ -1,21 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { makeClient, reach } from "../helpers/clients.js";
-import { startGateway, type Gateway } from "../helpers/gateway.js";
-import { connectApi, type Api } from "../helpers/grpc.js";
+import { gatewayWithApi } from "../helpers/grpc.js";
 import { waitFor } from "../helpers/wait.js";
 
-let gateway: Gateway;
-let api: Api;
-
-beforeAll(async () => {
-  gateway = await startGateway();
-  api = connectApi(gateway.grpcAddr, gateway.apiKey);
-});
-
-afterAll(async () => {
-  api?.close();
-  await gateway?.stop();
-});
+const { gateway, api } = await gatewayWithApi();
 
 describe("tokens", () => {
   it("refreshes a short-lived token on the open connection, never reconnecting", async () => {

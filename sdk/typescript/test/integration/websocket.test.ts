@@ -1,22 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Publication } from "../../src/index.js";
 import { active, makeClient, reach } from "../helpers/clients.js";
-import { startGateway, type Gateway } from "../helpers/gateway.js";
-import { connectApi, type Api } from "../helpers/grpc.js";
+import { gatewayWithApi } from "../helpers/grpc.js";
 import { waitFor } from "../helpers/wait.js";
 
-let gateway: Gateway;
-let api: Api;
-
-beforeAll(async () => {
-  gateway = await startGateway();
-  api = connectApi(gateway.grpcAddr, gateway.apiKey);
-});
-
-afterAll(async () => {
-  api?.close();
-  await gateway?.stop();
-});
+const { gateway, api } = await gatewayWithApi();
 
 describe("over WebSocket", () => {
   it("connects, subscribes and receives a gRPC publish", async () => {
