@@ -52,6 +52,15 @@ impl RedisServer {
         self.spawn().await;
     }
 
+    /// Bytes Redis uses for `key` (`MEMORY USAGE`, every element counted).
+    pub async fn memory_usage(&self, key: &str) -> u64 {
+        self.command(&["MEMORY", "USAGE", key, "SAMPLES", "0"])
+            .await
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("MEMORY USAGE {key}: no such key"))
+    }
+
     /// Deletes every key.
     pub async fn flushall(&self) {
         let reply = self.command(&["FLUSHALL"]).await;

@@ -797,24 +797,22 @@ async fn presence_memory_per_member_and_user_stays_within_budget() {
         state.join(&channel(CHANNEL), &joined, TTL).await.unwrap();
         state.connected(ORG, &user, &client, TTL).await.unwrap();
     }
-    let usage = |key: String| {
-        let redis = &redis;
-        async move {
-            redis
-                .command(&["MEMORY", "USAGE", &key, "SAMPLES", "0"])
-                .await
-                .trim()
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("MEMORY USAGE {key}"))
-        }
-    };
-    let members = usage(format!("herald:{{{CHANNEL}}}:members")).await
-        + usage(format!("herald:{{{CHANNEL}}}:members:expiry")).await;
+    let members = redis
+        .memory_usage(&format!("herald:{{{CHANNEL}}}:members"))
+        .await
+        + redis
+            .memory_usage(&format!("herald:{{{CHANNEL}}}:members:expiry"))
+            .await;
     let mut per_user = 0;
     for key in ["users", "status"] {
-        per_user += usage(format!("herald:org:{{{ORG}}}:{key}")).await;
+        per_user += redis
+            .memory_usage(&format!("herald:org:{{{ORG}}}:{key}"))
+            .await;
     }
-    per_user += 1000 * usage(format!("herald:org:{{{ORG}}}:conns:user-7")).await;
+    per_user += 1000
+        * redis
+            .memory_usage(&format!("herald:org:{{{ORG}}}:conns:user-7"))
+            .await;
     println!(
         "Redis presence memory: {} B per channel member (with a 60-byte info), {} B per online user and connection",
         members / 1000,

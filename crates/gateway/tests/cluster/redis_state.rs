@@ -504,23 +504,16 @@ async fn redis_memory_of_a_full_channel_stays_within_its_budget() {
             .await
             .unwrap();
     }
-    let usage = |key: String| {
-        let redis = &redis;
-        async move {
-            redis
-                .command(&["MEMORY", "USAGE", &key, "SAMPLES", "0"])
-                .await
-                .trim()
-                .parse::<u64>()
-                .unwrap_or_else(|_| panic!("MEMORY USAGE {key}"))
-        }
-    };
-    let log = usage(format!("herald:{{{CHANNEL}}}:log")).await;
-    let meta = usage(meta(CHANNEL)).await;
+    let log = redis
+        .memory_usage(&format!("herald:{{{CHANNEL}}}:log"))
+        .await;
+    let meta = redis.memory_usage(&meta(CHANNEL)).await;
     append_to(&state, CHANNEL, 1, history(100), Some("order-123456"))
         .await
         .unwrap();
-    let idempotency = usage(format!("herald:{{{CHANNEL}}}:idem:order-123456")).await;
+    let idempotency = redis
+        .memory_usage(&format!("herald:{{{CHANNEL}}}:idem:order-123456"))
+        .await;
     println!(
         "Redis memory: history of 100 x 100-byte publications {log} B ({} B each), meta {meta} B, idempotency key {idempotency} B",
         log / 100
