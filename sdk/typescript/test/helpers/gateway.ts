@@ -4,7 +4,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -41,6 +41,10 @@ export interface GatewayOptions {
   config?: string;
   /** Extra environment. */
   env?: Record<string, string>;
+  /** Run `herald serve --dev` (the demo at `/`, `/dev/token`). */
+  dev?: boolean;
+  /** Where the whole output goes, besides the tail kept for `logs()`. */
+  logFile?: string;
 }
 
 export interface Gateway {
@@ -52,8 +56,8 @@ export interface Gateway {
   readonly apiKey: string;
   /** Kills the process (SIGKILL: a crash, no drain). */
   kill(): Promise<void>;
-  /** Starts it again on the same ports and waits until ready. */
-  start(): Promise<void>;
+  /** Starts it again on the same ports (with `env` over the first start's) and waits until ready. */
+  start(env?: Record<string, string>): Promise<void>;
   /** Kills it and removes its files. */
   stop(): Promise<void>;
   /** The last lines it logged. */
@@ -87,7 +91,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   const secret = randomBytes(24).toString("hex");
   const apiKey = `sdk-test-${randomBytes(12).toString("hex")}`;
   const dir = mkdtempSync(join(tmpdir(), "herald-sdk-"));
-  const args = ["serve"];
+  const args = options.dev ? ["serve", "--dev"] : ["serve"];
   if (options.config !== undefined) {
     const path = join(dir, "herald.toml");
     writeFileSync(path, options.config);
@@ -109,10 +113,16 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
   let log = "";
   let exited: Promise<void> = Promise.resolve();
 
-  const start = async () => {
-    const proc = spawn(HERALD_BIN, args, { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
+  const file = options.logFile ? createWriteStream(options.logFile) : null;
+  const start = async (overrides: Record<string, string> = {}) => {
+    const proc = spawn(HERALD_BIN, args, {
+      cwd: dir,
+      env: { ...env, ...overrides },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     child = proc;
     const append = (chunk: Buffer) => {
+      file?.write(chunk);
       log = (log + chunk.toString()).slice(-8000);
     };
     proc.stdout?.on("data", append);
@@ -140,7 +150,17 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     }
   };
 
-  await start();
+  const stop = async () => {
+    await kill();
+    file?.end();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await start();
+  } catch (error) {
+    await stop();
+    throw error;
+  }
   return {
     httpAddr,
     grpcAddr,
@@ -150,10 +170,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     apiKey,
     kill,
     start,
-    async stop() {
-      await kill();
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
     logs: () => log,
   };
 }
