@@ -62,6 +62,11 @@ async fn invalid_publishes_are_invalid_argument_with_the_reason() {
             status.message()
         );
     }
+    let mut long_key = publish_request("org:acme:ch:x", "e", b"{}");
+    long_key.idempotency_key = "k".repeat(257);
+    let status = within("publish", grpc.publish(long_key)).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("idempotency_key"), "{status:?}");
 }
 
 #[tokio::test]
