@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{ChannelName, CloseCode};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::auth::{Claims, unix_now};
@@ -33,6 +34,10 @@ pub struct Connection {
     /// Channels this connection is subscribed to. The hub removes entries on server-side
     /// unsubscribes, so it is shared rather than owned by the session.
     pub subscriptions: Mutex<Vec<ChannelName>>,
+    /// Channels the hub evicted this connection from, for its session to leave their
+    /// presence in order with its own commands.
+    evicted: Mutex<Vec<ChannelName>>,
+    evicted_ready: Notify,
 }
 
 impl Connection {
@@ -80,15 +85,37 @@ impl Connection {
         before != subscriptions.len()
     }
 
+    /// Records a server-side eviction from `channel` (the subscription is already removed)
+    /// and wakes the session.
+    pub fn evicted(&self, channel: &ChannelName) {
+        lock(&self.evicted).push(channel.clone());
+        self.evicted_ready.notify_one();
+    }
+
+    /// Completes when an eviction is waiting to be taken.
+    pub async fn eviction(&self) {
+        self.evicted_ready.notified().await
+    }
+
+    /// The channels evicted from since the last call.
+    pub fn take_evicted(&self) -> Vec<ChannelName> {
+        std::mem::take(&mut *lock(&self.evicted))
+    }
+
     pub fn take_subscriptions(&self) -> Vec<ChannelName> {
         std::mem::take(&mut *self.lock_subscriptions())
     }
 
     fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<ChannelName>> {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.subscriptions)
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned list is still a valid list.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -153,6 +180,8 @@ impl Connections {
                 self.now_ms() + self.heartbeat.interval.as_millis() as u64,
             ),
             subscriptions: Mutex::new(Vec::new()),
+            evicted: Mutex::new(Vec::new()),
+            evicted_ready: Notify::new(),
         });
         self.by_id.insert(id, connection.clone());
         metrics::gauge!(metrics::CONNECTIONS).increment(1.0);

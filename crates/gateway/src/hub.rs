@@ -12,10 +12,23 @@
 //! Joining without loss: a new subscriber starts *pending*: publications that arrive while
 //! its subscribe reads state are buffered for it, and [`Hub::activate`] queues the
 //! subscribe reply followed by whatever is newer than the position the reply carried.
+//! Evictions skip pending subscribers: they have no reply yet, and `activate` checks what
+//! was buffered against the position they read.
+//!
+//! Interest: a channel's entry owns whether this node holds the broker subscription for it
+//! ([`Interest`]), changed under a per-channel lock. The entry stays in the map, empty,
+//! until the node has released that subscription, so a subscribe and the last unsubscribe
+//! that cross always meet at the same lock.
+//!
+//! Nothing received is trusted for arithmetic: offsets come from other nodes, and a
+//! publication in another epoch than the one delivered is only acted on once the state
+//! confirms the epoch changed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -42,6 +55,37 @@ const POSITION_CHECK_BATCH: usize = 1000;
 /// Publications buffered for a pending subscriber before it is closed as a slow consumer.
 const MAX_PENDING: usize = 10_000;
 
+/// Publications held past a gap before the gap is given up and subscribers resubscribe.
+const MAX_HELD: usize = 10_000;
+
+/// How long a gap fill keeps retrying a state that errors or times out before it gives up
+/// and sends the channel's subscribers to resubscribe.
+const GAP_FILL_RETRY_WINDOW: Duration = Duration::from_secs(30);
+
+/// Longest pause between gap fill retries.
+const GAP_FILL_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The pause before gap fill retry `attempt` (0-based): doubling from `base`, capped.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.min(16);
+    base.saturating_mul(factor).min(GAP_FILL_MAX_BACKOFF)
+}
+
+/// Whether this node holds the broker subscription of a channel. Owned by the channel's
+/// entry; the lock serialises changes per channel and is held across the broker call, which
+/// only ever waits on this channel.
+#[derive(Default)]
+pub struct Interest {
+    held: tokio::sync::Mutex<bool>,
+}
+
+impl Interest {
+    /// Locks the channel's interest: `true` while the broker subscription is held.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, bool> {
+        self.held.lock().await
+    }
+}
+
 struct Buffered {
     offset: u64,
     epoch: Arc<str>,
@@ -60,6 +104,7 @@ struct Subscriber {
 #[derive(Default)]
 struct ChannelEntry {
     subscribers: Vec<Subscriber>,
+    interest: Arc<Interest>,
     /// Last offset delivered on this node, and its epoch.
     delivered: Option<(Arc<str>, u64)>,
     /// Publications past a gap, waiting for it to be filled.
@@ -68,6 +113,8 @@ struct ChannelEntry {
     /// it exist even if none past them has arrived to reveal the gap.
     known_top: u64,
     gap_fill_running: bool,
+    /// A publication arrived in another epoch; the state is being asked which is current.
+    epoch_check_running: bool,
 }
 
 impl ChannelEntry {
@@ -84,7 +131,7 @@ pub struct Hub {
     state: Arc<dyn State>,
     gap_wait: Duration,
     /// Channels left without local subscribers by a server-side unsubscribe, so the node
-    /// can drop its broker interest.
+    /// releases their interest.
     idle: mpsc::UnboundedSender<ChannelName>,
 }
 
@@ -105,31 +152,55 @@ impl Hub {
         )
     }
 
-    /// Adds a pending subscriber. Returns true if it is the channel's first on this node.
-    pub fn add(&self, channel: &ChannelName, connection: Arc<Connection>) -> bool {
+    /// Adds a pending subscriber. Returns the channel's interest: the subscriber must make
+    /// sure it is held (every subscriber, not only the first: the first one's attempt may
+    /// fail after others joined).
+    pub fn add(&self, channel: &ChannelName, connection: Arc<Connection>) -> Arc<Interest> {
         let mut entry = self.channels.entry(channel.clone()).or_default();
-        let first = entry.subscribers.is_empty();
         entry.subscribers.push(Subscriber {
             connection,
             offset: 0,
             epoch: Arc::from(""),
             pending: Some(Vec::new()),
         });
-        first
+        entry.interest.clone()
+    }
+
+    /// The interest of a channel this node has an entry for.
+    pub fn interest(&self, channel: &ChannelName) -> Option<Arc<Interest>> {
+        self.channels
+            .get(channel)
+            .map(|entry| entry.interest.clone())
+    }
+
+    /// Forgets a channel's entry if it has no subscribers and still owns `interest`. Call it
+    /// holding that interest's lock, after releasing the broker subscription.
+    pub fn forget_if_idle(&self, channel: &ChannelName, interest: &Arc<Interest>) {
+        self.channels.remove_if(channel, |_, entry| {
+            entry.subscribers.is_empty() && Arc::ptr_eq(&entry.interest, interest)
+        });
     }
 
     /// Queues the subscribe `reply` to a pending subscriber, then what arrived while it was
-    /// pending and is newer than `position`, and makes it live.
+    /// pending and is newer than `position`, and makes it live. False when the subscriber
+    /// is gone (its connection closed meanwhile): nothing was queued.
     pub fn activate(
         &self,
         channel: &ChannelName,
         connection: &Connection,
         reply: Bytes,
         position: &Position,
-    ) {
+    ) -> bool {
         let Some(mut entry) = self.channels.get_mut(channel) else {
-            return;
+            return false;
         };
+        if !entry
+            .subscribers
+            .iter()
+            .any(|s| s.connection.id == connection.id && s.pending.is_some())
+        {
+            return false;
+        }
         // The subscriber's position is the node's baseline when it has none (or an older
         // epoch's): a publication lost right after it is then a gap, not a silent skip.
         if !position.epoch.is_empty()
@@ -146,7 +217,7 @@ impl Hub {
             .iter_mut()
             .find(|s| s.connection.id == connection.id)
         else {
-            return;
+            return false;
         };
         subscriber.offset = position.offset;
         subscriber.epoch = Arc::from(position.epoch.as_str());
@@ -155,8 +226,14 @@ impl Hub {
         for buffered in subscriber.pending.take().unwrap_or_default() {
             if buffered.offset == 0 {
                 connection.send(buffered.bytes);
-            } else if buffered.epoch != subscriber.epoch {
+            } else if buffered.epoch != subscriber.epoch
+                || buffered.offset > subscriber.offset.saturating_add(1)
+            {
+                // Another epoch, or a gap between the position read and what the node
+                // delivered meanwhile (the node had no baseline yet, or gave a gap up):
+                // the subscriber recovers by resubscribing.
                 resubscribe = true;
+                break;
             } else if buffered.offset > subscriber.offset {
                 subscriber.offset = buffered.offset;
                 connection.send(buffered.bytes);
@@ -166,9 +243,11 @@ impl Hub {
             let id = connection.id.clone();
             self.evict(channel, &mut entry, |s| s.connection.id == id);
         }
+        true
     }
 
-    /// Removes a subscriber. Returns true if the channel has no local subscribers left.
+    /// Removes a subscriber. Returns true if the channel has no local subscribers left: the
+    /// caller then releases the channel's interest (the entry stays until it does).
     pub fn remove(&self, channel: &ChannelName, connection_id: &str) -> bool {
         let Some(mut entry) = self.channels.get_mut(channel) else {
             return false;
@@ -177,16 +256,7 @@ impl Hub {
         entry
             .subscribers
             .retain(|s| &*s.connection.id != connection_id);
-        if entry.subscribers.len() == before {
-            return false;
-        }
-        if !entry.subscribers.is_empty() {
-            return false;
-        }
-        drop(entry);
-        self.channels
-            .remove_if(channel, |_, entry| entry.subscribers.is_empty())
-            .is_some()
+        entry.subscribers.len() != before && entry.subscribers.is_empty()
     }
 
     /// Local subscribers of a channel.
@@ -206,15 +276,33 @@ impl Hub {
             return;
         }
         let next = match &entry.delivered {
-            Some((epoch, last)) if **epoch == *publication.epoch => last + 1,
-            // First publication seen, or history restarted with a new epoch.
-            _ => publication.offset,
+            Some((epoch, last)) if **epoch == *publication.epoch => last.saturating_add(1),
+            // Another epoch: history restarted, or the publication is stale or forged.
+            // Only the state can tell; the position check acts on what it says.
+            Some(_) => {
+                metrics::counter!(metrics::DUPLICATES_DROPPED).increment(1);
+                if !entry.epoch_check_running {
+                    entry.epoch_check_running = true;
+                    let channel = entry.key().clone();
+                    drop(entry);
+                    tokio::spawn(self.clone().check_epoch(channel));
+                }
+                return;
+            }
+            // The first publication seen.
+            None => publication.offset,
         };
         if publication.offset < next {
             metrics::counter!(metrics::DUPLICATES_DROPPED).increment(1);
             return;
         }
         if publication.offset > next {
+            if entry.held.len() >= MAX_HELD {
+                tracing::warn!(channel = %entry.key(), "too many publications held past a gap");
+                let channel = entry.key().clone();
+                self.evict(&channel, &mut entry, |_| true);
+                return;
+            }
             entry.held.insert(publication.offset, publication);
             if !entry.gap_fill_running {
                 entry.gap_fill_running = true;
@@ -224,14 +312,29 @@ impl Hub {
             }
             return;
         }
-        if entry
-            .delivered
-            .as_ref()
-            .is_some_and(|(epoch, _)| *epoch != publication.epoch)
-        {
-            entry.forget_epoch();
-        }
         self.deliver_in_order(&mut entry, publication);
+    }
+
+    /// Asks the state for a channel's position after a publication arrived in an epoch the
+    /// node has not delivered: [`Hub::catch_up`] then resubscribes everyone if the epoch
+    /// really changed, and otherwise nothing happens (the publication was stale or forged).
+    async fn check_epoch(self: Arc<Self>, channel: ChannelName) {
+        let position = self.state.positions(std::slice::from_ref(&channel)).await;
+        let delivered = self.channels.get_mut(&channel).and_then(|mut entry| {
+            entry.epoch_check_running = false;
+            entry.delivered.as_ref().map(|(epoch, _)| epoch.clone())
+        });
+        match (position, delivered) {
+            (Ok(positions), Some(epoch)) => {
+                if let Some(Some(position)) = positions.into_iter().next() {
+                    self.catch_up(&channel, &epoch, &position);
+                }
+            }
+            (Err(error), _) => {
+                tracing::debug!(%channel, %error, "epoch check failed; the position check retries")
+            }
+            _ => {}
+        }
     }
 
     /// Delivers `publication` (the next offset) and then every held one that follows it.
@@ -240,7 +343,7 @@ impl Hub {
         while let Some(publication) = next {
             entry.delivered = Some((publication.epoch.clone(), publication.offset));
             self.fan_out(entry, &publication);
-            next = entry.held.remove(&(publication.offset + 1));
+            next = entry.held.remove(&publication.offset.saturating_add(1));
         }
         // Anything still held at or below the delivered offset is a duplicate.
         if let Some((_, last)) = entry.delivered {
@@ -306,6 +409,14 @@ impl Hub {
             return;
         }
         let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+        if position.offset < delivered {
+            // The node delivered offsets the state never assigned (a forged or corrupt
+            // message): its baseline is wrong, so its subscribers resubscribe from state.
+            metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
+            tracing::warn!(%channel, delivered, state = position.offset, "delivered past the state's offset; subscribers resubscribe");
+            self.evict(channel, &mut entry, |_| true);
+            return;
+        }
         if position.offset > delivered && position.offset > entry.known_top {
             metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
             entry.known_top = position.offset;
@@ -319,15 +430,21 @@ impl Hub {
 
     /// Waits for a missing offset, then fills the gap from history; if history cannot
     /// fill it, the channel's subscribers resubscribe (recovering from their positions).
+    /// A state that errors or times out is retried with backoff for
+    /// [`GAP_FILL_RETRY_WINDOW`] before the gap is given up: slow is not lost.
     async fn fill_gap(self: Arc<Self>, channel: ChannelName) {
+        let mut delay = self.gap_wait;
+        let mut failing_since: Option<Instant> = None;
+        let mut failures = 0u32;
         loop {
-            tokio::time::sleep(self.gap_wait).await;
+            tokio::time::sleep(delay).await;
+            delay = self.gap_wait;
             let (epoch, last, target) = {
                 let Some(mut entry) = self.channels.get_mut(&channel) else {
                     return;
                 };
                 let target = match entry.held.first_key_value() {
-                    Some((&first_held, _)) => first_held - 1,
+                    Some((&first_held, _)) => first_held.saturating_sub(1),
                     None => entry.known_top,
                 };
                 match entry.delivered.clone() {
@@ -338,8 +455,13 @@ impl Hub {
                     }
                 }
             };
-            let missing = (target - last) as usize;
-            let filled = self.state.history(&channel, last, missing).await;
+            // History never holds more than a namespace's size; a forged offset must not
+            // turn into a huge read.
+            let missing = usize::try_from(target - last).unwrap_or(usize::MAX);
+            let filled = self
+                .state
+                .history(&channel, last, missing.min(MAX_HELD))
+                .await;
             let Some(mut entry) = self.channels.get_mut(&channel) else {
                 return;
             };
@@ -347,27 +469,50 @@ impl Hub {
             match filled {
                 // Someone else delivered past the gap meanwhile (the missing offset arrived).
                 _ if delivered != last => {}
-                Ok(slice)
-                    if slice.position.epoch == *epoch
-                        && slice.publications.len() == missing
-                        && slice
-                            .publications
-                            .first()
-                            .is_some_and(|p| p.offset == last + 1) =>
-                {
-                    metrics::counter!(metrics::GAP_FILLS, "result" => "filled").increment(1);
+                Err(error) => {
+                    metrics::counter!(metrics::GAP_FILLS, "result" => "error").increment(1);
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < GAP_FILL_RETRY_WINDOW {
+                        tracing::debug!(%channel, %error, "gap fill failed; retrying");
+                        delay = backoff(self.gap_wait, failures);
+                        failures += 1;
+                        continue;
+                    }
+                    metrics::counter!(metrics::GAP_FILLS, "result" => "unavailable").increment(1);
+                    tracing::warn!(%channel, %error, "state unavailable for the whole gap fill window; subscribers resubscribe");
+                    self.evict(&channel, &mut entry, |_| true);
+                }
+                Ok(slice) if slice.position.epoch != *epoch => {
+                    metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
+                    tracing::warn!(%channel, "history restarted during a gap; subscribers resubscribe");
+                    self.evict(&channel, &mut entry, |_| true);
+                }
+                Ok(slice) => {
+                    (failing_since, failures) = (None, 0);
+                    let top = slice.position.offset;
+                    if top < target {
+                        // Held offsets the state never assigned: forged or corrupt messages.
+                        // They are dropped; they must not cost anyone their subscription.
+                        let bogus = entry.held.split_off(&top.saturating_add(1));
+                        metrics::counter!(metrics::NATS_MESSAGES, "result" => "invalid")
+                            .increment(bogus.len() as u64);
+                        entry.known_top = entry.known_top.min(top);
+                    }
                     for publication in slice.publications {
                         let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
-                        if publication.offset == delivered + 1 {
+                        if publication.offset == delivered.saturating_add(1) {
                             self.deliver_in_order(&mut entry, publication);
                         }
                     }
-                }
-                _ => {
-                    metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
-                    tracing::warn!(%channel, from = last + 1, to = target, "gap not fillable from history");
-                    // Evicting everyone also forgets held publications and the position.
-                    self.evict(&channel, &mut entry, |_| true);
+                    let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
+                    if delivered < target.min(top) {
+                        metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
+                        tracing::warn!(%channel, from = delivered + 1, to = target, "gap not fillable from history");
+                        // Evicting everyone also forgets held publications and the position.
+                        self.evict(&channel, &mut entry, |_| true);
+                    } else if delivered > last {
+                        metrics::counter!(metrics::GAP_FILLS, "result" => "filled").increment(1);
+                    }
                 }
             }
             let delivered = entry.delivered.as_ref().map_or(0, |(_, offset)| *offset);
@@ -376,14 +521,6 @@ impl Hub {
                 return;
             }
         }
-    }
-
-    /// Forgets a channel that a server-side unsubscribe left without subscribers. Returns
-    /// true if it was removed (and the node should drop its broker interest).
-    pub fn remove_if_idle(&self, channel: &ChannelName) -> bool {
-        self.channels
-            .remove_if(channel, |_, entry| entry.subscribers.is_empty())
-            .is_some()
     }
 
     /// Delivers a presence event to the channel's live subscribers (those still joining
@@ -450,7 +587,9 @@ impl Hub {
         }
     }
 
-    /// Server-side unsubscribe of the matching subscribers, telling them to resubscribe.
+    /// Server-side unsubscribe of the matching live subscribers, telling them to
+    /// resubscribe. Their sessions are told too, so they leave the channel's presence.
+    /// Pending subscribers stay: [`Hub::activate`] checks them against what they read.
     fn evict(
         &self,
         channel: &ChannelName,
@@ -463,18 +602,21 @@ impl Hub {
             "resubscribe",
         );
         entry.subscribers.retain(|subscriber| {
-            if !matches(subscriber) {
+            if subscriber.pending.is_some() || !matches(subscriber) {
                 return true;
             }
             if subscriber.connection.remove_subscription(channel) {
                 metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
             }
             subscriber.connection.send(push.clone());
+            subscriber.connection.evicted(channel);
             false
         });
-        if entry.subscribers.is_empty() {
+        if entry.subscribers.iter().all(|s| s.pending.is_some()) {
             entry.forget_epoch();
             entry.delivered = None;
+        }
+        if entry.subscribers.is_empty() {
             let _ = self.idle.send(channel.clone());
         }
     }

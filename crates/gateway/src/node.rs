@@ -17,7 +17,7 @@ use crate::config::{ChannelOptions, Config, NamespaceRule};
 use crate::connections::{Connections, Heartbeat};
 use crate::envelope::EnvelopeLimits;
 use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
-use crate::hub::Hub;
+use crate::hub::{Hub, Interest};
 use crate::metrics;
 use crate::presence::PresenceService;
 use crate::state::{
@@ -277,29 +277,50 @@ impl Node {
         Ok(self.state.history(&channel, since_offset, limit).await?)
     }
 
-    /// Registers interest with the broker for a channel's first local subscriber.
-    pub async fn interest_added(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        self.broker.subscribe(channel).await
+    /// Makes sure this node holds the broker subscription of a channel it has a subscriber
+    /// for. Every subscriber calls it: when the first one's attempt failed after others
+    /// joined, the next one tries again instead of living without a subscription.
+    pub async fn ensure_interest(
+        &self,
+        channel: &ChannelName,
+        interest: &Interest,
+    ) -> Result<(), BrokerError> {
+        let mut held = interest.lock().await;
+        if !*held {
+            self.broker.subscribe(channel).await?;
+            *held = true;
+        }
+        Ok(())
     }
 
-    /// Drops broker interest after a channel's last local subscriber left.
-    pub async fn interest_removed(&self, channel: &ChannelName) {
-        if let Err(error) = self.broker.unsubscribe(channel).await {
-            tracing::warn!(%channel, %error, "broker unsubscribe failed");
+    /// Releases the broker subscription of a channel whose last local subscriber left (if
+    /// none joined meanwhile), then forgets the channel's entry.
+    pub async fn release_interest(&self, channel: &ChannelName) {
+        let Some(interest) = self.hub.interest(channel) else {
+            return;
+        };
+        let mut held = interest.lock().await;
+        if self.hub.subscriber_count(channel) > 0 {
+            return;
         }
+        if *held {
+            if let Err(error) = self.broker.unsubscribe(channel).await {
+                tracing::warn!(%channel, %error, "broker unsubscribe failed");
+            }
+            *held = false;
+        }
+        self.hub.forget_if_idle(channel, &interest);
     }
 }
 
-/// Drops broker interest for channels that server-side unsubscribes left empty.
+/// Releases the interest of channels that server-side unsubscribes left empty.
 async fn drop_idle_interest(
     node: std::sync::Weak<Node>,
     mut idle: mpsc::UnboundedReceiver<ChannelName>,
 ) {
     while let Some(channel) = idle.recv().await {
         let Some(node) = node.upgrade() else { return };
-        if node.hub.remove_if_idle(&channel) {
-            node.interest_removed(&channel).await;
-        }
+        node.release_interest(&channel).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Channel names: segments joined by `:`, each 1-64 of `[A-Za-z0-9_@=+-]`, at most 200
 //! bytes in all. The first segment is the namespace. A name maps 1:1 to a NATS subject
-//! (`org:acme:ch:general` → `herald.org.acme.ch.general`), which is why `.`, `*`, `>` and
+//! (`org:acme:ch:general` → `herald.node.org.acme.ch.general`), which is why `.`, `*`, `>` and
 //! whitespace are not allowed.
 
 use std::{fmt, sync::Arc};
@@ -45,10 +45,12 @@ impl ChannelName {
         self.0.split(':')
     }
 
-    /// The NATS subject carrying this channel's publications.
-    pub fn subject(&self) -> String {
-        let mut subject = String::with_capacity(7 + self.0.len());
-        subject.push_str("herald.");
+    /// The NATS subject of this channel under `prefix` (tokens joined by `.`, no trailing
+    /// dot): `herald.node` and `org:acme:ch:general` give `herald.node.org.acme.ch.general`.
+    pub fn subject(&self, prefix: &str) -> String {
+        let mut subject = String::with_capacity(prefix.len() + 1 + self.0.len());
+        subject.push_str(prefix);
+        subject.push('.');
         subject.extend(self.0.chars().map(|c| if c == ':' { '.' } else { c }));
         subject
     }
@@ -161,7 +163,10 @@ mod tests {
     #[test]
     fn maps_to_nats_subject() {
         let channel = ChannelName::parse("org:acme:ch:general").unwrap();
-        assert_eq!(channel.subject(), "herald.org.acme.ch.general");
+        assert_eq!(
+            channel.subject("herald.node"),
+            "herald.node.org.acme.ch.general"
+        );
         assert_eq!(channel.namespace(), "org");
     }
 }

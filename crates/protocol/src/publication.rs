@@ -68,7 +68,8 @@ pub enum DataError {
 }
 
 /// Checks publication data (valid JSON, within size and depth limits) and returns it as a
-/// shared raw JSON value; the bytes are never rewritten.
+/// shared raw JSON value in compact form: whitespace outside strings is removed (see
+/// [`crate::json::compact`]), nothing else is rewritten.
 pub fn validate_data(
     data: &[u8],
     max_bytes: usize,
@@ -94,7 +95,17 @@ pub fn raw_json(
         return Err(DataError::TooDeep(max_depth));
     }
     let raw = RawValue::from_string(text).map_err(|e| DataError::NotJson(e.to_string()))?;
-    Ok(Arc::from(raw))
+    Ok(Arc::from(compact_raw(raw)))
+}
+
+/// A valid raw JSON value in compact form, so it can be written into a frame verbatim.
+pub fn compact_raw(raw: Box<RawValue>) -> Box<RawValue> {
+    let compacted = match crate::json::compact(raw.get()) {
+        std::borrow::Cow::Borrowed(_) => return raw,
+        std::borrow::Cow::Owned(compacted) => compacted,
+    };
+    // Compacting valid JSON keeps it valid; the fallback is unreachable.
+    RawValue::from_string(compacted).unwrap_or(raw)
 }
 
 #[cfg(test)]
@@ -126,6 +137,16 @@ mod tests {
             DataError::TooDeep(32)
         );
         assert!(validate_data(b"{} {}", 100, 32).is_err());
+        assert!(
+            validate_data(b"1 2", 100, 32).is_err(),
+            "checked before compacting"
+        );
+        assert_eq!(
+            validate_data(b"{\"a\":\n1,\r\n\"b\":\t2}", 100, 32)
+                .unwrap()
+                .get(),
+            r#"{"a":1,"b":2}"#
+        );
     }
 
     #[test]

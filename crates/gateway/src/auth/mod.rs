@@ -9,6 +9,7 @@ mod permission;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use herald_protocol::publication::compact_raw;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -130,7 +131,8 @@ impl Authenticator {
             exp: claims.exp,
             orgs: claims.orgs.into_iter().map(Arc::from).collect(),
             channels: claims.channels.into_iter().map(Arc::from).collect(),
-            info: claims.info.map(Arc::from),
+            // Written into presence pushes verbatim: compact, so it cannot break a frame.
+            info: claims.info.map(|info| Arc::from(compact_raw(info))),
         })
     }
 

@@ -1,30 +1,47 @@
-//! The cluster broker: one NATS subject per channel (`org:acme:ch:general` ↔
-//! `herald.org.acme.ch.general`), one NATS message per publication carrying its
+//! The cluster broker: one NATS message per publication carrying its
 //! [envelope](crate::envelope), and interest only where there are local subscribers.
 //!
-//! Interest changes are serialized under one lock and an unsubscribe re-checks the hub
-//! under it, so a subscribe and the last unsubscribe of a channel that cross cannot leave
-//! a node with local subscribers and no NATS subscription.
+//! Two subjects per channel, told apart by their second token, so NATS permissions can
+//! keep services off the nodes' subjects:
+//! - `herald.node.<segments>`: node to node (publications with their offsets, presence
+//!   events), trusted once NATS permissions allow only nodes to publish there;
+//! - `herald.app.<segments>`: ephemeral events from services, checked and re-encoded like
+//!   a gRPC publish, their offset, epoch and sender ignored.
+//!
+//! A node subscribes to both with one wildcard subscription, `herald.*.<segments>`.
+//!
+//! Interest is owned by the hub's channel entry, which serialises changes per channel
+//! ([`crate::hub::Interest`]); this broker only keeps the subscription tasks, under a lock
+//! that is never held across an await.
 //!
 //! NATS core is at-most-once: what a node misses (a dropped message, a reconnect) is filled
 //! from history by the hub, which the node asks to check every channel after a reconnect.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State as ConnectionState;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use herald_protocol::{ChannelName, Publication};
-use tokio::sync::{Mutex, Notify};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{Broker, BrokerError, Event, Exclude};
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
+
+/// Subjects of node-to-node messages.
+pub const NODE_SUBJECT_PREFIX: &str = "herald.node";
+/// Subjects of services' ephemeral events.
+pub const APP_SUBJECT_PREFIX: &str = "herald.app";
+/// What a node subscribes to per channel: both of the above.
+const ANY_SUBJECT_PREFIX: &str = "herald.*";
 
 /// Marks a NATS message as a presence event (a JSON push frame) rather than an envelope.
 const EVENT_HEADER: &str = "Herald-Event";
@@ -48,7 +65,7 @@ pub struct NatsBroker {
     limits: EnvelopeLimits,
     /// One reader task per subscribed channel; the task owns the NATS subscription, so
     /// aborting it unsubscribes.
-    interest: Mutex<HashMap<ChannelName, JoinHandle<()>>>,
+    readers: Mutex<HashMap<ChannelName, JoinHandle<()>>>,
     connected: Arc<AtomicBool>,
 }
 
@@ -107,7 +124,7 @@ impl NatsBroker {
             client,
             hub,
             limits,
-            interest: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
             connected,
         })
     }
@@ -115,6 +132,13 @@ impl NatsBroker {
     fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
             && self.client.connection_state() == ConnectionState::Connected
+    }
+
+    fn readers(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelName, JoinHandle<()>>> {
+        // Nothing panics while holding this lock; a poisoned map is still a valid map.
+        self.readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -125,7 +149,7 @@ impl Broker for NatsBroker {
             return Err(BrokerError::Unavailable("NATS is not connected".into()));
         }
         let started = Instant::now();
-        let subject = publication.channel.subject();
+        let subject = publication.channel.subject(NODE_SUBJECT_PREFIX);
         let body = envelope::encode(publication);
         let sent = async {
             self.client
@@ -156,9 +180,11 @@ impl Broker for NatsBroker {
             Some(Exclude::Client(client)) => headers.insert(EXCLUDE_CLIENT_HEADER, client.as_ref()),
             None => {}
         }
-        let sent =
-            self.client
-                .publish_with_headers(event.channel.subject(), headers, event.push.clone());
+        let sent = self.client.publish_with_headers(
+            event.channel.subject(NODE_SUBJECT_PREFIX),
+            headers,
+            event.push.clone(),
+        );
         match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(BrokerError::Unavailable(format!("NATS publish: {error}"))),
@@ -167,20 +193,19 @@ impl Broker for NatsBroker {
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        let mut interest = self.interest.lock().await;
-        if interest
-            .get(channel)
-            .is_some_and(|task| !task.is_finished())
-        {
-            return Ok(());
+        // Fail fast rather than wait out the flush timeout, which every other subscriber of
+        // the channel would queue behind.
+        if !self.is_connected() {
+            return Err(BrokerError::Unavailable("NATS is not connected".into()));
         }
         let subscriber = self
             .client
-            .subscribe(channel.subject())
+            .subscribe(channel.subject(ANY_SUBJECT_PREFIX))
             .await
             .map_err(|e| BrokerError::Unavailable(format!("NATS subscribe: {e}")))?;
         // The SUB must be on the wire before the subscriber reads the channel's position,
         // or a publication in between could reach no one on this node until the next check.
+        // On failure the subscription drops, which unsubscribes.
         tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush())
             .await
             .map_err(|_| BrokerError::Unavailable("NATS flush timed out".into()))?
@@ -191,21 +216,20 @@ impl Broker for NatsBroker {
             self.hub.clone(),
             self.limits,
         ));
-        interest.insert(channel.clone(), task);
-        metrics::gauge!(metrics::NATS_SUBSCRIPTIONS).set(interest.len() as f64);
+        let mut readers = self.readers();
+        if let Some(previous) = readers.insert(channel.clone(), task) {
+            previous.abort();
+        }
+        metrics::gauge!(metrics::NATS_SUBSCRIPTIONS).set(readers.len() as f64);
         Ok(())
     }
 
     async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        let mut interest = self.interest.lock().await;
-        // A subscriber may have joined since the last one left.
-        if self.hub.subscriber_count(channel) > 0 {
-            return Ok(());
-        }
-        if let Some(task) = interest.remove(channel) {
+        let mut readers = self.readers();
+        if let Some(task) = readers.remove(channel) {
             task.abort();
         }
-        metrics::gauge!(metrics::NATS_SUBSCRIPTIONS).set(interest.len() as f64);
+        metrics::gauge!(metrics::NATS_SUBSCRIPTIONS).set(readers.len() as f64);
         Ok(())
     }
 
@@ -222,45 +246,126 @@ async fn read_subject(
     limits: EnvelopeLimits,
 ) {
     while let Some(message) = subscriber.next().await {
-        if let Some(headers) = message
-            .headers
-            .as_ref()
-            .filter(|h| h.get(EVENT_HEADER).is_some())
-        {
-            deliver_event(&channel, headers, message.payload, &hub);
-            continue;
-        }
-        match envelope::decode(channel.clone(), &message.payload, limits) {
-            Ok(mut publication) => {
-                metrics::counter!(metrics::NATS_MESSAGES, "result" => "delivered").increment(1);
-                if publication.ts == 0 {
-                    // Services publishing straight to NATS may leave the time to us.
-                    publication.ts = crate::node::unix_millis();
-                }
-                hub.deliver(publication);
+        let under = |prefix: &str| {
+            message
+                .subject
+                .as_str()
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
+        };
+        let outcome = if under(NODE_SUBJECT_PREFIX) {
+            match message
+                .headers
+                .as_ref()
+                .filter(|h| h.get(EVENT_HEADER).is_some())
+            {
+                Some(headers) => deliver_event(&channel, headers, message.payload, &hub),
+                None => deliver_publication(&channel, &message.payload, limits, &hub),
             }
+        } else if under(APP_SUBJECT_PREFIX) {
+            deliver_app_event(&channel, &message.payload, limits, &hub)
+        } else {
+            Err(InvalidMessage::Subject)
+        };
+        let result = match outcome {
+            Ok(()) => "delivered",
             Err(error) => {
-                metrics::counter!(metrics::NATS_MESSAGES, "result" => "invalid").increment(1);
-                tracing::warn!(%channel, %error, "dropped an invalid NATS message");
+                tracing::warn!(%channel, subject = %message.subject, %error, "dropped an invalid NATS message");
+                "invalid"
             }
-        }
+        };
+        metrics::counter!(metrics::NATS_MESSAGES, "result" => result).increment(1);
     }
 }
 
-/// A presence event from another node: a push frame, checked to be JSON before it is
-/// written into client streams verbatim.
+#[derive(Debug, thiserror::Error)]
+enum InvalidMessage {
+    #[error(transparent)]
+    Envelope(#[from] envelope::EnvelopeError),
+    #[error("offset {0} is beyond any the state assigns")]
+    Offset(u64),
+    #[error("not a presence push frame for this channel")]
+    Event,
+    #[error("neither a node nor an app subject")]
+    Subject,
+}
+
+/// A publication from another node.
+fn deliver_publication(
+    channel: &ChannelName,
+    payload: &[u8],
+    limits: EnvelopeLimits,
+    hub: &Arc<Hub>,
+) -> Result<(), InvalidMessage> {
+    let publication = envelope::decode(channel.clone(), payload, limits)?;
+    // Offsets are Redis integers: anything larger is corrupt, and must not reach the hub's
+    // arithmetic.
+    if publication.offset > i64::MAX as u64 {
+        return Err(InvalidMessage::Offset(publication.offset));
+    }
+    hub.deliver(publication);
+    Ok(())
+}
+
+/// An ephemeral event from a service: only its event name and data are taken (checked and
+/// compacted as a gRPC publish's); it has no offset, no epoch and no sender, and carries this
+/// node's time unless it gave one.
+fn deliver_app_event(
+    channel: &ChannelName,
+    payload: &[u8],
+    limits: EnvelopeLimits,
+    hub: &Arc<Hub>,
+) -> Result<(), InvalidMessage> {
+    let mut publication = envelope::decode(channel.clone(), payload, limits)?;
+    publication.offset = 0;
+    publication.epoch = Arc::from("");
+    publication.from = None;
+    if publication.ts <= 0 {
+        publication.ts = crate::node::unix_millis();
+    }
+    hub.deliver(publication);
+    Ok(())
+}
+
+/// The shape of a presence event from another node: one push of one kind, on this channel.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFrame<'a> {
+    #[serde(borrow)]
+    push: EventPush<'a>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventPush<'a> {
+    channel: &'a str,
+    join: Option<IgnoredAny>,
+    leave: Option<IgnoredAny>,
+    typing: Option<IgnoredAny>,
+    status: Option<IgnoredAny>,
+}
+
+/// A presence event from another node: a push frame, written into client streams verbatim,
+/// so it is checked to be exactly one compact push on this channel first.
 fn deliver_event(
     channel: &ChannelName,
     headers: &async_nats::HeaderMap,
     push: bytes::Bytes,
     hub: &Hub,
-) {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&push).is_err() {
-        metrics::counter!(metrics::NATS_MESSAGES, "result" => "invalid").increment(1);
-        tracing::warn!(%channel, "dropped a NATS event that is not JSON");
-        return;
+) -> Result<(), InvalidMessage> {
+    let frame: EventFrame = serde_json::from_slice(&push).map_err(|_| InvalidMessage::Event)?;
+    let kinds = [
+        frame.push.join.is_some(),
+        frame.push.leave.is_some(),
+        frame.push.typing.is_some(),
+        frame.push.status.is_some(),
+    ];
+    if frame.push.channel != channel.as_str()
+        || kinds.iter().filter(|kind| **kind).count() != 1
+        || push.iter().any(|b| matches!(b, b'\n' | b'\r'))
+    {
+        return Err(InvalidMessage::Event);
     }
-    metrics::counter!(metrics::NATS_MESSAGES, "result" => "delivered").increment(1);
     let header = |name: &str| headers.get(name).map(|value| Arc::from(value.as_str()));
     let exclude = header(EXCLUDE_USER_HEADER)
         .map(Exclude::User)
@@ -270,4 +375,5 @@ fn deliver_event(
         push,
         exclude,
     });
+    Ok(())
 }

@@ -105,13 +105,17 @@ pub async fn run_transport(
         }
         _ = &mut writer => None,
     };
-    if let Some((registration, limiter)) = handshake {
+    if let Some((registration, limiter, rest)) = handshake {
         node.presence.opened(&registration.connection).await;
         let mut session = Session {
             node: node.clone(),
             registration,
             limiter,
         };
+        // Commands that came in the same frame as `connect`.
+        for command in rest {
+            Box::pin(session.handle(command)).await;
+        }
         session.read(&mut stream, &mut writer).await;
         Box::pin(session.cleanup()).await;
     }
@@ -143,18 +147,21 @@ pub(crate) async fn await_close_reply(
     let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, drain).await;
 }
 
-/// Reads until a valid `connect`. Returns the registered connection, or `None` after
-/// closing it.
+/// Commands of one frame, as parsed.
+type Commands = Vec<Result<Command, herald_protocol::CommandError>>;
+
+/// Reads until a valid `connect`. Returns the registered connection and the commands that
+/// followed `connect` in its frame, or `None` after closing it.
 async fn handshake(
     node: &Arc<Node>,
     stream: &mut impl Incoming,
     outbox: &Arc<Outbox>,
     upgrade_token: Option<String>,
-) -> Option<(Registration, RateLimiter)> {
+) -> Option<(Registration, RateLimiter, Commands)> {
     let mut limiter = RateLimiter::per_minute(node.config.limits.commands_per_minute);
     loop {
-        let commands = read_commands(node, stream, outbox, None).await?;
-        for command in commands {
+        let mut commands = read_commands(node, stream, outbox, None).await?.into_iter();
+        while let Some(command) = commands.next() {
             let command = match command {
                 Ok(command) => command,
                 Err(error) => {
@@ -177,7 +184,7 @@ async fn handshake(
                 Ok((registration, result)) => {
                     count_command("connect", Ok(()));
                     outbox.send(encode_result(command.id, &result));
-                    Some((registration, limiter))
+                    Some((registration, limiter, commands.collect()))
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));
@@ -247,7 +254,7 @@ async fn read_commands(
     stream: &mut impl Incoming,
     outbox: &Outbox,
     connection: Option<&Connection>,
-) -> Option<Vec<Result<Command, herald_protocol::CommandError>>> {
+) -> Option<Commands> {
     loop {
         let message = match stream.next().await {
             Some(Ok(message)) => message,
@@ -305,6 +312,13 @@ impl Session {
         let connection = self.connection().clone();
         loop {
             let commands = tokio::select! {
+                // Evictions first: a client told to resubscribe does so in its next command,
+                // which must find the channel's presence already left.
+                biased;
+                () = connection.eviction() => {
+                    self.leave_evicted().await;
+                    continue;
+                }
                 commands = read_commands(&node, stream, &connection.outbox, Some(&connection)) => commands,
                 _ = &mut *writer => return,
             };
@@ -361,14 +375,26 @@ impl Session {
         }
     }
 
-    /// Leaves every channel (and its presence), drops broker interest where this was the
-    /// last subscriber, and stops counting towards the user's online status.
+    /// Leaves the presence of channels the hub evicted this connection from, unless it
+    /// subscribed again since.
+    async fn leave_evicted(&self) {
+        let connection = self.connection();
+        for channel in connection.take_evicted() {
+            if !connection.is_subscribed(&channel) {
+                self.node.presence.left(&channel, connection).await;
+            }
+        }
+    }
+
+    /// Leaves every channel (and its presence), releases broker interest where this was
+    /// the last subscriber, and stops counting towards the user's online status.
     async fn cleanup(&self) {
         let connection = self.connection();
+        self.leave_evicted().await;
         for channel in connection.take_subscriptions() {
             metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
             if self.node.hub.remove(&channel, &connection.id) {
-                self.node.interest_removed(&channel).await;
+                self.node.release_interest(&channel).await;
             }
             self.node.presence.left(&channel, connection).await;
         }

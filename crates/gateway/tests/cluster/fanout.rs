@@ -153,7 +153,7 @@ async fn services_may_publish_ephemeral_events_straight_to_nats() {
     let service = within("NATS connect", async_nats::connect(nats.url()))
         .await
         .expect("NATS connects");
-    let subject = "herald.org.acme.ch.direct";
+    let subject = "herald.app.org.acme.ch.direct";
     // Garbage is dropped by every node without harming anyone.
     service
         .publish(subject, bytes::Bytes::from_static(b"\xff\x01not protobuf"))

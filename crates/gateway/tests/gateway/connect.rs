@@ -197,3 +197,37 @@ async fn token_expiry_closes_4002_unless_refreshed() {
 fn unix_now_plus(seconds: i64) -> i64 {
     herald_gateway::auth::unix_now() + seconds
 }
+
+#[tokio::test]
+async fn commands_in_the_same_frame_as_connect_are_answered() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let (mut socket, _) = within(
+        "WebSocket connect",
+        tokio_tungstenite::connect_async(&gateway.ws_url),
+    )
+    .await
+    .unwrap();
+    let frame = format!(
+        "{{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n{{\"id\":2,\"ping\":{{}}}}\n{{\"id\":3,\"subscribe\":{{\"channel\":\"org:acme:ch:general\"}}}}"
+    );
+    socket.send(Message::text(frame)).await.unwrap();
+    let mut answered = Vec::new();
+    within("replies to ids 1, 2 and 3", async {
+        while answered.len() < 3 {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                panic!("the connection ended after {answered:?}");
+            };
+            for line in text.lines() {
+                let message: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert!(message.get("result").is_some(), "{message}");
+                answered.push(message["id"].as_u64().unwrap());
+            }
+        }
+    })
+    .await;
+    assert_eq!(answered, vec![1, 2, 3], "answered in order");
+}

@@ -6,6 +6,7 @@ mod presence_suite;
 
 mod channels;
 mod connect;
+mod framing;
 mod grpc;
 mod lifecycle;
 mod limits;

@@ -16,6 +16,8 @@ struct SseClient {
     addr: SocketAddr,
     reader: BufReader<OwnedReadHalf>,
     session: String,
+    /// Every line of the stream after the headers, as read (up to and excluding `\n`).
+    raw_lines: Vec<String>,
 }
 
 struct SseEvent {
@@ -52,6 +54,7 @@ impl SseClient {
             addr,
             reader,
             session: String::new(),
+            raw_lines: Vec::new(),
         };
         let first = client.next_event().await;
         if first.name.as_deref() == Some("session") {
@@ -74,6 +77,8 @@ impl SseClient {
                 let mut line = String::new();
                 let read = self.reader.read_line(&mut line).await.unwrap();
                 assert!(read > 0, "the SSE stream ended");
+                self.raw_lines
+                    .push(line.strip_suffix('\n').unwrap_or(&line).to_owned());
                 let line = line.trim_end_matches(['\r', '\n']);
                 if line.is_empty() {
                     if name.is_some() || !data.is_empty() {
@@ -273,4 +278,50 @@ async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
     sse.send(r#"{"id":2,"ping":{}}"#).await;
     let reply = sse.next_event().await;
     assert!(reply.data.contains("\"id\":2"), "{}", reply.data);
+}
+
+#[tokio::test]
+async fn a_carriage_return_in_published_data_cannot_break_the_event_stream() {
+    use herald_gateway::config::{Access, ChannelOptions, NamespaceRule};
+
+    let gateway = TestGateway::with(|config| {
+        let chat = NamespaceRule {
+            access: Access::OrgMember,
+            options: ChannelOptions {
+                history_size: 10,
+                history_ttl: 60,
+                client_publish: true,
+                ..ChannelOptions::default()
+            },
+            root: None,
+        };
+        config.namespaces.insert("chat".into(), chat);
+    })
+    .await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    let mut pending = Vec::new();
+    sse.send(
+        "{\"id\":1,\"connect\":{}}\n{\"id\":2,\"subscribe\":{\"channel\":\"chat:acme:room\"}}",
+    )
+    .await;
+    assert_eq!(sse.next_message(&mut pending).await["id"], 1);
+    assert_eq!(sse.next_message(&mut pending).await["id"], 2);
+
+    // `\r` is JSON whitespace, and an SSE line break.
+    sse.send("{\"id\":3,\"publish\":{\"channel\":\"chat:acme:room\",\"event\":\"m\",\"data\":{\"a\":\r1,\r\"b\":[\r2]}}}")
+        .await;
+    let mut publication = None;
+    while publication.is_none() {
+        let message = sse.next_message(&mut pending).await;
+        if message["push"]["pub"].is_object() {
+            publication = Some(message["push"]["pub"]["data"].clone());
+        }
+    }
+    assert_eq!(publication.unwrap(), serde_json::json!({"a": 1, "b": [2]}));
+    assert!(
+        !sse.raw_lines.iter().any(|line| line.contains('\r')),
+        "a raw carriage return reached the stream: {:?}",
+        sse.raw_lines
+    );
 }

@@ -38,9 +38,8 @@ pub async fn apply(
         ));
     }
     connection.add_subscription(&channel);
-    if node.hub.add(&channel, connection.clone())
-        && let Err(error) = node.interest_added(&channel).await
-    {
+    let interest = node.hub.add(&channel, connection.clone());
+    if let Err(error) = node.ensure_interest(&channel, &interest).await {
         leave(node, connection, &channel).await;
         return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
     }
@@ -60,9 +59,16 @@ pub async fn apply(
             return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
         }
     };
+    if !node
+        .hub
+        .activate(&channel, connection, encode_result(id, &result), &position)
+    {
+        // The connection closed meanwhile: undo the join, or it stays a ghost member.
+        node.presence.left(&channel, connection).await;
+        leave(node, connection, &channel).await;
+        return Err(Failure::code(ErrorCode::Unavailable));
+    }
     metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
-    node.hub
-        .activate(&channel, connection, encode_result(id, &result), &position);
     Ok(Answer::Sent)
 }
 
@@ -87,7 +93,7 @@ async fn typers(
 async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &ChannelName) {
     connection.remove_subscription(channel);
     if node.hub.remove(channel, &connection.id) {
-        node.interest_removed(channel).await;
+        node.release_interest(channel).await;
     }
 }
 

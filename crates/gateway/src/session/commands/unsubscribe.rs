@@ -23,7 +23,7 @@ pub async fn apply(
     if connection.remove_subscription(&channel) {
         metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
         if node.hub.remove(&channel, &connection.id) {
-            node.interest_removed(&channel).await;
+            node.release_interest(&channel).await;
         }
         node.presence.left(&channel, connection).await;
     }
