@@ -24,6 +24,9 @@ pub enum PublishError {
     NotAllowed,
     #[error("idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
     InvalidIdempotencyKey,
+    /// Another publish with the key is still being sent; retrying later is safe.
+    #[error("a publish with this idempotency_key is in progress; retry")]
+    IdempotencyKeyInFlight,
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -38,7 +41,9 @@ impl PublishError {
                 ErrorCode::BadRequest
             }
             Self::NotAllowed => ErrorCode::PermissionDenied,
-            Self::State(_) | Self::Broker(_) => ErrorCode::Unavailable,
+            Self::State(_) | Self::Broker(_) | Self::IdempotencyKeyInFlight => {
+                ErrorCode::Unavailable
+            }
         }
     }
 
@@ -50,7 +55,9 @@ impl PublishError {
             | Self::InvalidData(_)
             | Self::InvalidIdempotencyKey => tonic::Status::invalid_argument(self.to_string()),
             Self::NotAllowed => tonic::Status::permission_denied(self.to_string()),
-            Self::State(_) | Self::Broker(_) => tonic::Status::unavailable(self.to_string()),
+            Self::State(_) | Self::Broker(_) | Self::IdempotencyKeyInFlight => {
+                tonic::Status::unavailable(self.to_string())
+            }
         }
     }
 }

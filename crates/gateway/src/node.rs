@@ -21,8 +21,8 @@ use crate::hub::{Hub, Interest};
 use crate::metrics;
 use crate::presence::PresenceService;
 use crate::state::{
-    Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Position, Presence, RedisState,
-    State, StateError,
+    Append, Appended, Duplicate, HistoryPolicy, HistorySlice, MemoryState, Position, Presence,
+    RedisState, Settlement, State, StateError,
 };
 
 /// How often a cluster node compares its channels' delivered positions with Redis.
@@ -195,7 +195,12 @@ impl Node {
     }
 
     /// The one publish path: validate, record in state (channels with history or an
-    /// idempotency key), hand to the broker. Answers only after both.
+    /// idempotency key), hand to the broker, settle the idempotency key. Answers only after
+    /// all of them.
+    ///
+    /// An idempotency key answers a retry with the first position only once that publish
+    /// was broadcast: until then the retry sends it (again) itself, so a publish that
+    /// failed, or whose node never saw Redis's reply, is delivered when retried.
     pub async fn publish(&self, request: PublishRequest) -> Result<Position, PublishError> {
         let started = Instant::now();
         let (channel, _, options) = self.channel(&request.channel)?;
@@ -203,11 +208,8 @@ impl Node {
         if request.from.is_some() && !options.client_publish {
             return Err(PublishError::NotAllowed);
         }
-        if request
-            .idempotency_key
-            .as_ref()
-            .is_some_and(|key| key.len() > MAX_IDEMPOTENCY_KEY_BYTES)
-        {
+        let idempotency_key = request.idempotency_key.as_deref();
+        if idempotency_key.is_some_and(|key| key.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
             return Err(PublishError::InvalidIdempotencyKey);
         }
         let history = options.has_history().then(|| HistoryPolicy {
@@ -223,21 +225,46 @@ impl Node {
             ts: unix_millis(),
             from: request.from.clone(),
         };
-        if history.is_some() || request.idempotency_key.is_some() {
+        if history.is_some() || idempotency_key.is_some() {
             let append = Append {
                 publication,
                 history,
-                idempotency_key: request.idempotency_key.as_deref(),
+                idempotency_key,
             };
             publication = match self.state.append(append).await? {
-                Appended::New(publication) => publication,
-                Appended::Duplicate(position) => return Ok(position),
+                Appended::New(publication)
+                | Appended::Duplicate(Duplicate::Unsent(publication)) => publication,
+                Appended::Duplicate(Duplicate::Sent(position)) => return Ok(position),
+                Appended::Duplicate(Duplicate::InFlight) => {
+                    return Err(PublishError::IdempotencyKeyInFlight);
+                }
             };
         }
-        if let Err(error) = self.broker.publish(&publication).await {
+        let broadcast = self.broker.publish(&publication).await;
+        let position = Position {
+            offset: publication.offset,
+            epoch: publication.epoch.to_string(),
+        };
+        let settlement = match &broadcast {
+            Ok(()) => Some(Settlement::Broadcast(position.clone())),
+            Err(_) if history.is_none() => Some(Settlement::Release),
+            // Stored: the claim stays, and a retry broadcasts it again.
+            Err(_) => None,
+        };
+        if let (Some(key), Some(settlement)) = (idempotency_key, settlement)
+            && let Err(error) = self
+                .state
+                .settle(&publication.channel, key, settlement)
+                .await
+        {
+            // Unsettled, the claim still holds the publication: a retry (after the lease,
+            // on a channel without history) sends it; at worst twice, if it was sent.
+            tracing::warn!(channel = %publication.channel, %error, "idempotency key not settled");
+        }
+        if let Err(error) = broadcast {
             // A stored publication is not lost: every node fills it from history (on its
             // position check, or when NATS is back), so the publish stands.
-            if publication.offset == 0 {
+            if history.is_none() {
                 return Err(error.into());
             }
             tracing::warn!(channel = %publication.channel, offset = publication.offset, %error, "stored but not broadcast; nodes fill it from history");
@@ -249,10 +276,7 @@ impl Node {
         };
         metrics::counter!(metrics::PUBLICATIONS, "origin" => origin).increment(1);
         metrics::histogram!(metrics::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
-        Ok(Position {
-            offset: publication.offset,
-            epoch: publication.epoch.to_string(),
-        })
+        Ok(position)
     }
 
     /// A window of a channel's history.

@@ -11,7 +11,10 @@ use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 use tokio::time::Instant;
 
-use super::{Append, Appended, HistorySlice, IDEMPOTENCY_WINDOW, Position, State, StateError};
+use super::{
+    Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
+    Settlement, State, StateError,
+};
 use crate::config::random_token;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -41,10 +44,26 @@ impl ChannelHistory {
     }
 }
 
+/// What an idempotency key holds, as in Redis (`lua/append.lua`).
+enum Claim {
+    /// Claimed on a channel with history: the publication is in it at this position.
+    Stored(Position),
+    /// Claimed on a channel without history: the publication itself, to send again.
+    Held {
+        publication: Publication,
+        claimed_at: Instant,
+    },
+    /// Broadcast: the position a retry answers.
+    Broadcast(Position),
+}
+
+type IdempotencyKey = (ChannelName, Box<str>);
+
 #[derive(Default)]
 struct Inner {
     channels: HashMap<ChannelName, ChannelHistory>,
-    idempotency: HashMap<(ChannelName, Box<str>), (Position, Instant)>,
+    /// Each key's claim and when it expires.
+    idempotency: HashMap<IdempotencyKey, (Claim, Instant)>,
     /// (expiry, key) so the sweeper finds expired idempotency keys without a full scan.
     idempotency_expiry: BTreeSet<(Instant, ChannelName, Box<str>)>,
 }
@@ -62,6 +81,47 @@ impl Inner {
         entry
     }
 
+    /// What a retry with a live key gets, taking over a claim it is to send; `None` when
+    /// the key is new (or expired).
+    fn duplicate(&mut self, key: &IdempotencyKey, now: Instant) -> Option<Duplicate> {
+        let (claim, expires) = self.idempotency.get_mut(key)?;
+        if *expires <= now {
+            return None;
+        }
+        match claim {
+            Claim::Broadcast(position) => Some(Duplicate::Sent(position.clone())),
+            Claim::Held {
+                publication,
+                claimed_at,
+            } => {
+                if now.duration_since(*claimed_at) < IDEMPOTENCY_LEASE {
+                    return Some(Duplicate::InFlight);
+                }
+                *claimed_at = now;
+                Some(Duplicate::Unsent(publication.clone()))
+            }
+            Claim::Stored(position) => {
+                let stored = self
+                    .channels
+                    .get(&key.0)
+                    .filter(|history| history.expires_at > now && *history.epoch == *position.epoch)
+                    .and_then(|history| {
+                        history
+                            .publications
+                            .iter()
+                            .find(|publication| publication.offset == position.offset)
+                    });
+                if let Some(publication) = stored {
+                    return Some(Duplicate::Unsent(publication.clone()));
+                }
+                // Trimmed, expired or lost with its epoch: nothing is left to send.
+                let position = position.clone();
+                *claim = Claim::Broadcast(position.clone());
+                Some(Duplicate::Sent(position))
+            }
+        }
+    }
+
     fn sweep(&mut self, now: Instant) {
         self.channels.retain(|_, history| history.expires_at > now);
         while let Some(first) = self.idempotency_expiry.first() {
@@ -69,7 +129,15 @@ impl Inner {
                 break;
             }
             let (_, channel, key) = self.idempotency_expiry.pop_first().expect("not empty");
-            self.idempotency.remove(&(channel, key));
+            let key = (channel, key);
+            // The key may have been claimed again since, with a later expiry.
+            if self
+                .idempotency
+                .get(&key)
+                .is_some_and(|(_, expires)| *expires <= now)
+            {
+                self.idempotency.remove(&key);
+            }
         }
     }
 }
@@ -119,15 +187,19 @@ impl State for MemoryState {
         let mut inner = self.lock();
         let mut publication = append.publication;
         let channel = publication.channel.clone();
-        if let Some(key) = append.idempotency_key
-            && let Some((position, expires)) =
-                inner.idempotency.get(&(channel.clone(), Box::from(key)))
-            && *expires > now
+        let key = append
+            .idempotency_key
+            .map(|key| (channel.clone(), Box::from(key)));
+        if let Some(key) = &key
+            && let Some(duplicate) = inner.duplicate(key, now)
         {
-            return Ok(Appended::Duplicate(position.clone()));
+            return Ok(Appended::Duplicate(duplicate));
         }
-        let position = match append.history {
-            None => Position::default(),
+        let claim = match append.history {
+            None => Claim::Held {
+                publication: publication.clone(),
+                claimed_at: now,
+            },
             Some(policy) => {
                 let history = inner.channel(&channel, now);
                 history.offset += 1;
@@ -138,19 +210,41 @@ impl State for MemoryState {
                     history.publications.pop_front();
                 }
                 history.expires_at = now + policy.ttl;
-                history.position()
+                Claim::Stored(history.position())
             }
         };
-        if let Some(key) = append.idempotency_key {
+        if let Some((channel, key)) = key {
             let expires = now + IDEMPOTENCY_WINDOW;
             inner
-                .idempotency
-                .insert((channel.clone(), Box::from(key)), (position, expires));
-            inner
                 .idempotency_expiry
-                .insert((expires, channel, Box::from(key)));
+                .insert((expires, channel.clone(), key.clone()));
+            inner.idempotency.insert((channel, key), (claim, expires));
         }
         Ok(Appended::New(publication))
+    }
+
+    async fn settle(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        settlement: Settlement,
+    ) -> Result<(), StateError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let key = (channel.clone(), Box::from(key));
+        let Some((claim, expires)) = inner.idempotency.get_mut(&key) else {
+            return Ok(());
+        };
+        if *expires <= now || matches!(claim, Claim::Broadcast(_)) {
+            return Ok(());
+        }
+        match settlement {
+            Settlement::Broadcast(position) => *claim = Claim::Broadcast(position),
+            Settlement::Release => {
+                inner.idempotency.remove(&key);
+            }
+        }
+        Ok(())
     }
 
     async fn history(
@@ -253,21 +347,142 @@ mod tests {
         assert_eq!(slice.publications.len(), 1);
     }
 
+    fn data(publication: &Publication) -> &str {
+        publication.data.get()
+    }
+
     #[tokio::test]
-    async fn idempotency_key_returns_first_position() {
+    async fn a_retry_answers_the_first_position_once_it_was_broadcast() {
         let state = MemoryState::new();
         let Appended::New(first) = append(&state, 1, Some("k")).await else {
             panic!("new")
         };
-        let Appended::Duplicate(position) = append(&state, 2, Some("k")).await else {
-            panic!("duplicate")
+        // Not settled yet (its node failed, or never saw the reply): the retry gets the
+        // stored publication to send, and takes no new offset.
+        let Appended::Duplicate(Duplicate::Unsent(again)) = append(&state, 2, Some("k")).await
+        else {
+            panic!("unsent")
         };
-        assert_eq!(position.offset, first.offset);
-        assert_eq!(position.epoch, &*first.epoch);
-        let Appended::New(other) = append(&state, 3, Some("k2")).await else {
+        assert_eq!(
+            (again.offset, &again.epoch, data(&again)),
+            (1, &first.epoch, "1")
+        );
+        let position = Position {
+            offset: first.offset,
+            epoch: first.epoch.to_string(),
+        };
+        state
+            .settle(&first.channel, "k", Settlement::Broadcast(position.clone()))
+            .await
+            .unwrap();
+        let Appended::Duplicate(Duplicate::Sent(sent)) = append(&state, 3, Some("k")).await else {
+            panic!("sent")
+        };
+        assert_eq!(sent, position);
+        // A release after the broadcast was recorded changes nothing.
+        state
+            .settle(&first.channel, "k", Settlement::Release)
+            .await
+            .unwrap();
+        let Appended::Duplicate(Duplicate::Sent(sent)) = append(&state, 4, Some("k")).await else {
+            panic!("still sent")
+        };
+        assert_eq!(sent, position);
+        let Appended::New(other) = append(&state, 5, Some("k2")).await else {
             panic!("new")
         };
         assert_eq!(other.offset, 2);
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_publication_left_history_answers_its_position() {
+        let state = MemoryState::new();
+        let Appended::New(first) = append(&state, 1, Some("k")).await else {
+            panic!("new")
+        };
+        for n in 2..=4 {
+            append(&state, n, None).await;
+        }
+        let Appended::Duplicate(Duplicate::Sent(position)) = append(&state, 9, Some("k")).await
+        else {
+            panic!("trimmed away: nothing to send")
+        };
+        assert_eq!((position.offset, &*position.epoch), (1, &*first.epoch));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_history_a_claim_is_leased_then_sent_by_a_retry_or_released() {
+        let state = MemoryState::new();
+        let ephemeral = |n| Append {
+            publication: publication("org:a:typing", n),
+            history: None,
+            idempotency_key: Some("e"),
+        };
+        let Appended::New(first) = state.append(ephemeral(1)).await.unwrap() else {
+            panic!("new")
+        };
+        assert_eq!((first.offset, &*first.epoch), (0, ""));
+        // The first publish may still be sending it: sending it too could deliver it twice.
+        let retry = state.append(ephemeral(2)).await.unwrap();
+        assert!(
+            matches!(retry, Appended::Duplicate(Duplicate::InFlight)),
+            "{retry:?}"
+        );
+        tokio::time::advance(IDEMPOTENCY_LEASE).await;
+        let Appended::Duplicate(Duplicate::Unsent(held)) =
+            state.append(ephemeral(3)).await.unwrap()
+        else {
+            panic!("unsent after the lease")
+        };
+        assert_eq!(data(&held), "1", "the first publication, not the retry's");
+        // The retry now holds the claim, with a lease of its own.
+        let retry = state.append(ephemeral(4)).await.unwrap();
+        assert!(
+            matches!(retry, Appended::Duplicate(Duplicate::InFlight)),
+            "{retry:?}"
+        );
+
+        // Its broadcast failed: released, the next retry is a new publish.
+        state
+            .settle(&first.channel, "e", Settlement::Release)
+            .await
+            .unwrap();
+        let Appended::New(fresh) = state.append(ephemeral(5)).await.unwrap() else {
+            panic!("new after a release")
+        };
+        assert_eq!(data(&fresh), "5");
+        state
+            .settle(
+                &first.channel,
+                "e",
+                Settlement::Broadcast(Position::default()),
+            )
+            .await
+            .unwrap();
+        let Appended::Duplicate(Duplicate::Sent(position)) =
+            state.append(ephemeral(6)).await.unwrap()
+        else {
+            panic!("sent")
+        };
+        assert_eq!(position, Position::default());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_claimed_again_after_expiry_outlives_the_old_expiry() {
+        // No background sweeper: this test sweeps when it means to.
+        let state = MemoryState::default();
+        append(&state, 1, Some("k")).await;
+        tokio::time::advance(IDEMPOTENCY_WINDOW).await;
+        let Appended::New(second) = append(&state, 2, Some("k")).await else {
+            panic!("expired: new")
+        };
+        // The sweeper meets the first claim's expiry; the second claim must survive it.
+        state.lock().sweep(Instant::now());
+        let Appended::Duplicate(Duplicate::Unsent(again)) = append(&state, 3, Some("k")).await
+        else {
+            panic!("the second claim is remembered")
+        };
+        assert_eq!(again.offset, second.offset);
     }
 
     #[tokio::test(start_paused = true)]

@@ -53,10 +53,36 @@ pub struct Append<'a> {
 
 #[derive(Debug, Clone)]
 pub enum Appended {
-    /// Recorded, with its offset and epoch when the channel has history.
+    /// Recorded, with its offset and epoch when the channel has history. With an
+    /// idempotency key, the key is claimed until [`State::settle`] records the broadcast.
     New(Publication),
-    /// The idempotency key was seen within the window: the first call's position.
-    Duplicate(Position),
+    /// The idempotency key was seen within the window.
+    Duplicate(Duplicate),
+}
+
+/// What became of the first publish with an idempotency key.
+#[derive(Debug, Clone)]
+pub enum Duplicate {
+    /// It was broadcast (or nothing of it is left to send): its position; send nothing.
+    Sent(Position),
+    /// It claimed the key but is not known to have been broadcast (it failed, or its node
+    /// never saw the reply): the same publication, to broadcast and settle as if new. The
+    /// caller has taken over the claim.
+    Unsent(Publication),
+    /// A publish with the key, on a channel without history, is still within its
+    /// [`IDEMPOTENCY_LEASE`]: sending it too could deliver it twice, so the retry waits.
+    InFlight,
+}
+
+/// How a claimed idempotency key is settled once its broadcast is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Broadcast: a retry answers this position and sends nothing.
+    Broadcast(Position),
+    /// Not broadcast, on a channel without history: the key is forgotten, so a retry is
+    /// a new publish. (A channel with history keeps its claim: the publication is stored,
+    /// and a retry broadcasts it again.)
+    Release,
 }
 
 /// A window of history, oldest first.
@@ -69,11 +95,29 @@ pub struct HistorySlice {
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 
+/// How long a claim on a channel without history belongs to the publish that made it.
+/// Longer than that publish can take to broadcast: the Redis reply (2 s timeout, after
+/// which the node gives up and sends nothing) plus the NATS publish (2 s timeout). A
+/// retry within it is refused as in flight; after it, the retry sends the publication.
+pub const IDEMPOTENCY_LEASE: Duration = Duration::from_secs(5);
+
 #[async_trait]
 pub trait State: Send + Sync + 'static {
     /// Records a publication: checks the idempotency key, assigns the next offset, appends
-    /// it to history (capped to the policy's size) and extends the history's expiry. Atomic.
+    /// it to history (capped to the policy's size), extends the history's expiry and claims
+    /// the key (for a channel without history, with the publication, so a retry can send
+    /// it). Atomic.
     async fn append(&self, append: Append<'_>) -> Result<Appended, StateError>;
+
+    /// Settles a key claimed by [`State::append`] (or taken over through
+    /// [`Duplicate::Unsent`]) once its broadcast succeeded or failed. A key already
+    /// settled as broadcast stays so.
+    async fn settle(
+        &self,
+        channel: &ChannelName,
+        idempotency_key: &str,
+        settlement: Settlement,
+    ) -> Result<(), StateError>;
 
     /// Publications with offset > `since_offset`, oldest first, at most `limit`, with the
     /// channel's current position. An unknown or expired channel has an empty slice at

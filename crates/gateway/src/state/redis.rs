@@ -6,7 +6,9 @@
 //! - `herald:{C}:log`: stream of the last `history_size` publications, entry id
 //!   `<offset>-0`, field `p` holding [`envelope::encode`] of the publication with offset 0
 //!   and no epoch (both come from the entry id and the meta hash on read);
-//! - `herald:{C}:idem:<key>`: the first result of a publish with that idempotency key.
+//! - `herald:{C}:idem:<key>`: the first publish with that idempotency key: claimed (with
+//!   the publication, on a channel without history) until its broadcast is settled, then
+//!   its position (see `lua/append.lua`).
 //!
 //! Writes that must be atomic are Lua scripts (`lua/`), called by SHA and reloaded on
 //! NOSCRIPT. Every command fails fast while disconnected and times out after
@@ -30,7 +32,10 @@ use herald_protocol::{ChannelName, Publication};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
-use super::{Append, Appended, HistorySlice, IDEMPOTENCY_WINDOW, Position, State, StateError};
+use super::{
+    Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
+    Settlement, State, StateError,
+};
 use crate::config::random_token;
 use crate::envelope::{self, EnvelopeLimits};
 use crate::metrics;
@@ -44,6 +49,7 @@ const RECONNECT_MAX_MS: u32 = 5_000;
 
 const APPEND_LUA: &str = include_str!("lua/append.lua");
 const HISTORY_LUA: &str = include_str!("lua/history.lua");
+const SETTLE_LUA: &str = include_str!("lua/settle.lua");
 
 /// State in Redis. Cheap to clone; the connection closes when the last clone drops.
 #[derive(Clone)]
@@ -60,6 +66,7 @@ struct Shared {
     health_task: JoinHandle<()>,
     append: Script,
     history: Script,
+    settle: Script,
 }
 
 impl Drop for Shared {
@@ -168,6 +175,7 @@ impl RedisState {
                 health_task,
                 append: Script::from_lua(APPEND_LUA),
                 history: Script::from_lua(HISTORY_LUA),
+                settle: Script::from_lua(SETTLE_LUA),
             }),
         })
     }
@@ -272,14 +280,30 @@ impl RedisState {
             .and_then(|offset| offset.parse().ok())
             .ok_or_else(|| malformed(format!("stream entry id {id}")))?;
         let [_, payload] = array::<2>(fields)?;
+        self.decode_stored(
+            channel,
+            offset,
+            epoch,
+            &payload,
+            &format!("history entry {id}"),
+        )
+    }
+
+    /// A stored envelope (offset 0, no epoch) back into the publication at `offset`.
+    fn decode_stored(
+        &self,
+        channel: &ChannelName,
+        offset: u64,
+        epoch: &Arc<str>,
+        payload: &Value,
+        what: &str,
+    ) -> Result<Publication, StateError> {
         let payload = payload
             .as_bytes()
-            .ok_or_else(|| malformed("stream entry without payload"))?;
+            .ok_or_else(|| malformed(format!("{what} without payload")))?;
         let mut publication = envelope::decode(channel.clone(), payload, self.shared.limits)
             .map_err(|error| {
-                StateError::Unavailable(format!(
-                    "undecodable history entry {id} of {channel}: {error}"
-                ))
+                StateError::Unavailable(format!("undecodable {what} of {channel}: {error}"))
             })?;
         publication.offset = offset;
         publication.epoch = epoch.clone();
@@ -344,6 +368,10 @@ impl State for RedisState {
                     };
                     (envelope::encode(&stored), clamp(policy.size), policy.ttl)
                 }
+                // Kept in the claim, so a retry can send what this call may not.
+                None if append.idempotency_key.is_some() => {
+                    (envelope::encode(&publication), -1, Duration::ZERO)
+                }
                 None => (Bytes::new(), -1, Duration::ZERO),
             };
             let args = vec![
@@ -352,24 +380,70 @@ impl State for RedisState {
                 Value::from(size),
                 Value::from(millis(ttl)),
                 Value::from(millis(IDEMPOTENCY_WINDOW)),
+                Value::from(millis(IDEMPOTENCY_LEASE)),
             ];
             let reply = self
                 .eval(&self.shared.append, keys, args)
                 .await
                 .map_err(unavailable)?;
-            let [duplicate, offset, epoch] = array::<3>(reply)?;
+            let mut reply = reply.into_array().into_iter();
+            let (Some(kind), Some(offset), Some(epoch)) =
+                (reply.next(), reply.next(), reply.next())
+            else {
+                return Err(malformed("append reply of fewer than 3 items"));
+            };
             let position = Position {
                 offset: integer(&offset)?,
                 epoch: text(&epoch)?.to_owned(),
             };
-            if integer(&duplicate)? == 1 {
-                return Ok(Appended::Duplicate(position));
+            match text(&kind)? {
+                "new" => {
+                    if append.history.is_some() {
+                        publication.offset = position.offset;
+                        publication.epoch = Arc::from(position.epoch);
+                    }
+                    Ok(Appended::New(publication))
+                }
+                "sent" => Ok(Appended::Duplicate(Duplicate::Sent(position))),
+                "busy" => Ok(Appended::Duplicate(Duplicate::InFlight)),
+                "unsent" => {
+                    let payload = reply
+                        .next()
+                        .ok_or_else(|| malformed("unsent duplicate without payload"))?;
+                    let epoch = Arc::from(position.epoch);
+                    let first = self.decode_stored(
+                        &channel,
+                        position.offset,
+                        &epoch,
+                        &payload,
+                        "idempotency claim",
+                    )?;
+                    Ok(Appended::Duplicate(Duplicate::Unsent(first)))
+                }
+                other => Err(malformed(format!("append reply kind {other:?}"))),
             }
-            if append.history.is_some() {
-                publication.offset = position.offset;
-                publication.epoch = Arc::from(position.epoch);
-            }
-            Ok(Appended::New(publication))
+        })
+        .await
+    }
+
+    async fn settle(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        settlement: Settlement,
+    ) -> Result<(), StateError> {
+        timed("settle", async {
+            let value = match settlement {
+                Settlement::Broadcast(position) => {
+                    format!("d{}:{}", position.offset, position.epoch)
+                }
+                Settlement::Release => String::new(),
+            };
+            let keys = vec![idempotency_key(channel, key)];
+            self.eval(&self.shared.settle, keys, vec![Value::from(value)])
+                .await
+                .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }

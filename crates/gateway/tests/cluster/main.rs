@@ -14,6 +14,7 @@ mod nodes;
 
 mod fanout;
 mod faults;
+mod idempotency;
 mod nats_edges;
 mod presence;
 mod redis_presence;

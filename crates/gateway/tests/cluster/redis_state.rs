@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use herald_gateway::envelope::EnvelopeLimits;
 use herald_gateway::state::{
-    Append, Appended, HistoryPolicy, Position, RedisState, State, StateError,
+    Append, Appended, Duplicate, HistoryPolicy, Position, RedisState, Settlement, State, StateError,
 };
 use herald_protocol::{ChannelName, Publication};
 use serde_json::value::RawValue;
@@ -32,7 +32,7 @@ pub fn channel(name: &str) -> ChannelName {
     ChannelName::parse(name).unwrap()
 }
 
-fn publication(name: &str, data: &str) -> Publication {
+pub fn publication(name: &str, data: &str) -> Publication {
     Publication {
         channel: channel(name),
         event: Arc::from("message.created"),
@@ -44,14 +44,14 @@ fn publication(name: &str, data: &str) -> Publication {
     }
 }
 
-fn history(size: usize) -> Option<HistoryPolicy> {
+pub fn history(size: usize) -> Option<HistoryPolicy> {
     Some(HistoryPolicy {
         size,
         ttl: Duration::from_secs(300),
     })
 }
 
-async fn append_to(
+pub async fn append_to(
     state: &RedisState,
     name: &str,
     n: u64,
@@ -99,7 +99,7 @@ where
     }
 }
 
-fn meta(name: &str) -> String {
+pub fn meta(name: &str) -> String {
     format!("herald:{{{name}}}:meta")
 }
 
@@ -262,8 +262,16 @@ async fn an_idempotency_key_returns_the_first_position_and_stores_nothing() {
     else {
         panic!("new")
     };
+    let broadcast = Position {
+        offset: first.offset,
+        epoch: first.epoch.to_string(),
+    };
+    state
+        .settle(&first.channel, "k1", Settlement::Broadcast(broadcast))
+        .await
+        .unwrap();
     let again = append_to(&state, CHANNEL, 2, history(10), Some("k1")).await;
-    let Ok(Appended::Duplicate(position)) = again else {
+    let Ok(Appended::Duplicate(Duplicate::Sent(position))) = again else {
         panic!("expected a duplicate, got {again:?}")
     };
     assert_eq!(
@@ -300,8 +308,16 @@ async fn an_idempotency_key_returns_the_first_position_and_stores_nothing() {
         panic!("new")
     };
     assert_eq!((sent.offset, &*sent.epoch), (0, ""));
+    state
+        .settle(
+            &sent.channel,
+            "e1",
+            Settlement::Broadcast(Position::default()),
+        )
+        .await
+        .unwrap();
     let again = append_to(&state, ephemeral, 2, None, Some("e1")).await;
-    let Ok(Appended::Duplicate(position)) = again else {
+    let Ok(Appended::Duplicate(Duplicate::Sent(position))) = again else {
         panic!("expected a duplicate, got {again:?}")
     };
     assert_eq!(position, Position::default());
