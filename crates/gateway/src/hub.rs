@@ -28,13 +28,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::reply::{encode_publication, encode_unsubscribe};
 use herald_protocol::{ChannelName, CloseCode, Publication};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::broker::Event;
 use crate::connections::Connection;
@@ -632,7 +631,55 @@ mod tests {
     use super::*;
     use crate::auth::Claims;
     use crate::connections::{Connections, Heartbeat, Outbound, Outbox, Registration};
-    use crate::state::{Append, Appended, HistoryPolicy, MemoryState};
+    use crate::state::{
+        Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Settlement, StateError,
+    };
+
+    /// Memory state whose history reads fail while `failing` is set: a Redis that times
+    /// out or errors, for the gap filler's retries.
+    #[derive(Clone)]
+    struct FlakyState {
+        memory: MemoryState,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    #[async_trait::async_trait]
+    impl State for FlakyState {
+        async fn append(&self, append: Append<'_>) -> Result<Appended, StateError> {
+            self.memory.append(append).await
+        }
+        async fn settle(
+            &self,
+            channel: &ChannelName,
+            key: &str,
+            settlement: Settlement,
+        ) -> Result<(), StateError> {
+            self.memory.settle(channel, key, settlement).await
+        }
+        async fn history(
+            &self,
+            channel: &ChannelName,
+            since_offset: u64,
+            limit: usize,
+        ) -> Result<HistorySlice, StateError> {
+            if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StateError::Unavailable("timed out".into()));
+            }
+            self.memory.history(channel, since_offset, limit).await
+        }
+        async fn position(&self, channel: &ChannelName) -> Result<Position, StateError> {
+            self.memory.position(channel).await
+        }
+        async fn positions(
+            &self,
+            channels: &[ChannelName],
+        ) -> Result<Vec<Option<Position>>, StateError> {
+            self.memory.positions(channels).await
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+    }
 
     const CHANNEL: &str = "org:acme:ch:general";
 
@@ -667,8 +714,12 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with(|state| Arc::new(state))
+    }
+
+    fn fixture_with(wrap: impl FnOnce(MemoryState) -> Arc<dyn State>) -> Fixture {
         let state = MemoryState::new();
-        let (hub, _idle) = Hub::new(Arc::new(state.clone()), Duration::from_millis(100));
+        let (hub, _idle) = Hub::new(wrap(state.clone()), Duration::from_millis(100));
         let heartbeat = Heartbeat {
             interval: Duration::from_secs(25),
             timeout: Duration::from_secs(20),
@@ -898,5 +949,101 @@ mod tests {
         fixture.hub.deliver(publication(0, ""));
         assert_eq!(a.offsets(), vec![0]);
         assert!(b.drain().is_empty());
+    }
+
+    fn unsubscribed(messages: &[ServerMessage]) -> bool {
+        messages
+            .iter()
+            .any(|m| m.push.as_ref().is_some_and(|p| p.unsubscribe.is_some()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_state_is_retried_before_a_gap_is_given_up() {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let fixture = fixture_with(|memory| {
+            Arc::new(FlakyState {
+                memory,
+                failing: failing.clone(),
+            })
+        });
+        let first = fixture.append().await;
+        let epoch = first.epoch.to_string();
+        let mut subscriber = fixture.subscriber("a", 0, &epoch);
+        subscriber.drain();
+        let _lost = fixture.append().await;
+        let third = fixture.append().await;
+        fixture.hub.deliver(first);
+        fixture.hub.deliver(third);
+        assert_eq!(subscriber.offsets(), vec![1]);
+        // Slow or failing for 10 s: retried, nobody is sent away.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let meanwhile = subscriber.drain();
+        assert!(!unsubscribed(&meanwhile), "evicted while retrying");
+        failing.store(false, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(GAP_FILL_MAX_BACKOFF + Duration::from_millis(200)).await;
+        assert_eq!(subscriber.offsets(), vec![2, 3]);
+        assert!(subscriber.registration.connection.is_subscribed(&channel()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_state_failing_for_the_whole_window_sends_subscribers_to_resubscribe() {
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let fixture = fixture_with(|memory| {
+            Arc::new(FlakyState {
+                memory,
+                failing: failing.clone(),
+            })
+        });
+        let first = fixture.append().await;
+        let epoch = first.epoch.to_string();
+        let mut subscriber = fixture.subscriber("a", 0, &epoch);
+        subscriber.drain();
+        let _lost = fixture.append().await;
+        let third = fixture.append().await;
+        fixture.hub.deliver(first);
+        fixture.hub.deliver(third);
+        tokio::time::sleep(GAP_FILL_RETRY_WINDOW + GAP_FILL_MAX_BACKOFF * 2).await;
+        assert!(unsubscribed(&subscriber.drain()));
+        assert!(!subscriber.registration.connection.is_subscribed(&channel()));
+    }
+
+    #[tokio::test]
+    async fn a_pending_subscriber_survives_an_eviction_and_is_answered() {
+        let fixture = fixture();
+        fixture.append().await;
+        let mut live = fixture.subscriber("live", 0, "an-older-epoch");
+        live.drain();
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let claims = Claims {
+            sub: Arc::from("late"),
+            exp: i64::MAX,
+            orgs: vec![],
+            channels: vec![],
+            info: None,
+        };
+        let late = fixture
+            .connections
+            .register(Arc::from("late"), Arc::new(claims), outbox)
+            .unwrap();
+        late.connection.add_subscription(&channel());
+        fixture.hub.add(&channel(), late.connection.clone());
+        // History restarted while the late one was reading state: the live one is evicted.
+        fixture.hub.check_positions().await;
+        let position = fixture.state.position(&channel()).await.unwrap();
+        let answered = fixture.hub.activate(
+            &channel(),
+            &late.connection,
+            Bytes::from_static(b"{\"id\":7,\"result\":{}}"),
+            &position,
+        );
+        assert!(answered, "the pending subscriber is still there");
+        let mut late = Subscriber { registration: late };
+        assert_eq!(late.drain()[0].id, Some(7));
+        assert!(unsubscribed(&live.drain()));
+        assert_eq!(
+            live.registration.connection.take_evicted(),
+            vec![channel()],
+            "the live one's session is told, to leave presence"
+        );
     }
 }
