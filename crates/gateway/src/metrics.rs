@@ -83,7 +83,7 @@ pub fn install() -> PrometheusHandle {
             ] {
                 counter!(counter).absolute(0);
             }
-            for result in ["filled", "lost"] {
+            for result in ["filled", "lost", "error", "unavailable"] {
                 counter!(GAP_FILLS, "result" => result).absolute(0);
             }
             handle
