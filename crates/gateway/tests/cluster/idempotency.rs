@@ -273,7 +273,7 @@ async fn a_publish_that_failed_while_nats_was_down_is_delivered_when_retried() {
     nats.restart().await;
     node.wait_ready(200).await;
     let mut follower = Follower::start("ada", vec![node.ws_url.clone()], EPHEMERAL).await;
-    let mut broadcasts = Broadcasts::watch(&nats, "herald.org.acme.ch.idem").await;
+    let mut broadcasts = Broadcasts::watch(&nats, "herald.node.org.acme.ch.idem").await;
 
     let retried = node
         .publish(&mut grpc, EPHEMERAL, 1, "k-retry")
@@ -318,7 +318,7 @@ async fn a_publish_whose_redis_reply_was_lost_is_delivered_when_retried() {
     let node = Node::start("node-a", &nats, &redis).await;
     let mut ephemeral = Follower::start("ada", vec![node.ws_url.clone()], EPHEMERAL).await;
     let mut stored = Follower::start("bob", vec![node.ws_url.clone()], CHANNEL).await;
-    let mut broadcasts = Broadcasts::watch(&nats, "herald.org.acme.ch.idem").await;
+    let mut broadcasts = Broadcasts::watch(&nats, "herald.node.org.acme.ch.idem").await;
     let (mut grpc, mut other) = (node.grpc().await, node.grpc().await);
     // Loads the scripts, so the paused call below is the script itself.
     node.publish(&mut grpc, "org:acme:ch:warmup", 0, "warmup")
