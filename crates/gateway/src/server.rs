@@ -1,6 +1,7 @@
 //! Binds the three listeners (HTTP with WebSocket and health, gRPC, metrics), serves them,
-//! and drains on shutdown: not ready, no new connections, existing ones closed with 4200
-//! spread over the drain window with jitter, then exit.
+//! and drains on shutdown: not ready for the whole drain window, new connections closed
+//! with 4200 at once, existing ones closed with 4200 spread over the window with jitter,
+//! then exit.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -222,11 +223,17 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Stops taking connections and closes the open ones with 4200 at random moments spread
-/// over the drain window, so clients do not all reconnect to the other nodes at once.
+/// Turns not ready and closes the open connections with 4200 at random moments spread over
+/// the drain window, so clients do not all reconnect to the other nodes at once. Returns
+/// when the whole window has passed (and the sessions have ended, or the grace is over):
+/// until then the listeners stay open, `/readyz` answers 503 and new connections are
+/// closed 4200 at once, so a load balancer sees the node leave before its port does.
 async fn drain(node: &Arc<Node>, sessions: &TaskTracker) {
     let window = node.config.drain;
     node.start_draining();
+    let started = tokio::time::Instant::now();
+    // A connection registered after this is closed by its own session, which sees the node
+    // draining at the end of its handshake.
     let connections = node.connections.all();
     tracing::info!(
         connections = connections.len(),
@@ -241,11 +248,13 @@ async fn drain(node: &Arc<Node>, sessions: &TaskTracker) {
             .collect()
     };
     schedule.sort_by_key(|(at, _)| *at);
-    let started = tokio::time::Instant::now();
     for (at, connection) in schedule {
         tokio::time::sleep_until(started + at).await;
         connection.close(CloseCode::Shutdown);
     }
+    // Not at the last scheduled close: the window is what the operator promised the
+    // load balancer (and Kubernetes) to keep answering 503 for.
+    tokio::time::sleep_until(started + window).await;
     sessions.close();
     if tokio::time::timeout(DRAIN_GRACE, sessions.wait())
         .await

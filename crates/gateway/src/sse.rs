@@ -20,14 +20,13 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use futures_util::{SinkExt, Stream, StreamExt, stream};
-use herald_protocol::CloseCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::config::random_token;
 use crate::metrics;
 use crate::session::{self, Upgrade};
-use crate::ws::{HttpState, admit};
+use crate::ws::{HttpState, Refusal, admit};
 
 /// Commands a session may have waiting before `/rpc` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -48,12 +47,9 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> Response {
     let node = state.node.clone();
-    if node.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
-    }
     let (token, permit) = match admit(&state, &headers, &query) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refuse(refusal.close_code()),
+        Err(refusal) => return refuse(&refusal),
     };
     let id: Arc<str> = Arc::from(random_token(24));
     let (commands, incoming) = mpsc::channel::<Message>(INCOMING_QUEUE);
@@ -112,11 +108,19 @@ fn close_event(code: u16, reason: &str) -> Event {
         .data(serde_json::json!({ "code": code, "reason": reason }).to_string())
 }
 
-/// A stream that only says why it is closed, as a refused WebSocket would.
-fn refuse(code: CloseCode) -> Response {
+/// A stream that only says why it is closed, as a refused WebSocket would (with the
+/// `disconnect` push first when the refusal has one).
+fn refuse(refusal: &Refusal) -> Response {
+    let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-    let event = close_event(code.code(), code.reason());
-    Sse::new(stream::once(async move { Ok::<_, Infallible>(event) })).into_response()
+    let push = refusal
+        .disconnect_push()
+        .and_then(|push| String::from_utf8(push.to_vec()).ok())
+        .map(|push| Event::default().data(push));
+    let events = push
+        .into_iter()
+        .chain([close_event(code.code(), code.reason())]);
+    Sse::new(stream::iter(events).map(Ok::<_, Infallible>)).into_response()
 }
 
 /// `POST /rpc?session=…`: one or more command lines for an open session. Replies arrive on

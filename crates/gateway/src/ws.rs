@@ -1,15 +1,18 @@
 //! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist and the node's connection
 //! limit, picks the subprotocol, takes a token from the request if there is one, and hands
 //! the socket to a session. Refusals after the upgrade are close codes, because a browser
-//! cannot read the status of a failed upgrade.
+//! cannot read the status of a failed upgrade (and the SDK would take two failed upgrades
+//! for a proxy that blocks WebSocket). A draining node refuses the same way, with 4200.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use bytes::Bytes;
+use herald_protocol::reply::encode_disconnect;
 use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -31,6 +34,8 @@ pub struct HttpState {
 /// Why a new connection is closed at once.
 pub(crate) enum Refusal {
     Origin,
+    /// The node is draining: reconnect now, to another node.
+    Draining,
     Full,
 }
 
@@ -44,6 +49,11 @@ pub(crate) fn admit(
     let node = &state.node;
     if !origin_allowed(&node.config.allowed_origins, headers) {
         return Err(Refusal::Origin);
+    }
+    // Before the connection limit: a full node that is draining says "go elsewhere now",
+    // not "back off".
+    if node.is_draining() {
+        return Err(Refusal::Draining);
     }
     let permit = match state.permits.as_ref() {
         None => None,
@@ -68,9 +78,6 @@ pub async fn upgrade(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let node = &state.node;
-    if node.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
-    }
     let limits = &node.config.limits;
     let upgrade = upgrade
         .protocols([SUBPROTOCOL_JSON])
@@ -89,7 +96,7 @@ pub async fn upgrade(
         tracker.track_future(async move {
             match admitted {
                 Ok((token, permit)) => session::run(node, socket, Upgrade { token, permit }).await,
-                Err(refusal) => refuse(socket, refusal.close_code()).await,
+                Err(refusal) => refuse(socket, refusal).await,
             }
         })
     })
@@ -100,13 +107,35 @@ impl Refusal {
     pub(crate) fn close_code(&self) -> CloseCode {
         match self {
             Refusal::Origin => CloseCode::ForbiddenOrigin,
+            Refusal::Draining => CloseCode::Shutdown,
             Refusal::Full => CloseCode::ConnectionLimit,
+        }
+    }
+
+    /// The `disconnect` push sent before the close, if any. A draining node tells a new
+    /// connection exactly what it tells the open ones it closes (for clients behind proxies
+    /// that drop close frames).
+    pub(crate) fn disconnect_push(&self) -> Option<Bytes> {
+        match self {
+            Refusal::Draining => {
+                let code = self.close_code();
+                Some(encode_disconnect(code, code.reason()))
+            }
+            Refusal::Origin | Refusal::Full => None,
         }
     }
 }
 
-async fn refuse(mut socket: WebSocket, code: CloseCode) {
+async fn refuse(mut socket: WebSocket, refusal: Refusal) {
+    let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
+    if let Some(push) = refusal
+        .disconnect_push()
+        .and_then(|p| Utf8Bytes::try_from(p).ok())
+        && socket.send(Message::Text(push)).await.is_err()
+    {
+        return;
+    }
     let frame = CloseFrame {
         code: code.code(),
         reason: Utf8Bytes::from_static(code.reason()),

@@ -105,6 +105,15 @@ pub async fn run_transport(
         }
         _ = &mut writer => None,
     };
+    // The drain closes the connections registered when it starts; one whose handshake
+    // completes after that (or in the same instant) is closed here, at once, the same way.
+    let handshake = handshake.filter(|_| {
+        let draining = node.is_draining();
+        if draining {
+            outbox.close(CloseCode::Shutdown);
+        }
+        !draining
+    });
     if let Some((registration, limiter, rest)) = handshake {
         node.presence.opened(&registration.connection).await;
         let mut session = Session {

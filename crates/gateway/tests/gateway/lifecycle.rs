@@ -4,8 +4,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
 use std::time::Duration;
 
-use herald_client::Client;
+use herald_client::{Client, ConnectOptions};
+use herald_gateway::Server;
 use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::common::*;
@@ -79,8 +81,51 @@ fn herald() -> Command {
     command
 }
 
+/// The drain window of the SIGTERM test: long enough that the checks made within the
+/// first two seconds after the signal are well inside it.
+const DRAIN_SECONDS: u64 = 3;
+
+/// The herald process's log lines (stdout and stderr), as they come.
+struct LogLines(tokio::sync::mpsc::UnboundedReceiver<String>);
+
+impl LogLines {
+    fn capture(child: &mut tokio::process::Child) -> LogLines {
+        let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let stdout = child.stdout.take().map(|out| Box::new(out) as Box<_>);
+        let stderr = child.stderr.take().map(|err| Box::new(err) as Box<_>);
+        for output in [stdout, stderr].into_iter().flatten() {
+            let output: Box<dyn tokio::io::AsyncRead + Unpin + Send> = output;
+            let lines = lines.clone();
+            // Reads to the end, so the child never blocks on a full pipe.
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(output).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    let _ = lines.send(line);
+                }
+            });
+        }
+        LogLines(receiver)
+    }
+
+    /// Waits for the log line with this message (JSON log format).
+    async fn message(&mut self, message: &str) {
+        let wanted = format!("\"message\":\"{message}\"");
+        within(&format!("the log line {wanted}"), async {
+            loop {
+                match self.0.recv().await {
+                    Some(line) if line.contains(&wanted) => return,
+                    Some(_) => continue,
+                    None => panic!("herald's output ended before {wanted}"),
+                }
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {
+    let window = Duration::from_secs(DRAIN_SECONDS);
     let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
     let mut child = herald()
         .arg("serve")
@@ -89,51 +134,215 @@ async fn sigterm_drains_then_exits_zero() {
         .env("HERALD_METRICS_ADDR", metrics.to_string())
         .env("HERALD_JWT_SECRET", SECRET)
         .env("HERALD_API_KEYS", API_KEY)
-        .env("HERALD_DRAIN_SECONDS", "2")
+        .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
         .env("HERALD_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("herald starts");
-    within("readiness", async {
-        loop {
-            if tokio::net::TcpStream::connect(http).await.is_ok()
-                && http_get(http, "/readyz").await.0 == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    let mut logs = LogLines::capture(&mut child);
+    // Logged once the listeners are bound (and the signal handlers installed).
+    logs.message("serving").await;
+    assert_eq!(http_get(http, "/readyz").await, (200, "ready".to_owned()));
     let auth = herald_gateway::auth::Authenticator::new(&config().jwt).unwrap();
     let token = auth.sign(&claims("alice", &[], &[], 60)).unwrap();
-    let (client, _) = within(
+    let (alice, _) = within(
         "connect",
         Client::connect(&format!("ws://{http}/ws"), &token),
     )
     .await
     .unwrap();
 
+    let signalled = tokio::time::Instant::now();
     let pid = child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     assert!(status.success());
-    // The signal is handled asynchronously: wait for readiness to drop rather than
-    // racing it. The HTTP listener stays up for the whole drain window.
-    within("/readyz to turn 503 while draining", async {
-        while http_get(http, "/readyz").await.0 != 503 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert_eq!(close_code(&client).await, 4200);
+    logs.message("draining").await;
+    assert_eq!(
+        http_get(http, "/readyz").await,
+        (503, "draining".to_owned())
+    );
+    assert_eq!(http_get(http, "/healthz").await.0, 200);
+
+    // A WebSocket opened during the drain is accepted and told to go elsewhere at once.
+    let late = within(
+        "the upgrade during the drain",
+        Client::open(ConnectOptions::new(format!("ws://{http}/ws"))),
+    )
+    .await
+    .expect("the upgrade is accepted during the drain");
+    assert_disconnected_4200(&late).await;
+
+    assert_eq!(close_code(&alice).await, 4200);
+    // The window starts when the signal is handled, after `signalled`: up to a second
+    // before its end, the listeners must still answer, not ready but alive.
+    while signalled.elapsed() < window - Duration::from_secs(1) {
+        assert_eq!(
+            http_get(http, "/readyz").await.0,
+            503,
+            "/readyz while draining"
+        );
+        assert_eq!(
+            http_get(http, "/healthz").await.0,
+            200,
+            "/healthz while draining"
+        );
+        // Pacing the probes, not waiting for anything.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let exit = within("exit", child.wait()).await.unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+    assert!(
+        signalled.elapsed() >= window,
+        "exited {:?} after SIGTERM, before the {window:?} drain window ended",
+        signalled.elapsed()
+    );
 }
 
+/// Expects a `disconnect` push with 4200 (reconnect), then the close frame with 4200.
+async fn assert_disconnected_4200(client: &Client) {
+    let push = within("the disconnect push", client.next_push())
+        .await
+        .expect("a disconnect push before the close");
+    let disconnect = push.disconnect.expect("a disconnect push");
+    assert_eq!((disconnect.code, disconnect.reconnect), (4200, true));
+    assert_eq!(close_code(client).await, 4200);
+}
+
+/// The events of an SSE body: (event name, data).
+fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    body.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let mut name = None;
+            let mut data = Vec::new();
+            for line in event.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    name = Some(value.trim().to_owned());
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.trim_start());
+                }
+            }
+            (name, data.join("\n"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn connections_opened_during_the_drain_are_closed_4200_at_once() {
+    let mut config = config();
+    // Far longer than any wait here: a close that waited for the window (or a jittered
+    // moment in it) would time the test out.
+    config.drain = Duration::from_secs(60);
+    let auth = herald_gateway::auth::Authenticator::new(&config.jwt).unwrap();
+    let server = Server::bind(config).await.expect("gateway binds");
+    let node = server.node().clone();
+    let http = server.http_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    stop.send(()).unwrap();
+    within("the drain to start", node.shutdown.cancelled()).await;
+    assert_eq!(
+        http_get(http, "/readyz").await,
+        (503, "draining".to_owned())
+    );
+    assert_eq!(http_get(http, "/healthz").await.0, 200);
+
+    // A WebSocket upgrade: accepted, then the push and the close.
+    let late = within(
+        "the upgrade during the drain",
+        Client::open(ConnectOptions::new(format!("ws://{http}/ws"))),
+    )
+    .await
+    .expect("the upgrade is accepted during the drain");
+    assert_disconnected_4200(&late).await;
+    // With a connect right after the upgrade: the connect fails with the same close.
+    let token = auth.sign(&claims("bob", &[], &[], 60)).unwrap();
+    let error = within(
+        "connect during the drain",
+        Client::connect(&format!("ws://{http}/ws"), &token),
+    )
+    .await
+    .expect_err("no session starts during the drain");
+    assert_eq!(error.close_code(), Some(4200), "{error}");
+
+    // The SSE fallback: a stream (200) with the push, then the close event.
+    let (status, body) = http_get(http, &format!("/sse?token={token}")).await;
+    assert_eq!(status, 200, "{body}");
+    let events = sse_events(&body);
+    assert_eq!(events.len(), 2, "{body}");
+    let push: serde_json::Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(push["push"]["disconnect"]["code"], 4200, "{body}");
+    assert_eq!(events[1].0.as_deref(), Some("close"), "{body}");
+    let close: serde_json::Value = serde_json::from_str(&events[1].1).unwrap();
+    assert_eq!(close["code"], 4200, "{body}");
+
+    assert!(node.connections.is_empty(), "a connection was registered");
+    running.abort();
+}
+
+/// The race the drain used to lose: a `connect` that completes as the drain starts (here:
+/// already waiting when the session starts on a draining node, so the handshake and the
+/// shutdown are ready at once and the session's select may pick either). The drain's list
+/// of connections was taken before it registered, so only the session can close it. Over
+/// a channel transport (the way the SSE fallback drives a session), because the instant
+/// cannot be scheduled over a socket.
+#[tokio::test]
+async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
+    use axum::extract::ws::Message;
+    use futures_util::SinkExt;
+    use herald_gateway::session::{Upgrade, run_transport};
+
+    let config = config();
+    let auth = herald_gateway::auth::Authenticator::new(&config.jwt).unwrap();
+    let node = herald_gateway::node::Node::standalone(config).unwrap();
+    node.start_draining();
+    let token = auth.sign(&claims("carol", &[], &[], 60)).unwrap();
+    let connect = serde_json::json!({"id": 1, "connect": {"token": token}}).to_string();
+    // Either branch wins half the time: 20 rounds make a pass by luck one in a million.
+    for round in 0..20 {
+        let (frames, mut sent) = tokio::sync::mpsc::channel::<Message>(16);
+        let sink = tokio_util::sync::PollSender::new(frames)
+            .sink_map_err(|_| axum::Error::new(std::io::Error::other("test sink closed")));
+        let incoming = futures_util::stream::iter([Ok::<_, axum::Error>(Message::Text(
+            connect.clone().into(),
+        ))]);
+        let upgrade = Upgrade {
+            token: None,
+            permit: None,
+        };
+        within(
+            "the session to end",
+            run_transport(node.clone(), sink, incoming, upgrade),
+        )
+        .await;
+        let mut disconnect = None;
+        let mut close = None;
+        while let Some(message) = sent.recv().await {
+            match message {
+                Message::Text(text) if text.contains("\"disconnect\"") => {
+                    disconnect = Some(text.to_string())
+                }
+                Message::Close(frame) => close = frame.map(|f| f.code),
+                _ => {}
+            }
+        }
+        let disconnect = disconnect
+            .unwrap_or_else(|| panic!("round {round}: no disconnect push; close {close:?}"));
+        assert!(disconnect.contains("4200"), "round {round}: {disconnect}");
+        assert_eq!(close, Some(4200), "round {round}");
+        assert!(
+            node.connections.is_empty(),
+            "round {round}: still registered"
+        );
+    }
+}
 #[tokio::test]
 async fn serve_refuses_to_start_without_credentials_or_with_bad_config() {
     let output = within("herald serve", herald().arg("serve").output())
