@@ -9,6 +9,7 @@ mod connect;
 mod grpc;
 mod lifecycle;
 mod limits;
+mod paging;
 mod presence;
 mod publish;
 mod sse;
