@@ -14,6 +14,7 @@ mod nodes;
 
 mod fanout;
 mod faults;
+mod paging;
 mod presence;
 mod redis_presence;
 mod redis_state;
