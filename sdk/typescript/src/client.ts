@@ -306,11 +306,13 @@ export class HeraldClient {
    */
   async history<T = unknown>(channel: string, options: HistoryOptions = {}): Promise<History<T>> {
     const publications: Publication<T>[] = [];
+    // 0 means the gateway's default, as when it is left out.
+    const limit = options.limit || undefined;
     let since = options.sinceOffset;
     let first: HistoryResult | undefined;
     for (;;) {
       const params: { channel: string; limit?: number; sinceOffset?: number } = { channel };
-      if (options.limit !== undefined) params.limit = options.limit - publications.length;
+      if (limit !== undefined) params.limit = limit - publications.length;
       if (since !== undefined) params.sinceOffset = since;
       const page = await this.request<HistoryResult>("history", params);
       first ??= page;
@@ -323,7 +325,7 @@ export class HeraldClient {
         since = wire.offset;
       }
       const last = publications.at(-1)?.offset ?? options.sinceOffset ?? 0;
-      const full = options.limit !== undefined && publications.length >= options.limit;
+      const full = limit !== undefined && publications.length >= limit;
       if (!page.more || full || last >= first.offset || (page.publications ?? []).length === 0) {
         return { publications, offset: first.offset, epoch: first.epoch, more: false };
       }
