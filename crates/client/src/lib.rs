@@ -266,7 +266,9 @@ impl Client {
         self.call("publish", params).await
     }
 
-    /// Reads `channel`'s history: the last `limit` publications, or those after `since_offset`.
+    /// Reads one page of `channel`'s history: publications after `since_offset` (default 0),
+    /// oldest first, at most `limit` and the server's reply byte budget; `more` says to ask
+    /// again from the last offset received.
     pub async fn history(
         &self,
         channel: &str,
@@ -287,10 +289,32 @@ impl Client {
             .await
     }
 
-    /// Who is in `channel` (the connection must be subscribed).
+    /// Who is in `channel` (the connection must be subscribed): every page of it.
     pub async fn presence(&self, channel: &str) -> Result<PresenceResult, ClientError> {
-        self.call("presence", object([("channel", Some(channel.into()))]))
-            .await
+        let mut all = self.presence_page(channel, None).await?;
+        while all.more {
+            let Some(cursor) = all.cursor.take() else {
+                break;
+            };
+            let page = self.presence_page(channel, Some(&cursor)).await?;
+            all.members.extend(page.members);
+            all.more = page.more;
+            all.cursor = page.cursor;
+        }
+        Ok(all)
+    }
+
+    /// One page of `channel`'s presence, from the start or after a previous page's `cursor`.
+    pub async fn presence_page(
+        &self,
+        channel: &str,
+        cursor: Option<&str>,
+    ) -> Result<PresenceResult, ClientError> {
+        let params = object([
+            ("channel", Some(channel.into())),
+            ("cursor", cursor.map(Value::from)),
+        ]);
+        self.call("presence", params).await
     }
 
     /// How many users and connections are in `channel`.

@@ -15,7 +15,13 @@ use tonic::{Request, Response, Status};
 use crate::config::Secret;
 use crate::metrics;
 use crate::node::{Node, PublishRequest};
+use crate::paging::history_page;
 use crate::state::Position;
+
+/// A `History` response carries about this much publication data at most (and at least
+/// one publication), far under gRPC's default 4 MiB message limit; `more` says there is
+/// more.
+const HISTORY_RESPONSE_BYTES: usize = 1024 * 1024;
 
 pub struct HeraldApi {
     node: Arc<Node>,
@@ -157,13 +163,23 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::HistoryResponse>, Status> {
         let request = request.into_inner();
         let result = async {
-            let limit = Some(request.limit).filter(|l| *l > 0);
-            let slice = self
-                .node
-                .history(&request.channel, request.since_offset, limit)
-                .await
-                .map_err(|e| e.status())?;
-            let publications = slice
+            // Every read is capped to the namespace's history size by `Node::history`.
+            let limit = match request.limit {
+                0 => usize::MAX,
+                limit => limit as usize,
+            };
+            let page = history_page(
+                |since, count| {
+                    let count = u32::try_from(count).unwrap_or(u32::MAX);
+                    self.node.history(&request.channel, since, Some(count))
+                },
+                request.since_offset,
+                limit,
+                HISTORY_RESPONSE_BYTES,
+            )
+            .await
+            .map_err(|e| e.status())?;
+            let publications = page
                 .publications
                 .into_iter()
                 .map(|p| api::Publication {
@@ -176,8 +192,9 @@ impl Herald for HeraldApi {
                 .collect();
             Ok(api::HistoryResponse {
                 publications,
-                offset: slice.position.offset,
-                epoch: slice.position.epoch,
+                offset: page.position.offset,
+                epoch: page.position.epoch,
+                more: page.more,
             })
         }
         .await;

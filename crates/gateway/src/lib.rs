@@ -15,6 +15,7 @@ pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod paging;
 pub mod presence;
 pub mod server;
 pub mod session;

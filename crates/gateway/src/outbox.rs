@@ -6,6 +6,11 @@
 //! coalesces without a lock per message. A byte budget on top turns a consumer that does
 //! not keep up into a close (4201) instead of memory growth. An idle connection's queue
 //! holds no allocation at all, which matters at hundreds of thousands of connections.
+//!
+//! The budget is checked before a message, not after it: while the queue holds less than
+//! the budget, any one message is admitted, even one that takes it past the budget. So a
+//! reply (at most the reply budget, a quarter of the queue budget) never alone causes a
+//! 4201, and the queue holds at most the budget plus one message.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -85,14 +90,15 @@ impl Outbox {
     }
 
     /// Queues one message. Returns false when the connection is closing (or closes now
-    /// because its queue is over budget).
+    /// because its queue is already at its budget).
     pub fn send(&self, message: Bytes) -> bool {
         if self.closing.load(Ordering::Relaxed) {
             return false;
         }
-        let size = message.len();
-        let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_queued_bytes {
+        let queued_before = self
+            .queued_bytes
+            .fetch_add(message.len(), Ordering::Relaxed);
+        if queued_before >= self.max_queued_bytes {
             metrics::counter!(metrics::SLOW_CONSUMER_CLOSES).increment(1);
             self.close(CloseCode::SlowConsumer);
             return false;
@@ -211,6 +217,23 @@ mod tests {
         outbox.writer_gone();
         outbox.finish();
         assert!(!outbox.send(Bytes::from_static(b"x")));
+    }
+
+    #[tokio::test]
+    async fn a_message_is_admitted_while_the_queue_is_under_budget() {
+        // A queue budget of 100 and a reply of 25 (its quarter) on a queue nearly full of
+        // pushes: the reply goes out, and the next message finds the queue over budget.
+        let outbox = Outbox::new(100);
+        assert!(outbox.send(Bytes::from(vec![b'p'; 90])));
+        assert!(
+            outbox.send(Bytes::from(vec![b'r'; 25])),
+            "a reply within the reply budget is never a slow-consumer close on its own"
+        );
+        assert!(!outbox.is_closing());
+        assert!(!outbox.send(Bytes::from_static(b"x")), "over budget");
+        assert!(outbox.is_closing());
+        let taken = outbox.take().await;
+        assert_eq!(taken.len(), 3, "two messages and the close");
     }
 
     #[tokio::test]

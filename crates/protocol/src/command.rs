@@ -28,7 +28,7 @@ pub enum Method {
     History(HistoryRequest),
     Refresh(RefreshRequest),
     Ping(PingRequest),
-    Presence(ChannelRequest),
+    Presence(PresenceRequest),
     PresenceStats(ChannelRequest),
     SetStatus(SetStatusRequest),
     Typing(TypingRequest),
@@ -113,11 +113,21 @@ pub struct RefreshRequest {
 #[derive(Debug, Default, Deserialize)]
 pub struct PingRequest {}
 
-/// `presence` and `presenceStats`: a channel the connection is a member of.
+/// `presenceStats`: a channel the connection is a member of.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRequest {
     pub channel: String,
+}
+
+/// `presence`: a channel the connection is a member of, from the start of its member list
+/// or from where the previous page's `cursor` left off.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceRequest {
+    pub channel: String,
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 /// `setStatus`: `online`, `away` or `busy`, for every org of the user.
@@ -271,6 +281,11 @@ mod tests {
             one(r#"{"id":7,"refresh":{"token":"t"}}"#).unwrap().method,
             Method::Refresh(_)
         ));
+        let cmd = one(r#"{"id":8,"presence":{"channel":"c:d","cursor":"x"}}"#).unwrap();
+        let Method::Presence(presence) = cmd.method else {
+            panic!("presence")
+        };
+        assert_eq!(presence.cursor.as_deref(), Some("x"));
     }
 
     #[test]

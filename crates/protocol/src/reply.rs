@@ -33,7 +33,12 @@ pub struct SubscribeResult<P> {
     pub epoch: String,
     pub recoverable: bool,
     pub recovered: bool,
+    /// The first page of the missed publications (when `recovered`).
     pub publications: Vec<P>,
+    /// `publications` stopped before `offset`: fetch the rest with `history` from the last
+    /// offset in them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
     /// Who is typing in the channel right now (channels with typing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub typing: Vec<TypingPush>,
@@ -55,9 +60,16 @@ pub struct PresenceMember {
     pub joined_at: i64,
 }
 
+/// One page of a channel's presence, oldest member first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresenceResult {
     pub members: Vec<PresenceMember>,
+    /// More members follow: ask again with `cursor`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
+    /// Where the next page starts (opaque), with `more`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +105,10 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// A presence event pushed on a channel.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,6 +125,10 @@ pub struct HistoryResult<P> {
     pub publications: Vec<P>,
     pub offset: u64,
     pub epoch: String,
+    /// The page stopped before `offset` (at `limit` or at the reply byte budget): ask again
+    /// with `sinceOffset` set to the last offset in `publications`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

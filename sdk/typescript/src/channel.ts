@@ -4,6 +4,7 @@ import { PresenceTracker } from "./presence.js";
 import {
   UnsubscribeCodes,
   type StreamPosition,
+  type HistoryResult,
   type SubscribeResult,
   type WirePresenceMember,
   type WirePublication,
@@ -246,7 +247,7 @@ export class ChannelState {
     if (recover) params.recover = recover;
     this.host.request<SubscribeResult>("subscribe", params).then(
       (result) => {
-        if (attempt === this.attemptId) this.subscribed(result, recover);
+        if (attempt === this.attemptId) this.subscribed(result, recover, attempt);
       },
       (error: unknown) => {
         if (attempt === this.attemptId) this.refused(error);
@@ -254,18 +255,85 @@ export class ChannelState {
     );
   }
 
-  private subscribed(result: SubscribeResult, recover: StreamPosition | undefined): void {
+  private subscribed(
+    result: SubscribeResult,
+    recover: StreamPosition | undefined,
+    attempt: number,
+  ): void {
+    if (!recover || !result.recovered || !result.epoch) {
+      this.activate(result, recover, false, 0);
+      return;
+    }
+    let delivered = 0;
+    for (const wire of result.publications ?? []) if (this.deliver(wire)) delivered += 1;
+    if (result.more) {
+      void this.recoverRest(result, recover, attempt, delivered);
+      return;
+    }
+    this.activate(result, recover, true, delivered);
+  }
+
+  /**
+   * Fetches what did not fit the subscribe reply (`more`) with `history`, page by page up to
+   * the reply's offset, delivering each page in order. The phase stays `subscribing`, so live
+   * pushes (past the reply's offset) wait in `early` until the last page is delivered.
+   */
+  private async recoverRest(
+    result: SubscribeResult,
+    recover: StreamPosition,
+    attempt: number,
+    delivered: number,
+  ): Promise<void> {
+    let last = result.publications.at(-1)?.offset ?? recover.offset;
+    let failures = 0;
+    while (last < result.offset) {
+      let page: HistoryResult;
+      try {
+        page = await this.host.request<HistoryResult>("history", {
+          channel: this.channel,
+          sinceOffset: last,
+        });
+      } catch (error: unknown) {
+        if (attempt !== this.attemptId) return;
+        const heraldError =
+          error instanceof HeraldError ? error : new HeraldError("transport", String(error), true);
+        // The connection went away: `connected()` resubscribes from the last page delivered.
+        if (heraldError.code === "disconnected" || heraldError.code === "client_closed") return;
+        if (heraldError.temporary) {
+          const delay = this.host.retryDelay(failures++);
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          if (attempt !== this.attemptId) return;
+          continue;
+        }
+        this.lifecycle.emit("error", heraldError);
+        break;
+      }
+      if (attempt !== this.attemptId) return;
+      const wires = page.publications ?? [];
+      // A new epoch, or history trimmed past `last` meanwhile: the gap cannot be filled.
+      if (page.epoch !== result.epoch || wires[0]?.offset !== last + 1) break;
+      for (const wire of wires) {
+        const offset = wire.offset ?? 0;
+        if (offset > result.offset) break;
+        if (this.deliver(wire)) delivered += 1;
+        last = offset;
+      }
+    }
+    this.activate(result, recover, last >= result.offset, delivered);
+  }
+
+  /** The subscription is active: set the position, deliver what waited, emit the events. */
+  private activate(
+    result: SubscribeResult,
+    recover: StreamPosition | undefined,
+    recovered: boolean,
+    delivered: number,
+  ): void {
     this.phase = "subscribed";
     this.retries = 0;
     const early = this.early;
     this.early = [];
-    let delivered = 0;
-    let recovered = false;
     if (result.epoch) {
-      if (recover && result.recovered) {
-        recovered = true;
-        for (const wire of result.publications ?? []) if (this.deliver(wire)) delivered += 1;
-      }
       const position = this.position;
       if (
         !recovered ||

@@ -299,17 +299,37 @@ export class HeraldClient {
     });
   }
 
-  /** Publications kept in a channel's history, oldest first. */
+  /**
+   * Publications kept in a channel's history after `sinceOffset`, oldest first: at most
+   * `limit`, up to the channel's offset when the first page was read. The gateway answers
+   * in pages bounded by bytes; this asks for pages until `limit` or that offset is reached.
+   */
   async history<T = unknown>(channel: string, options: HistoryOptions = {}): Promise<History<T>> {
-    const params: { channel: string; limit?: number; sinceOffset?: number } = { channel };
-    if (options.limit !== undefined) params.limit = options.limit;
-    if (options.sinceOffset !== undefined) params.sinceOffset = options.sinceOffset;
-    const result = await this.request<HistoryResult>("history", params);
-    return {
-      publications: (result.publications ?? []).map((wire) => toPublication<T>(channel, wire)),
-      offset: result.offset,
-      epoch: result.epoch,
-    };
+    const publications: Publication<T>[] = [];
+    // 0 means the gateway's default, as when it is left out.
+    const limit = options.limit || undefined;
+    let since = options.sinceOffset;
+    let first: HistoryResult | undefined;
+    for (;;) {
+      const params: { channel: string; limit?: number; sinceOffset?: number } = { channel };
+      if (limit !== undefined) params.limit = limit - publications.length;
+      if (since !== undefined) params.sinceOffset = since;
+      const page = await this.request<HistoryResult>("history", params);
+      first ??= page;
+      if (page.epoch !== first.epoch) {
+        return { publications, offset: first.offset, epoch: first.epoch, more: true };
+      }
+      for (const wire of page.publications ?? []) {
+        if ((wire.offset ?? 0) > first.offset) break;
+        publications.push(toPublication<T>(channel, wire));
+        since = wire.offset;
+      }
+      const last = publications.at(-1)?.offset ?? options.sinceOffset ?? 0;
+      const full = limit !== undefined && publications.length >= limit;
+      if (!page.more || full || last >= first.offset || (page.publications ?? []).length === 0) {
+        return { publications, offset: first.offset, epoch: first.epoch, more: false };
+      }
+    }
   }
 
   /**

@@ -86,14 +86,22 @@ export interface HistoryOptions {
   sinceOffset?: number;
 }
 
-/** A page of a channel's history. */
+/**
+ * A channel's history after `sinceOffset`, gathered from as many `history` pages as it
+ * took (the gateway bounds each reply by bytes).
+ */
 export interface History<T = unknown> {
   /** Oldest first. */
   publications: Publication<T>[];
-  /** The channel's current top offset. */
+  /** The channel's top offset when the first page was read. */
   offset: number;
   /** The channel's epoch. */
   epoch: string;
+  /**
+   * Publications up to `offset` remain: paging stopped because the channel's epoch changed
+   * between pages (its history was lost). Normally false.
+   */
+  more: boolean;
 }
 
 /**

@@ -196,12 +196,12 @@ export class PresenceTracker {
   private fetch(): void {
     const generation = ++this.fetching;
     this.buffered = [];
-    this.host.request<PresenceResult>("presence", { channel: this.host.channel }).then(
-      (result) => {
-        if (generation !== this.fetching) return;
+    this.fetchAll(generation).then(
+      (wires) => {
+        if (generation !== this.fetching || wires === null) return;
         const buffered = this.buffered ?? [];
         this.buffered = null;
-        const members = (result.members ?? []).map((wire) => toMember(wire));
+        const members = wires.map((wire) => toMember(wire));
         this.members = Object.freeze(members);
         for (const change of buffered) this.apply(change);
         this.emitter.emit("update", this.members);
@@ -217,6 +217,24 @@ export class PresenceTracker {
         if (error instanceof HeraldError) this.emitter.emit("error", error);
       },
     );
+  }
+
+  /**
+   * Every page of the member list (the gateway bounds each reply by bytes and continues
+   * from a cursor); null when a newer fetch took over meanwhile.
+   */
+  private async fetchAll(generation: number): Promise<WirePresenceMember[] | null> {
+    const members: WirePresenceMember[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const params: { channel: string; cursor?: string } = { channel: this.host.channel };
+      if (cursor !== undefined) params.cursor = cursor;
+      const page = await this.host.request<PresenceResult>("presence", params);
+      if (generation !== this.fetching) return null;
+      members.push(...(page.members ?? []));
+      if (!page.more || !page.cursor) return members;
+      cursor = page.cursor;
+    }
   }
 
   /** Applies a join or leave; emits `join`/`leave` when it changed the list. */

@@ -56,7 +56,10 @@ export interface SubscribeResult {
   epoch: string;
   recoverable: boolean;
   recovered: boolean;
+  /** With `recovered`: the first page of the missed publications. */
   publications: WirePublication[];
+  /** The page stopped before `offset`: fetch the rest with `history` from its last offset. */
+  more?: boolean;
   typing?: WireTyper[];
 }
 
@@ -71,6 +74,8 @@ export interface HistoryResult {
   publications: WirePublication[];
   offset: number;
   epoch: string;
+  /** The page stopped before `offset` (at `limit` or the reply byte budget): ask again. */
+  more?: boolean;
 }
 
 /** `refresh` result. */
@@ -100,6 +105,10 @@ export interface WirePresenceMember {
 /** `presence` result. */
 export interface PresenceResult {
   members: WirePresenceMember[];
+  /** More members follow: ask again with `cursor`. */
+  more?: boolean;
+  /** Where the next page starts (opaque), with `more`. */
+  cursor?: string;
 }
 
 /** `status` push on `org:<org>`. */

@@ -166,6 +166,15 @@ pub struct Limits {
     pub connect_timeout: Duration,
 }
 
+impl Limits {
+    /// The most one paged reply carries (a `history`, recovery or `presence` page): a quarter
+    /// of the connection's queue budget, so a reply alone never overflows the queue. A page
+    /// always holds at least one item, even a larger one.
+    pub fn reply_bytes(&self) -> usize {
+        (self.client_queue_bytes / 4).max(1)
+    }
+}
+
 /// The effective configuration of a node. Serializes with the config file's keys, so
 /// `herald config` output is a valid `herald.toml` (with secrets masked).
 #[derive(Debug, Clone, Serialize)]

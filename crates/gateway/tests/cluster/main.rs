@@ -16,6 +16,7 @@ mod fanout;
 mod faults;
 mod idempotency;
 mod nats_edges;
+mod paging;
 mod presence;
 mod redis_presence;
 mod redis_state;

@@ -77,6 +77,24 @@ describe("presence", () => {
     expect(updates.at(-1)).toEqual(["c2", "c3"]);
   });
 
+  it("reads every page of a big member list before showing it", async () => {
+    const { socket, updates } = await tracked();
+    socket.receive({ push: { channel: CHANNEL, leave: wire("ann", "c1") } });
+    socket.reply("presence", {
+      members: [wire("ann", "c1"), wire("bob", "c2")],
+      more: true,
+      cursor: "1000.c2",
+    });
+    await flush();
+    expect(updates).toEqual([]);
+    expect(socket.command("presence").params).toEqual({ channel: CHANNEL, cursor: "1000.c2" });
+    socket.reply("presence", { members: [wire("cy", "c3")] });
+    await flush();
+    // The leave that raced the pages is applied after the last one.
+    expect(updates).toEqual([["c2", "c3"]]);
+    expect(socket.commands("presence")).toHaveLength(2);
+  });
+
   it("updates statuses from status pushes on org:<org>", async () => {
     const { socket, sub } = await tracked();
     socket.reply("presence", {

@@ -79,6 +79,99 @@ describe("recovery", () => {
     expect(events).toEqual(["recovered 2"]);
   });
 
+  it("pages a recovery that did not fit the reply, holding live pushes until the last page", async () => {
+    const { seen, events, sub } = await setup();
+    const next = await reconnect();
+    next.reply("subscribe", {
+      offset: 12,
+      epoch: "E",
+      recoverable: true,
+      recovered: true,
+      publications: [pub(6), pub(7)],
+      more: true,
+    });
+    await flush();
+    expect(next.command("history").params).toEqual({ channel: CHANNEL, sinceOffset: 7 });
+    expect(events).toEqual([]);
+    expect(sub.state).toBe("subscribing");
+    // Live pushes past the reply's offset wait for the pages.
+    next.receive(push(13), push(14));
+    next.reply("history", {
+      publications: [pub(8), pub(9), pub(10)],
+      offset: 14,
+      epoch: "E",
+      more: true,
+    });
+    await flush();
+    expect(next.command("history").params).toEqual({ channel: CHANNEL, sinceOffset: 10 });
+    // A page may reach past the reply's offset: those come as live pushes instead.
+    next.reply("history", { publications: [pub(11), pub(12), pub(13)], offset: 14, epoch: "E" });
+    await flush();
+    next.receive(push(14), push(15));
+    expect(seen).toEqual([6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+    expect(events).toEqual(["recovered 7"]);
+    expect(next.commands("history")).toHaveLength(2);
+    expect(sub.position).toEqual({ offset: 15, epoch: "E" });
+  });
+
+  it("emits state_lost when a page shows history no longer reaches back", async () => {
+    const { seen, events, sub } = await setup();
+    const next = await reconnect();
+    next.reply("subscribe", {
+      offset: 20,
+      epoch: "E",
+      recoverable: true,
+      recovered: true,
+      publications: [pub(6)],
+      more: true,
+    });
+    await flush();
+    next.receive(push(21));
+    // History was trimmed past offset 6 meanwhile.
+    next.reply("history", { publications: [pub(9), pub(10)], offset: 21, epoch: "E" });
+    await flush();
+    expect(events).toEqual(["state_lost"]);
+    expect(seen).toEqual([6, 21]);
+    expect(sub.position).toEqual({ offset: 21, epoch: "E" });
+  });
+
+  it("retries a page refused with a temporary error, and resumes after a reconnect mid-paging", async () => {
+    const { seen, events } = await setup();
+    let next = await reconnect();
+    next.reply("subscribe", {
+      offset: 9,
+      epoch: "E",
+      recoverable: true,
+      recovered: true,
+      publications: [pub(6)],
+      more: true,
+    });
+    await flush();
+    next.fail("history", 110, true, "too many requests");
+    await flush();
+    expect(next.commands("history")).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(next.commands("history")).toHaveLength(2);
+    next.reply("history", { publications: [pub(7)], offset: 9, epoch: "E", more: true });
+    await flush();
+    // The connection drops with offsets 8 and 9 still missing: recover from 7.
+    next = await reconnect();
+    expect(next.command("subscribe").params).toEqual({
+      channel: CHANNEL,
+      recover: { offset: 7, epoch: "E" },
+    });
+    next.reply("subscribe", {
+      offset: 9,
+      epoch: "E",
+      recoverable: true,
+      recovered: true,
+      publications: [pub(8), pub(9)],
+    });
+    await flush();
+    expect(seen).toEqual([6, 7, 8, 9]);
+    expect(events).toEqual(["recovered 2"]);
+  });
+
   it("emits state_lost when history no longer covers the gap, and goes on from the new position", async () => {
     const { socket, seen, events, sub } = await setup();
     socket.receive(push(6));

@@ -1,5 +1,6 @@
 //! `history`: a window of a channel's history, for connections that are subscribed to it or
-//! may subscribe.
+//! may subscribe. One page at a time: at most `limit` publications and the reply byte
+//! budget, with `more` when the client should ask again from the last offset it got.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use herald_protocol::reply::{HistoryResult, encode_result};
 use super::subscribe::authorize_member;
 use crate::connections::Connection;
 use crate::node::Node;
+use crate::paging::history_page;
 use crate::session::{Answer, Failure};
 
 pub async fn apply(
@@ -18,18 +20,27 @@ pub async fn apply(
     request: HistoryRequest,
 ) -> Result<Answer, Failure> {
     authorize_member(node, connection, &request.channel)?;
-    let slice = node
-        .history(
-            &request.channel,
-            request.since_offset.unwrap_or(0),
-            request.limit,
-        )
-        .await
-        .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
+    // Every read is capped to the namespace's history size by `Node::history`.
+    let limit = request
+        .limit
+        .filter(|limit| *limit > 0)
+        .map_or(usize::MAX, |limit| limit as usize);
+    let page = history_page(
+        |since, count| {
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            node.history(&request.channel, since, Some(count))
+        },
+        request.since_offset.unwrap_or(0),
+        limit,
+        node.config.limits.reply_bytes(),
+    )
+    .await
+    .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
     let result = HistoryResult {
-        publications: slice.publications,
-        offset: slice.position.offset,
-        epoch: slice.position.epoch,
+        publications: page.publications,
+        offset: page.position.offset,
+        epoch: page.position.epoch,
+        more: page.more,
     };
     Ok(Answer::Result(encode_result(id, &result)))
 }

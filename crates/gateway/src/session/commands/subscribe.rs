@@ -16,9 +16,10 @@ use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::metrics;
 use crate::node::Node;
+use crate::paging::{HistoryPage, history_page};
 use crate::presence::wire_typer;
 use crate::session::{Answer, Failure};
-use crate::state::{HistorySlice, Position, StateError};
+use crate::state::{Position, StateError};
 
 pub async fn apply(
     node: &Arc<Node>,
@@ -98,7 +99,8 @@ async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &Channel
 }
 
 /// The channel's position and the subscribe result: recovered publications when the client
-/// asked and history still covers its gap.
+/// asked and history still covers its gap. They are the first page (the reply byte budget);
+/// `more` says the client fetches the rest with `history`, up to the result's offset.
 async fn read_state(
     node: &Node,
     channel: &ChannelName,
@@ -112,33 +114,38 @@ async fn read_state(
             recoverable: false,
             recovered: false,
             publications: vec![],
+            more: false,
             typing: vec![],
         };
         return Ok((Position::default(), result));
     }
     let recoverable = options.recover;
-    let (slice, recovered) = match recover.filter(|_| recoverable) {
+    let (page, recovered) = match recover.filter(|_| recoverable) {
         Some(since) => {
-            let slice = node
-                .state
-                .history(channel, since.offset, options.history_size)
-                .await?;
-            let recovered = covers(&slice, since);
-            (slice, recovered)
+            let page = history_page(
+                |from, count| node.state.history(channel, from, count),
+                since.offset,
+                options.history_size,
+                node.config.limits.reply_bytes(),
+            )
+            .await?;
+            let recovered = covers(&page, since);
+            (page, recovered)
         }
         None => (
-            HistorySlice {
+            HistoryPage {
                 publications: vec![],
                 position: node.state.position(channel).await?,
+                more: false,
             },
             false,
         ),
     };
-    let position = slice.position.clone();
-    let publications = if recovered {
-        slice.publications
+    let position = page.position.clone();
+    let (publications, more) = if recovered {
+        (page.publications, page.more)
     } else {
-        vec![]
+        (vec![], false)
     };
     let result = SubscribeResult {
         offset: position.offset,
@@ -146,24 +153,27 @@ async fn read_state(
         recoverable,
         recovered,
         publications,
+        more,
         typing: vec![],
     };
     Ok((position, result))
 }
 
-/// Whether `slice` holds every publication after `since`.
-fn covers(slice: &HistorySlice, since: &StreamPosition) -> bool {
-    if slice.position.epoch != since.epoch || since.offset > slice.position.offset {
+/// Whether history still holds every publication after `since`: `page` starts right after
+/// it, in the same epoch (the page itself is contiguous; with `more` the rest follows).
+fn covers(page: &HistoryPage, since: &StreamPosition) -> bool {
+    if page.position.epoch != since.epoch || since.offset > page.position.offset {
         return false;
     }
-    match slice.publications.first() {
-        None => since.offset == slice.position.offset,
+    match page.publications.first() {
+        None => since.offset == page.position.offset,
         Some(first) => {
             first.offset == since.offset + 1
-                && slice
-                    .publications
-                    .last()
-                    .is_some_and(|last| last.offset == slice.position.offset)
+                && (page.more
+                    || page
+                        .publications
+                        .last()
+                        .is_some_and(|last| last.offset == page.position.offset))
         }
     }
 }
