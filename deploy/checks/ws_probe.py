@@ -3,7 +3,8 @@
 
 Connects to a node, sends `connect` with a token and `subscribe` to a channel, prints the
 results as JSON lines on stdout, then holds the connection for --hold seconds, printing
-every server message (pushes such as the `unsubscribe` a lost gap causes).
+every server message (pushes such as the `unsubscribe` a lost gap causes), or, with
+--no-read, reading nothing more (a consumer too slow for what it is sent).
 
     ws_probe.py --url ws://127.0.0.1:18081/ws --token T --channel user:probe --hold 8
 """
@@ -60,6 +61,8 @@ def main():
     ap.add_argument("--token", required=True)
     ap.add_argument("--channel", required=True)
     ap.add_argument("--hold", type=float, default=5.0)
+    ap.add_argument("--no-read", action="store_true",
+                    help="after the subscribe result, hold without reading (a slow consumer)")
     args = ap.parse_args()
 
     url = urllib.parse.urlparse(args.url)
@@ -84,6 +87,9 @@ def main():
     answered = set()
     while True:
         left = deadline - time.monotonic()
+        if len(answered) == 2 and args.no_read:
+            time.sleep(max(left, 0))
+            break
         if left <= 0 and len(answered) == 2:
             break
         sock.settimeout(max(left, 0.1) if len(answered) == 2 else 10)

@@ -197,3 +197,50 @@ async fn lost_redis_state_is_reported_and_a_stopped_redis_fails_publishes() {
         "a failed publish was delivered: {last:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_during_a_gap_fill_is_retried_not_reported_lost() {
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    // A second of gap wait, so Redis is surely asleep when node-b reads the gap.
+    let settings = [("HERALD_GAP_WAIT_MS", "1000")];
+    let a = Node::start_with("node-a", &nats, &redis, &settings).await;
+    let b = Node::start_with("node-b", &nats, &redis, &settings).await;
+    let channel = "org:acme:ch:slow";
+    let mut follower = Follower::start("f", vec![b.ws_url.clone()], channel).await;
+    let mut grpc = a.grpc().await;
+    a.publish(&mut grpc, channel, 1, "").await.unwrap();
+    follower
+        .wait_until("offset 1", |r| r.publications.len() == 1)
+        .await;
+
+    // Offset 2 is stored but never broadcast (as if NATS dropped it), so offset 3 opens a gap
+    // on node-b; Redis then stalls through node-b's first history read.
+    let state = crate::redis_state::connect(&redis).await;
+    crate::redis_state::append_to(&state, channel, 2, crate::redis_state::history(100), None)
+        .await
+        .unwrap();
+    a.publish(&mut grpc, channel, 3, "").await.unwrap();
+    // Every client's commands wait 4 s: longer than a command's 2 s timeout.
+    assert_eq!(redis.command(&["CLIENT", "PAUSE", "4000", "ALL"]).await, "OK");
+    let received = follower
+        .wait_until("offsets 2 and 3 after Redis woke up", |r| {
+            r.publications.len() == 3
+        })
+        .await;
+    let epoch = received.last_epoch().unwrap().to_owned();
+    assert_eq!(received.offsets(&epoch), vec![1, 2, 3]);
+    assert!(
+        received.recoveries.is_empty(),
+        "a slow Redis sent the subscriber to resubscribe: {received:?}"
+    );
+    let metrics = b.metrics().await;
+    assert!(
+        metrics.contains("herald_gap_fills_total{result=\"lost\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("herald_gap_fills_total{result=\"error\"} 0"),
+        "the failed attempt is counted as an error: {metrics}"
+    );
+}

@@ -32,6 +32,16 @@ fn free_addr() -> SocketAddr {
 impl Node {
     /// Starts a node against the given backends and waits until it is ready.
     pub async fn start(id: &str, nats: &NatsServer, redis: &RedisServer) -> Node {
+        Node::start_with(id, nats, redis, &[]).await
+    }
+
+    /// Like [`Node::start`], with extra `HERALD_*` settings.
+    pub async fn start_with(
+        id: &str,
+        nats: &NatsServer,
+        redis: &RedisServer,
+        settings: &[(&str, &str)],
+    ) -> Node {
         let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
         let child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .arg("serve")
@@ -50,6 +60,7 @@ impl Node {
             .env("HERALD_PRESENCE_TTL_SECONDS", "3")
             .env("HERALD_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             // HERALD_TEST_LOGS=1 shows the nodes' logs when a cluster test needs debugging.
             .stderr(if std::env::var_os("HERALD_TEST_LOGS").is_some() {
