@@ -40,8 +40,16 @@
 //! `live` (members, typers); `typing` (start); `connected`, `disconnected` and `status`,
 //! the atomic status transitions; `statuses`; `sweep_channel` and `sweep_org`, which
 //! remove what expired and return it; `settle`, the sweep index's compare-and-set;
-//! `unlock`. `refresh` is plain `ZADD XX` commands in one pipeline, one per key (the
+//! `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
 //! connections of a channel on this node share one), plus one `ZADD LT` per sweep index.
+//!
+//! Healing. `CH` makes each `ZADD` answer how many entries it extended: fewer than sent
+//! means Redis lost some (restart, FLUSHALL) or the sweeper removed them while their node
+//! was cut off. Only then, `restore_members` and `restore_connections` (one per channel or
+//! user with something missing, pipelined) re-create what is missing from the node's own
+//! connections and return it, so each re-created entry is reported once; the channels and
+//! orgs go back in the sweep indexes after them. `status` also counts its caller's
+//! connection again when the user has none, so `setStatus` never silently does nothing.
 //!
 //! One sweeper at a time: `herald:presence:sweeper` is a lock (`SET NX PX`) holding the
 //! node id; the others' `sweep` returns nothing. The lock saves work only: removing an
