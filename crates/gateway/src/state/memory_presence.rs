@@ -384,3 +384,72 @@ impl Presence for MemoryState {
         Ok(expired)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn live(client: &str, user: &str, status: Option<Status>) -> LiveConnection {
+        LiveConnection {
+            client: Arc::from(client),
+            user: Arc::from(user),
+            info: None,
+            channels: vec![ChannelName::parse("org:acme:ch:general").unwrap()],
+            orgs: vec![Arc::from("acme")],
+            statuses: status.map(|s| (Arc::from("acme"), s)).into_iter().collect(),
+        }
+    }
+
+    // As in Redis: a refresh re-creates what a live connection is missing, reported once.
+    #[tokio::test]
+    async fn a_refresh_recreates_missing_entries_once_with_the_known_status() {
+        let state = MemoryState::new();
+        let connections = [live("c1", "alice", Some(Status::Away))];
+        let restored = state.refresh(&connections, TTL).await.unwrap();
+        let members: Vec<(&str, &str)> = restored
+            .members
+            .iter()
+            .map(|(channel, member)| (channel.as_str(), &*member.client))
+            .collect();
+        assert_eq!(members, vec![("org:acme:ch:general", "c1")]);
+        assert_eq!(restored.connections.len(), 1);
+        assert_eq!(
+            restored.statuses,
+            vec![change("acme", &Arc::from("alice"), Status::Away, 0)]
+        );
+        let channel = &connections[0].channels[0];
+        assert_eq!(state.members(channel).await.unwrap().len(), 1);
+        assert_eq!(
+            state.statuses("acme", &[Arc::from("alice")]).await.unwrap()[0].status,
+            Status::Away
+        );
+        assert!(state.refresh(&connections, TTL).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn set_status_counts_an_uncounted_connection() {
+        let state = MemoryState::new();
+        let set = state
+            .set_status("acme", "alice", "c1", Status::Busy, TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            set,
+            Some(change("acme", &Arc::from("alice"), Status::Busy, 0))
+        );
+        assert_eq!(
+            state.connected("acme", "alice", "c1", TTL).await.unwrap(),
+            None,
+            "c1 is counted"
+        );
+        assert_eq!(
+            state
+                .set_status("acme", "alice", "c1", Status::Busy, TTL)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
