@@ -408,12 +408,15 @@ impl RedisState {
         let pipeline = Pipeline::from(self.commands().clone());
         let sent = index_into(&pipeline, Swept::Channels, channel_names, expiry).await?
             + index_into(&pipeline, Swept::Orgs, org_names, expiry).await?;
-        if sent > 0 {
-            pipeline
-                .all::<Value>()
-                .await
-                .map(drop)
-                .map_err(unavailable)?;
+        // Not a failure of the refresh: what was re-created must still be announced, and
+        // the next refresh's `ZADD LT` puts the index entries back.
+        if sent > 0
+            && let Err(error) = pipeline.all::<Value>().await
+        {
+            tracing::warn!(%error, "sweep index not updated after re-creating presence");
+        }
+        if restored.is_empty() {
+            return Ok(restored);
         }
         tracing::info!(
             members = restored.members.len(),
@@ -739,9 +742,9 @@ impl Presence for RedisState {
                     .iter()
                     .map(|connection| (expiry as f64, Value::from(&*connection.client)))
                     .collect();
-                // XX: never adds, so an entry that was left or disconnected is not brought
-                // back by a refresh that raced it. CH: counts the entries whose expiry
-                // moved, so fewer than sent means some were missing.
+                // XX: never adds (a member needs its JSON too; `restore` re-creates what
+                // is missing). CH: counts the entries whose expiry moved, so fewer than
+                // sent means some were missing (or, rarely, kept the same expiry).
                 let _: () = pipeline
                     .zadd(key, Some(SetOptions::XX), None, true, false, members)
                     .await
