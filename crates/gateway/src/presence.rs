@@ -6,7 +6,13 @@
 //!
 //! Events are ephemeral: they go through the broker to every node with subscribers of the
 //! channel, at most once. A failure to push one is logged, never the command's failure.
+//!
+//! The node's connections are the truth and the stored entries a copy that can be lost
+//! (Redis restarted empty or flushed) or swept (the node was cut off from Redis longer than
+//! the TTL). The refresher re-creates what is missing and announces it once, as a `join`
+//! and a `status` push; it keeps the statuses users set through this node for that.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use crate::connections::{Connection, Connections};
 use crate::node::unix_millis;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
-    Expired, LiveConnection, Member, Presence, StateError, Status, StatusChange, Typer,
+    Expired, LiveConnection, Member, Presence, Restored, StateError, Status, StatusChange, Typer,
 };
 
 /// At most one typing push a second per user and channel; extra updates only extend it.
@@ -44,6 +50,9 @@ pub struct PresenceService {
     config: Arc<Config>,
     node_id: Arc<str>,
     typing: DashMap<(ChannelName, Arc<str>), LocalTyper>,
+    /// (org, user) → the status the user last set through this node, kept while the user
+    /// has a connection here, so that re-created entries come back with it.
+    statuses: DashMap<(Arc<str>, Arc<str>), Status>,
 }
 
 impl PresenceService {
@@ -59,6 +68,7 @@ impl PresenceService {
             config,
             node_id,
             typing: DashMap::new(),
+            statuses: DashMap::new(),
         })
     }
 
@@ -165,6 +175,11 @@ impl PresenceService {
                 .state
                 .connected(org, &connection.claims.sub, &connection.id, self.ttl())
                 .await;
+            if let Ok(Some(_)) = change {
+                // The user's first connection resets their status to online.
+                self.statuses
+                    .remove(&(org.clone(), connection.claims.sub.clone()));
+            }
             self.announce(change).await;
         }
     }
@@ -187,9 +202,11 @@ impl PresenceService {
         status: Status,
     ) -> Result<(), StateError> {
         for org in &connection.claims.orgs {
+            let user = &connection.claims.sub;
+            self.statuses.insert((org.clone(), user.clone()), status);
             let change = self
                 .state
-                .set_status(org, &connection.claims.sub, status)
+                .set_status(org, user, &connection.id, status, self.ttl())
                 .await?;
             self.announce(Ok(change)).await;
         }
@@ -325,34 +342,118 @@ impl PresenceService {
         });
     }
 
-    /// Extends the entries of every live connection, in batches of one round trip each.
+    /// Extends the entries of every live connection, in batches of one round trip each,
+    /// and announces the entries the state had to re-create.
     async fn refresh(&self, connections: &Connections) {
-        let live: Vec<LiveConnection> = connections
+        // Only nodes where someone set a status pay for looking statuses up.
+        let any_status = !self.statuses.is_empty();
+        let mut users = HashSet::new();
+        let (handles, live): (Vec<Arc<Connection>>, Vec<LiveConnection>) = connections
             .all()
             .into_iter()
-            .map(|connection| LiveConnection {
-                channels: connection
-                    .subscriptions
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .iter()
-                    .filter(|channel| {
-                        self.config
-                            .channel_rule(channel)
-                            .is_some_and(|(_, options)| options.presence)
-                    })
-                    .cloned()
-                    .collect(),
-                orgs: connection.claims.orgs.clone(),
-                client: connection.id.clone(),
-                user: connection.claims.sub.clone(),
+            .filter_map(|connection| {
+                let user = connection.claims.sub.clone();
+                let live = LiveConnection {
+                    channels: connection
+                        .subscriptions
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .iter()
+                        .filter(|channel| {
+                            self.config
+                                .channel_rule(channel)
+                                .is_some_and(|(_, options)| options.presence)
+                        })
+                        .cloned()
+                        .collect(),
+                    orgs: connection.claims.orgs.clone(),
+                    statuses: connection
+                        .claims
+                        .orgs
+                        .iter()
+                        .filter(|_| any_status)
+                        .filter_map(|org| {
+                            let status = self.statuses.get(&(org.clone(), user.clone()))?;
+                            Some((org.clone(), *status))
+                        })
+                        .collect(),
+                    client: connection.id.clone(),
+                    info: connection.claims.info.clone(),
+                    user: user.clone(),
+                };
+                if any_status {
+                    users.insert(user);
+                }
+                (!live.channels.is_empty() || !live.orgs.is_empty()).then_some((connection, live))
             })
-            .filter(|live| !live.channels.is_empty() || !live.orgs.is_empty())
+            .unzip();
+        // A user with no connection here any more: their status is another node's to keep.
+        // (`of_user` catches a connection opened since the snapshot.)
+        self.statuses
+            .retain(|(_, user), _| users.contains(user) || !connections.of_user(user).is_empty());
+        for (batch, handles) in live
+            .chunks(REFRESH_BATCH)
+            .zip(handles.chunks(REFRESH_BATCH))
+        {
+            match self.state.refresh(batch, self.ttl()).await {
+                Ok(restored) if restored.is_empty() => {}
+                Ok(restored) => self.announce_restored(restored, handles, connections).await,
+                Err(error) => {
+                    tracing::warn!(%error, "presence refresh failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Announces re-created entries once: a `join` for a member (on channels with
+    /// join_leave), the `status` of a user back online. An entry re-created for a
+    /// connection that left or closed while the refresh ran is removed again: its own
+    /// `left` or `closed` found nothing to remove. (One that ends between this check and
+    /// its registration's drop stays until it expires, then the sweeper reports it.)
+    async fn announce_restored(
+        &self,
+        restored: Restored,
+        batch: &[Arc<Connection>],
+        connections: &Connections,
+    ) {
+        let registered: HashSet<Arc<str>> = connections
+            .all()
+            .into_iter()
+            .map(|connection| connection.id.clone())
             .collect();
-        for batch in live.chunks(REFRESH_BATCH) {
-            if let Err(error) = self.state.refresh(batch, self.ttl()).await {
-                tracing::warn!(%error, "presence refresh failed");
-                return;
+        let by_id: HashMap<&str, &Arc<Connection>> = batch
+            .iter()
+            .map(|connection| (&*connection.id, connection))
+            .collect();
+        for (channel, member) in restored.members {
+            let still_member = registered.contains(&member.client)
+                && by_id
+                    .get(&*member.client)
+                    .is_some_and(|connection| connection.is_subscribed(&channel));
+            if !still_member {
+                if let Err(error) = self.state.leave(&channel, &member.client).await {
+                    tracing::warn!(%channel, %error, "presence leave failed; the entry expires");
+                }
+                continue;
+            }
+            let join_leave = self
+                .config
+                .channel_rule(&channel)
+                .is_some_and(|(_, options)| options.join_leave);
+            if join_leave {
+                let event = ChannelEvent::Join(wire_member(&member, None));
+                let exclude = Some(Exclude::Client(member.client.clone()));
+                self.push(&channel, &event, exclude).await;
+            }
+        }
+        for change in restored.statuses {
+            self.announce(Ok(Some(change))).await;
+        }
+        for (org, user, client) in restored.connections {
+            if !registered.contains(&client) {
+                let change = self.state.disconnected(&org, &user, &client).await;
+                self.announce(change).await;
             }
         }
     }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use herald_protocol::ChannelName;
 
 use super::presence::{
-    Expired, LiveConnection, Member, Presence, Status, StatusChange, TYPING_TTL, Typer, UserStatus,
+    Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, TYPING_TTL, Typer,
+    UserStatus,
 };
 use super::{MemoryState, StateError};
 use crate::node::unix_millis;
@@ -56,6 +57,15 @@ impl UserEntry {
 
 fn expiry(now: i64, ttl: Duration) -> i64 {
     now + ttl.as_millis() as i64
+}
+
+/// The status the user set through this node in `org`, if any.
+fn known_status(connection: &LiveConnection, org: &str) -> Option<Status> {
+    connection
+        .statuses
+        .iter()
+        .find(|(known, _)| &**known == org)
+        .map(|(_, status)| *status)
 }
 
 fn change(org: &str, user: &Arc<str>, status: Status, last_seen: i64) -> StatusChange {
@@ -187,18 +197,37 @@ impl Presence for MemoryState {
         &self,
         org: &str,
         user: &str,
+        client: &str,
         status: Status,
+        ttl: Duration,
     ) -> Result<Option<StatusChange>, StateError> {
+        if status == Status::Offline {
+            return Ok(None);
+        }
         let now = unix_millis();
         let mut maps = self.presence();
-        let Some(entry) = maps.orgs.get_mut(org).and_then(|users| users.get_mut(user)) else {
-            return Ok(None);
-        };
-        if !entry.is_online(now) || entry.status == status || status == Status::Offline {
+        let user: Arc<str> = Arc::from(user);
+        let entry = maps
+            .orgs
+            .entry(Arc::from(org))
+            .or_default()
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry {
+                connections: HashMap::new(),
+                status: Status::Online,
+                last_seen: 0,
+            });
+        if !entry.is_online(now) {
+            // The caller's connection is live: count it again, as in Redis.
+            entry.connections.retain(|_, expires| *expires > now);
+            entry
+                .connections
+                .insert(Arc::from(client), expiry(now, ttl));
+        } else if entry.status == status {
             return Ok(None);
         }
         entry.status = status;
-        Ok(Some(change(org, &Arc::from(user), status, 0)))
+        Ok(Some(change(org, &user, status, 0)))
     }
 
     async fn statuses(&self, org: &str, users: &[Arc<str>]) -> Result<Vec<UserStatus>, StateError> {
@@ -256,31 +285,63 @@ impl Presence for MemoryState {
             .collect())
     }
 
-    async fn refresh(&self, live: &[LiveConnection], ttl: Duration) -> Result<(), StateError> {
-        let expires = expiry(unix_millis(), ttl);
+    async fn refresh(
+        &self,
+        live: &[LiveConnection],
+        ttl: Duration,
+    ) -> Result<Restored, StateError> {
+        let now = unix_millis();
+        let expires = expiry(now, ttl);
         let mut maps = self.presence();
+        let mut restored = Restored::default();
         for connection in live {
             for channel in &connection.channels {
-                if let Some((_, at)) = maps
-                    .channels
-                    .get_mut(channel)
-                    .and_then(|members| members.get_mut(&connection.client))
-                {
-                    *at = expires;
+                let members = maps.channels.entry(channel.clone()).or_default();
+                match members.get_mut(&connection.client) {
+                    Some((_, at)) => *at = expires,
+                    None => {
+                        let member = Member {
+                            user: connection.user.clone(),
+                            client: connection.client.clone(),
+                            info: connection.info.clone(),
+                            joined_at: now,
+                        };
+                        members.insert(connection.client.clone(), (member.clone(), expires));
+                        restored.members.push((channel.clone(), member));
+                    }
                 }
             }
             for org in &connection.orgs {
-                if let Some(at) = maps
+                let entry = maps
                     .orgs
-                    .get_mut(org)
-                    .and_then(|users| users.get_mut(&connection.user))
-                    .and_then(|entry| entry.connections.get_mut(&connection.client))
-                {
+                    .entry(org.clone())
+                    .or_default()
+                    .entry(connection.user.clone())
+                    .or_insert_with(|| UserEntry {
+                        connections: HashMap::new(),
+                        status: Status::Online,
+                        last_seen: 0,
+                    });
+                if let Some(at) = entry.connections.get_mut(&connection.client) {
                     *at = expires;
+                    continue;
+                }
+                let was_online = entry.is_online(now);
+                entry.connections.insert(connection.client.clone(), expires);
+                restored.connections.push((
+                    org.clone(),
+                    connection.user.clone(),
+                    connection.client.clone(),
+                ));
+                if !was_online {
+                    entry.status = known_status(connection, org).unwrap_or(Status::Online);
+                    restored
+                        .statuses
+                        .push(change(org, &connection.user, entry.status, 0));
                 }
             }
         }
-        Ok(())
+        Ok(restored)
     }
 
     async fn sweep(&self, _node_id: &str) -> Result<Vec<Expired>, StateError> {
@@ -321,5 +382,74 @@ impl Presence for MemoryState {
             !typers.is_empty()
         });
         Ok(expired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn live(client: &str, user: &str, status: Option<Status>) -> LiveConnection {
+        LiveConnection {
+            client: Arc::from(client),
+            user: Arc::from(user),
+            info: None,
+            channels: vec![ChannelName::parse("org:acme:ch:general").unwrap()],
+            orgs: vec![Arc::from("acme")],
+            statuses: status.map(|s| (Arc::from("acme"), s)).into_iter().collect(),
+        }
+    }
+
+    // As in Redis: a refresh re-creates what a live connection is missing, reported once.
+    #[tokio::test]
+    async fn a_refresh_recreates_missing_entries_once_with_the_known_status() {
+        let state = MemoryState::new();
+        let connections = [live("c1", "alice", Some(Status::Away))];
+        let restored = state.refresh(&connections, TTL).await.unwrap();
+        let members: Vec<(&str, &str)> = restored
+            .members
+            .iter()
+            .map(|(channel, member)| (channel.as_str(), &*member.client))
+            .collect();
+        assert_eq!(members, vec![("org:acme:ch:general", "c1")]);
+        assert_eq!(restored.connections.len(), 1);
+        assert_eq!(
+            restored.statuses,
+            vec![change("acme", &Arc::from("alice"), Status::Away, 0)]
+        );
+        let channel = &connections[0].channels[0];
+        assert_eq!(state.members(channel).await.unwrap().len(), 1);
+        assert_eq!(
+            state.statuses("acme", &[Arc::from("alice")]).await.unwrap()[0].status,
+            Status::Away
+        );
+        assert!(state.refresh(&connections, TTL).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn set_status_counts_an_uncounted_connection() {
+        let state = MemoryState::new();
+        let set = state
+            .set_status("acme", "alice", "c1", Status::Busy, TTL)
+            .await
+            .unwrap();
+        assert_eq!(
+            set,
+            Some(change("acme", &Arc::from("alice"), Status::Busy, 0))
+        );
+        assert_eq!(
+            state.connected("acme", "alice", "c1", TTL).await.unwrap(),
+            None,
+            "c1 is counted"
+        );
+        assert_eq!(
+            state
+                .set_status("acme", "alice", "c1", Status::Busy, TTL)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

@@ -15,7 +15,7 @@ use herald_protocol::{ChannelName, Publication};
 
 pub use memory::MemoryState;
 pub use presence::{
-    Expired, LiveConnection, Member, Presence, Status, StatusChange, Typer, UserStatus,
+    Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, Typer, UserStatus,
 };
 pub use redis::RedisState;
 

@@ -3,6 +3,11 @@
 //! crashed node's users leave on their own; a sweeper (one node at a time) removes expired
 //! entries and reports them so the node can push `leave` and `offline`.
 //!
+//! The node's own connections are the truth, the stored entries a copy: a refresh
+//! re-creates the entries of a live connection that the store lost (Redis restarted empty
+//! or flushed) or that the sweeper removed while its node was cut off, and reports them
+//! so the node announces them again, once.
+//!
 //! In memory for a standalone node; in Redis for a cluster. Both implement [`Presence`]
 //! with the same behaviour, and the same test suite runs against both.
 
@@ -94,15 +99,38 @@ pub struct Typer {
     pub info: Option<Arc<RawValue>>,
 }
 
-/// Presence and org registrations of one connection this node holds, to refresh.
+/// Presence and org registrations of one connection this node holds, to refresh (and to
+/// re-create when they are missing).
 #[derive(Debug, Clone)]
 pub struct LiveConnection {
     pub client: Arc<str>,
     pub user: Arc<str>,
+    /// The token's `info` claim, for a re-created member.
+    pub info: Option<Arc<RawValue>>,
     /// Channels (with presence) the connection has joined.
     pub channels: Vec<ChannelName>,
     /// Orgs the connection counts towards the user's online status in.
     pub orgs: Vec<Arc<str>>,
+    /// Statuses the user set through this node, by org: kept when the user's entries are
+    /// re-created (else they come back online).
+    pub statuses: Vec<(Arc<str>, Status)>,
+}
+
+/// What a refresh found missing and re-created, to announce again.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    /// Members put back in a channel's presence (push `join`).
+    pub members: Vec<(ChannelName, Member)>,
+    /// Connections counted again in an org, as (org, user, client).
+    pub connections: Vec<(Arc<str>, Arc<str>, Arc<str>)>,
+    /// Users back online in an org, or back to the status they had set (push `status`).
+    pub statuses: Vec<StatusChange>,
+}
+
+impl Restored {
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.connections.is_empty() && self.statuses.is_empty()
+    }
 }
 
 /// What the sweeper removed because its node stopped refreshing it.
@@ -158,13 +186,17 @@ pub trait Presence: Send + Sync + 'static {
         client: &str,
     ) -> Result<Option<StatusChange>, StateError>;
 
-    /// Sets a connected user's status (online, away or busy). A change when it differs
-    /// from the current one; nothing for a user with no live connection in the org.
+    /// Sets the status (online, away or busy) of `user`, whose connection `client` is live.
+    /// A change when it differs from the current one. When the user has no live connection
+    /// in the org (the store lost it, or the sweeper removed it), `client` is counted again
+    /// for `ttl` and the user is back with this status: a change too.
     async fn set_status(
         &self,
         org: &str,
         user: &str,
+        client: &str,
         status: Status,
+        ttl: Duration,
     ) -> Result<Option<StatusChange>, StateError>;
 
     /// The statuses of `users` in `org`, in the order asked (offline when not connected).
@@ -180,8 +212,12 @@ pub trait Presence: Send + Sync + 'static {
     async fn typers(&self, channel: &ChannelName) -> Result<Vec<Typer>, StateError>;
 
     /// Extends the expiry of these connections' presence and org entries to `ttl` from
-    /// now (one round trip per call, whatever the number of connections).
-    async fn refresh(&self, live: &[LiveConnection], ttl: Duration) -> Result<(), StateError>;
+    /// now (one round trip per call, whatever the number of connections), and re-creates
+    /// the entries that are missing (more round trips, only then): a member joined at now
+    /// with the connection's `info`, a connection in an org (the user back online, with
+    /// their status from `statuses` if any). Reports what it re-created.
+    async fn refresh(&self, live: &[LiveConnection], ttl: Duration)
+    -> Result<Restored, StateError>;
 
     /// Removes expired entries and reports them. Several nodes may call it; at most one
     /// sweeps at a time (the others get nothing), and each entry is reported once.

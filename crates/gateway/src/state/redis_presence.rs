@@ -40,8 +40,16 @@
 //! `live` (members, typers); `typing` (start); `connected`, `disconnected` and `status`,
 //! the atomic status transitions; `statuses`; `sweep_channel` and `sweep_org`, which
 //! remove what expired and return it; `settle`, the sweep index's compare-and-set;
-//! `unlock`. `refresh` is plain `ZADD XX` commands in one pipeline, one per key (the
+//! `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
 //! connections of a channel on this node share one), plus one `ZADD LT` per sweep index.
+//!
+//! Healing. `CH` makes each `ZADD` answer how many entries it extended: fewer than sent
+//! means Redis lost some (restart, FLUSHALL) or the sweeper removed them while their node
+//! was cut off. Only then, `restore_members` and `restore_connections` (one per channel or
+//! user with something missing, pipelined) re-create what is missing from the node's own
+//! connections and return it, so each re-created entry is reported once; the channels and
+//! orgs go back in the sweep indexes after them. `status` also counts its caller's
+//! connection again when the user has none, so `setStatus` never silently does nothing.
 //!
 //! One sweeper at a time: `herald:presence:sweeper` is a lock (`SET NX PX`) holding the
 //! node id; the others' `sweep` returns nothing. The lock saves work only: removing an
@@ -57,7 +65,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fred::clients::Pipeline;
+use fred::clients::{Pipeline, WithOptions};
 use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::sorted_sets::Ordering as ZaddOrdering;
@@ -67,7 +75,8 @@ use herald_protocol::ChannelName;
 
 use super::StateError;
 use super::presence::{
-    Expired, LiveConnection, Member, Presence, Status, StatusChange, TYPING_TTL, Typer, UserStatus,
+    Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, TYPING_TTL, Typer,
+    UserStatus,
 };
 use super::redis::{RedisState, array, malformed, millis, text, timed, unavailable};
 use crate::config::random_token;
@@ -99,6 +108,8 @@ struct Scripts {
     sweep_org: Script,
     settle: Script,
     unlock: Script,
+    restore_members: Script,
+    restore_connections: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -114,6 +125,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     sweep_org: Script::from_lua(include_str!("lua/presence_sweep_org.lua")),
     settle: Script::from_lua(include_str!("lua/presence_settle.lua")),
     unlock: Script::from_lua(include_str!("lua/presence_unlock.lua")),
+    restore_members: Script::from_lua(include_str!("lua/presence_restore_members.lua")),
+    restore_connections: Script::from_lua(include_str!("lua/presence_restore_connections.lua")),
 });
 
 /// What a sweep index lists.
@@ -295,6 +308,124 @@ impl RedisState {
         Ok(())
     }
 
+    /// Re-creates what a refresh found missing: the members of `channels` and the org
+    /// connections of `users` (each with the batch's connections in it) that are not there,
+    /// in two pipelines of scripts sent at once, then puts their channels and orgs back in
+    /// the sweep indexes (after the scripts, see the module doc).
+    async fn restore(
+        &self,
+        channels: &[&(&str, Vec<&LiveConnection>)],
+        users: &[&((&str, &str), Vec<&LiveConnection>)],
+        now: i64,
+        expiry: i64,
+    ) -> Result<Restored, StateError> {
+        let mut member_calls = Vec::with_capacity(channels.len());
+        for (channel, connections) in channels.iter().copied() {
+            let mut args = Vec::with_capacity(1 + 2 * connections.len());
+            args.push(Value::from(expiry));
+            for connection in connections {
+                let member = Member {
+                    user: connection.user.clone(),
+                    client: connection.client.clone(),
+                    info: connection.info.clone(),
+                    joined_at: now,
+                };
+                args.push(Value::from(&*connection.client));
+                args.push(Value::from(json(&member)?));
+            }
+            let keys = vec![members_key(channel), members_expiry_key(channel)];
+            member_calls.push((keys, args));
+        }
+        let connection_calls = users
+            .iter()
+            .copied()
+            .map(|((org, user), connections)| {
+                let known = connections.iter().find_map(|connection| {
+                    connection
+                        .statuses
+                        .iter()
+                        .find(|(known, _)| &**known == *org)
+                        .map(|(_, status)| status.as_str())
+                });
+                let mut args = Vec::with_capacity(4 + connections.len());
+                args.extend([
+                    Value::from(*user),
+                    Value::from(expiry),
+                    Value::from(now),
+                    Value::from(known.unwrap_or("")),
+                ]);
+                args.extend(
+                    connections
+                        .iter()
+                        .map(|connection| Value::from(&*connection.client)),
+                );
+                let keys = vec![conns_key(org, user), users_key(org), status_key(org)];
+                (keys, args)
+            })
+            .collect();
+        let (member_replies, connection_replies) = tokio::try_join!(
+            self.eval_batch(&SCRIPTS.restore_members, member_calls),
+            self.eval_batch(&SCRIPTS.restore_connections, connection_calls)
+        )?;
+
+        let mut restored = Restored::default();
+        let mut channel_names = HashSet::new();
+        for ((name, _), reply) in channels.iter().copied().zip(member_replies) {
+            let members = reply.into_array();
+            if members.is_empty() {
+                continue;
+            }
+            let channel = ChannelName::parse(name)
+                .map_err(|_| malformed(format!("channel name {name:?}")))?;
+            for member in members {
+                restored
+                    .members
+                    .push((channel.clone(), parse(text(&member)?)?));
+            }
+            channel_names.insert(*name);
+        }
+        let mut org_names = HashSet::new();
+        for (((org, user), _), reply) in users.iter().copied().zip(connection_replies) {
+            let [added, status] = array::<2>(reply)?;
+            let added = added.into_array();
+            if added.is_empty() {
+                continue;
+            }
+            org_names.insert(*org);
+            let (org, user): (Arc<str>, Arc<str>) = (Arc::from(*org), Arc::from(*user));
+            for client in added {
+                restored
+                    .connections
+                    .push((org.clone(), user.clone(), Arc::from(text(&client)?)));
+            }
+            if !status.is_null() {
+                let status = text(&status)?;
+                let status =
+                    Status::parse(status).ok_or_else(|| malformed(format!("status {status:?}")))?;
+                restored.statuses.push(change(&org, &user, status, 0));
+            }
+        }
+        let pipeline = Pipeline::from(self.commands().clone());
+        let sent = index_into(&pipeline, Swept::Channels, channel_names, expiry).await?
+            + index_into(&pipeline, Swept::Orgs, org_names, expiry).await?;
+        // Not a failure of the refresh: what was re-created must still be announced, and
+        // the next refresh's `ZADD LT` puts the index entries back.
+        if sent > 0
+            && let Err(error) = pipeline.all::<Value>().await
+        {
+            tracing::warn!(%error, "sweep index not updated after re-creating presence");
+        }
+        if restored.is_empty() {
+            return Ok(restored);
+        }
+        tracing::info!(
+            members = restored.members.len(),
+            connections = restored.connections.len(),
+            "presence entries re-created: the store lost them, or swept them while this node was cut off"
+        );
+        Ok(restored)
+    }
+
     async fn sweep_locked(&self, now: i64) -> Result<Vec<Expired>, (StateError, Vec<Expired>)> {
         let deadline = Instant::now() + SWEEP_BUDGET;
         let mut expired = Vec::new();
@@ -439,24 +570,35 @@ impl Presence for RedisState {
         &self,
         org: &str,
         user: &str,
+        client: &str,
         status: Status,
+        ttl: Duration,
     ) -> Result<Option<StatusChange>, StateError> {
         // Offline is what having no connection means, not a status one sets (as in memory).
         if status == Status::Offline {
             return Ok(None);
         }
         timed("presence_set_status", async {
-            let keys = vec![conns_key(org, user), status_key(org)];
+            let now = unix_millis();
+            let expiry = now.saturating_add(millis(ttl));
+            let keys = vec![conns_key(org, user), users_key(org), status_key(org)];
             let args = vec![
                 Value::from(user),
                 Value::from(status.as_str()),
-                Value::from(unix_millis()),
+                Value::from(now),
+                Value::from(client),
+                Value::from(expiry),
             ];
             let reply = self
                 .eval(&SCRIPTS.status, keys, args)
                 .await
                 .map_err(unavailable)?;
-            Ok((number(&reply)? == 1).then(|| change(org, user, status, 0)))
+            let reply = number(&reply)?;
+            if reply == 2 {
+                // The connection was counted again: the org is swept again (see `join`).
+                self.index(Swept::Orgs, org, expiry).await?;
+            }
+            Ok((reply > 0).then(|| change(org, user, status, 0)))
         })
         .await
     }
@@ -550,73 +692,100 @@ impl Presence for RedisState {
         .await
     }
 
-    async fn refresh(&self, live: &[LiveConnection], ttl: Duration) -> Result<(), StateError> {
+    async fn refresh(
+        &self,
+        live: &[LiveConnection],
+        ttl: Duration,
+    ) -> Result<Restored, StateError> {
         if live.is_empty() {
-            return Ok(());
+            return Ok(Restored::default());
         }
         timed("presence_refresh", async {
             self.check_connected().map_err(unavailable)?;
-            let expiry = unix_millis().saturating_add(millis(ttl)) as f64;
-            // One ZADD per key: the connections of a channel on this node share one.
-            let mut keys: HashMap<String, Vec<(f64, Value)>> = HashMap::new();
-            let mut channels = HashSet::new();
-            let mut orgs = HashSet::new();
+            let now = unix_millis();
+            let expiry = now.saturating_add(millis(ttl));
+            // One ZADD per key: the connections of a channel (or a user's in an org) on
+            // this node share one.
+            let mut channels: HashMap<&str, Vec<&LiveConnection>> = HashMap::new();
+            let mut users: HashMap<(&str, &str), Vec<&LiveConnection>> = HashMap::new();
             for connection in live {
-                let client = Value::from(&*connection.client);
                 for channel in &connection.channels {
-                    keys.entry(members_expiry_key(channel.as_str()))
+                    channels
+                        .entry(channel.as_str())
                         .or_default()
-                        .push((expiry, client.clone()));
-                    channels.insert(channel.as_str());
+                        .push(connection);
                 }
-                for org in &connection.orgs {
-                    keys.entry(conns_key(org, &connection.user))
+                for (i, org) in connection.orgs.iter().enumerate() {
+                    // A token naming an org twice counts its connection once.
+                    if connection.orgs[..i].contains(org) {
+                        continue;
+                    }
+                    users
+                        .entry((&**org, &*connection.user))
                         .or_default()
-                        .push((expiry, client.clone()));
-                    orgs.insert(&**org);
+                        .push(connection);
                 }
             }
+            let channels: Vec<_> = channels.into_iter().collect();
+            let users: Vec<_> = users.into_iter().collect();
             let pipeline = Pipeline::from(self.commands().clone());
-            let mut sent = 0;
-            for (key, members) in keys {
-                // XX: an entry that was left, disconnected or swept is not brought back.
+            let keys = channels
+                .iter()
+                .map(|(channel, connections)| (members_expiry_key(channel), connections))
+                .chain(
+                    users
+                        .iter()
+                        .map(|((org, user), connections)| (conns_key(org, user), connections)),
+                );
+            for (key, connections) in keys {
+                let members: Vec<(f64, Value)> = connections
+                    .iter()
+                    .map(|connection| (expiry as f64, Value::from(&*connection.client)))
+                    .collect();
+                // XX: never adds (a member needs its JSON too; `restore` re-creates what
+                // is missing). CH: counts the entries whose expiry moved, so fewer than
+                // sent means some were missing (or, rarely, kept the same expiry).
                 let _: () = pipeline
-                    .zadd(key, Some(SetOptions::XX), None, false, false, members)
+                    .zadd(key, Some(SetOptions::XX), None, true, false, members)
                     .await
                     .map_err(unavailable)?;
-                sent += 1;
             }
             // LT: never later than a due time already there; adds an entry that a sweeper
             // dying mid-sweep lost.
-            for (swept, names) in [(Swept::Channels, channels), (Swept::Orgs, orgs)] {
-                if names.is_empty() {
-                    continue;
-                }
-                let names: Vec<(f64, Value)> = names
-                    .into_iter()
-                    .map(|name| (expiry, Value::from(name)))
-                    .collect();
-                let _: () = pipeline
-                    .zadd(
-                        swept.index(),
-                        None,
-                        Some(ZaddOrdering::LessThan),
-                        false,
-                        false,
-                        names,
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                sent += 1;
-            }
+            let channel_names: HashSet<&str> = channels.iter().map(|(name, _)| *name).collect();
+            let org_names: HashSet<&str> = users.iter().map(|((org, _), _)| *org).collect();
+            let indexed = index_into(&pipeline, Swept::Channels, channel_names, expiry).await?
+                + index_into(&pipeline, Swept::Orgs, org_names, expiry).await?;
             let replies = pipeline.try_all::<Value>().await;
+            let sent = channels.len() + users.len() + indexed;
             if replies.len() != sent {
                 let error = replies.into_iter().find_map(Result::err);
                 return Err(error.map_or_else(|| malformed("pipeline reply count"), unavailable));
             }
-            replies
+            let counts = replies
                 .into_iter()
-                .try_for_each(|reply| reply.map(drop).map_err(unavailable))
+                .map(|reply| number(&reply.map_err(unavailable)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            let short = |count: i64, connections: &Vec<&LiveConnection>| {
+                usize::try_from(count).map_or(true, |count| count < connections.len())
+            };
+            let missing_members: Vec<_> = channels
+                .iter()
+                .zip(&counts)
+                .filter(|((_, connections), count)| short(**count, connections))
+                .map(|(entry, _)| entry)
+                .collect();
+            let missing_connections: Vec<_> = users
+                .iter()
+                .zip(&counts[channels.len()..])
+                .filter(|((_, connections), count)| short(**count, connections))
+                .map(|(entry, _)| entry)
+                .collect();
+            if missing_members.is_empty() && missing_connections.is_empty() {
+                return Ok(Restored::default());
+            }
+            self.restore(&missing_members, &missing_connections, now, expiry)
+                .await
         })
         .await
     }
@@ -662,6 +831,35 @@ impl Presence for RedisState {
         })
         .await
     }
+}
+
+/// Queues one `ZADD LT` of `names` at `due` in a sweep index: never later than a due time
+/// already there, and adds a missing entry. The number of commands queued (0 or 1).
+async fn index_into(
+    pipeline: &Pipeline<WithOptions<fred::prelude::Client>>,
+    swept: Swept,
+    names: HashSet<&str>,
+    due: i64,
+) -> Result<usize, StateError> {
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<(f64, Value)> = names
+        .into_iter()
+        .map(|name| (due as f64, Value::from(name)))
+        .collect();
+    let _: () = pipeline
+        .zadd(
+            swept.index(),
+            None,
+            Some(ZaddOrdering::LessThan),
+            false,
+            false,
+            names,
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(1)
 }
 
 /// The keys and arguments of the sweep script for one due channel or org.

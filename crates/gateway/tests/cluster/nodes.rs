@@ -32,7 +32,7 @@ fn free_addr() -> SocketAddr {
 impl Node {
     /// Starts a node against the given backends and waits until it is ready.
     pub async fn start(id: &str, nats: &NatsServer, redis: &RedisServer) -> Node {
-        Node::start_with(id, nats, redis, &[]).await
+        Node::launch(id, nats, &redis.url(), &[]).await
     }
 
     /// Like [`Node::start`], with extra `HERALD_*` settings.
@@ -40,6 +40,20 @@ impl Node {
         id: &str,
         nats: &NatsServer,
         redis: &RedisServer,
+        settings: &[(&str, &str)],
+    ) -> Node {
+        Node::launch(id, nats, &redis.url(), settings).await
+    }
+
+    /// Starts a node that reaches Redis at `redis_url` (say, a proxy a test can cut).
+    pub async fn start_with_redis_url(id: &str, nats: &NatsServer, redis_url: &str) -> Node {
+        Node::launch(id, nats, redis_url, &[]).await
+    }
+
+    async fn launch(
+        id: &str,
+        nats: &NatsServer,
+        redis_url: &str,
         settings: &[(&str, &str)],
     ) -> Node {
         let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
@@ -54,7 +68,7 @@ impl Node {
             .env("HERALD_JWT_SECRET", SECRET)
             .env("HERALD_API_KEYS", API_KEY)
             .env("HERALD_NATS_URL", nats.url())
-            .env("HERALD_REDIS_URL", redis.url())
+            .env("HERALD_REDIS_URL", redis_url)
             .env("HERALD_DRAIN_SECONDS", "1")
             // Short, so a killed node's presence expires within a test's patience.
             .env("HERALD_PRESENCE_TTL_SECONDS", "3")

@@ -1,17 +1,27 @@
 //! The shared presence suite against two nodes (Redis state, NATS between them), and what
-//! only a cluster can show: a killed node's users leave and go offline, once.
+//! only a cluster can show: a killed node's users leave and go offline, once; presence and
+//! status heal after Redis loses its data or a node is cut off from it, announced once.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use herald_api::v1::UserStatusRequest;
+use herald_client::{Client, Push};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use crate::backends::{NatsServer, RedisServer};
 use crate::common::within;
 use crate::nodes::Node;
-use crate::presence_suite::{self as suite, Deployment, connect, next_push};
+use crate::presence_suite::{
+    self as suite, Deployment, connect, marker, next_push, pushes_until_marker, status_of,
+};
 
 struct Cluster {
     _nats: NatsServer,
-    _redis: RedisServer,
+    redis: RedisServer,
     nodes: Vec<Node>,
 }
 
@@ -25,7 +35,7 @@ impl Cluster {
         ];
         Cluster {
             _nats: nats,
-            _redis: redis,
+            redis,
             nodes,
         }
     }
@@ -107,5 +117,306 @@ async fn a_killed_nodes_users_leave_and_go_offline_once() {
         let about_alice = push.leave.as_ref().is_some_and(|m| m.user == "alice")
             || push.status.as_ref().is_some_and(|s| s.user == "alice");
         assert!(!about_alice, "announced twice: {push:?}");
+    }
+}
+
+/// The channel of the healing tests: presence with join and leave pushes. Nothing in those
+/// tests creates its history again after a FLUSHALL, so no epoch change makes its
+/// subscribers resubscribe (which would leave and join on its own).
+const HEAL_CHANNEL: &str = "org:acme:ch:heal";
+
+fn is_join_of(push: &Push, user: &str) -> bool {
+    push.join.as_ref().is_some_and(|member| member.user == user)
+}
+
+fn is_leave_of(push: &Push, user: &str) -> bool {
+    push.leave
+        .as_ref()
+        .is_some_and(|member| member.user == user)
+}
+
+/// Reads `watcher`'s pushes until it has seen `user` join [`HEAL_CHANNEL`] and a status
+/// push about them; returns that status. Fails after `wait`.
+async fn join_and_status(watcher: &Client, user: &str, wait: Duration, what: &str) -> String {
+    let (mut joined, mut status) = (false, None);
+    bounded(wait, what, async {
+        while !joined || status.is_none() {
+            let push = watcher.next_push().await.expect("watcher connected");
+            joined |= is_join_of(&push, user);
+            if let Some(now) = status_of(&push, user) {
+                status = Some(now.to_owned());
+            }
+        }
+    })
+    .await;
+    status.unwrap()
+}
+
+/// Like `within`, with a wait of its own.
+async fn bounded<T>(wait: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(wait, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {wait:?} waiting for {what}"))
+}
+
+/// Presence refreshes `node` has finished (the count of its Redis call histogram).
+async fn refreshes(node: &Node) -> u64 {
+    let metrics = node.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"herald_redis_duration_seconds_count{op="presence_refresh"} "#)
+        })
+        .map_or(0, |count| count.trim().parse().expect("a count"))
+}
+
+/// Waits until every node has finished `n` more presence refreshes (and announced what
+/// they re-created: a node pushes before its next refresh starts).
+async fn more_refreshes(cluster: &Cluster, n: u64) {
+    for node in &cluster.nodes {
+        let start = refreshes(node).await;
+        within(&format!("{n} refreshes on {}", node.id), async {
+            while refreshes(node).await < start + n {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// After two more refreshes on every node, nothing more about `user` reaches `watcher`:
+/// no join or leave, no status (a marker publication on `org:acme` closes the window).
+async fn nothing_more_about(cluster: &Cluster, watcher: &Client, user: &str, n: u64) {
+    more_refreshes(cluster, 2).await;
+    marker(cluster, "org:acme", n).await;
+    for push in pushes_until_marker(watcher, n).await {
+        let about =
+            is_join_of(&push, user) || is_leave_of(&push, user) || status_of(&push, user).is_some();
+        assert!(!about, "announced again: {push:?}");
+    }
+}
+
+async fn user_status(cluster: &Cluster, node: usize, user: &str) -> String {
+    let mut grpc = cluster.nodes[node].grpc().await;
+    let request = UserStatusRequest {
+        org: "acme".into(),
+        users: vec![user.into()],
+    };
+    let reply = within("UserStatus", grpc.user_status(request)).await;
+    reply.unwrap().into_inner().statuses[0].status.clone()
+}
+
+/// Users listed in a channel's presence, with their status, sorted.
+async fn listed(client: &Client, channel: &str) -> Vec<(String, Option<String>)> {
+    let mut members: Vec<(String, Option<String>)> = client
+        .presence(channel)
+        .await
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|member| (member.user, member.status))
+        .collect();
+    members.sort();
+    members
+}
+
+fn member(user: &str, status: &str) -> (String, Option<String>) {
+    (user.to_owned(), Some(status.to_owned()))
+}
+
+/// A watcher on node 0 (in `org:acme` and [`HEAL_CHANNEL`]) that has seen `alice`, on
+/// node 1 in both, join and set `away`.
+async fn watcher_and_away_alice(cluster: &Cluster) -> (Client, Client) {
+    let watcher = connect(cluster, 0, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+    watcher.subscribe(HEAL_CHANNEL).await.unwrap();
+    let alice = connect(cluster, 1, "alice").await;
+    alice.subscribe("org:acme").await.unwrap();
+    alice.subscribe(HEAL_CHANNEL).await.unwrap();
+    next_push(&watcher, "alice's join", |p| is_join_of(p, "alice")).await;
+    alice.set_status("away").await.unwrap();
+    next_push(&watcher, "alice away", |p| {
+        status_of(p, "alice") == Some("away")
+    })
+    .await;
+    (watcher, alice)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_status_heal_after_redis_loses_its_data() {
+    let cluster = Cluster::start().await;
+    let (watcher, alice) = watcher_and_away_alice(&cluster).await;
+
+    cluster.redis.flushall().await;
+    // TTL 3 s: each node refreshes every second, so alice is back well within the wait.
+    let status = join_and_status(&watcher, "alice", Duration::from_secs(10), "alice back").await;
+    assert_eq!(status, "away", "back with the status she set");
+
+    // A new client sees her, and the API says so (a subscription to a channel without
+    // history, which creates no new epoch).
+    let carol = connect(&cluster, 0, "carol").await;
+    carol.subscribe("org:acme").await.unwrap();
+    assert_eq!(
+        listed(&carol, "org:acme").await,
+        vec![
+            member("alice", "away"),
+            member("carol", "online"),
+            member("watcher", "online")
+        ]
+    );
+    assert_eq!(
+        listed(&watcher, HEAL_CHANNEL).await,
+        vec![member("alice", "away"), member("watcher", "online")]
+    );
+    assert_eq!(user_status(&cluster, 0, "alice").await, "away");
+
+    alice.set_status("busy").await.unwrap();
+    let push = next_push(&watcher, "alice busy", |p| status_of(p, "alice").is_some()).await;
+    assert_eq!(status_of(&push, "alice"), Some("busy"));
+    nothing_more_about(&cluster, &watcher, "alice", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_set_right_after_redis_lost_its_data_is_kept() {
+    let cluster = Cluster::start().await;
+    let (watcher, alice) = watcher_and_away_alice(&cluster).await;
+
+    cluster.redis.flushall().await;
+    // Before or after the refresh puts her back (with away, then): never silently nothing.
+    alice.set_status("busy").await.unwrap();
+    let (mut joined, mut last_status) = (false, None);
+    within("alice back in the channel, busy", async {
+        while !joined || last_status.as_deref() != Some("busy") {
+            let push = watcher.next_push().await.expect("watcher connected");
+            joined |= is_join_of(&push, "alice");
+            if let Some(status) = status_of(&push, "alice") {
+                last_status = Some(status.to_owned());
+            }
+        }
+    })
+    .await;
+    assert_eq!(user_status(&cluster, 1, "alice").await, "busy");
+    // The refreshes keep busy (not the away the node knew before).
+    nothing_more_about(&cluster, &watcher, "alice", 1).await;
+    assert_eq!(user_status(&cluster, 0, "alice").await, "busy");
+    assert_eq!(
+        listed(&watcher, "org:acme").await,
+        vec![member("alice", "busy"), member("watcher", "online")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_past_the_ttl_brings_its_users_back_once() {
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let link = RedisLink::start(redis.port()).await;
+    let nodes = vec![
+        Node::start("node-a", &nats, &redis).await,
+        Node::start_with_redis_url("node-b", &nats, &link.url()).await,
+    ];
+    let cluster = Cluster {
+        _nats: nats,
+        redis,
+        nodes,
+    };
+    let watcher = connect(&cluster, 0, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+    watcher.subscribe(HEAL_CHANNEL).await.unwrap();
+    let alice = connect(&cluster, 1, "alice").await;
+    alice.subscribe(HEAL_CHANNEL).await.unwrap();
+    next_push(&watcher, "alice's join", |p| is_join_of(p, "alice")).await;
+
+    // Node B can neither refresh nor sweep; past the TTL node A's sweeper removes alice.
+    link.cut();
+    let mut gone = (false, false);
+    within("alice to be swept: leave and offline", async {
+        while gone != (true, true) {
+            let push = watcher.next_push().await.expect("watcher connected");
+            gone.0 |= is_leave_of(&push, "alice");
+            gone.1 |= status_of(&push, "alice") == Some("offline");
+        }
+    })
+    .await;
+    assert_eq!(
+        listed(&watcher, HEAL_CHANNEL).await,
+        vec![member("watcher", "online")]
+    );
+
+    // Node B reconnects (its backoff reaches 5 s) and its next refresh puts alice back.
+    link.restore();
+    let status = join_and_status(&watcher, "alice", Duration::from_secs(20), "alice back").await;
+    assert_eq!(status, "online");
+    assert_eq!(
+        listed(&watcher, HEAL_CHANNEL).await,
+        vec![member("alice", "online"), member("watcher", "online")]
+    );
+    assert_eq!(user_status(&cluster, 0, "alice").await, "online");
+    nothing_more_about(&cluster, &watcher, "alice", 1).await;
+    drop(alice);
+}
+
+/// A TCP proxy to Redis that a test can cut (its connections dropped, new ones closed at
+/// once) and restore: one node cut off from Redis while the others keep it.
+struct RedisLink {
+    port: u16,
+    links: Arc<Mutex<Links>>,
+    accept: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Links {
+    cut: bool,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RedisLink {
+    async fn start(redis_port: u16) -> RedisLink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let links = Arc::new(Mutex::new(Links::default()));
+        let shared = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Ok(mut server) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
+                    continue;
+                };
+                // Checked under the lock `cut` takes, so no link outlives a cut.
+                let mut links = shared.lock().unwrap();
+                if links.cut {
+                    continue;
+                }
+                links.tasks.push(tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }));
+            }
+        });
+        RedisLink {
+            port,
+            links,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cut(&self) {
+        let mut links = self.links.lock().unwrap();
+        links.cut = true;
+        for task in links.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.links.lock().unwrap().cut = false;
+    }
+}
+
+impl Drop for RedisLink {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

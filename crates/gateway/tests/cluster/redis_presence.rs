@@ -63,8 +63,10 @@ fn live(client: &str, user: &str, channels: &[&str], orgs: &[&str]) -> LiveConne
     LiveConnection {
         client: Arc::from(client),
         user: Arc::from(user),
+        info: None,
         channels: channels.iter().map(|name| channel(name)).collect(),
         orgs: orgs.iter().map(|org| Arc::from(*org)).collect(),
+        statuses: Vec::new(),
     }
 }
 
@@ -181,7 +183,7 @@ async fn a_user_is_online_while_any_of_their_connections_is() {
     );
     assert!(
         state
-            .set_status(ORG, "alice", Status::Away)
+            .set_status(ORG, "alice", "c2", Status::Away, TTL)
             .await
             .unwrap()
             .is_some()
@@ -256,40 +258,26 @@ async fn two_nodes_racing_announce_each_transition_once() {
 }
 
 #[tokio::test]
-async fn set_status_changes_a_connected_users_status_only() {
+async fn set_status_changes_a_connected_users_status() {
     let redis = RedisServer::start().await;
     let state = connect(&redis).await;
-    assert_eq!(
-        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
-        None,
-        "not connected"
-    );
     state.connected(ORG, "alice", "c1", TTL).await.unwrap();
+    let set = |status: Status| {
+        let state = state.clone();
+        async move { state.set_status(ORG, "alice", "c1", status, TTL).await }
+    };
+    assert_eq!(set(Status::Online).await.unwrap(), None, "online already");
     assert_eq!(
-        state
-            .set_status(ORG, "alice", Status::Online)
-            .await
-            .unwrap(),
-        None,
-        "online already"
-    );
-    assert_eq!(
-        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
+        set(Status::Away).await.unwrap(),
         Some(change("alice", Status::Away, 0))
     );
+    assert_eq!(set(Status::Away).await.unwrap(), None);
     assert_eq!(
-        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        state.set_status(ORG, "alice", Status::Busy).await.unwrap(),
+        set(Status::Busy).await.unwrap(),
         Some(change("alice", Status::Busy, 0))
     );
     assert_eq!(
-        state
-            .set_status(ORG, "alice", Status::Offline)
-            .await
-            .unwrap(),
+        set(Status::Offline).await.unwrap(),
         None,
         "offline is not set, it is having no connection"
     );
@@ -297,14 +285,62 @@ async fn set_status_changes_a_connected_users_status_only() {
         state.statuses(ORG, &users(&["alice"])).await.unwrap(),
         vec![status("alice", Status::Busy, 0)]
     );
-    state.disconnected(ORG, "alice", "c1").await.unwrap();
+}
+
+#[tokio::test]
+async fn set_status_counts_a_connection_redis_lost_again() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    state.connected(ORG, "alice", "c1", TTL).await.unwrap();
+    state
+        .set_status(ORG, "alice", "c1", Status::Away, TTL)
+        .await
+        .unwrap();
+    redis.flushall().await;
     assert_eq!(
-        state.set_status(ORG, "alice", Status::Away).await.unwrap(),
-        None
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Offline, 0)],
+        "lost"
+    );
+
+    // The caller holds c1, so the user is back, with the status just set: a change.
+    assert_eq!(
+        state
+            .set_status(ORG, "alice", "c1", Status::Busy, TTL)
+            .await
+            .unwrap(),
+        Some(change("alice", Status::Busy, 0))
     );
     assert_eq!(
-        state.set_status(ORG, "bob", Status::Away).await.unwrap(),
-        None
+        state.statuses(ORG, &users(&["alice"])).await.unwrap(),
+        vec![status("alice", Status::Busy, 0)]
+    );
+    let due: i64 = redis
+        .command(&["ZSCORE", "herald:presence:orgs", ORG])
+        .await
+        .parse()
+        .expect("the org is back in the sweep index");
+    assert!(due > now_ms());
+    assert_eq!(
+        state
+            .set_status(ORG, "alice", "c1", Status::Busy, TTL)
+            .await
+            .unwrap(),
+        None,
+        "no change"
+    );
+    assert_eq!(
+        state.connected(ORG, "alice", "c1", TTL).await.unwrap(),
+        None,
+        "c1 is counted"
+    );
+    assert!(
+        state
+            .disconnected(ORG, "alice", "c1")
+            .await
+            .unwrap()
+            .is_some_and(|change| change.status.status == Status::Offline),
+        "its end takes the user offline"
     );
 }
 
@@ -317,7 +353,10 @@ async fn statuses_come_in_the_order_asked_with_defaults() {
     state.connected(ORG, "bob", "b1", TTL).await.unwrap();
     let gone = state.disconnected(ORG, "bob", "b1").await.unwrap().unwrap();
     state.connected(ORG, "dave", "d1", TTL).await.unwrap();
-    state.set_status(ORG, "dave", Status::Busy).await.unwrap();
+    state
+        .set_status(ORG, "dave", "d1", Status::Busy, TTL)
+        .await
+        .unwrap();
 
     let asked = users(&["carol", "alice", "bob", "dave", "alice"]);
     assert_eq!(
@@ -484,24 +523,181 @@ async fn refresh_keeps_entries_and_the_sweeper_reports_the_others_once() {
         "a channel with members stays in it"
     );
 
-    // A refresh does not bring back what was swept.
-    a.refresh(
-        &[
-            live("c-keep", "keep", &[CHANNEL], &[ORG]),
-            live("c-drop", "drop", &[CHANNEL], &[ORG]),
-        ],
-        TTL,
-    )
-    .await
-    .unwrap();
-    assert_eq!(clients(&a.members(&general).await.unwrap()), vec!["c-keep"]);
-    let statuses = a.statuses(ORG, &users(&["drop"])).await.unwrap();
-    assert_eq!(statuses[0].status, Status::Offline);
-    assert!(statuses[0].last_seen > 0, "the sweep recorded last seen");
+    // The node holding c-drop was only cut off (it did not refresh): its next refresh puts
+    // c-drop back, reported once, for the node to announce again.
+    let swept_at = now_ms();
+    let both = [
+        live("c-keep", "keep", &[CHANNEL], &[ORG]),
+        live("c-drop", "drop", &[CHANNEL], &[ORG]),
+    ];
+    let restored = a.refresh(&both, TTL).await.unwrap();
+    let [(channel, member)] = &restored.members[..] else {
+        panic!("one member put back: {restored:?}");
+    };
     assert_eq!(
-        a.disconnected(ORG, "drop", "c-drop").await.unwrap(),
-        None,
-        "the sweeper reported it already"
+        (channel.as_str(), &*member.client, &*member.user),
+        (CHANNEL, "c-drop", "drop")
+    );
+    assert!(member.joined_at >= swept_at, "joined again now");
+    assert_eq!(
+        restored.connections,
+        vec![(Arc::from(ORG), Arc::from("drop"), Arc::from("c-drop"))]
+    );
+    assert_eq!(restored.statuses, vec![change("drop", Status::Online, 0)]);
+    assert_eq!(
+        clients(&a.members(&general).await.unwrap()),
+        vec!["c-keep", "c-drop"]
+    );
+    assert_eq!(
+        a.statuses(ORG, &users(&["drop"])).await.unwrap(),
+        vec![status("drop", Status::Online, 0)]
+    );
+    let again = a.refresh(&both, TTL).await.unwrap();
+    assert!(again.is_empty(), "put back once: {again:?}");
+    assert!(a.sweep("node-a").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_refresh_recreates_what_redis_lost_once_with_the_status_set() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    let info = r#"{"name":"Alice"}"#;
+    state
+        .join(&general, &member("alice", "c-alice", 1, Some(info)), TTL)
+        .await
+        .unwrap();
+    state
+        .join(&general, &member("bob", "c-bob", 2, None), TTL)
+        .await
+        .unwrap();
+    state.connected(ORG, "alice", "c-alice", TTL).await.unwrap();
+    state.connected(ORG, "bob", "c-bob", TTL).await.unwrap();
+    state
+        .set_status(ORG, "alice", "c-alice", Status::Away, TTL)
+        .await
+        .unwrap();
+    redis.flushall().await;
+    assert!(state.members(&general).await.unwrap().is_empty());
+
+    let alice = LiveConnection {
+        info: Some(Arc::from(RawValue::from_string(info.to_owned()).unwrap())),
+        statuses: vec![(Arc::from(ORG), Status::Away)],
+        ..live("c-alice", "alice", &[CHANNEL], &[ORG])
+    };
+    let live = [alice, live("c-bob", "bob", &[CHANNEL], &[ORG])];
+    let mut restored = state.refresh(&live, TTL).await.unwrap();
+    restored.members.sort_by(|a, b| a.1.client.cmp(&b.1.client));
+    let members: Vec<(&str, &str, Option<&str>)> = restored
+        .members
+        .iter()
+        .map(|(channel, m)| {
+            (
+                channel.as_str(),
+                &*m.client,
+                m.info.as_deref().map(RawValue::get),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        vec![(CHANNEL, "c-alice", Some(info)), (CHANNEL, "c-bob", None)]
+    );
+    restored.connections.sort();
+    assert_eq!(
+        restored.connections,
+        vec![
+            (Arc::from(ORG), Arc::from("alice"), Arc::from("c-alice")),
+            (Arc::from(ORG), Arc::from("bob"), Arc::from("c-bob"))
+        ]
+    );
+    restored
+        .statuses
+        .sort_by(|a, b| a.status.user.cmp(&b.status.user));
+    assert_eq!(
+        restored.statuses,
+        vec![
+            change("alice", Status::Away, 0),
+            change("bob", Status::Online, 0)
+        ]
+    );
+    assert_eq!(
+        clients(&state.members(&general).await.unwrap()).len(),
+        2,
+        "both listed again"
+    );
+    assert_eq!(
+        state
+            .statuses(ORG, &users(&["alice", "bob"]))
+            .await
+            .unwrap(),
+        vec![
+            status("alice", Status::Away, 0),
+            status("bob", Status::Online, 0)
+        ]
+    );
+    for (index, name) in [
+        ("herald:presence:channels", CHANNEL),
+        ("herald:presence:orgs", ORG),
+    ] {
+        let due: i64 = redis
+            .command(&["ZSCORE", index, name])
+            .await
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is back in {index}"));
+        assert!(due > now_ms(), "{name} is due later");
+    }
+
+    // Healthy again: the next refresh only extends (no script), and re-creates nothing.
+    // (Another TTL, so every expiry moves even within the same millisecond.)
+    assert_eq!(redis.command(&["CONFIG", "RESETSTAT"]).await, "OK");
+    let again = state.refresh(&live, TTL * 2).await.unwrap();
+    assert!(again.is_empty(), "re-created once: {again:?}");
+    assert_eq!(calls(&redis, "evalsha").await, 0);
+    // The channel, the two users' connections, the two sweep indexes.
+    assert_eq!(calls(&redis, "zadd").await, 1 + 2 + 2);
+}
+
+#[tokio::test]
+async fn a_user_put_back_by_two_nodes_keeps_the_status_one_of_them_knows() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (connect(&redis).await, connect(&redis).await);
+    let knowing = |client: &str, user: &str| LiveConnection {
+        statuses: vec![(Arc::from(ORG), Status::Away)],
+        ..live(client, user, &[], &[ORG])
+    };
+
+    // The node that does not know the status first: the user is back online, then away.
+    let restored = a.refresh(&[live("a1", "alice", &[], &[ORG])], TTL).await;
+    assert_eq!(
+        restored.unwrap().statuses,
+        vec![change("alice", Status::Online, 0)]
+    );
+    let restored = b.refresh(&[knowing("b1", "alice")], TTL).await;
+    assert_eq!(
+        restored.unwrap().statuses,
+        vec![change("alice", Status::Away, 0)]
+    );
+
+    // The node that knows it first: back away, and the other changes nothing.
+    let restored = b.refresh(&[knowing("b2", "bob")], TTL).await;
+    assert_eq!(
+        restored.unwrap().statuses,
+        vec![change("bob", Status::Away, 0)]
+    );
+    let restored = a
+        .refresh(&[live("a2", "bob", &[], &[ORG])], TTL)
+        .await
+        .unwrap();
+    assert!(restored.statuses.is_empty(), "{restored:?}");
+    assert_eq!(restored.connections.len(), 1, "a2 is counted");
+
+    assert_eq!(
+        a.statuses(ORG, &users(&["alice", "bob"])).await.unwrap(),
+        vec![
+            status("alice", Status::Away, 0),
+            status("bob", Status::Away, 0)
+        ]
     );
 }
 
@@ -651,6 +847,11 @@ async fn a_refresh_of_a_thousand_connections_is_one_round_trip() {
     let commands = calls(&redis, "zadd").await;
     // One ZADD per channel and per user's connections key, one per sweep index.
     assert_eq!(commands, 10 + 1000 + 2);
+    assert_eq!(
+        calls(&redis, "evalsha").await,
+        0,
+        "nothing missing, nothing re-created"
+    );
     let after = expiry(conns, "c-999").await;
     assert!(after > before + 50_000, "expiry moved: {before} -> {after}");
     assert!(expiry(room, "c-3").await > before + 50_000);
@@ -762,7 +963,8 @@ async fn presence_fails_fast_while_redis_is_down() {
     unavailable(
         state
             .refresh(&[live("c", "u", &[CHANNEL], &[ORG])], TTL)
-            .await,
+            .await
+            .map(drop),
     );
     unavailable(state.sweep("node").await.map(drop));
     assert!(

@@ -53,7 +53,7 @@ pub async fn next_push(client: &Client, what: &str, matches: impl Fn(&Push) -> b
     .await
 }
 
-fn status_of<'a>(push: &'a Push, user: &str) -> Option<&'a str> {
+pub fn status_of<'a>(push: &'a Push, user: &str) -> Option<&'a str> {
     push.status
         .as_ref()
         .filter(|status| status.user == user)
@@ -66,7 +66,7 @@ fn any_status(push: &Push) -> bool {
 
 /// A publication pushed on `channel` marks a point in a client's stream: what came before
 /// it came before.
-async fn marker(d: &impl Deployment, channel: &str, n: u64) {
+pub async fn marker(d: &impl Deployment, channel: &str, n: u64) {
     let mut grpc = grpc_client(d.grpc_addr(0), Some(API_KEY)).await;
     let request = herald_api::v1::PublishRequest {
         channel: channel.into(),
@@ -80,7 +80,7 @@ async fn marker(d: &impl Deployment, channel: &str, n: u64) {
 }
 
 /// The pushes a client got before the marker publication `n`.
-async fn pushes_until_marker(client: &Client, n: u64) -> Vec<Push> {
+pub async fn pushes_until_marker(client: &Client, n: u64) -> Vec<Push> {
     let mut before = Vec::new();
     within("the marker publication", async {
         loop {
