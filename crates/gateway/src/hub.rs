@@ -957,8 +957,9 @@ mod tests {
             .any(|m| m.push.as_ref().is_some_and(|p| p.unsubscribe.is_some()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_failing_state_is_retried_before_a_gap_is_given_up() {
+    /// A subscriber that got offset 1 and then 3, with 2 in history and history reads
+    /// failing until the returned flag is cleared.
+    async fn gap_with_failing_state() -> (Fixture, Arc<std::sync::atomic::AtomicBool>, Subscriber) {
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let fixture = fixture_with(|memory| {
             Arc::new(FlakyState {
@@ -974,6 +975,12 @@ mod tests {
         let third = fixture.append().await;
         fixture.hub.deliver(first);
         fixture.hub.deliver(third);
+        (fixture, failing, subscriber)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_state_is_retried_before_a_gap_is_given_up() {
+        let (_fixture, failing, mut subscriber) = gap_with_failing_state().await;
         assert_eq!(subscriber.offsets(), vec![1]);
         // Slow or failing for 10 s: retried, nobody is sent away.
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -987,21 +994,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_state_failing_for_the_whole_window_sends_subscribers_to_resubscribe() {
-        let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let fixture = fixture_with(|memory| {
-            Arc::new(FlakyState {
-                memory,
-                failing: failing.clone(),
-            })
-        });
-        let first = fixture.append().await;
-        let epoch = first.epoch.to_string();
-        let mut subscriber = fixture.subscriber("a", 0, &epoch);
-        subscriber.drain();
-        let _lost = fixture.append().await;
-        let third = fixture.append().await;
-        fixture.hub.deliver(first);
-        fixture.hub.deliver(third);
+        let (_fixture, _failing, mut subscriber) = gap_with_failing_state().await;
         tokio::time::sleep(GAP_FILL_RETRY_WINDOW + GAP_FILL_MAX_BACKOFF * 2).await;
         assert!(unsubscribed(&subscriber.drain()));
         assert!(!subscriber.registration.connection.is_subscribed(&channel()));

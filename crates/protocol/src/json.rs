@@ -8,25 +8,43 @@
 
 use std::borrow::Cow;
 
+/// Walks a JSON text byte by byte and tells which bytes stand outside strings. Bytes of a
+/// multi-byte UTF-8 character are never quotes, backslashes or whitespace, so bytes will do.
+#[derive(Default)]
+struct Scanner {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scanner {
+    /// Whether `b` is outside a string (a string's quotes count as inside).
+    fn outside(&mut self, b: u8) -> bool {
+        if self.in_string {
+            match b {
+                _ if self.escaped => self.escaped = false,
+                b'\\' => self.escaped = true,
+                b'"' => self.in_string = false,
+                _ => {}
+            }
+            return false;
+        }
+        self.in_string = b == b'"';
+        !self.in_string
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Nesting depth of a JSON text (`1` for `{}`/`[]`, `0` for a scalar), counting brackets
 /// outside strings. It assumes the text is valid JSON; check that first.
 pub fn nesting_depth(json: &str) -> usize {
+    let mut scanner = Scanner::default();
     let mut depth = 0usize;
     let mut max = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for b in json.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    for b in json.bytes().filter(|b| scanner.outside(*b)) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 max = max.max(depth);
@@ -42,45 +60,20 @@ pub fn nesting_depth(json: &str) -> usize {
 /// assumes the text is valid JSON (check that first: removing the space from `1 2` would
 /// make invalid JSON valid).
 pub fn compact(json: &str) -> Cow<'_, str> {
-    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scanner = Scanner::default();
+    let mut bytes = json.bytes();
     // The common case, already compact, is one scan and no allocation.
-    let first_space = json.bytes().position(|b| {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            return false;
-        }
-        in_string = b == b'"';
-        is_space(b)
-    });
-    let Some(first_space) = first_space else {
+    let Some(first_space) = bytes.position(|b| scanner.outside(b) && is_space(b)) else {
         return Cow::Borrowed(json);
     };
-    let mut out = String::with_capacity(json.len());
-    out.push_str(&json[..first_space]);
-    // `in_string` is false here: the scan stopped on whitespace outside a string.
-    for c in json[first_space..].chars() {
-        if in_string {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-        } else if c.is_ascii() && is_space(c as u8) {
-            continue;
-        }
-        out.push(c);
+    let mut out = Vec::with_capacity(json.len());
+    out.extend_from_slice(&json.as_bytes()[..first_space]);
+    out.extend(bytes.filter(|b| !(scanner.outside(*b) && is_space(*b))));
+    // Only ASCII bytes were removed, so the rest is still UTF-8.
+    match String::from_utf8(out) {
+        Ok(compacted) => Cow::Owned(compacted),
+        Err(_) => Cow::Borrowed(json),
     }
-    Cow::Owned(out)
 }
 
 #[cfg(test)]

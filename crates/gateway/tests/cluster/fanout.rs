@@ -7,20 +7,9 @@ use std::time::Duration;
 use herald_api::v1::client::Publication as WirePublication;
 use prost::Message;
 
-use crate::backends::{NatsServer, RedisServer};
 use crate::common::within;
 use crate::follower::Follower;
-use crate::nodes::{Node, seq_request};
-
-async fn cluster(n: usize) -> (NatsServer, RedisServer, Vec<Node>) {
-    let nats = NatsServer::start().await;
-    let redis = RedisServer::start().await;
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        nodes.push(Node::start(&format!("node-{i}"), &nats, &redis).await);
-    }
-    (nats, redis, nodes)
-}
+use crate::nodes::{cluster, seq_request};
 
 fn contiguous(from: u64, to: u64) -> Vec<u64> {
     (from..=to).collect()

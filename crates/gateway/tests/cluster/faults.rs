@@ -222,7 +222,10 @@ async fn a_slow_redis_during_a_gap_fill_is_retried_not_reported_lost() {
         .unwrap();
     a.publish(&mut grpc, channel, 3, "").await.unwrap();
     // Every client's commands wait 4 s: longer than a command's 2 s timeout.
-    assert_eq!(redis.command(&["CLIENT", "PAUSE", "4000", "ALL"]).await, "OK");
+    assert_eq!(
+        redis.command(&["CLIENT", "PAUSE", "4000", "ALL"]).await,
+        "OK"
+    );
     let received = follower
         .wait_until("offsets 2 and 3 after Redis woke up", |r| {
             r.publications.len() == 3

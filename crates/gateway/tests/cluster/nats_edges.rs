@@ -11,20 +11,9 @@ use herald_api::v1::client::Publication as WirePublication;
 use herald_client::Client;
 use prost::Message;
 
-use crate::backends::{NatsServer, RedisServer};
 use crate::common::within;
 use crate::follower::Follower;
-use crate::nodes::{Node, token};
-
-async fn cluster(n: usize) -> (NatsServer, RedisServer, Vec<Node>) {
-    let nats = NatsServer::start().await;
-    let redis = RedisServer::start().await;
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        nodes.push(Node::start(&format!("node-{i}"), &nats, &redis).await);
-    }
-    (nats, redis, nodes)
-}
+use crate::nodes::{Node, cluster, token};
 
 /// Waits (bounded) until the node's metrics contain `line`.
 async fn wait_for_metric(node: &Node, line: &str) {

@@ -163,3 +163,14 @@ pub fn token(sub: &str) -> String {
         .sign(&claims(sub, &["acme"], &["org:acme:*"], 3600))
         .expect("HS256 secret configured")
 }
+
+/// NATS, Redis and `n` nodes on them, named `node-0`, `node-1`, …
+pub async fn cluster(n: usize) -> (NatsServer, RedisServer, Vec<Node>) {
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(Node::start(&format!("node-{i}"), &nats, &redis).await);
+    }
+    (nats, redis, nodes)
+}

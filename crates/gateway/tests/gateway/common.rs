@@ -9,7 +9,7 @@ use herald_api::v1::{PublishRequest, PublishResponse};
 use herald_client::{Client, ClientError, ConnectOptions, Push, ReceivedPublication};
 use herald_gateway::Server;
 use herald_gateway::auth::{Authenticator, SubscriptionClaims, TokenClaims, unix_now};
-use herald_gateway::config::{Config, ConfigArgs, Secret};
+use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, NamespaceRule, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -289,5 +289,19 @@ pub fn error_code(result: Result<impl std::fmt::Debug, ClientError>) -> u32 {
             .server_code()
             .unwrap_or_else(|| panic!("expected a server error, got {error}")),
         Ok(value) => panic!("expected a server error, got {value:?}"),
+    }
+}
+
+/// A `chat` namespace: org members, history 10 for 60 s, client publish allowed.
+pub fn chat_namespace() -> NamespaceRule {
+    NamespaceRule {
+        access: Access::OrgMember,
+        options: ChannelOptions {
+            history_size: 10,
+            history_ttl: 60,
+            client_publish: true,
+            ..ChannelOptions::default()
+        },
+        root: None,
     }
 }

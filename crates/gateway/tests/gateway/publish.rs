@@ -2,7 +2,6 @@
 
 use herald_api::v1::{HistoryRequest, PublishRequest};
 use herald_client::StreamPosition;
-use herald_gateway::config::{Access, ChannelOptions, NamespaceRule};
 use serde_json::json;
 
 use crate::common::*;
@@ -272,19 +271,6 @@ async fn idempotency_key_publishes_once() {
     let next = next_publication(&alice).await;
     assert_eq!(next.event, "marker", "the retry delivered nothing");
     assert_eq!(next.offset, first.offset + 1);
-}
-
-fn chat_namespace() -> NamespaceRule {
-    NamespaceRule {
-        access: Access::OrgMember,
-        options: ChannelOptions {
-            history_size: 10,
-            history_ttl: 60,
-            client_publish: true,
-            ..ChannelOptions::default()
-        },
-        root: None,
-    }
 }
 
 #[tokio::test]

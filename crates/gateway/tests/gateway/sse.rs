@@ -282,19 +282,8 @@ async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
 
 #[tokio::test]
 async fn a_carriage_return_in_published_data_cannot_break_the_event_stream() {
-    use herald_gateway::config::{Access, ChannelOptions, NamespaceRule};
-
     let gateway = TestGateway::with(|config| {
-        let chat = NamespaceRule {
-            access: Access::OrgMember,
-            options: ChannelOptions {
-                history_size: 10,
-                history_ttl: 60,
-                client_publish: true,
-                ..ChannelOptions::default()
-            },
-            root: None,
-        };
+        let chat = crate::common::chat_namespace();
         config.namespaces.insert("chat".into(), chat);
     })
     .await;
