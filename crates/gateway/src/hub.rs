@@ -732,7 +732,8 @@ mod tests {
     }
 
     impl Fixture {
-        fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
+        /// A connection whose subscribe is reading state: added to the hub, not active.
+        fn pending(&self, id: &str) -> Registration {
             let outbox = Arc::new(Outbox::new(1 << 20));
             let claims = Claims {
                 sub: Arc::from(id),
@@ -745,15 +746,19 @@ mod tests {
                 .connections
                 .register(Arc::from(id), Arc::new(claims), outbox)
                 .unwrap();
-            let channel = channel();
-            registration.connection.add_subscription(&channel);
-            self.hub.add(&channel, registration.connection.clone());
+            registration.connection.add_subscription(&channel());
+            self.hub.add(&channel(), registration.connection.clone());
+            registration
+        }
+
+        fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
+            let registration = self.pending(id);
             let position = Position {
                 offset: position,
                 epoch: epoch.into(),
             };
             self.hub.activate(
-                &channel,
+                &channel(),
                 &registration.connection,
                 Bytes::from_static(b"{\"id\":1,\"result\":{}}"),
                 &position,
@@ -896,19 +901,7 @@ mod tests {
         let fixture = fixture();
         let mut live = fixture.subscriber("live", 0, "e1");
         live.drain();
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        let claims = Claims {
-            sub: Arc::from("late"),
-            exp: i64::MAX,
-            orgs: vec![],
-            channels: vec![],
-            info: None,
-        };
-        let late = fixture
-            .connections
-            .register(Arc::from("late"), Arc::new(claims), outbox)
-            .unwrap();
-        fixture.hub.add(&channel(), late.connection.clone());
+        let late = fixture.pending("late");
         for offset in 1..=3 {
             fixture.hub.deliver(publication(offset, "e1"));
         }
@@ -1006,20 +999,7 @@ mod tests {
         fixture.append().await;
         let mut live = fixture.subscriber("live", 0, "an-older-epoch");
         live.drain();
-        let outbox = Arc::new(Outbox::new(1 << 20));
-        let claims = Claims {
-            sub: Arc::from("late"),
-            exp: i64::MAX,
-            orgs: vec![],
-            channels: vec![],
-            info: None,
-        };
-        let late = fixture
-            .connections
-            .register(Arc::from("late"), Arc::new(claims), outbox)
-            .unwrap();
-        late.connection.add_subscription(&channel());
-        fixture.hub.add(&channel(), late.connection.clone());
+        let late = fixture.pending("late");
         // History restarted while the late one was reading state: the live one is evicted.
         fixture.hub.check_positions().await;
         let position = fixture.state.position(&channel()).await.unwrap();
