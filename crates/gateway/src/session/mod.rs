@@ -325,7 +325,8 @@ impl Session {
                 // which must find the channel's presence already left.
                 biased;
                 () = connection.eviction() => {
-                    self.leave_evicted().await;
+                    // Boxed, as commands are: not part of every idle session.
+                    Box::pin(self.leave_evicted()).await;
                     continue;
                 }
                 commands = read_commands(&node, stream, &connection.outbox, Some(&connection)) => commands,
