@@ -118,17 +118,6 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Freezes the server (SIGSTOP): connections stay open but nothing is answered, as
-    /// when NATS is overloaded or a network path stalls.
-    pub fn freeze(&self) {
-        self.process.signal("STOP");
-    }
-
-    /// Lets a frozen server run again (SIGCONT).
-    pub fn thaw(&self) {
-        self.process.signal("CONT");
-    }
-
     /// Starts a server on free ports and waits until both the client and the monitoring
     /// port answer.
     pub async fn start() -> NatsServer {
@@ -242,20 +231,6 @@ impl Process {
 
     fn log(&self) -> PathBuf {
         self.dir.join("server.log")
-    }
-
-    /// Sends a signal (`STOP`, `CONT`) to the running server.
-    fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .as_ref()
-            .and_then(Child::id)
-            .unwrap_or_else(|| panic!("{} is not running", self.name));
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     fn spawn(&mut self, args: impl FnOnce(&mut Command)) {

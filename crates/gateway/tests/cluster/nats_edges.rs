@@ -148,7 +148,7 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_told_ok_holds_a_nats_subscription_even_when_the_first_attempt_failed() {
-    let (nats, _redis, nodes) = cluster(2).await;
+    let (mut nats, _redis, nodes) = cluster(2).await;
     let channel = "public:interest";
     let (first, _) = within(
         "connect",
@@ -163,17 +163,19 @@ async fn a_subscriber_told_ok_holds_a_nats_subscription_even_when_the_first_atte
     .await
     .unwrap();
 
-    // NATS stalls: the first subscriber's interest times out while the second one joins.
-    nats.freeze();
+    // NATS goes away: the first subscriber's interest fails (at once, or after the flush
+    // timeout) while the second one joins the channel.
+    nats.stop().await;
     let attempts = within("both subscribes", async {
         tokio::join!(first.subscribe(channel), async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             second.subscribe(channel).await
         })
     })
     .await;
-    nats.thaw();
+    nats.restart().await;
     nodes[0].wait_ready(200).await;
+    nodes[1].wait_ready(200).await;
 
     // Whoever was told OK receives what is published after.
     let subscribed: Vec<&Client> = [(&first, attempts.0.is_ok()), (&second, attempts.1.is_ok())]
