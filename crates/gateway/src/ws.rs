@@ -64,10 +64,11 @@ pub(crate) fn admit(
                 .map_err(|_| Refusal::Full)?,
         ),
     };
-    // A cookie rides along with any site's request, so it only counts as a token when an
-    // Origin allowlist is configured (and matched above): otherwise any page could open a
-    // connection as the user (cross-site WebSocket hijacking).
-    let cookies_allowed = !node.config.allowed_origins.is_empty();
+    // A cookie rides along with any site's request, so it only counts as a token behind an
+    // explicit Origin allowlist (matched above): with none, or with `*`, any page could open
+    // a connection as the user (cross-site WebSocket hijacking). `*` follows CORS, where a
+    // wildcard never carries credentials.
+    let cookies_allowed = allowlist_is_explicit(&node.config.allowed_origins);
     Ok((token_from(headers, query, cookies_allowed), permit))
 }
 
@@ -145,15 +146,34 @@ async fn refuse(mut socket: WebSocket, refusal: Refusal) {
     }
 }
 
-/// An empty allowlist allows any Origin (and requests without one, from non-browsers).
+/// An empty allowlist, or `*`, allows any request. Otherwise a request with an `Origin` must
+/// be listed (`null`, from sandboxed frames and local files, never is), and one without must
+/// not be a cross-site browser request. Browsers send `Origin` on every WebSocket upgrade
+/// and every cross-origin `fetch`/`EventSource`, but not on a same-origin GET (a same-origin
+/// `/sse`) nor on a cross-site subresource load (`<img src>`), which `Sec-Fetch-Site` tells
+/// apart. Non-browser clients send neither header, and could forge both anyway.
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
-    if allowed.is_empty() {
+    if !allowlist_is_explicit(allowed) {
         return true;
     }
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-        return false;
-    };
-    origin_listed(allowed, origin)
+    match headers.get(header::ORIGIN) {
+        Some(origin) => origin.to_str().is_ok_and(|o| origin_listed(allowed, o)),
+        None => !cross_site_fetch(headers),
+    }
+}
+
+/// Whether the allowlist names origins, rather than allowing any (empty, or `*`).
+fn allowlist_is_explicit(allowed: &[String]) -> bool {
+    !allowed.is_empty() && !allowed.iter().any(|a| a == "*")
+}
+
+/// Whether a browser says the request comes from another site (`Sec-Fetch-Site`). An absent
+/// header is not a browser's (or an old one's); `same-origin` and `none` (typed in the
+/// address bar) are not cross-site.
+fn cross_site_fetch(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site != "same-origin" && site != "none")
 }
 
 /// Whether `origin` is on the allowlist (`*` allows any).
@@ -231,10 +251,31 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert!(origin_allowed(&[], &headers));
         let allowed = vec!["https://app.example".to_owned()];
+        assert!(
+            origin_allowed(&allowed, &headers),
+            "no Origin: same-origin or not a browser"
+        );
+        headers.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert!(origin_allowed(&allowed, &headers));
+        headers.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(
+            !origin_allowed(&allowed, &headers),
+            "a cross-site load without Origin"
+        );
+        headers.insert("sec-fetch-site", "same-site".parse().unwrap());
         assert!(!origin_allowed(&allowed, &headers));
         headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
         assert!(!origin_allowed(&allowed, &headers));
+        headers.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(!origin_allowed(&allowed, &headers));
         headers.insert(header::ORIGIN, "https://app.example".parse().unwrap());
         assert!(origin_allowed(&allowed, &headers));
+        assert!(allowlist_is_explicit(&allowed));
+
+        let wildcard = vec!["*".to_owned()];
+        headers.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(origin_allowed(&wildcard, &headers));
+        assert!(!allowlist_is_explicit(&wildcard), "`*` never takes cookies");
+        assert!(!allowlist_is_explicit(&[]));
     }
 }

@@ -186,7 +186,7 @@ pub struct Config {
     #[serde(flatten)]
     pub jwt: JwtConfig,
     pub api_keys: Vec<Secret>,
-    /// Allowed `Origin`s for WebSocket upgrades; empty = any.
+    /// Allowed `Origin`s for WebSocket and SSE; empty or `*` = any (and no cookie tokens).
     pub allowed_origins: Vec<String>,
     pub log_format: LogFormat,
     #[serde(rename = "drain_seconds", serialize_with = "as_secs")]
@@ -439,6 +439,12 @@ impl Config {
                 "must be at least 32 characters (256 bits) for HS256",
             );
         }
+        if let Err(message) = check_allowed_origins(&self.allowed_origins) {
+            return Err(ConfigError::Invalid {
+                key: "HERALD_ALLOWED_ORIGINS",
+                message,
+            });
+        }
         for (name, rule) in &self.namespaces {
             if herald_protocol::ChannelName::parse(name).is_err() || name.contains(':') {
                 return Err(ConfigError::Invalid {
@@ -620,6 +626,42 @@ impl Picker {
         };
         Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
     }
+}
+
+/// Each entry must be an origin as browsers send it (`scheme://host[:port]`): anything else
+/// would never match, and the client would see 4003 with no hint why. `*` (any origin, no
+/// cookie tokens) must stand alone, so a list never silently loses its cookies. `null` is the
+/// origin of sandboxed frames and local files, which any page can produce.
+fn check_allowed_origins(origins: &[String]) -> Result<(), String> {
+    if origins.len() > 1 && origins.iter().any(|o| o == "*") {
+        return Err(
+            "`*` allows any origin (and then no cookie tokens); it cannot be combined with listed origins"
+                .into(),
+        );
+    }
+    for origin in origins.iter().filter(|o| *o != "*") {
+        if origin.eq_ignore_ascii_case("null") {
+            return Err(
+                "`null` cannot be allowed: sandboxed frames and local files on any site send it"
+                    .into(),
+            );
+        }
+        let is_origin = origin.split_once("://").is_some_and(|(scheme, host)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                && !host.is_empty()
+                && !host.contains(['/', '?', '#', '@', '*'])
+                && !host.contains(char::is_whitespace)
+        });
+        if !is_origin {
+            return Err(format!(
+                "{origin:?} is not an origin: scheme://host[:port], without a path or trailing slash"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn addr(port: u16) -> SocketAddr {

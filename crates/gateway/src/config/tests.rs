@@ -197,3 +197,37 @@ fn the_env_listing_names_every_variable_with_its_flag_and_value() {
         .count();
     assert_eq!(names, listing.lines().count(), "one variable a line");
 }
+
+#[test]
+fn allowed_origins_must_be_origins_and_a_wildcard_stands_alone() {
+    let load = |origins: &str| {
+        Config::load(&ConfigArgs {
+            allowed_origins: Some(origins.into()),
+            ..args()
+        })
+    };
+    for bad in [
+        "*,https://app.example.com",
+        "https://app.example.com, *",
+        "null",
+        "https://app.example.com,NULL",
+        "https://app.example.com/",
+        "app.example.com",
+        "https://*.example.com",
+    ] {
+        let error = load(bad).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            error.contains("HERALD_ALLOWED_ORIGINS"),
+            "{bad:?}: {error:?}"
+        );
+    }
+    for good in [
+        "*",
+        "https://app.example.com",
+        "https://app.example.com,http://localhost:5173",
+        "capacitor://localhost",
+    ] {
+        let config = load(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+        assert!(!config.allowed_origins.is_empty());
+    }
+}

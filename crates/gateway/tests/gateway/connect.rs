@@ -231,3 +231,49 @@ async fn commands_in_the_same_frame_as_connect_are_answered() {
     .await;
     assert_eq!(answered, vec![1, 2, 3], "answered in order");
 }
+
+#[tokio::test]
+async fn a_wildcard_origin_allows_any_page_but_never_its_cookie() {
+    let gateway = TestGateway::with(|c| c.allowed_origins = vec!["*".into()]).await;
+    let token = gateway.token("alice", &[], &[]);
+    let evil_page = || {
+        ConnectOptions::new(&gateway.ws_url)
+            .header("Origin", "https://evil.example")
+            .header("Cookie", format!("herald_token={token}"))
+    };
+    // Cross-site WebSocket hijacking: the victim's cookie rides along with the upgrade.
+    let hijack = gateway.open(evil_page()).await.unwrap();
+    assert_eq!(
+        error_code(within("connect", hijack.handshake(None)).await),
+        101,
+        "the cookie counted under `*`"
+    );
+    assert_eq!(close_code(&hijack).await, 4001);
+
+    // Any origin may still connect with a token it holds.
+    let client = gateway.open(evil_page()).await.unwrap();
+    let result = within("connect", client.handshake(Some(&token))).await;
+    assert_eq!(result.unwrap().user, "alice");
+}
+
+#[tokio::test]
+async fn behind_an_allowlist_an_upgrade_without_origin_connects_and_origin_null_is_refused() {
+    let gateway =
+        TestGateway::with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let token = gateway.token("alice", &[], &[]);
+    // Browsers always send Origin on a WebSocket upgrade: without one, it is not a browser.
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    let result = within("connect", client.handshake(Some(&token))).await;
+    assert_eq!(result.unwrap().user, "alice");
+
+    for origin in ["null", "https://app.example.evil.example"] {
+        let client = gateway
+            .open(ConnectOptions::new(&gateway.ws_url).header("Origin", origin))
+            .await
+            .unwrap();
+        assert_eq!(close_code(&client).await, 4003, "{origin}");
+    }
+}

@@ -27,12 +27,21 @@ struct SseEvent {
 
 impl SseClient {
     async fn open(addr: SocketAddr, query: &str) -> SseClient {
+        SseClient::open_with(addr, query, &[]).await
+    }
+
+    /// Opens a stream with extra request headers (`Origin`, `Cookie`, ...).
+    async fn open_with(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> SseClient {
         let stream = within("SSE connect", TcpStream::connect(addr))
             .await
             .unwrap();
         let (read, mut write) = stream.into_split();
+        let headers: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let request = format!(
-            "GET /sse{query} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+            "GET /sse{query} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n{headers}\r\n"
         );
         write.write_all(request.as_bytes()).await.unwrap();
         // Keep the write half open: dropping it would half-close the connection.
@@ -259,8 +268,8 @@ async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
         config.limits.pong_timeout = Duration::from_millis(300);
     })
     .await;
-    // No Origin header: not on the allowlist.
-    let refused = SseClient::open(gateway.http_addr, "").await;
+    let refused =
+        SseClient::open_with(gateway.http_addr, "", &[("Origin", "https://evil.example")]).await;
     let close: Value = serde_json::from_str(&refused.session).unwrap();
     assert_eq!(close["code"], 4003);
 
@@ -313,4 +322,76 @@ async fn a_carriage_return_in_published_data_cannot_break_the_event_stream() {
         "a raw carriage return reached the stream: {:?}",
         sse.raw_lines
     );
+}
+
+/// The close code of a refused stream, or `None` when it opened a session.
+fn refusal(sse: &SseClient) -> Option<u64> {
+    serde_json::from_str::<Value>(&sse.session)
+        .ok()
+        .and_then(|close| close["code"].as_u64())
+}
+
+#[tokio::test]
+async fn same_origin_sse_is_allowed_and_takes_the_cookie_but_cross_site_loads_are_refused() {
+    let gateway = TestGateway::with(|config| {
+        config.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let cookie = format!("theme=dark; herald_token={token}");
+
+    // A same-origin EventSource: browsers send no Origin on a same-origin GET.
+    let same_origin = [("Sec-Fetch-Site", "same-origin"), ("Cookie", &cookie)];
+    let mut sse = SseClient::open_with(gateway.http_addr, "", &same_origin).await;
+    assert_eq!(refusal(&sse), None, "same-origin refused: {}", sse.session);
+    let mut pending = Vec::new();
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    let connected = sse.next_message(&mut pending).await;
+    assert_eq!(connected["result"]["user"], "alice", "{connected}");
+
+    // A cross-site subresource load (`<img src>`) carries the cookie and no Origin either.
+    for site in ["cross-site", "same-site"] {
+        let headers = [("Sec-Fetch-Site", site), ("Cookie", cookie.as_str())];
+        let refused = SseClient::open_with(gateway.http_addr, "", &headers).await;
+        assert_eq!(refusal(&refused), Some(4003), "{site}");
+    }
+    // Sandboxed frames and local files send `Origin: null`, whatever site they are on.
+    let headers = [("Origin", "null"), ("Cookie", cookie.as_str())];
+    let refused = SseClient::open_with(gateway.http_addr, "", &headers).await;
+    assert_eq!(refusal(&refused), Some(4003));
+
+    // A listed origin still works, cross-origin.
+    let headers = [
+        ("Origin", "https://app.example"),
+        ("Cookie", cookie.as_str()),
+    ];
+    let mut sse = SseClient::open_with(gateway.http_addr, "", &headers).await;
+    assert_eq!(refusal(&sse), None, "{}", sse.session);
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    assert_eq!(
+        sse.next_message(&mut pending).await["result"]["user"],
+        "alice"
+    );
+}
+
+#[tokio::test]
+async fn a_wildcard_origin_never_takes_the_cookie_on_sse() {
+    let gateway = TestGateway::with(|config| config.allowed_origins = vec!["*".into()]).await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let cookie = format!("herald_token={token}");
+    let headers = [
+        ("Origin", "https://evil.example"),
+        ("Cookie", cookie.as_str()),
+    ];
+    let mut sse = SseClient::open_with(gateway.http_addr, "", &headers).await;
+    assert_eq!(
+        refusal(&sse),
+        None,
+        "`*` allows any origin: {}",
+        sse.session
+    );
+    let mut pending = Vec::new();
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    let reply = sse.next_message(&mut pending).await;
+    assert_eq!(reply["error"]["code"], 101, "the cookie counted: {reply}");
 }
