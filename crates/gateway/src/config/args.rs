@@ -35,7 +35,7 @@ pub struct ConfigArgs {
     /// gRPC API keys, comma-separated
     #[arg(long, env = "HERALD_API_KEYS", hide_env_values = true)]
     pub api_keys: Option<String>,
-    /// Allowed Origins for WebSocket upgrades, comma-separated [default: any]
+    /// Allowed Origins for WebSocket and SSE, comma-separated; cookies count only behind a list [default: any]
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS")]
     pub allowed_origins: Option<String>,
     /// pretty | json [default: pretty]
