@@ -94,7 +94,7 @@ fn pattern_matches(pattern: &str, channel: &str) -> bool {
 
 /// A `*` anywhere but as the whole last segment (`chat:acme*`, `a:*:b`) is a mistake that
 /// prefix matching used to turn into a wider grant than meant; refusing the token surfaces it.
-fn check_channel_pattern(pattern: &str) -> Result<(), AuthError> {
+pub fn check_channel_pattern(pattern: &str) -> Result<(), AuthError> {
     let body = pattern
         .strip_suffix('*')
         .filter(|prefix| prefix.is_empty() || prefix.ends_with(':'))
