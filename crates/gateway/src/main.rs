@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald_gateway::Server;
-use herald_gateway::auth::{Authenticator, TokenClaims, unix_now};
+use herald_gateway::auth::{
+    Authenticator, SubscriptionClaims, TokenClaims, check_channel_pattern, unix_now,
+};
 use herald_gateway::config::{Config, ConfigArgs, LogFormat};
 
 #[derive(Parser)]
@@ -43,9 +45,13 @@ enum Command {
         /// Org the user belongs to (repeatable).
         #[arg(long = "org")]
         orgs: Vec<String>,
-        /// Channel the user may subscribe to; a trailing `*` matches any suffix (repeatable).
+        /// Channel the user may subscribe to; a last segment `*` (`org:acme:*`) matches one or
+        /// more whole segments (repeatable).
         #[arg(long = "channel")]
         channels: Vec<String>,
+        /// Print a subscription token for this one channel instead of a connection token.
+        #[arg(long, value_name = "CHANNEL", conflicts_with_all = ["orgs", "channels", "info"])]
+        subscription: Option<String>,
         /// User info shown to others, a JSON object, e.g. '{"name":"Ada"}'.
         #[arg(long)]
         info: Option<String>,
@@ -74,14 +80,24 @@ async fn main() -> anyhow::Result<()> {
             sub,
             orgs,
             channels,
+            subscription,
             info,
             ttl,
             config,
         } => {
             let config = Config::load(&config)?;
-            let claims = token_claims(sub, orgs, channels, info.as_deref(), ttl)?;
             let auth = Authenticator::new(&config.jwt)?;
-            let Some(token) = auth.sign(&claims) else {
+            let token = match subscription {
+                Some(channel) => auth.sign_subscription(&SubscriptionClaims {
+                    sub,
+                    channel,
+                    exp: unix_now() + ttl.as_secs() as i64,
+                    aud: None,
+                    iss: None,
+                }),
+                None => auth.sign(&token_claims(sub, orgs, channels, info.as_deref(), ttl)?),
+            };
+            let Some(token) = token else {
                 bail!("HERALD_JWT_SECRET is not set: `herald token` signs with the HS256 secret");
             };
             println!("{token}");
@@ -114,6 +130,9 @@ fn token_claims(
     info: Option<&str>,
     ttl: Duration,
 ) -> anyhow::Result<TokenClaims> {
+    for pattern in &channels {
+        check_channel_pattern(pattern)?;
+    }
     let info = info
         .map(|info| serde_json::value::RawValue::from_string(info.to_owned()))
         .transpose()

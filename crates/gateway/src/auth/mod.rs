@@ -1,8 +1,12 @@
 //! JWT verification for connection and subscription tokens, and channel permissions.
 //!
-//! HS256 tokens are checked with the secret, RS256/ES256 tokens with the public key; the
+//! HS256 tokens are checked with the secret, RS256/ES256/ES384 tokens with the public key; the
 //! algorithm a token names must be the one its key is for, so `alg: none` and algorithm
 //! confusion (an RS256 public key used as an HS256 secret) are rejected.
+//!
+//! A token's kind is its `channel` claim: a subscription token has one, a connection token
+//! does not. Subscription tokens are minted per channel, often long-lived and logged, so one
+//! must never open a connection (which would act as its user everywhere, `user:<sub>` too).
 
 mod permission;
 
@@ -11,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_protocol::publication::compact_raw;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -22,6 +27,16 @@ use crate::config::JwtConfig;
 pub enum AuthError {
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf is in the future)")]
+    NotYetValid,
+    #[error("a subscription token (one with a channel claim) cannot open a connection")]
+    SubscriptionTokenForConnect,
+    #[error("not a subscription token: it has no channel claim")]
+    NotASubscriptionToken,
+    #[error(
+        "channels claim {0:?}: `*` is only allowed as a whole last segment, as in `org:acme:*`"
+    )]
+    BadChannelPattern(String),
     #[error("invalid token: {0}")]
     Invalid(String),
     #[error("no key configured for {0:?} tokens")]
@@ -32,6 +47,10 @@ pub enum AuthError {
 pub enum KeyError {
     #[error("HERALD_JWT_PUBLIC_KEY is neither an RSA nor an EC public key in PEM")]
     BadPublicKey,
+    #[error(
+        "HERALD_JWT_PUBLIC_KEY is an EC key on an unsupported curve: use P-256 (ES256) or P-384 (ES384)"
+    )]
+    UnsupportedCurve,
 }
 
 /// The claims of a connection token, shared by every place that needs them.
@@ -41,7 +60,7 @@ pub struct Claims {
     /// Expiry, Unix seconds.
     pub exp: i64,
     pub orgs: Vec<Arc<str>>,
-    /// Channel names; a trailing `*` matches any suffix.
+    /// Channel names; a last segment `*` (`org:acme:*`) matches one or more whole segments.
     pub channels: Vec<Arc<str>>,
     /// Free-form user info (name, avatar), shown to other members.
     pub info: Option<Arc<RawValue>>,
@@ -55,11 +74,35 @@ impl Claims {
     pub fn grants_channel(&self, channel: &str) -> bool {
         self.channels
             .iter()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => channel.starts_with(prefix),
-                None => &**pattern == channel,
-            })
+            .any(|pattern| pattern_matches(pattern, channel))
     }
+}
+
+/// Whether a `channels` claim entry grants `channel`, segment by segment: `org:acme:*`
+/// grants `org:acme:x` and `org:acme:x:y` but not `org:acme` or `org:acme-evil:x`. A `*`
+/// that is not a whole last segment never matches (and such a token is refused at verify).
+fn pattern_matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) if prefix.ends_with(':') => {
+            channel.len() > prefix.len() && channel.starts_with(prefix)
+        }
+        Some(_) => false,
+        None => pattern == channel,
+    }
+}
+
+/// A `*` anywhere but as the whole last segment (`chat:acme*`, `a:*:b`) is a mistake that
+/// prefix matching used to turn into a wider grant than meant; refusing the token surfaces it.
+pub fn check_channel_pattern(pattern: &str) -> Result<(), AuthError> {
+    let body = pattern
+        .strip_suffix('*')
+        .filter(|prefix| prefix.is_empty() || prefix.ends_with(':'))
+        .unwrap_or(pattern);
+    if body.contains('*') {
+        return Err(AuthError::BadChannelPattern(pattern.to_owned()));
+    }
+    Ok(())
 }
 
 /// The claims of a connection token as they are on the wire.
@@ -79,16 +122,44 @@ pub struct TokenClaims {
     pub iss: Option<String>,
 }
 
+/// A connection token as it is decoded: `aud`/`iss` are checked by the JWT validation (a
+/// string or an array for `aud`), and `channel` is only read to tell the kinds apart.
+#[derive(Deserialize)]
+struct ConnectionPayload {
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    orgs: Vec<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    info: Option<Box<RawValue>>,
+    #[serde(default)]
+    channel: Option<IgnoredAny>,
+}
+
 /// The claims of a subscription token: one user, one channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubscriptionClaims {
     pub sub: String,
     pub channel: String,
     pub exp: i64,
+    /// Signed when set; left empty by verification, which checks the token's `aud` (a
+    /// string or an array) and `iss` against the configuration instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+}
+
+/// A subscription token as it is decoded: `channel` is optional here so that a connection
+/// token passed instead is named as such rather than as malformed.
+#[derive(Deserialize)]
+struct SubscriptionPayload {
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 /// Verifies tokens with the configured keys; signs them when a secret is configured.
@@ -120,11 +191,17 @@ impl Authenticator {
         })
     }
 
-    /// Verifies a connection token.
+    /// Verifies a connection token; a subscription token is refused.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let claims: TokenClaims = self.decode(token)?;
+        let claims: ConnectionPayload = self.decode(token)?;
+        if claims.channel.is_some() {
+            return Err(AuthError::SubscriptionTokenForConnect);
+        }
         if claims.sub.is_empty() || claims.sub.len() > 128 {
             return Err(AuthError::Invalid("sub must be 1-128 characters".into()));
+        }
+        for pattern in &claims.channels {
+            check_channel_pattern(pattern)?;
         }
         Ok(Claims {
             sub: Arc::from(claims.sub),
@@ -136,9 +213,17 @@ impl Authenticator {
         })
     }
 
-    /// Verifies a subscription token.
+    /// Verifies a subscription token; a connection token is refused.
     pub fn verify_subscription(&self, token: &str) -> Result<SubscriptionClaims, AuthError> {
-        self.decode(token)
+        let claims: SubscriptionPayload = self.decode(token)?;
+        let channel = claims.channel.ok_or(AuthError::NotASubscriptionToken)?;
+        Ok(SubscriptionClaims {
+            sub: claims.sub,
+            channel,
+            exp: claims.exp,
+            aud: None,
+            iss: None,
+        })
     }
 
     fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, AuthError> {
@@ -156,6 +241,7 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<T>(token, key, &self.validation(header.alg)).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             },
         )?;
@@ -165,6 +251,7 @@ impl Authenticator {
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         match &self.audience {
             Some(aud) => {
@@ -199,9 +286,49 @@ fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {
         return Ok((key, Algorithm::RS256));
     }
     if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Ok((key, Algorithm::ES256));
+        // The key does not say which curve it is on; ES256 with a P-384 key would refuse
+        // every token at verify time, so the curve is read here and checked at startup.
+        return match ec_curve_oid(pem) {
+            Some(P256_OID) => Ok((key, Algorithm::ES256)),
+            Some(P384_OID) => Ok((key, Algorithm::ES384)),
+            _ => Err(KeyError::UnsupportedCurve),
+        };
     }
     Err(KeyError::BadPublicKey)
+}
+
+/// DER of the `ecPublicKey` algorithm OID (1.2.840.10045.2.1), which the curve OID follows
+/// in a SubjectPublicKeyInfo.
+const EC_PUBLIC_KEY_OID: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+/// prime256v1 (1.2.840.10045.3.1.7).
+const P256_OID: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// secp384r1 (1.3.132.0.34).
+const P384_OID: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// The named-curve OID of an EC public key in PEM (SubjectPublicKeyInfo).
+fn ec_curve_oid(pem: &[u8]) -> Option<&'static [u8]> {
+    use base64::Engine;
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let start = der
+        .windows(EC_PUBLIC_KEY_OID.len())
+        .position(|window| window == EC_PUBLIC_KEY_OID)?
+        + EC_PUBLIC_KEY_OID.len();
+    // The parameters: an OBJECT IDENTIFIER tag, a short length, the OID itself.
+    match der.get(start..start + 2)? {
+        [0x06, len] => {
+            let oid = der.get(start + 2..start + 2 + usize::from(*len))?;
+            [P256_OID, P384_OID].into_iter().find(|known| *known == oid)
+        }
+        _ => None,
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -136,3 +136,54 @@ async fn double_subscribe_and_subscription_limit() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn channels_claims_match_whole_segments() {
+    let gateway = TestGateway::with(|c| {
+        c.namespaces.insert(
+            "chat".into(),
+            herald_gateway::config::NamespaceRule {
+                access: herald_gateway::config::Access::Claim,
+                ..chat_namespace()
+            },
+        );
+    })
+    .await;
+    let alice = gateway
+        .client(&gateway.token("alice", &[], &["chat:acme:*"]))
+        .await;
+    within("own room", alice.subscribe("chat:acme:room"))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(within("lookalike org", alice.subscribe("chat:acme-evil:room")).await),
+        103
+    );
+
+    // `chat:acme*` used to grant `chat:acme-evil:…` by prefix; now the token is refused.
+    let client = gateway
+        .open(herald_client::ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    let token = gateway.token("mallory", &[], &["chat:acme*"]);
+    let refused = within("connect", client.handshake(Some(&token))).await;
+    let message = refused.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert_eq!(error_code(refused), 101);
+    assert!(message.contains("whole last segment"), "{message}");
+    assert_eq!(close_code(&client).await, 4001);
+}
+
+#[tokio::test]
+async fn a_connection_token_is_not_a_subscription_token() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.token("bob", &["acme"], &[]);
+    let bob = gateway.client(&token).await;
+    let refused = within(
+        "connection token as subscription token",
+        bob.subscribe_with("org:acme:ch:private", Some(&token), None),
+    )
+    .await;
+    let message = refused.as_ref().map(|_| ()).unwrap_err().to_string();
+    assert_eq!(error_code(refused), 103);
+    assert!(message.contains("not a subscription token"), "{message}");
+}

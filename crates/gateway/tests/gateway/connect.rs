@@ -277,3 +277,84 @@ async fn behind_an_allowlist_an_upgrade_without_origin_connects_and_origin_null_
         assert_eq!(close_code(&client).await, 4003, "{origin}");
     }
 }
+
+/// Connects with `token` and returns the refusal: (error code, message, close code).
+async fn refusal(gateway: &TestGateway, token: &str) -> (u32, String, u16) {
+    let client = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    let error = match within("connect", client.handshake(Some(token))).await {
+        Ok(result) => panic!("connected with a token that should be refused: {result:?}"),
+        Err(error) => error,
+    };
+    let code = error
+        .server_code()
+        .unwrap_or_else(|| panic!("expected a server error, got {error}"));
+    (code, error.to_string(), close_code(&client).await)
+}
+
+/// Signs any JSON payload with the gateway's HS256 secret.
+fn sign_json(payload: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &payload,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_subscription_token_cannot_open_a_connection() {
+    let gateway = TestGateway::start().await;
+    let token = gateway.subscription_token("alice", "org:acme:ch:private");
+    let (code, message, close) = refusal(&gateway, &token).await;
+    assert_eq!((code, close), (101, 4001));
+    assert!(message.contains("subscription token"), "{message}");
+
+    // Nor can it be slipped in as a refresh of a connection.
+    let alice = gateway.member("alice").await;
+    assert_eq!(
+        error_code(within("refresh", alice.refresh(&token)).await),
+        101
+    );
+}
+
+#[tokio::test]
+async fn audience_may_be_an_array_and_not_before_is_enforced() {
+    let gateway = TestGateway::with(|c| c.jwt.audience = Some("herald".into())).await;
+    let now = herald_gateway::auth::unix_now();
+    let listed = sign_json(serde_json::json!({
+        "sub": "alice", "exp": now + 3600, "aud": ["app", "herald"]
+    }));
+    gateway.client(&listed).await;
+
+    let unlisted = sign_json(serde_json::json!({
+        "sub": "alice", "exp": now + 3600, "aud": ["app", "other"]
+    }));
+    assert_eq!(refusal(&gateway, &unlisted).await.0, 101);
+
+    let early = sign_json(serde_json::json!({
+        "sub": "alice", "exp": now + 3600, "aud": "herald", "nbf": now + 600
+    }));
+    let (code, message, close) = refusal(&gateway, &early).await;
+    assert_eq!((code, close), (101, 4001));
+    assert!(message.contains("not valid yet"), "{message}");
+}
+
+#[tokio::test]
+async fn an_ec_public_key_on_another_curve_than_p256_or_p384_stops_startup() {
+    // secp256k1: no JWT ES algorithm of Herald's verifies with it.
+    const K256_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----
+MFYwEAYHKoZIzj0CAQYFK4EEAAoDQgAEWElmjKnYqe8tT+4P9jvYM+z/tJ81aDKI
+DGm/FcF4/nvQd9F9IrA0FewfO2Fche1vfpZ+HfOf1fkRB6am1c5xjg==
+-----END PUBLIC KEY-----
+";
+    let mut config = config();
+    config.jwt.public_key = Some(K256_PUBLIC.into());
+    let error = match herald_gateway::Server::bind(config).await {
+        Ok(_) => panic!("a gateway started with a secp256k1 key"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("unsupported curve"), "{error}");
+}
