@@ -13,10 +13,14 @@
 //! and a `status` push; it keeps the statuses users set through this node for that.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use futures_util::FutureExt;
 use herald_protocol::ChannelName;
 use herald_protocol::reply::{ChannelEvent, PresenceMember, StatusPush, TypingPush, encode_event};
 use tokio::time::Instant;
@@ -32,6 +36,9 @@ use crate::state::{
 
 /// At most one typing push a second per user and channel; extra updates only extend it.
 const TYPING_PUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// At most one `setStatus` change pushed a second per user and org; the last one held back
+/// goes out when the second ends.
+const STATUS_PUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the node looks for typing indicators that ran out.
 const TYPING_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections refreshed per round trip.
@@ -41,7 +48,15 @@ const REFRESH_BATCH: usize = 1000;
 struct LocalTyper {
     client: Arc<str>,
     last_update: Instant,
+}
+
+/// A user's `setStatus` pushes on one org, through this node.
+struct StatusThrottle {
     last_push: Instant,
+    /// The status subscribers last saw from this node.
+    pushed: Status,
+    /// The latest change held back in the current second.
+    pending: Option<StatusChange>,
 }
 
 pub struct PresenceService {
@@ -50,6 +65,11 @@ pub struct PresenceService {
     config: Arc<Config>,
     node_id: Arc<str>,
     typing: DashMap<(ChannelName, Arc<str>), LocalTyper>,
+    /// (channel, user) → when `active: true` was last pushed. Kept apart from `typing` so
+    /// that `active: false` does not reset the throttle.
+    typing_pushes: DashMap<(ChannelName, Arc<str>), Instant>,
+    /// (org, user) → the throttle of `setStatus` pushes.
+    status_pushes: DashMap<(Arc<str>, Arc<str>), StatusThrottle>,
     /// (org, user) → the status the user last set through this node, kept while the user
     /// has a connection here, so that re-created entries come back with it.
     statuses: DashMap<(Arc<str>, Arc<str>), Status>,
@@ -68,6 +88,8 @@ impl PresenceService {
             config,
             node_id,
             typing: DashMap::new(),
+            typing_pushes: DashMap::new(),
+            status_pushes: DashMap::new(),
             statuses: DashMap::new(),
         })
     }
@@ -208,7 +230,9 @@ impl PresenceService {
                 .state
                 .set_status(org, user, &connection.id, status, self.ttl())
                 .await?;
-            self.announce(Ok(change)).await;
+            if let Some(change) = change {
+                self.announce_throttled(change).await;
+            }
         }
         Ok(())
     }
@@ -236,19 +260,35 @@ impl PresenceService {
             user,
             info: connection.claims.info.clone(),
         };
-        {
-            let mut local = self.typing.entry(key).or_insert_with(|| LocalTyper {
+        let throttled = match self.typing_pushes.entry(key.clone()) {
+            Entry::Occupied(mut pushed) => {
+                let throttled = now.duration_since(*pushed.get()) < TYPING_PUSH_INTERVAL;
+                if !throttled {
+                    pushed.insert(now);
+                }
+                throttled
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(now);
+                false
+            }
+        };
+        if throttled {
+            // Extends an indicator subscribers see; one stopped within the second stays
+            // stopped until the second ends, so start/stop cannot flood them.
+            if let Some(mut local) = self.typing.get_mut(&key) {
+                local.client = connection.id.clone();
+                local.last_update = now;
+            }
+            return Ok(());
+        }
+        self.typing.insert(
+            key,
+            LocalTyper {
                 client: connection.id.clone(),
                 last_update: now,
-                last_push: now - TYPING_PUSH_INTERVAL,
-            });
-            local.client = connection.id.clone();
-            local.last_update = now;
-            if now.duration_since(local.last_push) < TYPING_PUSH_INTERVAL {
-                return Ok(());
-            }
-            local.last_push = now;
-        }
+            },
+        );
         self.state.start_typing(channel, &typer).await?;
         self.push_typing(channel, &typer, true).await;
         Ok(())
@@ -280,6 +320,57 @@ impl PresenceService {
             .await;
     }
 
+    /// Pushes a `setStatus` change unless one went out for the user and org in the last
+    /// second; then it waits for [`Self::flush_statuses`], replacing any held before.
+    async fn announce_throttled(&self, change: StatusChange) {
+        let now = Instant::now();
+        let key = (change.org.clone(), change.status.user.clone());
+        match self.status_pushes.entry(key) {
+            Entry::Occupied(mut throttle)
+                if now.duration_since(throttle.get().last_push) < STATUS_PUSH_INTERVAL =>
+            {
+                throttle.get_mut().pending = Some(change);
+                return;
+            }
+            Entry::Occupied(mut throttle) => {
+                let throttle = throttle.get_mut();
+                throttle.last_push = now;
+                throttle.pending = None;
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(StatusThrottle {
+                    last_push: now,
+                    pushed: change.status.status,
+                    pending: None,
+                });
+            }
+        }
+        self.announce(Ok(Some(change))).await;
+    }
+
+    /// Pushes the status changes held back whose second ended; forgets idle throttles.
+    async fn flush_statuses(&self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.status_pushes.retain(|_, throttle| {
+            if now.duration_since(throttle.last_push) < STATUS_PUSH_INTERVAL {
+                return true;
+            }
+            let Some(change) = throttle.pending.take() else {
+                return false;
+            };
+            throttle.last_push = now;
+            // Back to what subscribers saw last (away, busy, away): nothing to tell.
+            if change.status.status != throttle.pushed {
+                due.push(change);
+            }
+            true
+        });
+        for change in due {
+            isolated("status push", self.announce(Ok(Some(change)))).await;
+        }
+    }
+
     /// Pushes a status change on `org:<org>`.
     async fn announce(&self, change: Result<Option<StatusChange>, StateError>) {
         let change = match change {
@@ -290,6 +381,14 @@ impl PresenceService {
                 return;
             }
         };
+        // Whatever went out last (an offline, a reconnect) supersedes a held-back change.
+        if let Some(mut throttle) = self
+            .status_pushes
+            .get_mut(&(change.org.clone(), change.status.user.clone()))
+        {
+            throttle.pushed = change.status.status;
+            throttle.pending = None;
+        }
         let Ok(channel) = ChannelName::parse(&format!("org:{}", change.org)) else {
             return;
         };
@@ -325,8 +424,8 @@ impl PresenceService {
                 let Some(service) = weak.upgrade() else {
                     return;
                 };
-                service.refresh(&connections).await;
-                service.sweep().await;
+                isolated("presence refresh", service.refresh(&connections)).await;
+                isolated("presence sweep", service.sweep()).await;
             }
         });
         let weak = Arc::downgrade(self);
@@ -337,7 +436,8 @@ impl PresenceService {
                 let Some(service) = weak.upgrade() else {
                     return;
                 };
-                service.expire_typing().await;
+                isolated("typing expiry", service.expire_typing()).await;
+                isolated("status flush", service.flush_statuses()).await;
             }
         });
     }
@@ -468,19 +568,23 @@ impl PresenceService {
             }
         };
         for expired in expired {
-            match expired {
-                Expired::Left { channel, member } => {
-                    let join_leave = self
-                        .config
-                        .channel_rule(&channel)
-                        .is_some_and(|(_, options)| options.join_leave);
-                    if join_leave {
-                        let event = ChannelEvent::Leave(wire_member(&member, None));
-                        self.push(&channel, &event, None).await;
-                    }
+            isolated("presence sweep", self.report_expired(expired)).await;
+        }
+    }
+
+    async fn report_expired(&self, expired: Expired) {
+        match expired {
+            Expired::Left { channel, member } => {
+                let join_leave = self
+                    .config
+                    .channel_rule(&channel)
+                    .is_some_and(|(_, options)| options.join_leave);
+                if join_leave {
+                    let event = ChannelEvent::Leave(wire_member(&member, None));
+                    self.push(&channel, &event, None).await;
                 }
-                Expired::Offline(change) => self.announce(Ok(Some(change))).await,
             }
+            Expired::Offline(change) => self.announce(Ok(Some(change))).await,
         }
     }
 
@@ -495,9 +599,19 @@ impl PresenceService {
             }
             live
         });
+        self.typing_pushes
+            .retain(|_, pushed| now.duration_since(*pushed) < TYPING_PUSH_INTERVAL);
         for (channel, user) in ended {
-            self.stop_typing(&channel, &user, true).await;
+            isolated("typing expiry", self.stop_typing(&channel, &user, true)).await;
         }
+    }
+}
+
+/// Runs one entry's work in a background job: a panic there (a bug, or input that slipped
+/// past validation) is logged and skips the entry instead of ending the job for good.
+async fn isolated(what: &'static str, work: impl Future<Output = ()>) {
+    if AssertUnwindSafe(work).catch_unwind().await.is_err() {
+        tracing::error!(job = what, "presence job panicked on one entry; skipped it");
     }
 }
 
@@ -535,4 +649,73 @@ fn org_of(channel: &ChannelName) -> Option<&str> {
     (segments.next() == Some("org"))
         .then(|| segments.next())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use herald_protocol::Publication;
+
+    use super::*;
+    use crate::broker::BrokerError;
+    use crate::config::ConfigArgs;
+    use crate::state::MemoryState;
+
+    /// Panics on events that exclude user `bad` (as async-nats once did on a header value
+    /// with CR/LF); records the others' excluded users.
+    #[derive(Default)]
+    struct PanickingBroker {
+        pushed_for: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Broker for PanickingBroker {
+        async fn publish(&self, _: &Publication) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
+            if let Some(Exclude::User(user)) = &event.exclude {
+                assert_ne!(&**user, "bad", "a header value the broker cannot encode");
+                self.pushed_for.lock().unwrap().push(user.to_string());
+            }
+            Ok(())
+        }
+        async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn typing_expiry_survives_an_entry_that_panics() {
+        let broker = Arc::new(PanickingBroker::default());
+        let config = Config::load(&ConfigArgs::default()).unwrap();
+        let service = PresenceService::new(
+            Arc::new(MemoryState::new()),
+            broker.clone(),
+            Arc::new(config),
+            Arc::from("node"),
+        );
+        let channel = ChannelName::parse("org:acme:ch:general").unwrap();
+        let ran_out = Instant::now() - TYPING_TTL;
+        for user in ["bad", "good"] {
+            let typer = LocalTyper {
+                client: Arc::from(format!("{user}-client")),
+                last_update: ran_out,
+            };
+            service
+                .typing
+                .insert((channel.clone(), Arc::from(user)), typer);
+        }
+        service.expire_typing().await;
+        assert_eq!(*broker.pushed_for.lock().unwrap(), vec!["good".to_owned()]);
+        assert!(service.typing.is_empty(), "both indicators ended");
+    }
 }

@@ -200,6 +200,7 @@ impl Authenticator {
         if claims.sub.is_empty() || claims.sub.len() > 128 {
             return Err(AuthError::Invalid("sub must be 1-128 characters".into()));
         }
+        reject_control_characters(&claims)?;
         for pattern in &claims.channels {
             check_channel_pattern(pattern)?;
         }
@@ -279,6 +280,27 @@ impl Authenticator {
         let (_, encoding) = self.hmac.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, encoding).ok()
     }
+}
+
+/// Claims end up in NATS headers, Redis keys and logs, where a CR or LF would break the
+/// framing: no control characters in `sub`, `orgs` or `channels`.
+fn reject_control_characters(claims: &ConnectionPayload) -> Result<(), AuthError> {
+    let fields = [
+        ("sub", std::slice::from_ref(&claims.sub)),
+        ("orgs", &claims.orgs[..]),
+        ("channels", &claims.channels[..]),
+    ];
+    for (name, values) in fields {
+        if values
+            .iter()
+            .any(|value| value.chars().any(char::is_control))
+        {
+            return Err(AuthError::Invalid(format!(
+                "{name} must not contain control characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), KeyError> {

@@ -21,6 +21,8 @@ pub use nats::{NatsBroker, NatsError};
 pub enum BrokerError {
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    #[error("event cannot be encoded: {0}")]
+    Unencodable(String),
 }
 
 /// A presence event (`join`, `leave`, `typing`, `status`) for a channel's subscribers:

@@ -175,10 +175,17 @@ impl Broker for NatsBroker {
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(EVENT_HEADER, "1");
-        match &event.exclude {
-            Some(Exclude::User(user)) => headers.insert(EXCLUDE_USER_HEADER, user.as_ref()),
-            Some(Exclude::Client(client)) => headers.insert(EXCLUDE_CLIENT_HEADER, client.as_ref()),
-            None => {}
+        let exclude = match &event.exclude {
+            Some(Exclude::User(user)) => Some((EXCLUDE_USER_HEADER, user)),
+            Some(Exclude::Client(client)) => Some((EXCLUDE_CLIENT_HEADER, client)),
+            None => None,
+        };
+        if let Some((name, value)) = exclude {
+            // async-nats panics on a header value with CR or LF; its parser reports them.
+            let value: async_nats::HeaderValue = value
+                .parse()
+                .map_err(|_| BrokerError::Unencodable(format!("{name} value {value:?}")))?;
+            headers.insert(name, value);
         }
         let sent = self.client.publish_with_headers(
             event.channel.subject(NODE_SUBJECT_PREFIX),

@@ -9,7 +9,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::command::{ConnectRequest, parse_frame};
 use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
 use herald_protocol::{CloseCode, Command, ErrorCode, Method};
@@ -171,6 +171,16 @@ async fn handshake(
     loop {
         let mut commands = read_commands(node, stream, outbox, None).await?.into_iter();
         while let Some(command) = commands.next() {
+            // Before parsing errors: an invalid line costs a token like any command.
+            if limiter.check() != Verdict::Allow {
+                let id = match &command {
+                    Ok(command) => command.id,
+                    Err(error) => error.id,
+                };
+                let failure = Failure::code(ErrorCode::TooManyRequests);
+                refuse(outbox, id, failure, CloseCode::TooManyRequests);
+                return None;
+            }
             let command = match command {
                 Ok(command) => command,
                 Err(error) => {
@@ -178,11 +188,6 @@ async fn handshake(
                     continue;
                 }
             };
-            if limiter.check() != Verdict::Allow {
-                let failure = Failure::code(ErrorCode::TooManyRequests);
-                refuse(outbox, command.id, failure, CloseCode::TooManyRequests);
-                return None;
-            }
             let Method::Connect(request) = command.method else {
                 count_command(command.method.name(), Err(ErrorCode::Unauthorized));
                 let failure = Failure::new(ErrorCode::Unauthorized, "connect first");
@@ -345,21 +350,17 @@ impl Session {
 
     async fn handle(&mut self, command: Result<Command, herald_protocol::CommandError>) {
         let connection = self.connection().clone();
-        let command = match command {
-            Ok(command) => command,
-            Err(error) => {
-                count_command("invalid", Err(error.code));
-                connection.send(encode_error(error.id, error.code, &error.message));
-                return;
-            }
+        // Every line counts, also one that is not a valid command: each costs a reply.
+        let (id, method) = match &command {
+            Ok(command) => (command.id, command.method.name()),
+            Err(error) => (error.id, "invalid"),
         };
-        let method = command.method.name();
         match self.limiter.check() {
             Verdict::Allow => {}
             Verdict::Reject => {
                 count_command(method, Err(ErrorCode::TooManyRequests));
                 connection.send(encode_error(
-                    command.id,
+                    id,
                     ErrorCode::TooManyRequests,
                     "too many requests",
                 ));
@@ -371,7 +372,24 @@ impl Session {
                 return;
             }
         }
-        let answer = commands::dispatch(&self.node, &connection, command.id, command.method).await;
+        let command = match command {
+            Ok(command) => command,
+            Err(error) => {
+                count_command("invalid", Err(error.code));
+                connection.send(encode_error(error.id, error.code, &error.message));
+                return;
+            }
+        };
+        // A panic in a command must not end the session's task: its cleanup would never run
+        // and the connection would stay registered past its token's expiry.
+        let dispatch = commands::dispatch(&self.node, &connection, command.id, command.method);
+        let answer = match std::panic::AssertUnwindSafe(dispatch).catch_unwind().await {
+            Ok(answer) => answer,
+            Err(_) => {
+                tracing::error!(client = %connection.id, method, "command panicked");
+                Err(Failure::code(ErrorCode::Internal))
+            }
+        };
         match answer {
             Ok(Answer::Result(bytes)) => {
                 count_command(method, Ok(()));

@@ -420,3 +420,47 @@ impl Drop for RedisLink {
         self.cut();
     }
 }
+
+/// A typer whose `sub` held CR/LF once made async-nats panic on the exclude header, killing
+/// the session (no cleanup) and then the typing expiry job. Tokens with control characters
+/// are refused now; the broker must still fail such an event cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_header_nats_cannot_encode_is_an_error_not_a_panic() {
+    use herald_gateway::broker::{Broker, BrokerError, Event, Exclude, NatsBroker};
+    use herald_gateway::hub::Hub;
+    use herald_gateway::state::MemoryState;
+    use herald_protocol::ChannelName;
+
+    let nats = crate::backends::NatsServer::start().await;
+    let (hub, _idle) = Hub::new(Arc::new(MemoryState::new()), Duration::from_millis(100));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let broker = NatsBroker::connect(
+        &nats.url(),
+        "node-a",
+        hub,
+        crate::redis_state::LIMITS,
+        notify,
+    )
+    .await
+    .unwrap();
+    // The broker reports its connection through a flag only: poll it, bounded.
+    within("NATS connected", async {
+        while !broker.is_healthy() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let event = |user: &str| Event {
+        channel: ChannelName::parse("org:acme:ch:general").unwrap(),
+        push: bytes::Bytes::from_static(b"{}"),
+        exclude: Some(Exclude::User(Arc::from(user))),
+    };
+    let refused = within("publish", broker.publish_event(&event("eve\r\nX: y"))).await;
+    assert!(
+        matches!(refused, Err(BrokerError::Unencodable(_))),
+        "{refused:?}"
+    );
+    within("publish", broker.publish_event(&event("eve")))
+        .await
+        .expect("the broker still publishes");
+}

@@ -234,3 +234,21 @@ async fn a_client_that_does_not_answer_pings_is_closed_4202() {
     }
     assert!(saw_disconnect);
 }
+
+#[tokio::test]
+async fn invalid_lines_count_towards_the_command_rate_limit() {
+    // Default limit (100 a minute): one frame (under 64 KiB) of 3,000 lines that are no
+    // valid command: an unknown method, none, a bad id.
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    let garbage = [
+        r#"{"x":1}"#,
+        r#"{"id":7}"#,
+        r#"{"id":8,"noSuchMethod":{}}"#,
+        r#"{"id":"nine","ping":{}}"#,
+    ];
+    let frame: Vec<&str> = garbage.iter().copied().cycle().take(3_000).collect();
+    alice.send_text(frame.join("\n")).await.unwrap();
+    // The old code answered all 3,000 with an error each and kept the connection open.
+    assert_eq!(close_code(&alice).await, 4100);
+}

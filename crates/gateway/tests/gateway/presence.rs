@@ -1,8 +1,11 @@
 //! The shared presence suite against a standalone node (in-memory state).
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
-use crate::common::TestGateway;
+use herald_client::Client;
+
+use crate::common::{TestGateway, claims, error_code, within};
 use crate::presence_suite::{self as suite, Deployment};
 
 impl Deployment for TestGateway {
@@ -39,4 +42,105 @@ async fn typing_is_pushed_to_others_rate_limited_and_ends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_members_join_and_leave() {
     suite::a_thousand_members_join_and_leave(&TestGateway::start().await).await;
+}
+
+/// The `status` pushes about `user` among `pushes`.
+fn statuses_of<'a>(pushes: &'a [herald_client::Push], user: &str) -> Vec<&'a str> {
+    pushes
+        .iter()
+        .filter_map(|push| suite::status_of(push, user))
+        .collect()
+}
+
+#[tokio::test]
+async fn set_status_pushes_one_change_a_second_per_user_and_the_last_one_wins() {
+    let gateway = TestGateway::start().await;
+    let watcher = suite::connect(&gateway, 0, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        tabs.push(suite::connect(&gateway, 0, "alice").await);
+    }
+    suite::next_push(&watcher, "alice online", |p| {
+        suite::status_of(p, "alice").is_some()
+    })
+    .await;
+    // Twelve changes from three tabs in a burst, each one different from the one before.
+    let sent = ["away", "online", "busy"].repeat(4);
+    let started = Instant::now();
+    for (tab, status) in tabs.iter().cycle().zip(&sent) {
+        tab.set_status(status).await.unwrap();
+    }
+    let burst = started.elapsed();
+    let mut pushes = vec![
+        suite::next_push(&watcher, "alice's last status", |p| {
+            suite::status_of(p, "alice") == Some("busy")
+        })
+        .await,
+    ];
+    suite::marker(&gateway, "org:acme", 1).await;
+    pushes.extend(suite::pushes_until_marker(&watcher, 1).await);
+    let seen = statuses_of(&pushes, "alice");
+    assert_eq!(
+        seen.last(),
+        Some(&"busy"),
+        "the last status set wins: {seen:?}"
+    );
+    // The old code pushed all twelve.
+    let allowed = burst.as_secs() as usize + 2;
+    assert!(
+        seen.len() <= allowed,
+        "{} status pushes for a burst of 12 in {burst:?}: {seen:?}",
+        seen.len()
+    );
+}
+
+#[tokio::test]
+async fn typing_stop_does_not_let_the_next_start_through_early() {
+    let gateway = TestGateway::start().await;
+    let channel = "org:acme:ch:typing";
+    let alice = suite::connect(&gateway, 0, "alice").await;
+    alice.subscribe(channel).await.unwrap();
+    let bob = suite::connect(&gateway, 0, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+    alice.typing(channel, true).await.unwrap();
+    let push = suite::next_push(&bob, "alice typing", |p| p.typing.is_some()).await;
+    assert!(push.typing.unwrap().active);
+    let started = Instant::now();
+    for _ in 0..10 {
+        alice.typing(channel, false).await.unwrap();
+        alice.typing(channel, true).await.unwrap();
+    }
+    alice.typing(channel, false).await.unwrap();
+    let burst = started.elapsed();
+    suite::marker(&gateway, channel, 1).await;
+    let pushes = suite::pushes_until_marker(&bob, 1).await;
+    let typing: Vec<bool> = pushes
+        .iter()
+        .filter_map(|push| push.typing.as_ref().map(|typing| typing.active))
+        .collect();
+    assert_eq!(typing.last(), Some(&false), "the typer stopped: {typing:?}");
+    // One stop now, then at most a start and a stop per further second; the old code
+    // pushed all 21.
+    let allowed = 1 + 2 * burst.as_secs() as usize;
+    assert!(
+        typing.len() <= allowed,
+        "{} typing pushes for 21 updates in {burst:?}: {typing:?}",
+        typing.len()
+    );
+}
+
+#[tokio::test]
+async fn a_token_with_control_characters_in_its_claims_is_refused() {
+    let gateway = TestGateway::start().await;
+    let cases = [
+        claims("eve\r\nHerald-Exclude-User: bob", &["acme"], &[], 3600),
+        claims("eve", &["acme\n"], &[], 3600),
+        claims("eve", &["acme"], &["org:acme:\r*"], 3600),
+    ];
+    for claims in cases {
+        let token = gateway.sign(claims.clone());
+        let refused = within("connect", Client::connect(&gateway.ws_url, &token)).await;
+        assert_eq!(error_code(refused), 101, "{claims:?} accepted");
+    }
 }
