@@ -36,9 +36,11 @@ use crate::state::{
 
 /// At most one typing push a second per user and channel; extra updates only extend it.
 const TYPING_PUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// At most one `setStatus` change pushed a second per user and org; the last one held back
-/// goes out when the second ends.
+/// `setStatus` changes pushed per user and org: bursts of [`STATUS_PUSH_BURST`], then one a
+/// second; the last one held back goes out when a token is back.
 const STATUS_PUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Status pushes a user may make at once before the one-a-second rate applies.
+const STATUS_PUSH_BURST: f64 = 3.0;
 /// How often the node looks for typing indicators that ran out.
 const TYPING_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections refreshed per round trip.
@@ -48,15 +50,30 @@ const REFRESH_BATCH: usize = 1000;
 struct LocalTyper {
     client: Arc<str>,
     last_update: Instant,
+    /// A start held back by the push throttle (it came within a second of the last pushed
+    /// one): the typing job pushes it when the second ends, unless it stopped meanwhile.
+    deferred: Option<Typer>,
 }
 
-/// A user's `setStatus` pushes on one org, through this node.
+/// A user's `setStatus` pushes on one org, through this node: a token bucket of
+/// [`STATUS_PUSH_BURST`] refilled one a [`STATUS_PUSH_INTERVAL`], so a person toggling their
+/// status sees every change at once and a script flooding it gets one a second.
 struct StatusThrottle {
-    last_push: Instant,
+    tokens: f64,
+    refilled: Instant,
     /// The status subscribers last saw from this node.
     pushed: Status,
-    /// The latest change held back in the current second.
+    /// The latest change held back until the bucket has a token again.
     pending: Option<StatusChange>,
+}
+
+impl StatusThrottle {
+    fn refill(&mut self, now: Instant) {
+        let earned =
+            now.duration_since(self.refilled).as_secs_f64() / STATUS_PUSH_INTERVAL.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(STATUS_PUSH_BURST);
+        self.refilled = now;
+    }
 }
 
 pub struct PresenceService {
@@ -247,7 +264,11 @@ impl PresenceService {
         let user = connection.claims.sub.clone();
         let key = (channel.clone(), user.clone());
         if !active {
-            let was_local = self.typing.remove(&key).is_some();
+            // A deferred start was never pushed: dropping it is enough.
+            let was_local = self
+                .typing
+                .remove(&key)
+                .is_some_and(|(_, local)| local.deferred.is_none());
             let was_stored = self.state.stop_typing(channel, &user).await?;
             if was_local || was_stored {
                 self.push_typing(channel, &Typer { user, info: None }, false)
@@ -274,12 +295,15 @@ impl PresenceService {
             }
         };
         if throttled {
-            // Extends an indicator subscribers see; one stopped within the second stays
-            // stopped until the second ends, so start/stop cannot flood them.
-            if let Some(mut local) = self.typing.get_mut(&key) {
-                local.client = connection.id.clone();
-                local.last_update = now;
-            }
+            // Extends an indicator subscribers see; one stopped within the second starts
+            // again only when the second ends, so start/stop cannot flood them.
+            let mut local = self.typing.entry(key).or_insert_with(|| LocalTyper {
+                client: connection.id.clone(),
+                last_update: now,
+                deferred: Some(typer),
+            });
+            local.client = connection.id.clone();
+            local.last_update = now;
             return Ok(());
         }
         self.typing.insert(
@@ -287,6 +311,7 @@ impl PresenceService {
             LocalTyper {
                 client: connection.id.clone(),
                 last_update: now,
+                deferred: None,
             },
         );
         self.state.start_typing(channel, &typer).await?;
@@ -325,43 +350,45 @@ impl PresenceService {
     async fn announce_throttled(&self, change: StatusChange) {
         let now = Instant::now();
         let key = (change.org.clone(), change.status.user.clone());
-        match self.status_pushes.entry(key) {
-            Entry::Occupied(mut throttle)
-                if now.duration_since(throttle.get().last_push) < STATUS_PUSH_INTERVAL =>
-            {
-                throttle.get_mut().pending = Some(change);
-                return;
-            }
-            Entry::Occupied(mut throttle) => {
-                let throttle = throttle.get_mut();
-                throttle.last_push = now;
-                throttle.pending = None;
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(StatusThrottle {
-                    last_push: now,
+        {
+            let mut throttle = self
+                .status_pushes
+                .entry(key)
+                .or_insert_with(|| StatusThrottle {
+                    tokens: STATUS_PUSH_BURST,
+                    refilled: now,
                     pushed: change.status.status,
                     pending: None,
                 });
+            throttle.refill(now);
+            if throttle.tokens < 1.0 {
+                throttle.pending = Some(change);
+                return;
             }
+            throttle.tokens -= 1.0;
+            throttle.pending = None;
         }
         self.announce(Ok(Some(change))).await;
     }
 
-    /// Pushes the status changes held back whose second ended; forgets idle throttles.
+    /// Pushes the status changes held back once their user's budget allows; forgets idle
+    /// throttles.
     async fn flush_statuses(&self) {
         let now = Instant::now();
         let mut due = Vec::new();
         self.status_pushes.retain(|_, throttle| {
-            if now.duration_since(throttle.last_push) < STATUS_PUSH_INTERVAL {
+            throttle.refill(now);
+            let Some(change) = throttle.pending.take() else {
+                // Full again: nothing to remember.
+                return throttle.tokens < STATUS_PUSH_BURST;
+            };
+            if throttle.tokens < 1.0 {
+                throttle.pending = Some(change);
                 return true;
             }
-            let Some(change) = throttle.pending.take() else {
-                return false;
-            };
-            throttle.last_push = now;
             // Back to what subscribers saw last (away, busy, away): nothing to tell.
             if change.status.status != throttle.pushed {
+                throttle.tokens -= 1.0;
                 due.push(change);
             }
             true
@@ -604,6 +631,25 @@ impl PresenceService {
         for (channel, user) in ended {
             isolated("typing expiry", self.stop_typing(&channel, &user, true)).await;
         }
+        // Starts held back by the throttle whose second has ended.
+        let mut due = Vec::new();
+        for mut local in self.typing.iter_mut() {
+            if local.deferred.is_some() && !self.typing_pushes.contains_key(local.key()) {
+                let typer = local.deferred.take();
+                due.extend(typer.map(|typer| (local.key().0.clone(), typer)));
+            }
+        }
+        for (channel, typer) in due {
+            self.typing_pushes
+                .insert((channel.clone(), typer.user.clone()), now);
+            isolated("deferred typing start", async {
+                if let Err(error) = self.state.start_typing(&channel, &typer).await {
+                    tracing::warn!(%channel, %error, "typing start failed");
+                }
+                self.push_typing(&channel, &typer, true).await;
+            })
+            .await;
+        }
     }
 }
 
@@ -709,6 +755,7 @@ mod tests {
             let typer = LocalTyper {
                 client: Arc::from(format!("{user}-client")),
                 last_update: ran_out,
+                deferred: None,
             };
             service
                 .typing

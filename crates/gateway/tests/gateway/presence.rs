@@ -53,7 +53,7 @@ fn statuses_of<'a>(pushes: &'a [herald_client::Push], user: &str) -> Vec<&'a str
 }
 
 #[tokio::test]
-async fn set_status_pushes_one_change_a_second_per_user_and_the_last_one_wins() {
+async fn set_status_pushes_are_throttled_per_user_and_the_last_one_wins() {
     let gateway = TestGateway::start().await;
     let watcher = suite::connect(&gateway, 0, "watcher").await;
     watcher.subscribe("org:acme").await.unwrap();
@@ -86,8 +86,8 @@ async fn set_status_pushes_one_change_a_second_per_user_and_the_last_one_wins() 
         Some(&"busy"),
         "the last status set wins: {seen:?}"
     );
-    // The old code pushed all twelve.
-    let allowed = burst.as_secs() as usize + 2;
+    // The old code pushed all twelve: now a burst of three, one a second, and the last.
+    let allowed = burst.as_secs() as usize + 4;
     assert!(
         seen.len() <= allowed,
         "{} status pushes for a burst of 12 in {burst:?}: {seen:?}",
@@ -143,4 +143,23 @@ async fn a_token_with_control_characters_in_its_claims_is_refused() {
         let refused = within("connect", Client::connect(&gateway.ws_url, &token)).await;
         assert_eq!(error_code(refused), 101, "{claims:?} accepted");
     }
+}
+
+#[tokio::test]
+async fn a_typing_start_held_back_after_a_stop_is_pushed_when_its_second_ends() {
+    let gateway = TestGateway::start().await;
+    let channel = "org:acme:ch:typing-again";
+    let alice = suite::connect(&gateway, 0, "alice").await;
+    alice.subscribe(channel).await.unwrap();
+    let bob = suite::connect(&gateway, 0, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+    for active in [true, false] {
+        alice.typing(channel, active).await.unwrap();
+        let push = suite::next_push(&bob, "alice's typing update", |p| p.typing.is_some()).await;
+        assert_eq!(push.typing.unwrap().active, active);
+    }
+    // Sent a message, typing the next one at once: not lost to the throttle.
+    alice.typing(channel, true).await.unwrap();
+    let push = suite::next_push(&bob, "alice typing again", |p| p.typing.is_some()).await;
+    assert!(push.typing.unwrap().active);
 }
