@@ -766,6 +766,19 @@ mod tests {
             Subscriber { registration }
         }
 
+        /// A subscriber that got offset 1 and then 3: 2 is in history, never delivered.
+        async fn gap(&self) -> Subscriber {
+            let first = self.append().await;
+            let epoch = first.epoch.to_string();
+            let mut subscriber = self.subscriber("a", 0, &epoch);
+            subscriber.drain();
+            let _lost = self.append().await;
+            let third = self.append().await;
+            self.hub.deliver(first);
+            self.hub.deliver(third);
+            subscriber
+        }
+
         /// Appends to history and returns the stored publication (not delivered).
         async fn append(&self) -> Publication {
             let append = Append {
@@ -813,14 +826,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fills_a_gap_from_history_after_the_wait() {
         let fixture = fixture();
-        let first = fixture.append().await;
-        let epoch = first.epoch.to_string();
-        let mut subscriber = fixture.subscriber("a", 0, &epoch);
-        subscriber.drain();
-        let _lost = fixture.append().await;
-        let third = fixture.append().await;
-        fixture.hub.deliver(first);
-        fixture.hub.deliver(third);
+        let mut subscriber = fixture.gap().await;
         assert_eq!(subscriber.offsets(), vec![1], "3 waits for 2");
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(subscriber.offsets(), vec![2, 3]);
@@ -960,14 +966,7 @@ mod tests {
                 failing: failing.clone(),
             })
         });
-        let first = fixture.append().await;
-        let epoch = first.epoch.to_string();
-        let mut subscriber = fixture.subscriber("a", 0, &epoch);
-        subscriber.drain();
-        let _lost = fixture.append().await;
-        let third = fixture.append().await;
-        fixture.hub.deliver(first);
-        fixture.hub.deliver(third);
+        let subscriber = fixture.gap().await;
         (fixture, failing, subscriber)
     }
 

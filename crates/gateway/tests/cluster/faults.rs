@@ -202,8 +202,8 @@ async fn lost_redis_state_is_reported_and_a_stopped_redis_fails_publishes() {
 async fn a_slow_redis_during_a_gap_fill_is_retried_not_reported_lost() {
     let nats = NatsServer::start().await;
     let redis = RedisServer::start().await;
-    // A second of gap wait, so Redis is surely asleep when node-b reads the gap.
-    let settings = [("HERALD_GAP_WAIT_MS", "1000")];
+    // Two seconds of gap wait, so Redis is surely paused when node-b reads the gap.
+    let settings = [("HERALD_GAP_WAIT_MS", "2000")];
     let a = Node::start_with("node-a", &nats, &redis, &settings).await;
     let b = Node::start_with("node-b", &nats, &redis, &settings).await;
     let channel = "org:acme:ch:slow";
@@ -221,9 +221,9 @@ async fn a_slow_redis_during_a_gap_fill_is_retried_not_reported_lost() {
         .await
         .unwrap();
     a.publish(&mut grpc, channel, 3, "").await.unwrap();
-    // Every client's commands wait 4 s: longer than a command's 2 s timeout.
+    // Every client's commands wait 6 s: from before node-b's read (2 s) past its 2 s timeout.
     assert_eq!(
-        redis.command(&["CLIENT", "PAUSE", "4000", "ALL"]).await,
+        redis.command(&["CLIENT", "PAUSE", "6000", "ALL"]).await,
         "OK"
     );
     let received = follower
