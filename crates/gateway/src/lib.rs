@@ -3,6 +3,7 @@
 //! `server` binds and runs a node; everything else is one concern a module, as listed in
 //! the README's architecture section.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod broker;

@@ -63,9 +63,23 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// After `serve` returns, how long tasks still running on blocking threads (a DNS lookup,
+/// say) may delay the exit.
+const BLOCKING_TASKS_GRACE: Duration = Duration::from_secs(1);
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run(Cli::parse()));
+    // Dropping the runtime would wait for blocking tasks without limit, past the drain.
+    runtime.shutdown_timeout(BLOCKING_TASKS_GRACE);
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Serve { dev, config } => serve(dev, &config).await,
         Command::Config { print_env, config } => {
             let config = Config::load(&config)?;

@@ -49,6 +49,13 @@ pub const REDIS_ERRORS: &str = "herald_redis_errors_total";
 /// Periodic position checks that found undelivered publications (counter).
 pub const POSITION_CHECK_CATCHUPS: &str = "herald_position_check_catchups_total";
 
+/// HTTP connections that have not authenticated yet: from accept to the end of the
+/// WebSocket or SSE handshake, or to their close (gauge).
+pub const PENDING_CONNECTIONS: &str = "herald_pending_connections";
+/// New connections closed at accept because the pending budget was full, by `cap`
+/// (`node` or `address`) (counter).
+pub const PENDING_REFUSED: &str = "herald_pending_refused_total";
+
 const PUBLISH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
@@ -76,6 +83,7 @@ pub fn install() -> PrometheusHandle {
             // alerts that use increase() see a node's first slow consumer or lost gap.
             gauge!(CONNECTIONS).set(0.0);
             gauge!(SUBSCRIPTIONS).set(0.0);
+            gauge!(PENDING_CONNECTIONS).set(0.0);
             for counter in [
                 SLOW_CONSUMER_CLOSES,
                 DUPLICATES_DROPPED,
@@ -136,6 +144,14 @@ fn describe() {
     describe_gauge!(NATS_SUBSCRIPTIONS, "NATS subject subscriptions held.");
     describe_histogram!(REDIS_DURATION, Unit::Seconds, "Redis calls, by operation.");
     describe_counter!(REDIS_ERRORS, "Redis calls that failed, by operation.");
+    describe_gauge!(
+        PENDING_CONNECTIONS,
+        "Connections not authenticated yet (accept to end of handshake)."
+    );
+    describe_counter!(
+        PENDING_REFUSED,
+        "Connections closed at accept, pending budget full, by cap (node, address)."
+    );
     describe_counter!(
         POSITION_CHECK_CATCHUPS,
         "Periodic position checks that found undelivered publications."

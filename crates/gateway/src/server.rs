@@ -1,7 +1,14 @@
 //! Binds the three listeners (HTTP with WebSocket and health, gRPC, metrics), serves them,
 //! and drains on shutdown: not ready for the whole drain window, new connections closed
 //! with 4200 at once, existing ones closed with 4200 spread over the window with jitter,
-//! then exit.
+//! then exit. Whatever is still open when the drain's grace ends is dropped, so a client
+//! that trickles a request or never answers a close cannot keep the process alive.
+//!
+//! The HTTP and metrics ports run their own accept loop over hyper's HTTP/1.1 server (not
+//! `axum::serve`, which has no timer): a request head must arrive within the header-read
+//! timeout, which hyper also applies to a keep-alive connection waiting for its next
+//! request, and is bounded in size. On the HTTP port every accepted connection takes a
+//! slot of the pending budget ([`crate::admission`]), or is closed at once.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,8 +19,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use herald_protocol::CloseCode;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -21,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{PendingBudget, PendingSlot};
 use crate::config::Config;
 use crate::node::Node;
 use crate::ws::{self, HttpState};
@@ -40,8 +48,16 @@ pub enum ServerError {
     Serve { name: &'static str, message: String },
 }
 
-/// Extra time after the drain window for the last closes to flush.
+/// Extra time after the drain window for the last closes to flush; then whatever is left
+/// is dropped.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Largest request head (request line and headers) on the HTTP and metrics ports; hyper
+/// answers 431 past it. Room for a token in the query and in a cookie, with headroom.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Server {
     node: Arc<Node>,
@@ -110,13 +126,26 @@ impl Server {
             prometheus,
         } = self;
         let stop = CancellationToken::new();
+        // Cancelled when the drain's grace ends: every HTTP connection and session still
+        // open is dropped.
+        let force = CancellationToken::new();
         let sessions = TaskTracker::new();
-        let max = node.config.limits.max_connections;
+        let connections = TaskTracker::new();
+        let limits = &node.config.limits;
+        let max = limits.max_connections;
         let http_state = HttpState {
             node: node.clone(),
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
             tracker: sessions.clone(),
             sse: Arc::default(),
+            closed: force.clone(),
+        };
+        let pending = PendingBudget::new(limits.max_pending_connections, limits.max_pending_per_ip);
+        let http_options = HttpOptions {
+            header_read_timeout: limits.header_read_timeout,
+            stop: stop.clone(),
+            force: force.clone(),
+            connections: connections.clone(),
         };
         let mut http_app = Router::new()
             .route("/ws", get(ws::upgrade))
@@ -134,18 +163,30 @@ impl Server {
             get(move || std::future::ready(prometheus.render())),
         );
 
-        let http_task = tokio::spawn(serve_http(http, http_app, stop.clone()));
-        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, stop.clone()));
+        let http_task = tokio::spawn(serve_http(
+            http,
+            http_app,
+            Some(pending),
+            http_options.clone(),
+        ));
+        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, None, http_options));
         let grpc_stop = stop.clone();
-        let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(api::service(node.clone()))
-                .serve_with_incoming_shutdown(
-                    // Nagle would hold small replies for the client's delayed ACK (~40 ms).
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    grpc_stop.cancelled_owned(),
-                ),
-        );
+        let grpc_done = CancellationToken::new();
+        let grpc_serve = tonic::transport::Server::builder()
+            .add_service(api::service(node.clone()))
+            .serve_with_incoming_shutdown(
+                // Nagle would hold small replies for the client's delayed ACK (~40 ms).
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_stop.cancelled_owned(),
+            );
+        let grpc_task = tokio::spawn({
+            let grpc_done = grpc_done.clone();
+            async move {
+                let result = grpc_serve.await;
+                grpc_done.cancel();
+                result
+            }
+        });
         let mode = if node.config.is_cluster() {
             "cluster (NATS + Redis)"
         } else {
@@ -154,9 +195,34 @@ impl Server {
         tracing::info!(node = %node.id, http = %node.config.http_addr, mode, "serving");
 
         shutdown.await;
-        drain(&node, &sessions).await;
+        drain(&node).await;
+        // The window is over: stop accepting, let idle keep-alive connections go and
+        // in-flight requests finish, for at most the grace; then drop what is left.
         stop.cancel();
+        sessions.close();
+        connections.close();
+        let settled = async {
+            sessions.wait().await;
+            connections.wait().await;
+            grpc_done.cancelled().await;
+        };
+        if tokio::time::timeout(DRAIN_GRACE, settled).await.is_err() {
+            tracing::warn!(
+                sessions = sessions.len(),
+                connections = connections.len(),
+                "closing what is still open after the drain window and its grace"
+            );
+        }
+        force.cancel();
+        // Nor is a gRPC call still running (a client holding a stream open).
+        if !grpc_task.is_finished() {
+            grpc_task.abort();
+        }
         let (http, metrics, grpc) = tokio::join!(http_task, metrics_task, grpc_task);
+        let grpc = match grpc {
+            Err(error) if error.is_cancelled() => Ok(Ok(())),
+            other => other,
+        };
         for (name, result) in [
             ("HTTP", http.map_err(|e| e.to_string()).and_then(|r| r)),
             (
@@ -177,20 +243,78 @@ impl Server {
     }
 }
 
+/// What the HTTP and metrics accept loops share.
+#[derive(Clone)]
+struct HttpOptions {
+    header_read_timeout: Duration,
+    /// Stop accepting; shut connections down gracefully.
+    stop: CancellationToken,
+    /// Drop every connection still open.
+    force: CancellationToken,
+    connections: TaskTracker,
+}
+
+/// Accepts and serves HTTP/1.1 connections (with upgrades) until `stop`. With a pending
+/// budget, a connection over it is closed at once, before anything is read: the cheapest
+/// answer, and a client cannot tell it from a network failure, which it retries anyway.
 async fn serve_http(
     listener: TcpListener,
     app: Router,
-    stop: CancellationToken,
+    pending: Option<Arc<PendingBudget>>,
+    options: HttpOptions,
 ) -> Result<(), String> {
-    // Pushes are small and latency-sensitive: without TCP_NODELAY, Nagle holds a push that
-    // follows a reply until the client's delayed ACK (up to 40 ms).
-    let listener = listener.tap_io(|tcp| {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES)
+        .keep_alive(true);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = options.stop.cancelled() => return Ok(()),
+        };
+        let permit = match pending.as_ref().map(|budget| budget.admit(peer.ip())) {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(refusal)) => {
+                tracing::debug!(%peer, %refusal, "connection closed at accept");
+                continue;
+            }
+        };
+        // Pushes are small and latency-sensitive: without TCP_NODELAY, Nagle holds a push
+        // that follows a reply until the client's delayed ACK (up to 40 ms).
         let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .map_err(|e| e.to_string())
+        let slot = PendingSlot::new(permit);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(slot.clone());
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let (stop, force) = (options.stop.clone(), options.force.clone());
+        options.connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+                () = force.cancelled() => return,
+            }
+            tokio::select! {
+                _ = connection => {}
+                () = force.cancelled() => {}
+            }
+        });
+    }
 }
 
 /// Browsers on another origin may use the SSE fallback (`fetch` with an `Authorization`
@@ -228,7 +352,7 @@ async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
 /// when the whole window has passed (and the sessions have ended, or the grace is over):
 /// until then the listeners stay open, `/readyz` answers 503 and new connections are
 /// closed 4200 at once, so a load balancer sees the node leave before its port does.
-async fn drain(node: &Arc<Node>, sessions: &TaskTracker) {
+async fn drain(node: &Arc<Node>) {
     let window = node.config.drain;
     node.start_draining();
     let started = tokio::time::Instant::now();
@@ -255,14 +379,4 @@ async fn drain(node: &Arc<Node>, sessions: &TaskTracker) {
     // Not at the last scheduled close: the window is what the operator promised the
     // load balancer (and Kubernetes) to keep answering 503 for.
     tokio::time::sleep_until(started + window).await;
-    sessions.close();
-    if tokio::time::timeout(DRAIN_GRACE, sessions.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            left = sessions.len(),
-            "sessions still open after the drain window"
-        );
-    }
 }

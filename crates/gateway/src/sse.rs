@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::ws::Message;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use futures_util::{SinkExt, Stream, StreamExt, stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
+use crate::admission::PendingSlot;
 use crate::config::random_token;
 use crate::metrics;
 use crate::session::{self, Upgrade};
@@ -43,13 +44,20 @@ pub struct SseSessions {
 /// `GET /sse`: opens a session and streams its frames.
 pub async fn stream(
     State(state): State<HttpState>,
+    Extension(slot): Extension<PendingSlot>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
     let node = state.node.clone();
-    let (token, permit) = match admit(&state, &headers, &query) {
-        Ok(admitted) => admitted,
+    let token = match admit(&state, &headers, &query) {
+        Ok(token) => token,
         Err(refusal) => return refuse(&refusal),
+    };
+    // The connection stays pending, now as this session's, until its handshake ends.
+    let upgrade = Upgrade {
+        token,
+        pending: slot.take(),
+        permits: state.permits.clone(),
     };
     let id: Arc<str> = Arc::from(random_token(24));
     let (commands, incoming) = mpsc::channel::<Message>(INCOMING_QUEUE);
@@ -62,8 +70,8 @@ pub async fn stream(
     let reader = stream::poll_fn(move |cx| incoming.poll_recv(cx)).map(Ok);
     let sessions = state.sse.clone();
     let session_id = id.clone();
-    state.tracker.spawn(async move {
-        session::run_transport(node, sink, reader, Upgrade { token, permit }).await;
+    state.spawn_session(async move {
+        session::run_transport(node, sink, reader, upgrade).await;
         sessions.by_id.remove(&session_id);
     });
 
@@ -128,7 +136,7 @@ fn refuse(refusal: &Refusal) -> Response {
 pub async fn rpc(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(commands) = query
         .get("session")
@@ -139,9 +147,16 @@ pub async fn rpc(
     };
     // Up to twice the limit goes to the session, which closes 4009 as it would a WebSocket
     // (so the client learns the same way); far over it is refused before it is buffered.
-    if body.len() > state.node.config.limits.max_message_bytes.saturating_mul(2) {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response();
-    }
+    // A body trickled slower than the header-read timeout allows is cut off.
+    let limits = &state.node.config.limits;
+    let read = axum::body::to_bytes(body, limits.max_message_bytes.saturating_mul(2));
+    let body = match tokio::time::timeout(limits.header_read_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response();
+        }
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+    };
     // Not UTF-8 is what a binary frame is on the JSON subprotocol: closed 4000.
     let message = match String::from_utf8(body.to_vec()) {
         Ok(text) => Message::Text(text.into()),

@@ -1,6 +1,7 @@
-//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist and the node's connection
-//! limit, picks the subprotocol, takes a token from the request if there is one, and hands
-//! the socket to a session. Refusals after the upgrade are close codes, because a browser
+//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol,
+//! takes a token from the request if there is one, and hands the socket to a session, with
+//! the connection's pending slot (released when its handshake ends) and the node's
+//! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade are close codes, because a browser
 //! cannot read the status of a failed upgrade (and the SDK would take two failed upgrades
 //! for a proxy that blocks WebSocket). A draining node refuses the same way, with 4200.
 
@@ -8,14 +9,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
 use herald_protocol::reply::encode_disconnect;
 use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
+use crate::admission::PendingSlot;
 use crate::metrics;
 use crate::node::Node;
 use crate::session::{self, Upgrade};
@@ -24,11 +27,29 @@ use crate::session::{self, Upgrade};
 #[derive(Clone)]
 pub struct HttpState {
     pub node: Arc<Node>,
-    /// One permit per connection when the node has a connection limit.
+    /// One permit per authenticated connection when the node has a connection limit.
     pub permits: Option<Arc<Semaphore>>,
     pub tracker: tokio_util::task::TaskTracker,
     /// Open sessions of the SSE fallback.
     pub sse: Arc<crate::sse::SseSessions>,
+    /// Cancelled when the drain's grace is over: sessions still running are dropped.
+    pub closed: CancellationToken,
+}
+
+impl HttpState {
+    /// Runs a session's task, tracked for the drain and dropped when the grace is over.
+    pub(crate) fn spawn_session(
+        &self,
+        session: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let closed = self.closed.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = session => {}
+                () = closed.cancelled() => {}
+            }
+        });
+    }
 }
 
 /// Why a new connection is closed at once.
@@ -36,44 +57,34 @@ pub(crate) enum Refusal {
     Origin,
     /// The node is draining: reconnect now, to another node.
     Draining,
-    Full,
 }
 
-/// Checks a new connection (WebSocket or SSE) against the Origin allowlist and the node's
-/// connection limit, and takes the token the request carries, if any.
+/// Checks a new connection (WebSocket or SSE) against the Origin allowlist, and takes the
+/// token the request carries, if any. The node's connection limit is checked by `connect`,
+/// so sockets that never authenticate cannot fill it.
 pub(crate) fn admit(
     state: &HttpState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<(Option<String>, Option<OwnedSemaphorePermit>), Refusal> {
+) -> Result<Option<String>, Refusal> {
     let node = &state.node;
     if !origin_allowed(&node.config.allowed_origins, headers) {
         return Err(Refusal::Origin);
     }
-    // Before the connection limit: a full node that is draining says "go elsewhere now",
-    // not "back off".
     if node.is_draining() {
         return Err(Refusal::Draining);
     }
-    let permit = match state.permits.as_ref() {
-        None => None,
-        Some(permits) => Some(
-            permits
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| Refusal::Full)?,
-        ),
-    };
     // A cookie rides along with any site's request, so it only counts as a token behind an
     // explicit Origin allowlist (matched above): with none, or with `*`, any page could open
     // a connection as the user (cross-site WebSocket hijacking). `*` follows CORS, where a
     // wildcard never carries credentials.
     let cookies_allowed = allowlist_is_explicit(&node.config.allowed_origins);
-    Ok((token_from(headers, query, cookies_allowed), permit))
+    Ok(token_from(headers, query, cookies_allowed))
 }
 
 pub async fn upgrade(
     State(state): State<HttpState>,
+    Extension(slot): Extension<PendingSlot>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -91,15 +102,28 @@ pub async fn upgrade(
         .max_frame_size(limits.max_message_bytes.saturating_mul(2));
 
     let admitted = admit(&state, &headers, &query);
+    // The connection stays pending, now as this session's, until its handshake ends.
+    let pending = slot.take();
     let node = node.clone();
-    let tracker = state.tracker.clone();
+    let permits = state.permits.clone();
     upgrade.on_upgrade(move |socket| {
-        tracker.track_future(async move {
+        state.spawn_session(async move {
             match admitted {
-                Ok((token, permit)) => session::run(node, socket, Upgrade { token, permit }).await,
-                Err(refusal) => refuse(socket, refusal).await,
+                Ok(token) => {
+                    let upgrade = Upgrade {
+                        token,
+                        pending,
+                        permits,
+                    };
+                    session::run(node, socket, upgrade).await
+                }
+                Err(refusal) => {
+                    drop(pending);
+                    refuse(socket, refusal).await
+                }
             }
-        })
+        });
+        std::future::ready(())
     })
 }
 
@@ -109,7 +133,6 @@ impl Refusal {
         match self {
             Refusal::Origin => CloseCode::ForbiddenOrigin,
             Refusal::Draining => CloseCode::Shutdown,
-            Refusal::Full => CloseCode::ConnectionLimit,
         }
     }
 
@@ -122,7 +145,7 @@ impl Refusal {
                 let code = self.close_code();
                 Some(encode_disconnect(code, code.reason()))
             }
-            Refusal::Origin | Refusal::Full => None,
+            Refusal::Origin => None,
         }
     }
 }

@@ -83,7 +83,16 @@ pub struct ConfigArgs {
     /// Seconds to wait for a pong before closing 4202 [default: 20]
     #[arg(long, env = "HERALD_PONG_TIMEOUT_SECONDS")]
     pub pong_timeout_seconds: Option<String>,
-    /// Seconds from upgrade to a valid token before closing 4001 [default: 10]
+    /// Seconds from upgrade to a valid token before closing 4001 [default: 5]
     #[arg(long, env = "HERALD_CONNECT_TIMEOUT_SECONDS")]
     pub connect_timeout_seconds: Option<String>,
+    /// Connections not authenticated yet (accept to `connect`) per node, 0 = unlimited [default: 1000]
+    #[arg(long, env = "HERALD_MAX_PENDING_CONNECTIONS")]
+    pub max_pending_connections: Option<String>,
+    /// Connections not authenticated yet per client IP (IPv6: per /64), 0 = unlimited [default: 32]
+    #[arg(long, env = "HERALD_MAX_PENDING_PER_IP")]
+    pub max_pending_per_ip: Option<String>,
+    /// Seconds to receive a request head, and longest idle keep-alive, on the HTTP and metrics ports [default: 5]
+    #[arg(long, env = "HERALD_HEADER_READ_TIMEOUT_SECONDS")]
+    pub header_read_timeout_seconds: Option<String>,
 }

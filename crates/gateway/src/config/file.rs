@@ -40,6 +40,9 @@ pub(super) struct FileConfig {
     pub ping_interval_seconds: Option<u64>,
     pub pong_timeout_seconds: Option<u64>,
     pub connect_timeout_seconds: Option<u64>,
+    pub max_pending_connections: Option<usize>,
+    pub max_pending_per_ip: Option<usize>,
+    pub header_read_timeout_seconds: Option<u64>,
     #[serde(default)]
     pub namespaces: Namespaces,
 }

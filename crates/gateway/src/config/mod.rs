@@ -162,8 +162,17 @@ pub struct Limits {
     pub ping_interval: Duration,
     #[serde(rename = "pong_timeout_seconds", serialize_with = "as_secs")]
     pub pong_timeout: Duration,
+    /// From upgrade to a successful `connect` (the handshake).
     #[serde(rename = "connect_timeout_seconds", serialize_with = "as_secs")]
     pub connect_timeout: Duration,
+    /// Connections not authenticated yet, per node; 0 = unlimited.
+    pub max_pending_connections: usize,
+    /// Connections not authenticated yet, per client IP (IPv6: per /64); 0 = unlimited.
+    pub max_pending_per_ip: usize,
+    /// To receive a request head on the HTTP and metrics ports; also the longest a
+    /// keep-alive connection waits idle for its next request.
+    #[serde(rename = "header_read_timeout_seconds", serialize_with = "as_secs")]
+    pub header_read_timeout: Duration,
 }
 
 impl Limits {
@@ -287,7 +296,25 @@ impl Config {
                 "HERALD_CONNECT_TIMEOUT_SECONDS",
                 &args.connect_timeout_seconds,
                 file.connect_timeout_seconds,
-                10,
+                5,
+            )?,
+            max_pending_connections: pick.value(
+                "HERALD_MAX_PENDING_CONNECTIONS",
+                &args.max_pending_connections,
+                file.max_pending_connections,
+                1000,
+            )?,
+            max_pending_per_ip: pick.value(
+                "HERALD_MAX_PENDING_PER_IP",
+                &args.max_pending_per_ip,
+                file.max_pending_per_ip,
+                32,
+            )?,
+            header_read_timeout: pick.secs(
+                "HERALD_HEADER_READ_TIMEOUT_SECONDS",
+                &args.header_read_timeout_seconds,
+                file.header_read_timeout_seconds,
+                5,
             )?,
         };
         let mut namespaces = namespace::default_namespaces();
@@ -403,6 +430,12 @@ impl Config {
                 "HERALD_PING_INTERVAL_SECONDS",
                 "ping interval and pong timeout must be at least 1",
             );
+        }
+        if self.limits.connect_timeout.is_zero() {
+            return invalid("HERALD_CONNECT_TIMEOUT_SECONDS", "must be at least 1");
+        }
+        if self.limits.header_read_timeout.is_zero() {
+            return invalid("HERALD_HEADER_READ_TIMEOUT_SECONDS", "must be at least 1");
         }
         match (&self.nats_url, &self.redis_url) {
             (Some(_), None) => {

@@ -13,9 +13,10 @@ use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::command::{ConnectRequest, parse_frame};
 use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
 use herald_protocol::{CloseCode, Command, ErrorCode, Method};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::admission::PendingPermit;
 use crate::auth::AuthError;
 use crate::connections::{Connection, Outbox, Registration};
 use crate::metrics;
@@ -33,8 +34,11 @@ const COALESCE_BYTES: usize = 16 * 1024;
 pub struct Upgrade {
     /// A token from `Authorization: Bearer`, `?token=` or the `herald_token` cookie.
     pub token: Option<String>,
-    /// Held while the connection lives: the node's connection limit.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The connection's slot in the pending budget, released when the handshake ends.
+    pub pending: Option<PendingPermit>,
+    /// The node's connection limit: a successful `connect` takes a permit, held while the
+    /// connection lives.
+    pub permits: Option<Arc<Semaphore>>,
 }
 
 /// A command's failure, as the client sees it.
@@ -91,10 +95,15 @@ pub async fn run_transport(
     let outbox = Arc::new(Outbox::new(limits.client_queue_bytes));
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
     let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
+    let Upgrade {
+        token,
+        pending,
+        permits,
+    } = upgrade;
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
     // Boxed: the handshake's state would otherwise stay part of every idle session's task.
     let handshake = tokio::select! {
-        result = Box::pin(handshake(&node, &mut stream, &outbox, upgrade.token)) => result,
+        result = Box::pin(handshake(&node, &mut stream, &outbox, token, permits.as_ref())) => result,
         () = connect_timeout => {
             outbox.close(CloseCode::Unauthorized);
             None
@@ -105,6 +114,8 @@ pub async fn run_transport(
         }
         _ = &mut writer => None,
     };
+    // Authenticated, or on its way out: no longer pending either way.
+    drop(pending);
     // The drain closes the connections registered when it starts; one whose handshake
     // completes after that (or in the same instant) is closed here, at once, the same way.
     let handshake = handshake.filter(|_| {
@@ -114,7 +125,9 @@ pub async fn run_transport(
         }
         !draining
     });
-    if let Some((registration, limiter, rest)) = handshake {
+    let mut permit = None;
+    if let Some((registration, limiter, rest, node_permit)) = handshake {
+        permit = node_permit;
         node.presence.opened(&registration.connection).await;
         let mut session = Session {
             node: node.clone(),
@@ -128,7 +141,7 @@ pub async fn run_transport(
         session.read(&mut stream, &mut writer).await;
         Box::pin(session.cleanup()).await;
     }
-    drop(upgrade.permit);
+    drop(permit);
     outbox.finish();
     // The selects above may have already polled the writer to completion; a JoinHandle
     // must not be awaited again after that.
@@ -159,6 +172,15 @@ pub(crate) async fn await_close_reply(
 /// Commands of one frame, as parsed.
 type Commands = Vec<Result<Command, herald_protocol::CommandError>>;
 
+/// A completed handshake: the registration, the session's rate limiter, the commands that
+/// followed `connect` in its frame, and the node connection-limit permit.
+type Handshake = (
+    Registration,
+    RateLimiter,
+    Commands,
+    Option<OwnedSemaphorePermit>,
+);
+
 /// Reads until a valid `connect`. Returns the registered connection and the commands that
 /// followed `connect` in its frame, or `None` after closing it.
 async fn handshake(
@@ -166,7 +188,8 @@ async fn handshake(
     stream: &mut impl Incoming,
     outbox: &Arc<Outbox>,
     upgrade_token: Option<String>,
-) -> Option<(Registration, RateLimiter, Commands)> {
+    permits: Option<&Arc<Semaphore>>,
+) -> Option<Handshake> {
     let mut limiter = RateLimiter::per_minute(node.config.limits.commands_per_minute);
     loop {
         let mut commands = read_commands(node, stream, outbox, None).await?.into_iter();
@@ -194,11 +217,11 @@ async fn handshake(
                 refuse(outbox, command.id, failure, CloseCode::Unauthorized);
                 return None;
             };
-            return match connect(node, outbox, request, upgrade_token) {
-                Ok((registration, result)) => {
+            return match connect(node, outbox, request, upgrade_token, permits) {
+                Ok((registration, result, permit)) => {
                     count_command("connect", Ok(()));
                     outbox.send(encode_result(command.id, &result));
-                    Some((registration, limiter, commands.collect()))
+                    Some((registration, limiter, commands.collect(), permit))
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));
@@ -221,7 +244,8 @@ fn connect(
     outbox: &Arc<Outbox>,
     request: ConnectRequest,
     upgrade_token: Option<String>,
-) -> Result<(Registration, ConnectResult), (Failure, CloseCode)> {
+    permits: Option<&Arc<Semaphore>>,
+) -> Result<(Registration, ConnectResult, Option<OwnedSemaphorePermit>), (Failure, CloseCode)> {
     let Some(token) = request.token.filter(|t| !t.is_empty()).or(upgrade_token) else {
         return Err((
             Failure::new(ErrorCode::Unauthorized, "no token"),
@@ -238,6 +262,19 @@ fn connect(
             CloseCode::Unauthorized,
         ),
     })?;
+    // Only now, with a valid token: sockets that never authenticate must not fill the node.
+    let permit = match permits {
+        None => None,
+        Some(permits) => Some(permits.clone().try_acquire_owned().map_err(|_| {
+            (
+                Failure::new(
+                    ErrorCode::LimitExceeded,
+                    "too many connections on this node",
+                ),
+                CloseCode::ConnectionLimit,
+            )
+        })?),
+    };
     let id: Arc<str> = Arc::from(crate::config::random_token(16));
     let expires = claims.exp;
     let user = claims.sub.to_string();
@@ -258,7 +295,7 @@ fn connect(
         ping: node.config.limits.ping_interval.as_secs() as u32,
         expires,
     };
-    Ok((registration, result))
+    Ok((registration, result, permit))
 }
 
 /// Reads the next text frame and parses its commands. `None` when the connection ended or

@@ -315,7 +315,8 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
         ))]);
         let upgrade = Upgrade {
             token: None,
-            permit: None,
+            pending: None,
+            permits: None,
         };
         within(
             "the session to end",

@@ -4,6 +4,7 @@ mod common;
 #[path = "../shared/presence_suite.rs"]
 mod presence_suite;
 
+mod admission;
 mod channels;
 mod connect;
 mod framing;

@@ -1,0 +1,317 @@
+//! Hostile clients before authentication: trickled request heads, idle keep-alive, the
+//! pending budget (per IP and per node), and a shutdown that nothing can hold open.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_client::{Client, ConnectOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::common::*;
+
+/// A source address other than 127.0.0.1 (Linux routes all of 127/8 to loopback), so one
+/// test can be two clients.
+const OTHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+async fn tcp_from(source: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    within("TCP connect", socket.connect(to))
+        .await
+        .expect("TCP connects")
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(tcp: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    // A reset (the server dropped unread input) is a close too.
+    let _ = tcp.read_to_end(&mut received).await;
+    received
+}
+
+/// A WebSocket upgrade from `source` that never sends `connect`.
+async fn idle_websocket(
+    source: IpAddr,
+    gateway: &TestGateway,
+) -> Result<tokio_tungstenite::WebSocketStream<TcpStream>, tokio_tungstenite::tungstenite::Error> {
+    let tcp = tcp_from(source, gateway.http_addr).await;
+    let mut request = gateway.ws_url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        herald_protocol::SUBPROTOCOL_JSON.parse().unwrap(),
+    );
+    within("the upgrade", tokio_tungstenite::client_async(request, tcp))
+        .await
+        .map(|(socket, _)| socket)
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_and_an_idle_keep_alive_are_closed_after_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let gateway = TestGateway::with(|c| c.limits.header_read_timeout = timeout).await;
+
+    let mut tcp = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), gateway.http_addr).await;
+    let started = Instant::now();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n")
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = tcp.into_split();
+    // One header byte every 100 ms: never a complete head.
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut received = Vec::new();
+    within("the trickled connection to be closed", async {
+        let _ = reader.read_to_end(&mut received).await;
+    })
+    .await;
+    trickle.abort();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= timeout - Duration::from_millis(100),
+        "closed after {elapsed:?}, before the {timeout:?} header timeout"
+    );
+    assert!(
+        !String::from_utf8_lossy(&received).contains("200 OK"),
+        "the trickled request was answered"
+    );
+
+    // A keep-alive connection that answered a request and then idles goes the same way.
+    let mut tcp = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), gateway.http_addr).await;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let received = within("the idle keep-alive to be closed", read_to_close(&mut tcp)).await;
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+    assert!(
+        answered.elapsed() >= timeout - Duration::from_millis(100),
+        "idle keep-alive closed after {:?}",
+        answered.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_request_head_is_refused() {
+    let gateway = TestGateway::start().await;
+    let mut tcp = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), gateway.http_addr).await;
+    let cookie = "c".repeat(100 * 1024);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: herald\r\nCookie: {cookie}\r\n\r\n");
+    // The server may stop reading (and close) before the whole head is written.
+    let _ = tcp.write_all(request.as_bytes()).await;
+    let received = within("the oversized head to be refused", read_to_close(&mut tcp)).await;
+    let received = String::from_utf8_lossy(&received);
+    assert!(
+        received.is_empty() || received.starts_with("HTTP/1.1 431"),
+        "{received}"
+    );
+}
+
+#[tokio::test]
+async fn the_pending_cap_per_ip_closes_the_next_connection_at_once() {
+    let gateway = TestGateway::with(|c| {
+        c.limits.max_pending_per_ip = 3;
+        // Only the cap can close the connections here.
+        c.limits.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // Connections that send nothing: pending from accept (taken in order, after these).
+    let mut pending = Vec::new();
+    for _ in 0..3 {
+        pending.push(tcp_from(localhost, gateway.http_addr).await);
+    }
+    let mut refused = tcp_from(localhost, gateway.http_addr).await;
+    let _ = refused
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await;
+    let received = within(
+        "the fourth connection to be closed",
+        read_to_close(&mut refused),
+    )
+    .await;
+    assert!(received.is_empty(), "the fourth connection was answered");
+
+    // Another address has its own budget.
+    let mut other = tcp_from(OTHER_IP, gateway.http_addr).await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let received = within("the other address's answer", read_to_close(&mut other)).await;
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"));
+
+    // A pending connection that closes frees its slot.
+    drop(pending.pop());
+    within("a slot to be freed", async {
+        loop {
+            let mut retry = tcp_from(localhost, gateway.http_addr).await;
+            let _ = retry
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n")
+                .await;
+            if !read_to_close(&mut retry).await.is_empty() {
+                return;
+            }
+            // Pacing the retries while the server notices the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// The scenario, scaled down: more never-authenticating sockets than the node has
+/// connection slots, from one address, and real users still connect.
+#[tokio::test]
+async fn sockets_that_never_authenticate_do_not_lock_out_real_users() {
+    let gateway = TestGateway::with(|c| {
+        c.limits.max_connections = 2;
+        c.limits.max_pending_per_ip = 4;
+        c.limits.connect_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(
+            idle_websocket(OTHER_IP, &gateway)
+                .await
+                .expect("an idle socket within the per-IP pending cap is upgraded"),
+        );
+    }
+    assert!(
+        idle_websocket(OTHER_IP, &gateway).await.is_err(),
+        "a fifth pending socket from the same address is closed at accept"
+    );
+    let alice = gateway.member("alice").await;
+    let bob = gateway.member("bob").await;
+    within("ping", alice.ping()).await.unwrap();
+    within("ping", bob.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn authenticated_connections_fill_the_node_and_the_next_connect_gets_4101() {
+    let gateway = TestGateway::with(|c| c.limits.max_connections = 1).await;
+    // Not authenticated: does not count against max_connections.
+    let _idle = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    let alice = gateway.member("alice").await;
+    let bob = gateway
+        .open(ConnectOptions::new(&gateway.ws_url))
+        .await
+        .unwrap();
+    let token = gateway.token("bob", &[], &[]);
+    assert_eq!(
+        error_code(within("connect", bob.handshake(Some(&token))).await),
+        106
+    );
+    assert_eq!(close_code(&bob).await, 4101);
+    // The refused connect released nothing of alice's.
+    within("ping", alice.ping()).await.unwrap();
+    drop(alice);
+    within("a slot freed by alice's close", async {
+        loop {
+            let carol = gateway
+                .open(ConnectOptions::new(&gateway.ws_url))
+                .await
+                .unwrap();
+            let token = gateway.token("carol", &[], &[]);
+            if carol.handshake(Some(&token)).await.is_ok() {
+                return;
+            }
+            // Pacing the retries while the server notices alice's close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The herald binary, with a half-sent request and a WebSocket client that never reads (so
+/// never answers the close), exits 0 on SIGTERM within the drain window and its grace.
+#[tokio::test]
+async fn sigterm_exits_zero_despite_a_half_sent_request_and_a_silent_client() {
+    const DRAIN_SECONDS: u64 = 1;
+    /// The server's grace after the window (server.rs), plus time to start exiting.
+    const GRACE_AND_EXIT: Duration = Duration::from_secs(3);
+    let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .kill_on_drop(true)
+        .arg("serve")
+        .env("HERALD_HTTP_ADDR", http.to_string())
+        .env("HERALD_GRPC_ADDR", grpc.to_string())
+        .env("HERALD_METRICS_ADDR", metrics.to_string())
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_API_KEYS", API_KEY)
+        .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
+        // Only the end of the drain can close the half-sent request.
+        .env("HERALD_HEADER_READ_TIMEOUT_SECONDS", "60")
+        .env("HERALD_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald starts");
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
+    within("the serving log line", async {
+        while let Some(line) = logs.next_line().await.unwrap() {
+            if line.contains("\"message\":\"serving\"") {
+                return;
+            }
+        }
+        panic!("herald exited before serving");
+    })
+    .await;
+    // Reads the rest, so herald never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+
+    let mut half_sent = TcpStream::connect(http).await.unwrap();
+    half_sent
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: her")
+        .await
+        .unwrap();
+    let auth = herald_gateway::auth::Authenticator::new(&config().jwt).unwrap();
+    let token = auth.sign(&claims("alice", &[], &[], 60)).unwrap();
+    let (silent, _) = within(
+        "connect",
+        Client::connect(&format!("ws://{http}/ws"), &token),
+    )
+    .await
+    .unwrap();
+    silent.pause_reading();
+    // Both connections are served: a request on a third one is answered.
+    assert_eq!(http_get(http, "/healthz").await.0, 200);
+
+    let signalled = Instant::now();
+    let pid = child.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let exit = within("herald to exit", child.wait()).await.unwrap();
+    let took = signalled.elapsed();
+    assert!(exit.success(), "exit status {exit:?}");
+    let limit = Duration::from_secs(DRAIN_SECONDS) + GRACE_AND_EXIT;
+    assert!(
+        took <= limit,
+        "exited {took:?} after SIGTERM, over the drain window and grace ({limit:?})"
+    );
+    drop((half_sent, silent));
+}
