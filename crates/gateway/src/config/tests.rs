@@ -231,3 +231,42 @@ fn allowed_origins_must_be_origins_and_a_wildcard_stands_alone() {
         assert!(!config.allowed_origins.is_empty());
     }
 }
+
+#[test]
+fn admission_settings_default_load_and_name_their_key() {
+    let config = Config::load(&args()).unwrap();
+    assert_eq!(config.limits.max_pending_connections, 1000);
+    assert_eq!(config.limits.max_pending_per_ip, 32);
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(config.limits.connect_timeout, Duration::from_secs(5));
+    let listing = config.to_env_listing();
+    for line in [
+        "HERALD_MAX_PENDING_CONNECTIONS --max-pending-connections 1000\n",
+        "HERALD_MAX_PENDING_PER_IP --max-pending-per-ip 32\n",
+        "HERALD_HEADER_READ_TIMEOUT_SECONDS --header-read-timeout-seconds 5\n",
+    ] {
+        assert!(listing.contains(line), "{line:?} not in {listing}");
+    }
+
+    let path = file("max_pending_connections = 10\nheader_read_timeout_seconds = 2\n");
+    let mut args = self::args();
+    args.config = Some(path.0.clone());
+    args.max_pending_per_ip = Some("0".into());
+    let config = Config::load(&args).unwrap();
+    assert_eq!(config.limits.max_pending_connections, 10);
+    assert_eq!(config.limits.max_pending_per_ip, 0);
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(2));
+
+    let mut args = self::args();
+    args.max_pending_per_ip = Some("lots".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_MAX_PENDING_PER_IP"), "{err}");
+    let mut args = self::args();
+    args.header_read_timeout_seconds = Some("0".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_HEADER_READ_TIMEOUT_SECONDS"), "{err}");
+    let mut args = self::args();
+    args.connect_timeout_seconds = Some("0".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_CONNECT_TIMEOUT_SECONDS"), "{err}");
+}
