@@ -305,6 +305,9 @@ impl Spawned {
             .env("HERALD_API_KEYS", &credentials.api_key)
             .env("HERALD_MAX_CONNECTIONS", "0")
             .env("HERALD_MAX_CONNECTIONS_PER_USER", "0")
+            // Every simulated client connects from loopback, many at once.
+            .env("HERALD_MAX_PENDING_CONNECTIONS", "0")
+            .env("HERALD_MAX_PENDING_PER_IP", "0")
             .env("HERALD_COMMANDS_PER_MINUTE", "1000000")
             .env("HERALD_CLIENT_QUEUE_BYTES", (64 << 20).to_string())
             // Plain log lines, for the log tail printed on errors.

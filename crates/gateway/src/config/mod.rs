@@ -434,6 +434,20 @@ impl Config {
         if self.limits.connect_timeout.is_zero() {
             return invalid("HERALD_CONNECT_TIMEOUT_SECONDS", "must be at least 1");
         }
+        // An SSE client's handshake takes two connections at once: the stream, and the
+        // `/rpc` POST that carries `connect`.
+        if self.limits.max_pending_connections == 1 {
+            return invalid(
+                "HERALD_MAX_PENDING_CONNECTIONS",
+                "must be 0 (unlimited) or at least 2: an SSE handshake takes two connections",
+            );
+        }
+        if self.limits.max_pending_per_ip == 1 {
+            return invalid(
+                "HERALD_MAX_PENDING_PER_IP",
+                "must be 0 (off) or at least 2: an SSE handshake takes two connections",
+            );
+        }
         if self.limits.header_read_timeout.is_zero() {
             return invalid("HERALD_HEADER_READ_TIMEOUT_SECONDS", "must be at least 1");
         }

@@ -262,6 +262,10 @@ fn admission_settings_default_load_and_name_their_key() {
     let err = Config::load(&args).unwrap_err().to_string();
     assert!(err.contains("HERALD_MAX_PENDING_PER_IP"), "{err}");
     let mut args = self::args();
+    args.max_pending_per_ip = Some("1".into());
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.contains("HERALD_MAX_PENDING_PER_IP"), "{err}");
+    let mut args = self::args();
     args.header_read_timeout_seconds = Some("0".into());
     let err = Config::load(&args).unwrap_err().to_string();
     assert!(err.contains("HERALD_HEADER_READ_TIMEOUT_SECONDS"), "{err}");

@@ -395,3 +395,44 @@ async fn a_wildcard_origin_never_takes_the_cookie_on_sse() {
     let reply = sse.next_message(&mut pending).await;
     assert_eq!(reply["error"]["code"], 101, "the cookie counted: {reply}");
 }
+
+/// An SSE stream is pending until its `connect` (sent on a second connection, `/rpc`)
+/// succeeds: a per-IP cap of 2 fits the handshake, and the connected stream's slot is free
+/// for others afterwards.
+#[tokio::test]
+async fn an_sse_stream_holds_a_pending_slot_only_until_connected() {
+    let gateway = TestGateway::with(|c| {
+        c.limits.max_pending_per_ip = 2;
+        // Only the cap can close the idle connections here.
+        c.limits.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    let mut pending = Vec::new();
+    sse.send(r#"{"id":1,"connect":{}}"#).await;
+    assert_eq!(
+        sse.next_message(&mut pending).await["result"]["user"],
+        "alice"
+    );
+
+    // Connected: the stream no longer counts, so two more pending connections fit (once the
+    // `/rpc` connection's close has been noticed).
+    let _idle = TcpStream::connect(gateway.http_addr).await.unwrap();
+    within("a second pending connection to be served", async {
+        loop {
+            let mut probe = TcpStream::connect(gateway.http_addr).await.unwrap();
+            let _ = probe
+                .write_all(b"GET /healthz HTTP/1.0\r\nHost: herald\r\n\r\n")
+                .await;
+            let mut response = String::new();
+            let _ = probe.read_to_string(&mut response).await;
+            if response.contains(" 200 ") {
+                return;
+            }
+            // Pacing the retries while the server notices the `/rpc` connection's close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
