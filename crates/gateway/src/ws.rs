@@ -1,9 +1,10 @@
 //! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol,
 //! takes a token from the request if there is one, and hands the socket to a session, with
 //! the connection's pending slot (released when its handshake ends) and the node's
-//! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade are close codes, because a browser
-//! cannot read the status of a failed upgrade (and the SDK would take two failed upgrades
-//! for a proxy that blocks WebSocket). A draining node refuses the same way, with 4200.
+//! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade
+//! are close codes, because a browser cannot read the status of a failed upgrade (and the
+//! SDK would take two failed upgrades for a proxy that blocks WebSocket). A draining node
+//! refuses the same way, with 4200.
 
 use std::collections::HashMap;
 use std::sync::Arc;
