@@ -49,12 +49,9 @@ async fn idle_websocket(
         .map(|(socket, _)| socket)
 }
 
-#[tokio::test]
-async fn a_trickled_request_head_and_an_idle_keep_alive_are_closed_after_the_header_timeout() {
-    let timeout = Duration::from_secs(1);
-    let gateway = TestGateway::with(|c| c.limits.header_read_timeout = timeout).await;
-
-    let mut tcp = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), gateway.http_addr).await;
+/// A request head sent one byte at a time is closed at the header-read timeout.
+async fn assert_trickle_closed(addr: SocketAddr, timeout: Duration) {
+    let mut tcp = tcp_from(IpAddr::V4(Ipv4Addr::LOCALHOST), addr).await;
     let started = Instant::now();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: herald\r\n")
         .await
@@ -78,11 +75,22 @@ async fn a_trickled_request_head_and_an_idle_keep_alive_are_closed_after_the_hea
     let elapsed = started.elapsed();
     assert!(
         elapsed >= timeout - Duration::from_millis(100),
-        "closed after {elapsed:?}, before the {timeout:?} header timeout"
+        "{addr}: closed after {elapsed:?}, before the {timeout:?} header timeout"
     );
     assert!(
         !String::from_utf8_lossy(&received).contains("200 OK"),
-        "the trickled request was answered"
+        "{addr}: the trickled request was answered"
+    );
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_and_an_idle_keep_alive_are_closed_after_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let gateway = TestGateway::with(|c| c.limits.header_read_timeout = timeout).await;
+    // The HTTP and the metrics port, at the same time.
+    tokio::join!(
+        assert_trickle_closed(gateway.http_addr, timeout),
+        assert_trickle_closed(gateway.metrics_addr, timeout),
     );
 
     // A keep-alive connection that answered a request and then idles goes the same way.
