@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::node::Node;
+use crate::tls::{Alpn, Tls, TlsIncoming};
 use crate::ws::{self, HttpState};
 use crate::{api, metrics, sse};
 
@@ -36,6 +37,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{name} server failed: {message}")]
     Serve { name: &'static str, message: String },
 }
@@ -49,6 +52,7 @@ pub struct Server {
     grpc: TcpListener,
     metrics: TcpListener,
     prometheus: PrometheusHandle,
+    tls: Option<Tls>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -61,6 +65,8 @@ impl Server {
     /// Builds a node (standalone, or cluster when NATS and Redis are configured) and binds
     /// its listeners (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        // First: a bad certificate stops startup before anything connects to backends.
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let prometheus = metrics::install();
         let (http_addr, grpc_addr, metrics_addr) =
             (config.http_addr, config.grpc_addr, config.metrics_addr);
@@ -75,6 +81,7 @@ impl Server {
             grpc: bind("gRPC", grpc_addr).await?,
             metrics: bind("metrics", metrics_addr).await?,
             prometheus,
+            tls,
         })
     }
 
@@ -108,6 +115,7 @@ impl Server {
             grpc,
             metrics,
             prometheus,
+            tls,
         } = self;
         let stop = CancellationToken::new();
         let sessions = TaskTracker::new();
@@ -134,18 +142,38 @@ impl Server {
             get(move || std::future::ready(prometheus.render())),
         );
 
-        let http_task = tokio::spawn(serve_http(http, http_app, stop.clone()));
+        // TLS: each port's acceptor handshakes (bounded by a timeout) before axum or tonic
+        // sees the connection; the reloader swaps the certificate both acceptors serve.
+        let grpc_tls = node
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|settings| settings.grpc);
+        let (http_task, grpc_acceptor) = match tls {
+            Some(tls) => {
+                let https = TlsIncoming::new(http, tls.acceptor(Alpn::Http1));
+                let grpc_acceptor = grpc_tls.then(|| tls.acceptor(Alpn::H2));
+                tls.spawn_reloader(stop.clone());
+                let task = tokio::spawn(serve_https(https, http_app, stop.clone()));
+                (task, grpc_acceptor)
+            }
+            None => (tokio::spawn(serve_http(http, http_app, stop.clone())), None),
+        };
         let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, stop.clone()));
         let grpc_stop = stop.clone();
-        let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(api::service(node.clone()))
-                .serve_with_incoming_shutdown(
-                    // Nagle would hold small replies for the client's delayed ACK (~40 ms).
-                    tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                    grpc_stop.cancelled_owned(),
-                ),
-        );
+        let grpc_server =
+            tonic::transport::Server::builder().add_service(api::service(node.clone()));
+        let grpc_task = match grpc_acceptor {
+            Some(acceptor) => tokio::spawn(grpc_server.serve_with_incoming_shutdown(
+                TlsIncoming::new(grpc, acceptor),
+                grpc_stop.cancelled_owned(),
+            )),
+            None => tokio::spawn(grpc_server.serve_with_incoming_shutdown(
+                // Nagle would hold small replies for the client's delayed ACK (~40 ms).
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                grpc_stop.cancelled_owned(),
+            )),
+        };
         let mode = if node.config.is_cluster() {
             "cluster (NATS + Redis)"
         } else {
@@ -188,6 +216,18 @@ async fn serve_http(
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `serve_http` over TLS connections (TCP_NODELAY is set by the acceptor).
+async fn serve_https(
+    incoming: TlsIncoming,
+    app: Router,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    axum::serve(incoming, app)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .map_err(|e| e.to_string())
