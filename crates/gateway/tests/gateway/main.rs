@@ -14,3 +14,4 @@ mod paging;
 mod presence;
 mod publish;
 mod sse;
+mod tls;
