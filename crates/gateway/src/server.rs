@@ -144,11 +144,7 @@ impl Server {
 
         // TLS: each port's acceptor handshakes (bounded by a timeout) before axum or tonic
         // sees the connection; the reloader swaps the certificate both acceptors serve.
-        let grpc_tls = node
-            .config
-            .tls
-            .as_ref()
-            .is_some_and(|settings| settings.grpc);
+        let grpc_tls = node.config.grpc_tls;
         let (http_task, grpc_acceptor) = match tls {
             Some(tls) => {
                 let https = TlsIncoming::new(http, tls.acceptor(Alpn::Http1));

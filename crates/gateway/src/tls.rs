@@ -394,7 +394,6 @@ mod tests {
             let settings = TlsConfig {
                 cert: dir.join("tls.crt"),
                 key: dir.join("tls.key"),
-                grpc: false,
                 reload_interval: Duration::from_secs(1),
             };
             Files { dir, settings }

@@ -148,7 +148,7 @@ pub struct JwtConfig {
 /// How often the TLS certificate and key files are checked for a change.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// TLS on the HTTP port, and on the gRPC port with `grpc` (same certificate); see `tls`.
+/// TLS on the HTTP port (and on the gRPC port with `Config::grpc_tls`); see `tls`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
@@ -157,8 +157,6 @@ pub struct TlsConfig {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     #[serde(rename = "tls_key")]
     pub key: PathBuf,
-    #[serde(rename = "grpc_tls")]
-    pub grpc: bool,
     /// [`TLS_RELOAD_INTERVAL`]; shorter in tests.
     #[serde(skip)]
     pub reload_interval: Duration,
@@ -205,6 +203,8 @@ pub struct Config {
     /// TLS on the HTTP (and optionally gRPC) port; `None` = plain.
     #[serde(flatten)]
     pub tls: Option<TlsConfig>,
+    /// gRPC over TLS too, with the HTTP port's certificate (needs `tls`).
+    pub grpc_tls: bool,
     #[serde(flatten)]
     pub jwt: JwtConfig,
     pub api_keys: Vec<Secret>,
@@ -314,6 +314,7 @@ impl Config {
         };
         let mut namespaces = namespace::default_namespaces();
         let tls = tls_config(&pick, args, &file)?;
+        let grpc_tls = pick.value("HERALD_GRPC_TLS", &args.grpc_tls, file.grpc_tls, false)?;
         namespaces.extend(file.namespaces);
         let config = Config {
             node_id: pick.value(
@@ -341,6 +342,7 @@ impl Config {
                 addr(9090),
             )?,
             tls,
+            grpc_tls,
             jwt: JwtConfig {
                 secret: pick
                     .optional("HERALD_JWT_SECRET", &args.jwt_secret, file.jwt_secret)?
@@ -442,6 +444,12 @@ impl Config {
                 );
             }
             _ => {}
+        }
+        if self.grpc_tls && self.tls.is_none() {
+            return invalid(
+                "HERALD_GRPC_TLS",
+                "gRPC over TLS uses the certificate of HERALD_TLS_CERT and HERALD_TLS_KEY, which are not set",
+            );
         }
         if self.presence_ttl < Duration::from_secs(3) {
             return invalid("HERALD_PRESENCE_TTL_SECONDS", "must be at least 3");
@@ -688,7 +696,7 @@ fn check_allowed_origins(origins: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// TLS needs both files; gRPC over TLS needs them too (it uses the same certificate).
+/// TLS needs both files.
 fn tls_config(
     pick: &Picker,
     args: &ConfigArgs,
@@ -701,7 +709,6 @@ fn tls_config(
     };
     let cert = path("HERALD_TLS_CERT", &args.tls_cert, &file.tls_cert)?;
     let key = path("HERALD_TLS_KEY", &args.tls_key, &file.tls_key)?;
-    let grpc = pick.value("HERALD_GRPC_TLS", &args.grpc_tls, file.grpc_tls, false)?;
     let invalid = |key, message: &str| ConfigError::Invalid {
         key,
         message: message.into(),
@@ -710,7 +717,6 @@ fn tls_config(
         (Some(cert), Some(key)) => Ok(Some(TlsConfig {
             cert,
             key,
-            grpc,
             reload_interval: TLS_RELOAD_INTERVAL,
         })),
         (Some(_), None) => Err(invalid(
@@ -720,10 +726,6 @@ fn tls_config(
         (None, Some(_)) => Err(invalid(
             "HERALD_TLS_CERT",
             "TLS needs both HERALD_TLS_CERT and HERALD_TLS_KEY; HERALD_TLS_KEY is set, HERALD_TLS_CERT is not",
-        )),
-        (None, None) if grpc => Err(invalid(
-            "HERALD_GRPC_TLS",
-            "gRPC over TLS uses the certificate of HERALD_TLS_CERT and HERALD_TLS_KEY, which are not set",
         )),
         (None, None) => Ok(None),
     }

@@ -255,7 +255,7 @@ fn tls_needs_both_files_and_grpc_tls_needs_them_too() {
 
     let config = load(Some("/c.pem"), Some("/k.pem"), Some("true")).unwrap();
     let tls = config.tls.as_ref().unwrap();
-    assert_eq!((tls.cert.to_str(), tls.grpc), (Some("/c.pem"), true));
+    assert_eq!((tls.cert.to_str(), config.grpc_tls), (Some("/c.pem"), true));
     assert_eq!(tls.reload_interval, TLS_RELOAD_INTERVAL);
     let listing = config.to_env_listing();
     for line in [
@@ -272,6 +272,15 @@ fn tls_needs_both_files_and_grpc_tls_needs_them_too() {
         ..args()
     })
     .unwrap_or_else(|e| panic!("{e}\n{shown}"));
-    let tls = config.tls.unwrap();
-    assert_eq!((tls.key.to_str(), tls.grpc), (Some("/k.pem"), true));
+    assert!(config.grpc_tls);
+    assert_eq!(config.tls.unwrap().key.to_str(), Some("/k.pem"));
+    let listing = Config::load(&args()).unwrap().to_env_listing();
+    assert!(
+        listing.contains("HERALD_GRPC_TLS --grpc-tls false\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("HERALD_TLS_CERT --tls-cert \n"),
+        "{listing}"
+    );
 }

@@ -83,11 +83,10 @@ impl SecretMount {
         self.dir.join("tls.key")
     }
 
-    fn settings(&self, grpc: bool, reload_interval: Duration) -> TlsConfig {
+    fn settings(&self, reload_interval: Duration) -> TlsConfig {
         TlsConfig {
             cert: self.cert(),
             key: self.key(),
-            grpc,
             reload_interval,
         }
     }
@@ -327,8 +326,12 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     let mut mount = SecretMount::new(&old.cert, &old.key);
     let interval = Duration::from_millis(100);
     assert!(interval < TLS_RELOAD_INTERVAL);
-    let settings = mount.settings(true, interval);
-    let gateway = TestGateway::with(|config| config.tls = Some(settings)).await;
+    let settings = mount.settings(interval);
+    let gateway = TestGateway::with(|config| {
+        config.tls = Some(settings);
+        config.grpc_tls = true;
+    })
+    .await;
     let token = gateway.token("alice", &[], &[]);
     let alice = wss_client(gateway.http_addr, &old.cert, &token).await;
     within("subscribe", alice.subscribe("public:renewal"))
@@ -373,7 +376,7 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
 async fn a_client_that_never_handshakes_is_dropped_and_holds_up_no_one() {
     let pair = self_signed();
     let mount = SecretMount::new(&pair.cert, &pair.key);
-    let settings = mount.settings(false, TLS_RELOAD_INTERVAL);
+    let settings = mount.settings(TLS_RELOAD_INTERVAL);
     let gateway = TestGateway::with(|config| config.tls = Some(settings)).await;
     let connected = Instant::now();
     let mut silent = TcpStream::connect(gateway.http_addr)
