@@ -75,12 +75,15 @@ MAPPING: dict[str, tuple[str, Callable[[Any], str]]] = {
     "auth.apiKeys": ("HERALD_API_KEYS", _csv),
     "cluster.natsUrl": ("HERALD_NATS_URL", str),
     "cluster.redisUrl": ("HERALD_REDIS_URL", str),
+    "tls.grpc": ("HERALD_GRPC_TLS", lambda v: str(v).lower()),
 }
 
 # Variables the chart sets from something other than a value, with the reason.
 NOT_A_VALUE = {
     "HERALD_CONFIG": "always /etc/herald/herald.toml, the mounted ConfigMap rendered from `config`",
     "HERALD_NODE_ID": "the pod name (downward API): unique, stable for the pod's life, readable in logs",
+    "HERALD_TLS_CERT": "with tls.enabled, /etc/herald-tls/tls.crt from the mounted Secret tls.secretName",
+    "HERALD_TLS_KEY": "with tls.enabled, /etc/herald-tls/tls.key from the mounted Secret tls.secretName",
 }
 
 # Defaults that differ from the binary's on purpose (also listed in helm/herald/README.md).
@@ -329,6 +332,7 @@ def main() -> int:
         "cluster.enabled without URLs": {"cluster": {"enabled": True}},
         "ingress.enabled without hosts": {"ingress": {"enabled": True, "hosts": []}},
         "unknown top-level key": {"replicas": 3},
+        "unknown tls key": {"tls": {"enabled": True, "secretName": "herald-tls", "cert": "x"}},
         "config namespace access \"everyone\"": {"config": {"namespaces": {"chat": {"access": "everyone"}}}},
         "config namespace without access": {"config": {"namespaces": {"chat": {"history_size": 10}}}},
     }
@@ -338,6 +342,9 @@ def main() -> int:
         "autoscaling standalone": {"autoscaling": {"enabled": True}},
         "config.max_connections (set by env)": {"config": {"max_connections": 5}},
         "cluster URLs without cluster.enabled": {"cluster": {"natsUrl": "nats://n:4222", "redisUrl": "redis://r:6379"}},
+        "tls.enabled without tls.secretName": {"tls": {"enabled": True}},
+        "tls.grpc without tls.enabled": {"tls": {"grpc": True}},
+        "config.tls_cert (set by env)": {"config": {"tls_cert": "/x.pem"}},
     }
     for cases, error in ((bad_schema, helm.HelmValuesError), (bad_template, helm.HelmRenderError)):
         for label, values in cases.items():
@@ -414,6 +421,36 @@ def main() -> int:
     if len(failures) == before:
         print("  ok   non-root, read-only root, no privilege escalation, drop ALL, seccomp RuntimeDefault,"
               " /healthz and /readyz probes, topology spread, ClusterIP gRPC Service")
+
+    step("tls: the Secret mounted, the files named, probes over HTTPS, accepted by the binary")
+    tls_values = {"tls": {"enabled": True, "secretName": "herald-tls", "grpc": True}}
+    try:
+        tls_docs = objects(render(tls_values))
+    except helm.HelmError as e:
+        check(False, f"tls values do not render: {e}")
+        tls_docs = []
+    if tls_docs:
+        before = len(failures)
+        validate_objects("tls", tls_docs)
+        pod = find(tls_docs, "Deployment")[0]["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        check(env.get("HERALD_TLS_CERT") == "/etc/herald-tls/tls.crt"
+              and env.get("HERALD_TLS_KEY") == "/etc/herald-tls/tls.key"
+              and env.get("HERALD_GRPC_TLS") == "true", f"tls: env {env}")
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        check(mounts.get("tls") == "/etc/herald-tls"
+              and volumes.get("tls", {}).get("secret", {}).get("secretName") == "herald-tls",
+              f"tls: Secret herald-tls not mounted at /etc/herald-tls: {mounts}")
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            check(c[probe]["httpGet"].get("scheme") == "HTTPS", f"tls: {probe} not over HTTPS")
+        default_pod = find(rendered["default"], "Deployment")[0]["spec"]["template"]["spec"]
+        check("scheme" not in default_pod["containers"][0]["livenessProbe"]["httpGet"],
+              "default: probes must stay plain HTTP without tls")
+        check_binary_accepts("tls", tls_docs, tls_values)
+        if len(failures) == before:
+            print("  ok   Secret mounted at /etc/herald-tls, HERALD_TLS_* set, probes over HTTPS")
 
     step("chart README documents every value")
     readme = (CHART / "README.md").read_text()

@@ -23,16 +23,16 @@ use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use error::{ClientError, CloseInfo};
 pub use herald_protocol::command::StreamPosition;
@@ -44,7 +44,6 @@ pub use herald_protocol::reply::{
 
 use wire::{Incoming, decode_frame, encode_command, object};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Reply = Result<Box<RawValue>, ClientError>;
 
 /// How to open a connection.
@@ -146,26 +145,34 @@ impl fmt::Debug for Client {
 impl Client {
     /// Upgrades to a WebSocket only; sends no `connect` command (see [`Client::handshake`]).
     pub async fn open(options: ConnectOptions) -> Result<Client, ClientError> {
-        let mut request = options.url.as_str().into_client_request()?;
-        let headers = request.headers_mut();
-        for (name, value) in &options.headers {
-            let value = HeaderValue::from_str(value).map_err(tungstenite::Error::from)?;
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).map_err(tungstenite::Error::from)?,
-                value,
-            );
-        }
-        if !options.subprotocols.is_empty() {
-            let value = HeaderValue::from_str(&options.subprotocols.join(", "))
-                .map_err(tungstenite::Error::from)?;
-            headers.insert("sec-websocket-protocol", value);
-        }
-        // tungstenite's default read buffer is 128 KiB, zero-filled on every read: far too
-        // much for many small-message connections (the load generator opens thousands).
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(4096);
+        let request = upgrade_request(&options)?;
         let (socket, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+            tokio_tungstenite::connect_async_with_config(request, Some(socket_config()), true)
+                .await?;
+        Ok(Self::start(socket, &response, &options))
+    }
+
+    /// [`Client::open`] over a stream the caller connected, such as a TLS stream with its
+    /// own trust roots (`wss://` URL); the URL's host goes in the upgrade request only.
+    pub async fn open_over<S>(options: ConnectOptions, stream: S) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let request = upgrade_request(&options)?;
+        let (socket, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config()))
+                .await?;
+        Ok(Self::start(socket, &response, &options))
+    }
+
+    fn start<S>(
+        socket: WebSocketStream<S>,
+        response: &tungstenite::handshake::client::Response,
+        options: &ConnectOptions,
+    ) -> Client
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
@@ -186,7 +193,7 @@ impl Client {
             push_tx,
             options.request_timeout,
         ));
-        Ok(Client {
+        Client {
             shared,
             outgoing,
             pushes: tokio::sync::Mutex::new(pushes),
@@ -194,7 +201,7 @@ impl Client {
             request_timeout: options.request_timeout,
             subprotocol,
             task,
-        })
+        }
     }
 
     /// Opens a connection to `url` and sends `connect` with `token`; returns after the
@@ -443,11 +450,38 @@ impl Client {
     }
 }
 
+/// The upgrade request for `options`: URL, extra headers, subprotocols.
+fn upgrade_request(
+    options: &ConnectOptions,
+) -> Result<tungstenite::handshake::client::Request, ClientError> {
+    let mut request = options.url.as_str().into_client_request()?;
+    let headers = request.headers_mut();
+    for (name, value) in &options.headers {
+        let value = HeaderValue::from_str(value).map_err(tungstenite::Error::from)?;
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).map_err(tungstenite::Error::from)?,
+            value,
+        );
+    }
+    if !options.subprotocols.is_empty() {
+        let value = HeaderValue::from_str(&options.subprotocols.join(", "))
+            .map_err(tungstenite::Error::from)?;
+        headers.insert("sec-websocket-protocol", value);
+    }
+    Ok(request)
+}
+
+/// tungstenite's default read buffer is 128 KiB, zero-filled on every read: far too much
+/// for many small-message connections (the load generator opens thousands).
+fn socket_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 /// The socket task: writes queued frames, reads and routes server frames until the
 /// connection ends. After a close frame is sent or received (or the [`Client`] is
 /// dropped), it waits at most `grace` for the connection to end.
-async fn run(
-    mut socket: Socket,
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: WebSocketStream<S>,
     shared: Arc<Shared>,
     mut outgoing: mpsc::UnboundedReceiver<Message>,
     push_tx: mpsc::UnboundedSender<Push>,

@@ -22,6 +22,7 @@ pub mod server;
 pub mod session;
 pub mod sse;
 pub mod state;
+pub mod tls;
 pub mod ws;
 
 pub use config::Config;

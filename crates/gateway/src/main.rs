@@ -200,21 +200,31 @@ fn log_dev_help(config: &Config, server: &Server) -> anyhow::Result<()> {
         server.grpc_addr(),
         server.metrics_addr(),
     );
+    // With HERALD_TLS_*: the HTTP port speaks only TLS; the metrics port stays plain.
+    let (web, ws) = match config.tls {
+        Some(_) => ("https", "wss"),
+        None => ("http", "ws"),
+    };
+    let grpc_transport = if config.grpc_tls {
+        "-insecure"
+    } else {
+        "-plaintext"
+    };
     eprintln!(
         "\n\
         ================= Herald dev mode (loopback only, throwaway secrets) =================\n\
-        Demo chat:  http://{http}/   (open it in two browser windows)\n\
-        WebSocket:  ws://{http}/ws      health: http://{http}/healthz  readyz: http://{http}/readyz\n\
+        Demo chat:  {web}://{http}/   (open it in two browser windows)\n\
+        WebSocket:  {ws}://{http}/ws      health: {web}://{http}/healthz  readyz: {web}://{http}/readyz\n\
         gRPC:       {grpc}        metrics: http://{metrics}/metrics\n\
         JWT secret: {secret}\n\
         API key:    {api_key}\n\
         Example token (user dev-user, org acme, channels org:acme:*, 24 h):\n  {token}\n\n\
         Connect and subscribe (e.g. with websocat):\n  \
-        websocat -H 'Sec-WebSocket-Protocol: herald.v1.json' ws://{http}/ws\n  \
+        websocat -H 'Sec-WebSocket-Protocol: herald.v1.json' {ws}://{http}/ws\n  \
         {{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n  \
         {{\"id\":2,\"subscribe\":{{\"channel\":\"org:acme:ch:general\"}}}}\n\n\
         Publish (grpcurl; data is base64 of {{\"text\":\"hello\"}}):\n  \
-        grpcurl -plaintext -import-path proto -proto herald/v1/api.proto \\\n    \
+        grpcurl {grpc_transport} -import-path proto -proto herald/v1/api.proto \\\n    \
         -H 'authorization: Bearer {api_key}' \\\n    \
         -d '{{\"channel\":\"org:acme:ch:general\",\"event\":\"message.created\",\"data\":\"eyJ0ZXh0IjoiaGVsbG8ifQ==\"}}' \\\n    \
         {grpc} herald.v1.Herald/Publish\n\n\

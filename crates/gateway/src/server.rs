@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::{PendingBudget, PendingSlot};
 use crate::config::Config;
 use crate::node::Node;
+use crate::tls::{Alpn, Tls, TlsAcceptor, TlsIncoming};
 use crate::ws::{self, HttpState};
 use crate::{api, metrics, sse};
 
@@ -44,6 +45,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Node(#[from] crate::node::NodeError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{name} server failed: {message}")]
     Serve { name: &'static str, message: String },
 }
@@ -65,6 +68,7 @@ pub struct Server {
     grpc: TcpListener,
     metrics: TcpListener,
     prometheus: PrometheusHandle,
+    tls: Option<Tls>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -77,6 +81,8 @@ impl Server {
     /// Builds a node (standalone, or cluster when NATS and Redis are configured) and binds
     /// its listeners (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        // First: a bad certificate stops startup before anything connects to backends.
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let prometheus = metrics::install();
         let (http_addr, grpc_addr, metrics_addr) =
             (config.http_addr, config.grpc_addr, config.metrics_addr);
@@ -91,6 +97,7 @@ impl Server {
             grpc: bind("gRPC", grpc_addr).await?,
             metrics: bind("metrics", metrics_addr).await?,
             prometheus,
+            tls,
         })
     }
 
@@ -124,6 +131,7 @@ impl Server {
             grpc,
             metrics,
             prometheus,
+            tls,
         } = self;
         let stop = CancellationToken::new();
         // Cancelled when the drain's grace ends: every HTTP connection and session still
@@ -163,22 +171,52 @@ impl Server {
             get(move || std::future::ready(prometheus.render())),
         );
 
+        // TLS: the HTTP accept loop handshakes each connection (bounded by a timeout) before
+        // hyper sees it, gRPC gets its own acceptor; the reloader swaps the certificate both
+        // serve.
+        let (http_acceptor, grpc_acceptor) = match tls {
+            Some(tls) => {
+                let http_acceptor = tls.acceptor(Alpn::Http1);
+                let grpc_acceptor = node.config.grpc_tls.then(|| tls.acceptor(Alpn::H2));
+                tls.spawn_reloader(stop.clone());
+                (Some(http_acceptor), grpc_acceptor)
+            }
+            None => (None, None),
+        };
         let http_task = tokio::spawn(serve_http(
             http,
             http_app,
             Some(pending),
+            http_acceptor,
             http_options.clone(),
         ));
-        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, None, http_options));
+        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, None, None, http_options));
         let grpc_stop = stop.clone();
         let grpc_done = CancellationToken::new();
-        let grpc_serve = tonic::transport::Server::builder()
-            .add_service(api::service(node.clone()))
-            .serve_with_incoming_shutdown(
-                // Nagle would hold small replies for the client's delayed ACK (~40 ms).
-                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
-                grpc_stop.cancelled_owned(),
-            );
+        let grpc_server =
+            tonic::transport::Server::builder().add_service(api::service(node.clone()));
+        let grpc_serve = async move {
+            match grpc_acceptor {
+                Some(acceptor) => {
+                    grpc_server
+                        .serve_with_incoming_shutdown(
+                            TlsIncoming::new(grpc, acceptor),
+                            grpc_stop.cancelled_owned(),
+                        )
+                        .await
+                }
+                None => {
+                    grpc_server
+                        .serve_with_incoming_shutdown(
+                            // Nagle would hold small replies for the client's delayed ACK (~40 ms).
+                            tonic::transport::server::TcpIncoming::from(grpc)
+                                .with_nodelay(Some(true)),
+                            grpc_stop.cancelled_owned(),
+                        )
+                        .await
+                }
+            }
+        };
         let grpc_task = tokio::spawn({
             let grpc_done = grpc_done.clone();
             async move {
@@ -261,6 +299,7 @@ async fn serve_http(
     listener: TcpListener,
     app: Router,
     pending: Option<Arc<PendingBudget>>,
+    tls: Option<TlsAcceptor>,
     options: HttpOptions,
 ) -> Result<(), String> {
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -298,22 +337,52 @@ async fn serve_http(
             request.extensions_mut().insert(slot.clone());
             tower_service::Service::call(&mut app.clone(), request)
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(tcp), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let (stop, force) = (options.stop.clone(), options.force.clone());
+        let tls = tls.clone();
         options.connections.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            let Some(acceptor) = tls else {
+                return serve_connection(&builder, TokioIo::new(tcp), service, &stop, &force).await;
+            };
+            // The pending slot taken above covers the handshake too.
+            let handshake = tokio::select! {
+                handshake = acceptor.accept(tcp) => handshake,
                 () = force.cancelled() => return,
-            }
-            tokio::select! {
-                _ = connection => {}
-                () = force.cancelled() => {}
+            };
+            match handshake {
+                Ok(tls) => {
+                    serve_connection(&builder, TokioIo::new(tls), service, &stop, &force).await
+                }
+                Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             }
         });
+    }
+}
+
+/// Serves one HTTP/1.1 connection: to its end, gracefully from `stop`, at once on `force`.
+async fn serve_connection<IO, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: IO,
+    service: S,
+    stop: &CancellationToken,
+    force: &CancellationToken,
+) where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+        () = force.cancelled() => return,
+    }
+    tokio::select! {
+        _ = connection => {}
+        () = force.cancelled() => {}
     }
 }
 

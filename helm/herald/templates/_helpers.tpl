@@ -82,10 +82,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.cluster.enabled) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
 {{- fail "replicaCount > 1 and autoscaling need cluster mode (cluster.enabled with NATS and Redis): standalone nodes share no state" }}
 {{- end }}
-{{- range $key := list "node_id" "http_addr" "grpc_addr" "metrics_addr" "jwt_secret" "jwt_public_key" "jwt_audience" "jwt_issuer" "api_keys" "allowed_origins" "log_format" "drain_seconds" "gap_wait_ms" "presence_ttl_seconds" "nats_url" "redis_url" "max_connections" "max_connections_per_user" "max_subscriptions" "commands_per_minute" "max_message_bytes" "max_json_depth" "client_queue_bytes" "ping_interval_seconds" "pong_timeout_seconds" "connect_timeout_seconds" }}
+{{- range $key := list "node_id" "http_addr" "grpc_addr" "metrics_addr" "jwt_secret" "jwt_public_key" "jwt_audience" "jwt_issuer" "api_keys" "allowed_origins" "log_format" "drain_seconds" "gap_wait_ms" "presence_ttl_seconds" "nats_url" "redis_url" "max_connections" "max_connections_per_user" "max_subscriptions" "commands_per_minute" "max_message_bytes" "max_json_depth" "client_queue_bytes" "ping_interval_seconds" "pong_timeout_seconds" "connect_timeout_seconds" "tls_cert" "tls_key" "grpc_tls" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "config.%s: the chart sets this through an environment variable (which wins over the file); use the chart value instead (see README)" $key) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.enabled needs tls.secretName: a Secret of type kubernetes.io/tls (keys tls.crt, tls.key)" }}
+{{- end }}
+{{- if and .Values.tls.grpc (not .Values.tls.enabled) }}
+{{- fail "tls.grpc uses the certificate of tls.secretName: set tls.enabled=true" }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" .Values.autoscaling.targetConnectionsPerPod) }}
 {{- fail "autoscaling needs targetCPUUtilizationPercentage and/or targetConnectionsPerPod" }}
@@ -131,4 +137,18 @@ numbers as integers. Scalars and lists of scalars first, then sub-tables as [a.b
 {{- range $k, $v := $tables }}
 {{ include "herald.tomlTable" (dict "path" (append $path $k) "table" $v) }}
 {{- end }}
+{{- end }}
+
+{{/*
+A probe from values. With tls.enabled, an httpGet probe of the HTTP port speaks HTTPS (the
+kubelet does not verify the certificate), unless the probe names its scheme.
+*/}}
+{{- define "herald.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .root.Values.tls.enabled $probe.httpGet }}
+{{- if and (eq (toString $probe.httpGet.port) "http") (not $probe.httpGet.scheme) }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}

@@ -17,6 +17,15 @@ pub struct ConfigArgs {
     /// Prometheus /metrics listen address [default: 0.0.0.0:9090]
     #[arg(long, env = "HERALD_METRICS_ADDR", value_name = "ADDR")]
     pub metrics_addr: Option<String>,
+    /// PEM certificate chain file for TLS on the HTTP port (wss, https); with --tls-key [default: none, plain]
+    #[arg(long, env = "HERALD_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<String>,
+    /// PEM private key file for --tls-cert [default: none]
+    #[arg(long, env = "HERALD_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<String>,
+    /// Serve gRPC over TLS too, with the same certificate (true | false) [default: false]
+    #[arg(long, env = "HERALD_GRPC_TLS", value_name = "BOOL")]
+    pub grpc_tls: Option<String>,
     /// Unique id of this node [default: hostname + random suffix]
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,

@@ -2,7 +2,7 @@
 //! silently ignored.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -18,6 +18,9 @@ pub(super) struct FileConfig {
     pub http_addr: Option<SocketAddr>,
     pub grpc_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub grpc_tls: Option<bool>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<String>,
     pub jwt_audience: Option<String>,

@@ -145,6 +145,23 @@ pub struct JwtConfig {
     pub issuer: Option<String>,
 }
 
+/// How often the TLS certificate and key files are checked for a change.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+
+/// TLS on the HTTP port (and on the gRPC port with `Config::grpc_tls`); see `tls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    #[serde(rename = "tls_cert")]
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(rename = "tls_key")]
+    pub key: PathBuf,
+    /// [`TLS_RELOAD_INTERVAL`]; shorter in tests.
+    #[serde(skip)]
+    pub reload_interval: Duration,
+}
+
 /// Per-connection and per-node limits.
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
@@ -192,6 +209,11 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// TLS on the HTTP (and optionally gRPC) port; `None` = plain.
+    #[serde(flatten)]
+    pub tls: Option<TlsConfig>,
+    /// gRPC over TLS too, with the HTTP port's certificate (needs `tls`).
+    pub grpc_tls: bool,
     #[serde(flatten)]
     pub jwt: JwtConfig,
     pub api_keys: Vec<Secret>,
@@ -318,6 +340,8 @@ impl Config {
             )?,
         };
         let mut namespaces = namespace::default_namespaces();
+        let tls = tls_config(&pick, args, &file)?;
+        let grpc_tls = pick.value("HERALD_GRPC_TLS", &args.grpc_tls, file.grpc_tls, false)?;
         namespaces.extend(file.namespaces);
         let config = Config {
             node_id: pick.value(
@@ -344,6 +368,8 @@ impl Config {
                 file.metrics_addr,
                 addr(9090),
             )?,
+            tls,
+            grpc_tls,
             jwt: JwtConfig {
                 secret: pick
                     .optional("HERALD_JWT_SECRET", &args.jwt_secret, file.jwt_secret)?
@@ -465,6 +491,12 @@ impl Config {
                 );
             }
             _ => {}
+        }
+        if self.grpc_tls && self.tls.is_none() {
+            return invalid(
+                "HERALD_GRPC_TLS",
+                "gRPC over TLS uses the certificate of HERALD_TLS_CERT and HERALD_TLS_KEY, which are not set",
+            );
         }
         if self.presence_ttl < Duration::from_secs(3) {
             return invalid("HERALD_PRESENCE_TTL_SECONDS", "must be at least 3");
@@ -709,6 +741,41 @@ fn check_allowed_origins(origins: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// TLS needs both files.
+fn tls_config(
+    pick: &Picker,
+    args: &ConfigArgs,
+    file: &FileConfig,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    // An empty value (a chart leaving it blank) means unset.
+    let path = |key, arg, file: &Option<PathBuf>| {
+        pick.optional::<PathBuf>(key, arg, file.clone())
+            .map(|path| path.filter(|path| !path.as_os_str().is_empty()))
+    };
+    let cert = path("HERALD_TLS_CERT", &args.tls_cert, &file.tls_cert)?;
+    let key = path("HERALD_TLS_KEY", &args.tls_key, &file.tls_key)?;
+    let invalid = |key, message: &str| ConfigError::Invalid {
+        key,
+        message: message.into(),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+            cert,
+            key,
+            reload_interval: TLS_RELOAD_INTERVAL,
+        })),
+        (Some(_), None) => Err(invalid(
+            "HERALD_TLS_KEY",
+            "TLS needs both HERALD_TLS_CERT and HERALD_TLS_KEY; HERALD_TLS_CERT is set, HERALD_TLS_KEY is not",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "HERALD_TLS_CERT",
+            "TLS needs both HERALD_TLS_CERT and HERALD_TLS_KEY; HERALD_TLS_KEY is set, HERALD_TLS_CERT is not",
+        )),
+        (None, None) => Ok(None),
+    }
 }
 
 fn addr(port: u16) -> SocketAddr {

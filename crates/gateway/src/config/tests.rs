@@ -274,3 +274,56 @@ fn admission_settings_default_load_and_name_their_key() {
     let err = Config::load(&args).unwrap_err().to_string();
     assert!(err.contains("HERALD_CONNECT_TIMEOUT_SECONDS"), "{err}");
 }
+
+#[test]
+fn tls_needs_both_files_and_grpc_tls_needs_them_too() {
+    let load = |cert: Option<&str>, key: Option<&str>, grpc: Option<&str>| {
+        Config::load(&ConfigArgs {
+            tls_cert: cert.map(Into::into),
+            tls_key: key.map(Into::into),
+            grpc_tls: grpc.map(Into::into),
+            ..args()
+        })
+    };
+    let error = |result: Result<Config, ConfigError>| result.err().unwrap().to_string();
+    assert!(error(load(Some("/c.pem"), None, None)).contains("invalid HERALD_TLS_KEY"));
+    assert!(error(load(None, Some("/k.pem"), None)).contains("invalid HERALD_TLS_CERT"));
+    assert!(error(load(None, None, Some("true"))).contains("invalid HERALD_GRPC_TLS"));
+    assert!(error(load(Some("/c.pem"), Some("/k.pem"), Some("yes"))).contains("HERALD_GRPC_TLS"));
+    assert!(load(None, None, None).unwrap().tls.is_none());
+    assert!(
+        load(Some(""), Some(""), None).unwrap().tls.is_none(),
+        "empty = unset"
+    );
+
+    let config = load(Some("/c.pem"), Some("/k.pem"), Some("true")).unwrap();
+    let tls = config.tls.as_ref().unwrap();
+    assert_eq!((tls.cert.to_str(), config.grpc_tls), (Some("/c.pem"), true));
+    assert_eq!(tls.reload_interval, TLS_RELOAD_INTERVAL);
+    let listing = config.to_env_listing();
+    for line in [
+        "HERALD_TLS_CERT --tls-cert /c.pem\n",
+        "HERALD_TLS_KEY --tls-key /k.pem\n",
+        "HERALD_GRPC_TLS --grpc-tls true\n",
+    ] {
+        assert!(listing.contains(line), "{line:?} in {listing}");
+    }
+    let shown = config.to_masked_toml();
+    let path = file(&shown);
+    let config = Config::load(&ConfigArgs {
+        config: Some(path.0.clone()),
+        ..args()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert!(config.grpc_tls);
+    assert_eq!(config.tls.unwrap().key.to_str(), Some("/k.pem"));
+    let listing = Config::load(&args()).unwrap().to_env_listing();
+    assert!(
+        listing.contains("HERALD_GRPC_TLS --grpc-tls false\n"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("HERALD_TLS_CERT --tls-cert \n"),
+        "{listing}"
+    );
+}

@@ -65,14 +65,14 @@ impl<A, B, C> IntoPair<A, B> for (A, B, C) {
     }
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
 }
 
-fn herald() -> Command {
+pub(crate) fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
         .env_clear()
@@ -86,10 +86,10 @@ fn herald() -> Command {
 const DRAIN_SECONDS: u64 = 3;
 
 /// The herald process's log lines (stdout and stderr), as they come.
-struct LogLines(tokio::sync::mpsc::UnboundedReceiver<String>);
+pub(crate) struct LogLines(tokio::sync::mpsc::UnboundedReceiver<String>);
 
 impl LogLines {
-    fn capture(child: &mut tokio::process::Child) -> LogLines {
+    pub(crate) fn capture(child: &mut tokio::process::Child) -> LogLines {
         let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
         let stdout = child.stdout.take().map(|out| Box::new(out) as Box<_>);
         let stderr = child.stderr.take().map(|err| Box::new(err) as Box<_>);
@@ -108,7 +108,7 @@ impl LogLines {
     }
 
     /// Waits for the log line with this message (JSON log format).
-    async fn message(&mut self, message: &str) {
+    pub(crate) async fn message(&mut self, message: &str) {
         let wanted = format!("\"message\":\"{message}\"");
         within(&format!("the log line {wanted}"), async {
             loop {

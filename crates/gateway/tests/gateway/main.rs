@@ -15,3 +15,4 @@ mod paging;
 mod presence;
 mod publish;
 mod sse;
+mod tls;
