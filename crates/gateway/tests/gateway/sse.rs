@@ -166,7 +166,6 @@ async fn sse_carries_the_whole_protocol() {
     let subscribed = sse.next_message(&mut pending).await;
     assert_eq!(subscribed["id"], 2, "{subscribed}");
     assert_eq!(subscribed["result"]["recoverable"], true);
-    let epoch = subscribed["result"]["epoch"].as_str().unwrap().to_owned();
     assert_eq!(sse.next_message(&mut pending).await["id"], 3);
 
     gateway
@@ -179,6 +178,8 @@ async fn sse_carries_the_whole_protocol() {
     let push = sse.next_message(&mut pending).await;
     assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
     assert_eq!(push["push"]["pub"]["offset"], 1);
+    // A client's position is its last publication's: the channel's epoch began with it.
+    let epoch = push["push"]["pub"]["epoch"].as_str().unwrap().to_owned();
 
     // Recovery works as on a WebSocket.
     sse.send(r#"{"id":4,"unsubscribe":{"channel":"org:acme:ch:sse"}}"#)
