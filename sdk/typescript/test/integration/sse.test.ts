@@ -10,6 +10,11 @@ import { publishThroughDisconnect } from "../helpers/scenarios.js";
 import { waitFor } from "../helpers/wait.js";
 
 const { gateway, api } = await gatewayWithApi();
+// Pings every second and a 1 s pong timeout: an SSE client that did not answer would be
+// closed 4202 within about two seconds.
+const fast = await gatewayWithApi({
+  env: { HERALD_PING_INTERVAL_SECONDS: "1", HERALD_PONG_TIMEOUT_SECONDS: "1" },
+});
 
 /** A WebSocket whose handshake always fails, as behind a proxy that strips Upgrade. */
 class BlockedWebSocket {
@@ -98,6 +103,25 @@ describe("over SSE", () => {
     expect(client.getTransport()).toBe("sse");
     client.disconnect();
   });
+});
+
+describe("over SSE, with a heartbeat every second", () => {
+  it("answers the pings and stays connected", async () => {
+    const { client } = makeClient(fast.gateway, "pinged", { transport: "sse" });
+    const disconnects: unknown[] = [];
+    client.on("disconnected", (info) => disconnects.push(info));
+    client.connect();
+    await reach(client, "connected");
+    const sub = client.subscribe(channelName("pinged"));
+    await active(sub);
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    expect(disconnects).toEqual([]);
+    const received = waitFor<unknown>("the publication", (cb) => sub.on("message.created", cb));
+    await fast.api.publish(channelName("pinged"), "message.created", { id: "after pings" });
+    expect(await received).toEqual({ id: "after pings" });
+    expect(disconnects).toEqual([]);
+    client.disconnect();
+  }, 15_000);
 });
 
 function channelName(name: string): string {
