@@ -63,6 +63,34 @@ describe("over SSE", () => {
     client.disconnect();
   });
 
+  it("recovers a channel first published while it was away, from its unpublished position", async () => {
+    const channel = channelName("first-while-away");
+    const { client } = makeClient(gateway, "ursula", {
+      transport: "sse",
+      backoff: { initialMs: 300, jitterMs: 100 },
+    });
+    client.connect();
+    const sub = client.subscribe<{ n: { n: number } }>(channel);
+    await active(sub);
+    // Nobody published yet: a placeholder position, kept for recovery like an epoch.
+    expect(sub.position?.offset).toBe(0);
+    expect(sub.position?.epoch.startsWith("~")).toBe(true);
+    const seen: number[] = [];
+    sub.on("n", (data) => seen.push(data.n));
+    const third = waitFor<{ n: number }>(
+      "the third publication",
+      (cb) => sub.on("n", cb),
+      (data) => data.n === 3,
+    );
+    const recovered = waitFor<SubscribedInfo>("recovered", (cb) => sub.on("recovered", cb));
+    expect(await api.disconnect("ursula", 4201, "test")).toBe(1);
+    for (let n = 1; n <= 3; n++) await api.publish(channel, "n", { n });
+    expect((await recovered).recovered).toBe(true);
+    await third;
+    expect(seen).toEqual([1, 2, 3]);
+    client.disconnect();
+  });
+
   it("falls back from a WebSocket whose handshake fails twice (transport auto)", async () => {
     BlockedWebSocket.attempts = 0;
     const { client } = makeClient(gateway, "fallback", {
