@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::broker::Event;
 use crate::connections::Connection;
 use crate::metrics;
-use crate::state::{Position, State};
+use crate::state::{Position, State, is_unpublished};
 
 /// Server-side unsubscribe codes (in the `unsubscribe` push).
 pub mod unsubscribe_code {
@@ -98,6 +98,16 @@ struct Subscriber {
     epoch: Arc<str>,
     /// `Some` until the subscribe reply is queued.
     pending: Option<Vec<Buffered>>,
+}
+
+impl Subscriber {
+    /// A subscriber that read the channel unpublished takes the epoch of its first
+    /// publication, offset 1, as its own: nothing came before it.
+    fn adopt(&mut self, offset: u64, epoch: &Arc<str>) {
+        if offset == 1 && self.offset == 0 && is_unpublished(&self.epoch) {
+            self.epoch = epoch.clone();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -202,11 +212,14 @@ impl Hub {
         }
         // The subscriber's position is the node's baseline when it has none (or an older
         // epoch's): a publication lost right after it is then a gap, not a silent skip.
+        // An unpublished read only sets a missing baseline: a real epoch the node delivered
+        // meanwhile is newer than the read (and buffered for the subscriber).
+        let unpublished = is_unpublished(&position.epoch);
         if !position.epoch.is_empty()
             && entry
                 .delivered
                 .as_ref()
-                .is_none_or(|(epoch, _)| **epoch != *position.epoch)
+                .is_none_or(|(epoch, _)| !unpublished && **epoch != *position.epoch)
         {
             entry.forget_epoch();
             entry.delivered = Some((Arc::from(position.epoch.as_str()), position.offset));
@@ -223,6 +236,7 @@ impl Hub {
         connection.send(reply);
         let mut resubscribe = false;
         for buffered in subscriber.pending.take().unwrap_or_default() {
+            subscriber.adopt(buffered.offset, &buffered.epoch);
             if buffered.offset == 0 {
                 connection.send(buffered.bytes);
             } else if buffered.epoch != subscriber.epoch
@@ -276,6 +290,13 @@ impl Hub {
         }
         let next = match &entry.delivered {
             Some((epoch, last)) if **epoch == *publication.epoch => last.saturating_add(1),
+            // The channel had no history state: the first epoch that arrives starts at 1,
+            // and whatever came before this publication is a gap to fill from it.
+            Some((epoch, _)) if is_unpublished(epoch) => {
+                entry.forget_epoch();
+                entry.delivered = Some((publication.epoch.clone(), 0));
+                1
+            }
             // Another epoch: history restarted, or the publication is stale or forged.
             // Only the state can tell; the position check acts on what it says.
             Some(_) => {
@@ -400,7 +421,12 @@ impl Hub {
         if entry.delivered.as_ref().map(|(e, _)| e) != Some(epoch) {
             return;
         }
-        if *position.epoch != **epoch {
+        if is_unpublished(epoch) {
+            // The channel's first epoch began and its publications have not arrived (yet,
+            // or lost): from offset 1, as `deliver` does.
+            entry.forget_epoch();
+            entry.delivered = Some((Arc::from(position.epoch.as_str()), 0));
+        } else if *position.epoch != **epoch {
             metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
             tracing::info!(%channel, "history epoch changed; subscribers resubscribe");
             // Evicting everyone also forgets the channel's delivered position.
@@ -565,6 +591,7 @@ impl Hub {
                 continue;
             }
             if publication.offset != 0 {
+                subscriber.adopt(publication.offset, &publication.epoch);
                 if subscriber.epoch != publication.epoch {
                     stale_epoch = true;
                     continue;
@@ -850,6 +877,48 @@ mod tests {
         fixture.hub.check_positions().await;
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(subscriber.offsets().is_empty(), "filled once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_of_an_unpublished_channel_gets_its_first_epoch_in_order() {
+        let fixture = fixture();
+        let read = fixture.state.position(&channel()).await.unwrap();
+        let mut subscriber = fixture.subscriber("a", 0, &read.epoch);
+        subscriber.drain();
+        let first = fixture.append().await;
+        let second = fixture.append().await;
+        // The second arrives first: 1 is a gap in the new epoch, filled from history.
+        fixture.hub.deliver(second);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        fixture.hub.deliver(first);
+        let messages = subscriber.drain();
+        assert!(!unsubscribed(&messages), "no resubscribe: {messages:?}");
+        let offsets: Vec<u64> = messages
+            .iter()
+            .filter_map(|m| m.push.as_ref()?.publication.as_ref().map(|p| p.offset))
+            .collect();
+        assert_eq!(offsets, vec![1, 2]);
+        fixture
+            .hub
+            .deliver(publication(3, &fixture.append().await.epoch));
+        assert_eq!(subscriber.offsets(), vec![3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_position_check_fills_a_lost_first_publication_of_an_unpublished_channel() {
+        let fixture = fixture();
+        let read = fixture.state.position(&channel()).await.unwrap();
+        let mut subscriber = fixture.subscriber("a", 0, &read.epoch);
+        subscriber.drain();
+        fixture.hub.check_positions().await;
+        assert!(
+            subscriber.drain().is_empty(),
+            "nothing published, nothing to do"
+        );
+        let _lost = fixture.append().await;
+        fixture.hub.check_positions().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(subscriber.offsets(), vec![1]);
     }
 
     #[tokio::test]

@@ -7,10 +7,18 @@
 //! frame is an unnamed event whose data is the frame's newline-separated messages; the close
 //! is `event: close` with `{"code":…,"reason":…}`. A session id is a capability: 24 random
 //! characters, valid while its stream is open.
+//!
+//! Liveness is the client's to prove, as on a WebSocket: the heartbeat's ping is an
+//! `event: ping`, and the client answers `POST /rpc?session=…&pong` (empty body). The pong
+//! bypasses the bounded command queue (a flag the session's reader takes first), so a queue
+//! full of commands never drops it, and it is not a command (no rate limit). A client that
+//! stops answering is closed 4202 like a WebSocket one.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use axum::body::Bytes;
 use axum::extract::ws::Message;
@@ -19,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, Stream, StreamExt, stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -35,10 +44,46 @@ const INCOMING_QUEUE: usize = 16;
 /// queue fills, and a client that does not read is closed 4201 as on a WebSocket.
 const OUTGOING_QUEUE: usize = 8;
 
-/// The open SSE sessions of this node: id → where their commands go.
+/// The open SSE sessions of this node: id → where their commands and pongs go.
 #[derive(Default)]
 pub struct SseSessions {
-    by_id: DashMap<Arc<str>, mpsc::Sender<Message>>,
+    by_id: DashMap<Arc<str>, SseSession>,
+}
+
+#[derive(Clone)]
+struct SseSession {
+    commands: mpsc::Sender<Message>,
+    pong: Arc<PongSignal>,
+}
+
+/// A pong posted by the client, waiting for the session's reader. A flag, not a queue
+/// entry: any number of pongs before the reader looks are one pong, and none is lost to a
+/// full command queue.
+#[derive(Default)]
+struct PongSignal {
+    answered: AtomicBool,
+    reader: AtomicWaker,
+}
+
+impl PongSignal {
+    fn answer(&self) {
+        self.answered.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+}
+
+/// The session's incoming messages: a posted pong first, then the queued commands.
+fn incoming_messages(
+    mut commands: mpsc::Receiver<Message>,
+    pong: Arc<PongSignal>,
+) -> impl Stream<Item = Message> {
+    stream::poll_fn(move |cx| {
+        pong.reader.register(cx.waker());
+        if pong.answered.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(Some(Message::Pong(Bytes::new())));
+        }
+        commands.poll_recv(cx)
+    })
 }
 
 /// `GET /sse`: opens a session and streams its frames.
@@ -62,12 +107,16 @@ pub async fn stream(
     let id: Arc<str> = Arc::from(random_token(24));
     let (commands, incoming) = mpsc::channel::<Message>(INCOMING_QUEUE);
     let (outgoing, frames) = mpsc::channel::<Message>(OUTGOING_QUEUE);
-    state.sse.by_id.insert(id.clone(), commands.clone());
+    let pong = Arc::new(PongSignal::default());
+    let entry = SseSession {
+        commands,
+        pong: pong.clone(),
+    };
+    state.sse.by_id.insert(id.clone(), entry);
 
     let sink = PollSender::new(outgoing)
         .sink_map_err(|_| axum::Error::new(std::io::Error::other("SSE stream closed")));
-    let mut incoming = incoming;
-    let reader = stream::poll_fn(move |cx| incoming.poll_recv(cx)).map(Ok);
+    let reader = incoming_messages(incoming, pong).map(Ok);
     let sessions = state.sse.clone();
     let session_id = id.clone();
     state.spawn_session(async move {
@@ -78,25 +127,19 @@ pub async fn stream(
     let first = Event::default()
         .event("session")
         .data(serde_json::json!({ "session": &*id }).to_string());
-    let events = stream::once(async move { first }).chain(frames_to_events(frames, commands));
+    let events = stream::once(async move { first }).chain(frames_to_events(frames));
     Sse::new(events.map(Ok::<_, Infallible>)).into_response()
 }
 
-/// The session's frames as SSE events. A ping has no SSE equivalent the client could
-/// answer, so it becomes a comment and the session is told the client answered: a dead
-/// client is found by the failed write instead.
-fn frames_to_events(
-    mut frames: mpsc::Receiver<Message>,
-    commands: mpsc::Sender<Message>,
-) -> impl Stream<Item = Event> {
+/// The session's frames as SSE events. A ping becomes `event: ping`, which the client
+/// answers with a pong on `/rpc` (see the module doc).
+fn frames_to_events(mut frames: mpsc::Receiver<Message>) -> impl Stream<Item = Event> {
     stream::poll_fn(move |cx| frames.poll_recv(cx)).scan(false, move |closed, message| {
         let event = match message {
             _ if *closed => None,
             Message::Text(text) => Some(Event::default().data(text.as_str())),
-            Message::Ping(_) => {
-                let _ = commands.try_send(Message::Pong(Bytes::new()));
-                Some(Event::default().comment("ping"))
-            }
+            // EventSource dispatches no event without data.
+            Message::Ping(_) => Some(Event::default().event("ping").data("{}")),
             Message::Close(frame) => {
                 *closed = true;
                 let (code, reason) = frame
@@ -132,13 +175,13 @@ fn refuse(refusal: &Refusal) -> Response {
 }
 
 /// `POST /rpc?session=…`: one or more command lines for an open session. Replies arrive on
-/// the session's stream.
+/// the session's stream. `POST /rpc?session=…&pong`, with no body, answers a ping.
 pub async fn rpc(
     State(state): State<HttpState>,
     Query(query): Query<HashMap<String, String>>,
     body: axum::body::Body,
 ) -> Response {
-    let Some(commands) = query
+    let Some(SseSession { commands, pong }) = query
         .get("session")
         .and_then(|id| state.sse.by_id.get(id.as_str()))
         .map(|entry| entry.value().clone())
@@ -157,6 +200,13 @@ pub async fn rpc(
         }
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
     };
+    if query.contains_key("pong") {
+        if !body.is_empty() {
+            return (StatusCode::BAD_REQUEST, "a pong carries no commands").into_response();
+        }
+        pong.answer();
+        return StatusCode::ACCEPTED.into_response();
+    }
     // Not UTF-8 is what a binary frame is on the JSON subprotocol: closed 4000.
     let message = match String::from_utf8(body.to_vec()) {
         Ok(text) => Message::Text(text.into()),
@@ -165,5 +215,40 @@ pub async fn rpc(
     match commands.send(message).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "unknown session").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pong_is_read_before_a_full_queue_of_commands() {
+        let (commands, queue) = mpsc::channel::<Message>(2);
+        let pong = Arc::new(PongSignal::default());
+        let mut incoming = Box::pin(incoming_messages(queue, pong.clone()));
+        for n in 0..2 {
+            commands
+                .try_send(Message::Text(format!("{n}").into()))
+                .unwrap();
+        }
+        assert!(commands.try_send(Message::Text("full".into())).is_err());
+        // Two pongs before the reader looks are one pong, and neither waits for the queue.
+        pong.answer();
+        pong.answer();
+        assert!(matches!(incoming.next().await, Some(Message::Pong(_))));
+        assert!(matches!(incoming.next().await, Some(Message::Text(t)) if t.as_str() == "0"));
+        assert!(matches!(incoming.next().await, Some(Message::Text(t)) if t.as_str() == "1"));
+        // A reader waiting on an empty queue wakes for a pong.
+        let waiting = tokio::spawn(async move { incoming.next().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pong.answer();
+        let message = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the pong wakes the reader")
+            .unwrap();
+        assert!(matches!(message, Some(Message::Pong(_))));
     }
 }

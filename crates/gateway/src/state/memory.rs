@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{
     Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
-    Settlement, State, StateError,
+    Settlement, State, StateError, new_epoch,
 };
 use crate::config::random_token;
 
@@ -27,12 +27,13 @@ struct ChannelHistory {
 }
 
 impl ChannelHistory {
-    fn new() -> Self {
+    /// A new epoch; its expiry is set by the publication that creates it.
+    fn new(clock: &Clock, now: Instant) -> Self {
         Self {
-            epoch: Arc::from(random_token(8)),
+            epoch: Arc::from(new_epoch(clock.millis(now), &clock.source)),
             offset: 0,
             publications: VecDeque::new(),
-            expires_at: Instant::now() + Duration::from_secs(3600),
+            expires_at: now,
         }
     }
 
@@ -59,8 +60,41 @@ enum Claim {
 
 type IdempotencyKey = (ChannelName, Box<str>);
 
+/// The time epochs and unpublished reads carry: wall-clock milliseconds, advanced by the
+/// runtime's clock (so paused-time tests move it), tagged with this state's own source so
+/// that a restarted node, which lost everything, never matches an earlier read.
+struct Clock {
+    source: String,
+    started: Instant,
+    started_ms: u64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        Self {
+            source: format!("m{}", random_token(6)),
+            started: Instant::now(),
+            started_ms,
+        }
+    }
+}
+
+impl Clock {
+    fn millis(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.started).as_millis();
+        self.started_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+}
+
 #[derive(Default)]
 struct Inner {
+    clock: Clock,
     channels: HashMap<ChannelName, ChannelHistory>,
     /// Each key's claim and when it expires.
     idempotency: HashMap<IdempotencyKey, (Claim, Instant)>,
@@ -70,15 +104,28 @@ struct Inner {
 
 impl Inner {
     /// The live history of a channel, created (with a new epoch) when missing or expired.
+    /// Only a publication calls it: reads never create state.
     fn channel(&mut self, channel: &ChannelName, now: Instant) -> &mut ChannelHistory {
         let entry = self
             .channels
             .entry(channel.clone())
-            .or_insert_with(ChannelHistory::new);
+            .or_insert_with(|| ChannelHistory::new(&self.clock, now));
         if entry.expires_at <= now {
-            *entry = ChannelHistory::new();
+            *entry = ChannelHistory::new(&self.clock, now);
         }
         entry
+    }
+
+    /// The live history of a channel, if it has one.
+    fn live(&self, channel: &ChannelName, now: Instant) -> Option<&ChannelHistory> {
+        self.channels
+            .get(channel)
+            .filter(|history| history.expires_at > now)
+    }
+
+    /// What a read answers for a channel with no history state.
+    fn unpublished(&self, now: Instant) -> Position {
+        Position::unpublished(self.clock.millis(now), &self.clock.source)
     }
 
     /// What a retry with a live key gets, taking over a claim it is to send; `None` when
@@ -253,8 +300,14 @@ impl State for MemoryState {
         since_offset: u64,
         limit: usize,
     ) -> Result<HistorySlice, StateError> {
-        let mut inner = self.lock();
-        let history = inner.channel(channel, Instant::now());
+        let now = Instant::now();
+        let inner = self.lock();
+        let Some(history) = inner.live(channel, now) else {
+            return Ok(HistorySlice {
+                publications: Vec::new(),
+                position: inner.unpublished(now),
+            });
+        };
         let publications = history
             .publications
             .iter()
@@ -269,7 +322,11 @@ impl State for MemoryState {
     }
 
     async fn position(&self, channel: &ChannelName) -> Result<Position, StateError> {
-        Ok(self.lock().channel(channel, Instant::now()).position())
+        let now = Instant::now();
+        let inner = self.lock();
+        Ok(inner
+            .live(channel, now)
+            .map_or_else(|| inner.unpublished(now), ChannelHistory::position))
     }
 
     async fn positions(
@@ -280,13 +337,7 @@ impl State for MemoryState {
         let now = Instant::now();
         Ok(channels
             .iter()
-            .map(|channel| {
-                inner
-                    .channels
-                    .get(channel)
-                    .filter(|history| history.expires_at > now)
-                    .map(ChannelHistory::position)
-            })
+            .map(|channel| inner.live(channel, now).map(ChannelHistory::position))
             .collect())
     }
 
@@ -494,6 +545,58 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         let after = state.position(&channel).await.unwrap();
         assert_eq!(after.offset, 0);
-        assert_ne!(after.epoch, before.epoch);
+        assert!(crate::state::is_unpublished(&after.epoch), "{after:?}");
+        let Appended::New(next) = append(&state, 2, None).await else {
+            panic!("new")
+        };
+        assert_eq!(next.offset, 1);
+        assert_ne!(*next.epoch, *before.epoch);
+    }
+
+    #[tokio::test]
+    async fn reads_of_unknown_channels_leave_no_state() {
+        let state = MemoryState::new();
+        for n in 0..1_000 {
+            let channel = ChannelName::parse(&format!("user:me:{}", random_token(12))).unwrap();
+            let slice = state.history(&channel, n % 3, 10).await.unwrap();
+            assert!(slice.publications.is_empty());
+            assert_eq!(slice.position.offset, 0);
+            assert!(crate::state::is_unpublished(&slice.position.epoch));
+            let position = state.position(&channel).await.unwrap();
+            assert!(crate::state::is_unpublished(&position.epoch));
+            assert_eq!(state.positions(&[channel]).await.unwrap(), vec![None]);
+        }
+        assert_eq!(
+            state.lock().channels.len(),
+            0,
+            "no channel entry written by a read"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_before_the_first_publication_recovers_it() {
+        let state = MemoryState::new();
+        let channel = ChannelName::parse("org:a:b").unwrap();
+        let read = state.position(&channel).await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let Appended::New(first) = append(&state, 1, None).await else {
+            panic!("new")
+        };
+        let ttl = Duration::from_secs(60);
+        assert!(crate::state::unpublished_recovers(
+            &read.epoch,
+            &first.epoch,
+            ttl
+        ));
+        // A restarted node (another state) never matches a read of the one before.
+        let restarted = MemoryState::new();
+        let Appended::New(other) = append(&restarted, 1, None).await else {
+            panic!("new")
+        };
+        assert!(!crate::state::unpublished_recovers(
+            &read.epoch,
+            &other.epoch,
+            ttl
+        ));
     }
 }

@@ -31,8 +31,69 @@ pub enum StateError {
 pub struct Position {
     /// The last assigned offset (0 before the first publication).
     pub offset: u64,
-    /// Changes whenever the channel's history is lost and restarted.
+    /// Changes whenever the channel's history is lost and restarted. A channel with no
+    /// history state reads as an *unpublished* epoch (see [`Position::unpublished`]).
     pub epoch: String,
+}
+
+impl Position {
+    /// The position of a channel with no history state, read at `read_ms` (the state's
+    /// clock) from the state `source`. Reads never write, so the channel has no epoch
+    /// until its first publication creates one; this placeholder lets a reader recover
+    /// from it later (see [`unpublished_recovers`]).
+    pub fn unpublished(read_ms: u64, source: &str) -> Position {
+        Position {
+            offset: 0,
+            epoch: format!("{UNPUBLISHED}{read_ms}.{source}"),
+        }
+    }
+}
+
+/// First character of an unpublished placeholder epoch; never in a real epoch.
+const UNPUBLISHED: char = '~';
+
+/// Whether `epoch` is a placeholder for a channel with no history state.
+pub fn is_unpublished(epoch: &str) -> bool {
+    epoch.starts_with(UNPUBLISHED)
+}
+
+/// A real epoch as the states write it: `<created ms>.<source>.<random>`, so recovery
+/// from a placeholder can tell how long after the read the epoch began.
+pub(crate) fn new_epoch(created_ms: u64, source: &str) -> String {
+    format!("{created_ms}.{source}.{}", crate::config::random_token(8))
+}
+
+/// (time in ms, source) of a placeholder or of a real epoch; `None` for anything else
+/// (epochs written before they carried their creation time).
+fn epoch_time(epoch: &str) -> Option<(u64, &str)> {
+    let (ms, rest) = epoch
+        .strip_prefix(UNPUBLISHED)
+        .unwrap_or(epoch)
+        .split_once('.')?;
+    let source = rest.split('.').next().unwrap_or(rest);
+    Some((ms.parse().ok()?, source))
+}
+
+/// Whether a reader that saw the unpublished placeholder `read` has missed nothing that a
+/// channel now at epoch `current` (real or another placeholder) could have held before its
+/// offset 1, given that every epoch lives at least `lifetime` (the channel's history TTL).
+///
+/// An epoch created and lost since the read would have lived `lifetime` first, so the
+/// current epoch (or the current read, when there is none) would begin at least `lifetime`
+/// after the read: within less, the current epoch is the first since the read. Different
+/// sources (a standalone node's restart) never match. A state that loses data without a
+/// restart (Redis without persistence, a failover losing writes) within `lifetime` is not
+/// detected, as with any acknowledged write it loses.
+pub fn unpublished_recovers(read: &str, current: &str, lifetime: Duration) -> bool {
+    let Some((read_ms, read_source)) = is_unpublished(read).then(|| epoch_time(read)).flatten()
+    else {
+        return false;
+    };
+    let Some((current_ms, current_source)) = epoch_time(current) else {
+        return false;
+    };
+    read_source == current_source
+        && u128::from(current_ms.saturating_sub(read_ms)) < lifetime.as_millis()
 }
 
 /// How a channel keeps history.
@@ -121,7 +182,7 @@ pub trait State: Send + Sync + 'static {
 
     /// Publications with offset > `since_offset`, oldest first, at most `limit`, with the
     /// channel's current position. An unknown or expired channel has an empty slice at
-    /// offset 0 and a fresh epoch.
+    /// [`Position::unpublished`], and nothing is written: only publications create state.
     async fn history(
         &self,
         channel: &ChannelName,
@@ -129,7 +190,8 @@ pub trait State: Send + Sync + 'static {
         limit: usize,
     ) -> Result<HistorySlice, StateError>;
 
-    /// The channel's current position (creating its epoch if it has none).
+    /// The channel's current position ([`Position::unpublished`] if it has none; never
+    /// writes).
     async fn position(&self, channel: &ChannelName) -> Result<Position, StateError>;
 
     /// The current positions of several channels in one round trip, `None` for a channel
@@ -142,4 +204,46 @@ pub trait State: Send + Sync + 'static {
 
     /// Whether the backend is reachable (for `/readyz`).
     fn is_healthy(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn an_unpublished_read_recovers_the_first_epoch_created_within_a_lifetime() {
+        let read = Position::unpublished(1_000_000, "r").epoch;
+        assert!(is_unpublished(&read));
+        let first = new_epoch(1_000_000 + 59_999, "r");
+        assert!(!is_unpublished(&first));
+        assert!(unpublished_recovers(&read, &first, MINUTE));
+        // An epoch could have lived a whole lifetime and expired before this one.
+        let later = new_epoch(1_000_000 + 60_000, "r");
+        assert!(!unpublished_recovers(&read, &later, MINUTE));
+        // Still nothing, read again: fine within a lifetime, not after one.
+        let again = Position::unpublished(1_000_000 + 30_000, "r").epoch;
+        assert!(unpublished_recovers(&read, &again, MINUTE));
+        let much_later = Position::unpublished(1_000_000 + 60_000, "r").epoch;
+        assert!(!unpublished_recovers(&read, &much_later, MINUTE));
+    }
+
+    #[test]
+    fn an_unpublished_read_never_recovers_across_sources_or_from_a_real_epoch() {
+        let read = Position::unpublished(1_000, "mA").epoch;
+        assert!(!unpublished_recovers(
+            &read,
+            &new_epoch(1_001, "mB"),
+            MINUTE
+        ));
+        assert!(!unpublished_recovers(&read, "legacyEpoch", MINUTE));
+        let real = new_epoch(1_000, "r");
+        assert!(!unpublished_recovers(&real, &new_epoch(1_001, "r"), MINUTE));
+        assert!(!unpublished_recovers(
+            "~garbage",
+            &new_epoch(1_001, "r"),
+            MINUTE
+        ));
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Per channel, all keys share the hash tag `{<channel>}` so each script touches one Redis
 //! Cluster slot:
-//! - `herald:{C}:meta`: hash with `epoch` and `offset` (the last assigned offset);
+//! - `herald:{C}:meta`: hash with `epoch` and `offset` (the last assigned offset),
+//!   created by a channel's first publication (reads never write);
 //! - `herald:{C}:log`: stream of the last `history_size` publications, entry id
 //!   `<offset>-0`, field `p` holding [`envelope::encode`] of the publication with offset 0
 //!   and no epoch (both come from the entry id and the meta hash on read);
@@ -42,8 +43,8 @@ use crate::metrics;
 
 /// Longest any one Redis command may take before the call fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Expiry of an epoch created by a read, before any publication (as in memory).
-const NEW_EPOCH_TTL: Duration = Duration::from_secs(3600);
+/// The source tag of epochs and unpublished reads from Redis (see [`super::new_epoch`]).
+const SOURCE: &str = "r";
 const RECONNECT_MIN_MS: u32 = 100;
 const RECONNECT_MAX_MS: u32 = 5_000;
 
@@ -240,8 +241,6 @@ impl RedisState {
     ) -> Result<HistorySlice, StateError> {
         let keys = vec![meta_key(channel), log_key(channel)];
         let args = vec![
-            Value::from(random_token(8)),
-            Value::from(millis(NEW_EPOCH_TTL)),
             Value::from(since_offset.to_string()),
             Value::from(clamp(limit)),
         ];
@@ -249,7 +248,13 @@ impl RedisState {
             .eval(&self.shared.history, keys, args)
             .await
             .map_err(unavailable)?;
-        let [epoch, offset, entries] = array::<3>(reply)?;
+        let [epoch, offset, entries, now] = array::<4>(reply)?;
+        if text(&epoch)?.is_empty() {
+            return Ok(HistorySlice {
+                publications: Vec::new(),
+                position: Position::unpublished(integer(&now)?, SOURCE),
+            });
+        }
         let epoch: Arc<str> = Arc::from(text(&epoch)?);
         let position = Position {
             offset: integer(&offset)?,
@@ -376,7 +381,7 @@ impl State for RedisState {
             };
             let args = vec![
                 Value::Bytes(payload),
-                Value::from(random_token(8)),
+                Value::from(format!("{SOURCE}.{}", random_token(8))),
                 Value::from(size),
                 Value::from(millis(ttl)),
                 Value::from(millis(IDEMPOTENCY_WINDOW)),

@@ -89,6 +89,12 @@ const SWEEPER_LOCK: &str = "herald:presence:sweeper";
 const SWEEPER_LOCK_TTL: Duration = Duration::from_secs(10);
 /// A sweep stops starting new batches after this, well within the lock.
 const SWEEP_BUDGET: Duration = Duration::from_secs(5);
+/// Expiry of the sweep indexes, renewed by every write to them and every refresh: they only
+/// outlive the presence they index if no node refreshes or joins for this long.
+const INDEX_TTL: Duration = Duration::from_secs(3600);
+/// How long a channel's or an org's presence keys outlive the latest entry refreshed in
+/// them, in presence TTLs: time for the sweeper to report a stopped node's entries.
+const KEY_TTLS: u32 = 3;
 /// Due channels (or orgs) swept per pipeline.
 const SWEEP_BATCH: i64 = 200;
 /// Entries one sweep script removes at most, so a script never blocks Redis for long; a
@@ -200,8 +206,9 @@ impl RedisState {
     /// that added the entry's member or connection, never before (see the module doc).
     async fn index(&self, swept: Swept, name: &str, due: i64) -> Result<(), StateError> {
         self.check_connected().map_err(unavailable)?;
-        self.commands()
-            .zadd::<(), _, _>(
+        let pipeline = Pipeline::from(self.commands().clone());
+        let _: () = pipeline
+            .zadd(
                 swept.index(),
                 None,
                 Some(ZaddOrdering::LessThan),
@@ -210,7 +217,13 @@ impl RedisState {
                 (due as f64, name),
             )
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let _: () = pipeline
+            .pexpire(swept.index(), millis(INDEX_TTL), None)
+            .await
+            .map_err(unavailable)?;
+        pipeline.all::<Value>().await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// Sweeps one index until nothing in it is due at `now` or the budget is spent,
@@ -755,9 +768,33 @@ impl Presence for RedisState {
             let channel_names: HashSet<&str> = channels.iter().map(|(name, _)| *name).collect();
             let org_names: HashSet<&str> = users.iter().map(|((org, _), _)| *org).collect();
             let indexed = index_into(&pipeline, Swept::Channels, channel_names, expiry).await?
-                + index_into(&pipeline, Swept::Orgs, org_names, expiry).await?;
+                + index_into(&pipeline, Swept::Orgs, org_names.clone(), expiry).await?;
+            // Every key expires, a while after the entries refreshed here: the channels'
+            // and orgs' keys while they have live entries, the indexes while nodes refresh.
+            let key_ttl = millis(ttl.saturating_mul(KEY_TTLS));
+            let mut expiring: Vec<(String, i64)> = Vec::new();
+            for (channel, _) in &channels {
+                expiring.push((members_key(channel), key_ttl));
+                expiring.push((members_expiry_key(channel), key_ttl));
+            }
+            for ((org, user), _) in &users {
+                expiring.push((conns_key(org, user), key_ttl));
+            }
+            for org in &org_names {
+                expiring.push((users_key(org), key_ttl));
+                expiring.push((status_key(org), key_ttl));
+            }
+            for index in [CHANNELS_INDEX, ORGS_INDEX] {
+                expiring.push((index.to_owned(), millis(INDEX_TTL)));
+            }
+            for (key, ttl) in &expiring {
+                let _: () = pipeline
+                    .pexpire(key.as_str(), *ttl, None)
+                    .await
+                    .map_err(unavailable)?;
+            }
             let replies = pipeline.try_all::<Value>().await;
-            let sent = channels.len() + users.len() + indexed;
+            let sent = channels.len() + users.len() + indexed + expiring.len();
             if replies.len() != sent {
                 let error = replies.into_iter().find_map(Result::err);
                 return Err(error.map_or_else(|| malformed("pipeline reply count"), unavailable));

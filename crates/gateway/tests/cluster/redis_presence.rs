@@ -1023,3 +1023,83 @@ async fn presence_memory_per_member_and_user_stays_within_budget() {
     assert!(members / 1000 < 512, "{members} B for 1,000 members");
     assert!(per_user / 1000 < 512, "{per_user} B for 1,000 online users");
 }
+
+/// Every key Herald's state writes expires (the README's promise): (key, PTTL ms) of any
+/// key without one.
+async fn keys_without_expiry(redis: &RedisServer) -> Vec<(String, i64)> {
+    let keys = redis.command(&["KEYS", "*"]).await;
+    let mut without = Vec::new();
+    for key in keys.lines().filter(|key| !key.is_empty()) {
+        let ttl: i64 = redis.command(&["PTTL", key]).await.parse().unwrap();
+        if ttl <= 0 {
+            without.push((key.to_owned(), ttl));
+        }
+    }
+    without
+}
+
+#[tokio::test]
+async fn every_presence_key_expires_and_a_refresh_renews_it() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    let typer = Typer {
+        user: Arc::from("alice"),
+        info: None,
+    };
+    state
+        .join(&general, &member("alice", "c-a", now_ms(), None), TTL)
+        .await
+        .unwrap();
+    state
+        .join(&general, &member("bob", "c-b", now_ms(), None), TTL)
+        .await
+        .unwrap();
+    state.connected(ORG, "alice", "c-a", TTL).await.unwrap();
+    state.connected(ORG, "bob", "c-b", TTL).await.unwrap();
+    state
+        .set_status(ORG, "alice", "c-a", Status::Away, TTL)
+        .await
+        .unwrap();
+    state.start_typing(&general, &typer).await.unwrap();
+    // Bob goes offline: his last seen time is recorded.
+    state.leave(&general, "c-b").await.unwrap();
+    state.disconnected(ORG, "bob", "c-b").await.unwrap();
+    state.sweep("node-a").await.unwrap();
+    let keys = redis.command(&["DBSIZE"]).await.parse::<u64>().unwrap();
+    assert!(
+        keys >= 8,
+        "members, typers, conns, users, status, seen, indexes: {keys}"
+    );
+    assert_eq!(keys_without_expiry(&redis).await, vec![]);
+
+    // A refresh with a longer TTL pushes the keys' expiries past their first ones.
+    let members = format!("herald:{{{CHANNEL}}}:members");
+    let pttl = |key: String| {
+        let redis = &redis;
+        async move { redis.command(&["PTTL", &key]).await.parse::<i64>().unwrap() }
+    };
+    let before = pttl(members.clone()).await;
+    assert!(before > 0 && before <= 3 * 60_000, "{before} ms");
+    state
+        .refresh(
+            &[live("c-a", "alice", &[CHANNEL], &[ORG])],
+            Duration::from_secs(600),
+        )
+        .await
+        .unwrap();
+    for key in [
+        members,
+        format!("herald:{{{CHANNEL}}}:members:expiry"),
+        format!("herald:org:{{{ORG}}}:conns:alice"),
+        format!("herald:org:{{{ORG}}}:users"),
+        format!("herald:org:{{{ORG}}}:status"),
+    ] {
+        let after = pttl(key.clone()).await;
+        assert!(
+            after > 3 * 60_000,
+            "{key} renewed by the refresh: {after} ms"
+        );
+    }
+    assert_eq!(keys_without_expiry(&redis).await, vec![]);
+}

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use herald_gateway::envelope::EnvelopeLimits;
 use herald_gateway::state::{
-    Append, Appended, Duplicate, HistoryPolicy, Position, RedisState, Settlement, State, StateError,
+    Append, Appended, Duplicate, HistoryPolicy, Position, RedisState, Settlement, State,
+    StateError, is_unpublished, unpublished_recovers,
 };
 use herald_protocol::{ChannelName, Publication};
 use serde_json::value::RawValue;
@@ -357,30 +358,51 @@ async fn positions_reads_many_channels_and_never_creates_one() {
     assert_eq!(positions, vec![None, Some(known.clone()), None]);
     assert_eq!(redis.command(&["EXISTS", &meta(unknown)]).await, "0");
 
-    // `position` does create an epoch (at offset 0, expiring in an hour), which
-    // `positions` then reports.
-    let created = state.position(&channel(unknown)).await.unwrap();
-    assert_eq!(created.offset, 0);
-    assert!(!created.epoch.is_empty());
-    let ttl: u64 = redis
-        .command(&["TTL", &meta(unknown)])
-        .await
-        .parse()
-        .unwrap();
+    // Nor does `position`, nor `history`: only a publication creates an epoch.
+    let unpublished = state.position(&channel(unknown)).await.unwrap();
+    assert_eq!(unpublished.offset, 0);
+    assert!(is_unpublished(&unpublished.epoch), "{unpublished:?}");
+    let slice = state.history(&channel(unknown), 0, 10).await.unwrap();
+    assert!(slice.publications.is_empty() && is_unpublished(&slice.position.epoch));
+    assert_eq!(redis.command(&["EXISTS", &meta(unknown)]).await, "0");
+    let first = match append_to(&state, unknown, 1, history(100), None).await {
+        Ok(Appended::New(publication)) => publication,
+        other => panic!("expected a new publication, got {other:?}"),
+    };
+    assert_eq!(first.offset, 1);
     assert!(
-        (3500..=3600).contains(&ttl),
-        "new epoch expires in an hour: {ttl} s"
-    );
-    assert_eq!(
-        state.position(&channel(unknown)).await.unwrap(),
-        created,
-        "stable once created"
+        unpublished_recovers(&unpublished.epoch, &first.epoch, Duration::from_secs(300)),
+        "the read recovers the epoch its channel's first publication began: {unpublished:?} {first:?}"
     );
     let positions = state
         .positions(&[channel(CHANNEL), channel(unknown)])
         .await
         .unwrap();
+    let created = Position {
+        offset: 1,
+        epoch: first.epoch.to_string(),
+    };
     assert_eq!(positions, vec![Some(known), Some(created)]);
+}
+
+#[tokio::test]
+async fn reads_of_a_thousand_never_seen_channels_write_no_key() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    append(&state, 1).await;
+    let before = redis.command(&["DBSIZE"]).await;
+    for n in 0..1_000u64 {
+        let name = format!("user:me:never-seen-{n}");
+        let slice = state.history(&channel(&name), n % 3, 10).await.unwrap();
+        assert!(slice.publications.is_empty() && is_unpublished(&slice.position.epoch));
+        let position = state.position(&channel(&name)).await.unwrap();
+        assert!(is_unpublished(&position.epoch), "{position:?}");
+    }
+    assert_eq!(
+        redis.command(&["DBSIZE"]).await,
+        before,
+        "no key written by a read"
+    );
 }
 
 #[tokio::test]
@@ -499,10 +521,11 @@ async fn history_and_its_meta_expire_with_the_ttl() {
     );
     let position = state.position(&channel(CHANNEL)).await.unwrap();
     assert_eq!(position.offset, 0);
-    assert_ne!(
-        position.epoch, &*first.epoch,
-        "lost history means a new epoch"
-    );
+    assert!(is_unpublished(&position.epoch), "{position:?}");
+    let Appended::New(next) = append_to(&state, CHANNEL, 2, short, None).await.unwrap() else {
+        panic!("new")
+    };
+    assert_ne!(next.epoch, first.epoch, "lost history means a new epoch");
 }
 
 #[tokio::test]

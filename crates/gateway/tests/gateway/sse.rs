@@ -2,7 +2,7 @@
 //! commands, with the same handshake, replies, pushes and close codes.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -10,6 +10,21 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
 use crate::common::{TestGateway, within};
+
+/// `POST /rpc{query}` with `body`; the HTTP status.
+async fn post(addr: SocketAddr, query: &str, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /rpc{query} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    within("rpc response", stream.read_to_string(&mut response))
+        .await
+        .unwrap();
+    response.split(' ').nth(1).unwrap().parse().unwrap()
+}
 
 /// A minimal SSE client over HTTP/1.0 (the body ends with the connection, no chunking).
 struct SseClient {
@@ -108,13 +123,16 @@ impl SseClient {
         .await
     }
 
-    /// The next message (frames may carry several), as JSON.
+    /// The next message (frames may carry several), as JSON. Pings are skipped.
     async fn next_message(&mut self, pending: &mut Vec<Value>) -> Value {
         loop {
             if !pending.is_empty() {
                 return pending.remove(0);
             }
             let event = self.next_event().await;
+            if event.name.as_deref() == Some("ping") {
+                continue;
+            }
             assert_eq!(
                 event.name, None,
                 "unexpected {:?}: {}",
@@ -128,18 +146,12 @@ impl SseClient {
 
     /// Posts command lines to the session; the HTTP status.
     async fn rpc(&self, session: &str, body: &str) -> u16 {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        let request = format!(
-            "POST /rpc?session={session} HTTP/1.0\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            self.addr,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        within("rpc response", stream.read_to_string(&mut response))
-            .await
-            .unwrap();
-        response.split(' ').nth(1).unwrap().parse().unwrap()
+        post(self.addr, &format!("?session={session}"), body).await
+    }
+
+    /// Posts to the session with extra query parameters (`&pong`); the HTTP status.
+    async fn rpc_query(&self, session: &str, query: &str, body: &str) -> u16 {
+        post(self.addr, &format!("?session={session}{query}"), body).await
     }
 
     async fn send(&self, body: &str) {
@@ -166,7 +178,6 @@ async fn sse_carries_the_whole_protocol() {
     let subscribed = sse.next_message(&mut pending).await;
     assert_eq!(subscribed["id"], 2, "{subscribed}");
     assert_eq!(subscribed["result"]["recoverable"], true);
-    let epoch = subscribed["result"]["epoch"].as_str().unwrap().to_owned();
     assert_eq!(sse.next_message(&mut pending).await["id"], 3);
 
     gateway
@@ -179,6 +190,8 @@ async fn sse_carries_the_whole_protocol() {
     let push = sse.next_message(&mut pending).await;
     assert_eq!(push["push"]["pub"]["data"]["n"], 1, "{push}");
     assert_eq!(push["push"]["pub"]["offset"], 1);
+    // A client's position is its last publication's: the channel's epoch began with it.
+    let epoch = push["push"]["pub"]["epoch"].as_str().unwrap().to_owned();
 
     // Recovery works as on a WebSocket.
     sse.send(r#"{"id":4,"unsubscribe":{"channel":"org:acme:ch:sse"}}"#)
@@ -261,7 +274,7 @@ async fn sse_closes_with_the_websocket_close_codes() {
 }
 
 #[tokio::test]
-async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
+async fn sse_refuses_a_foreign_origin() {
     let gateway = TestGateway::with(|config| {
         config.allowed_origins = vec!["https://app.example".into()];
         config.limits.ping_interval = Duration::from_millis(300);
@@ -272,21 +285,115 @@ async fn sse_refuses_a_foreign_origin_and_survives_heartbeats() {
         SseClient::open_with(gateway.http_addr, "", &[("Origin", "https://evil.example")]).await;
     let close: Value = serde_json::from_str(&refused.session).unwrap();
     assert_eq!(close["code"], 4003);
+}
 
-    // A stream has no pong to send; it must not be closed 4202 for that.
-    let gateway = TestGateway::with(|config| {
+/// A gateway pinging every second, closing 4202 a second after an unanswered ping, and
+/// letting commands through as fast as a test sends them.
+async fn heartbeat_gateway() -> TestGateway {
+    TestGateway::with(|config| {
         config.limits.ping_interval = Duration::from_secs(1);
         config.limits.pong_timeout = Duration::from_secs(1);
+        config.limits.commands_per_minute = 1_000_000;
     })
-    .await;
+    .await
+}
+
+async fn connected(gateway: &TestGateway) -> SseClient {
     let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
     let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
     sse.send(r#"{"id":1,"connect":{}}"#).await;
-    sse.next_event().await;
-    tokio::time::sleep(Duration::from_secs(4)).await; // several ping periods
+    let mut pending = Vec::new();
+    assert_eq!(sse.next_message(&mut pending).await["id"], 1);
+    sse
+}
+
+#[tokio::test]
+async fn an_sse_client_that_never_answers_pings_is_closed_4202() {
+    let gateway = heartbeat_gateway().await;
+    let mut sse = connected(&gateway).await;
+    let started = Instant::now();
+    let mut pings = 0;
+    let close = loop {
+        let event = sse.next_event().await;
+        match event.name.as_deref() {
+            Some("ping") => pings += 1,
+            Some("close") => break event,
+            _ => {}
+        }
+    };
+    let close: Value = serde_json::from_str(&close.data).unwrap();
+    assert_eq!(close["code"], 4202, "{close}");
+    assert_eq!(pings, 1, "closed after the first unanswered ping");
+    // Ping interval + pong timeout, plus up to a heartbeat tick (1 s) for each.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sse.raw_lines.iter().any(|line| line == "event: ping"));
+}
+
+/// Reads the stream for `period`, answering every ping with a pong on `/rpc`; the number
+/// of pings. Fails if the stream closes.
+async fn answer_pings_for(sse: &mut SseClient, period: Duration) -> usize {
+    let until = Instant::now() + period;
+    let mut pings = 0;
+    while let Ok(event) = tokio::time::timeout_at(until.into(), sse.next_event()).await {
+        match event.name.as_deref() {
+            Some("ping") => {
+                pings += 1;
+                let session = sse.session.clone();
+                assert_eq!(sse.rpc_query(&session, "&pong", "").await, 202);
+            }
+            Some("close") => panic!("closed while answering pings: {}", event.data),
+            _ => {}
+        }
+    }
+    pings
+}
+
+#[tokio::test]
+async fn an_sse_client_that_answers_pings_stays_open() {
+    let gateway = heartbeat_gateway().await;
+    let mut sse = connected(&gateway).await;
+    let pings = answer_pings_for(&mut sse, Duration::from_secs(8)).await;
+    // A ping at most every interval + a heartbeat tick (1 s each).
+    assert!(pings >= 3, "several ping periods: {pings}");
     sse.send(r#"{"id":2,"ping":{}}"#).await;
-    let reply = sse.next_event().await;
-    assert!(reply.data.contains("\"id\":2"), "{}", reply.data);
+    let mut pending = Vec::new();
+    assert_eq!(sse.next_message(&mut pending).await["id"], 2);
+    // A pong is a pong, not a place for commands.
+    let session = sse.session.clone();
+    assert_eq!(sse.rpc_query(&session, "&pong", "{}").await, 400);
+}
+
+#[tokio::test]
+async fn a_flood_of_sse_commands_does_not_lose_a_pong() {
+    let gateway = heartbeat_gateway().await;
+    let mut sse = connected(&gateway).await;
+    let (addr, session) = (sse.addr, sse.session.clone());
+    // Posters that keep the session's command queue full: each POST waits while it is.
+    let flood: Vec<_> = (0..32)
+        .map(|_| {
+            let session = session.clone();
+            tokio::spawn(async move {
+                let body = vec![r#"{"id":9,"ping":{}}"#; 20].join("\n");
+                loop {
+                    let status = post(addr, &format!("?session={session}"), &body).await;
+                    if status != 202 {
+                        return status;
+                    }
+                }
+            })
+        })
+        .collect();
+    let pings = answer_pings_for(&mut sse, Duration::from_secs(8)).await;
+    // A ping at most every interval + a heartbeat tick (1 s each).
+    assert!(pings >= 3, "several ping periods: {pings}");
+    for poster in &flood {
+        assert!(!poster.is_finished(), "the session is still open");
+        poster.abort();
+    }
 }
 
 #[tokio::test]

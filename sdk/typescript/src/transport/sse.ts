@@ -11,7 +11,7 @@ export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
 export interface SseEndpoints {
   /** `GET`: the `text/event-stream` of server frames. */
   streamUrl: string;
-  /** `POST ?session=<id>`: command lines. */
+  /** `POST ?session=<id>`: command lines; `POST ?session=<id>&pong`: a ping's answer. */
   rpcUrl: string;
 }
 
@@ -44,7 +44,9 @@ export interface SseClose extends TransportClose {
  * in browsers and Node 18+, no `EventSource`), and commands sent with `POST /rpc`, one
  * request at a time, batching whatever queued meanwhile. The first event names the session;
  * each unnamed event carries a server frame; `event: close` carries the close code before
- * the stream ends.
+ * the stream ends. `event: ping` is the server's heartbeat: it is answered at once with
+ * `POST ?session=<id>&pong` (empty body), beside the command requests, never queued behind
+ * them; a client that stops answering is closed 4202.
  */
 export function createSseTransport(
   fetchImpl: FetchLike,
@@ -90,7 +92,32 @@ export function createSseTransport(
       };
     } else if (event.event === "message" && opened) {
       handlers.onFrame(event.data);
+    } else if (event.event === "ping" && opened) {
+      pong();
     }
+  };
+
+  /** `/rpc` says the session ended: wait a moment for the stream's close event (and so how
+   * to reconnect) before settling for 1006. */
+  const sessionGone = () => {
+    goneTimer ??= setTimeout(
+      () => finish({ code: 1006, reason: "SSE session is gone", httpStatus: 404 }),
+      SESSION_GONE_GRACE_MS,
+    );
+  };
+
+  const pong = () => {
+    if (done || session === undefined) return;
+    const url = `${endpoints.rpcUrl}?session=${encodeURIComponent(session)}&pong`;
+    fetchImpl(url, { method: "POST", cache: "no-store", signal: abort.signal }).then(
+      (response) => {
+        void response.body?.cancel().catch(() => {});
+        if (response.status === 404) sessionGone();
+      },
+      // A lost pong is the server's to notice (4202, on the stream); a dead network ends
+      // the stream too.
+      () => {},
+    );
   };
 
   const read = async () => {
@@ -152,12 +179,7 @@ export function createSseTransport(
         void response.body?.cancel().catch(() => {});
         posting = false;
         if (response.status === 404) {
-          // The session ended. Its stream may still be delivering the close event that
-          // says why (and so how to reconnect): give it a moment before settling for 1006.
-          goneTimer ??= setTimeout(
-            () => finish({ code: 1006, reason: "SSE session is gone", httpStatus: 404 }),
-            SESSION_GONE_GRACE_MS,
-          );
+          sessionGone();
         } else if (response.status === 413) {
           // What a WebSocket closes with 4009: the message is too large; do not resend it.
           finish({ code: 4009, reason: "message too large", httpStatus: 413 });

@@ -10,6 +10,11 @@ import { publishThroughDisconnect } from "../helpers/scenarios.js";
 import { waitFor } from "../helpers/wait.js";
 
 const { gateway, api } = await gatewayWithApi();
+// Pings every second and a 1 s pong timeout: an SSE client that did not answer would be
+// closed 4202 within about two seconds.
+const fast = await gatewayWithApi({
+  env: { HERALD_PING_INTERVAL_SECONDS: "1", HERALD_PONG_TIMEOUT_SECONDS: "1" },
+});
 
 /** A WebSocket whose handshake always fails, as behind a proxy that strips Upgrade. */
 class BlockedWebSocket {
@@ -58,6 +63,34 @@ describe("over SSE", () => {
     client.disconnect();
   });
 
+  it("recovers a channel first published while it was away, from its unpublished position", async () => {
+    const channel = channelName("first-while-away");
+    const { client } = makeClient(gateway, "ursula", {
+      transport: "sse",
+      backoff: { initialMs: 300, jitterMs: 100 },
+    });
+    client.connect();
+    const sub = client.subscribe<{ n: { n: number } }>(channel);
+    await active(sub);
+    // Nobody published yet: a placeholder position, kept for recovery like an epoch.
+    expect(sub.position?.offset).toBe(0);
+    expect(sub.position?.epoch.startsWith("~")).toBe(true);
+    const seen: number[] = [];
+    sub.on("n", (data) => seen.push(data.n));
+    const third = waitFor<{ n: number }>(
+      "the third publication",
+      (cb) => sub.on("n", cb),
+      (data) => data.n === 3,
+    );
+    const recovered = waitFor<SubscribedInfo>("recovered", (cb) => sub.on("recovered", cb));
+    expect(await api.disconnect("ursula", 4201, "test")).toBe(1);
+    for (let n = 1; n <= 3; n++) await api.publish(channel, "n", { n });
+    expect((await recovered).recovered).toBe(true);
+    await third;
+    expect(seen).toEqual([1, 2, 3]);
+    client.disconnect();
+  });
+
   it("falls back from a WebSocket whose handshake fails twice (transport auto)", async () => {
     BlockedWebSocket.attempts = 0;
     const { client } = makeClient(gateway, "fallback", {
@@ -98,6 +131,25 @@ describe("over SSE", () => {
     expect(client.getTransport()).toBe("sse");
     client.disconnect();
   });
+});
+
+describe("over SSE, with a heartbeat every second", () => {
+  it("answers the pings and stays connected", async () => {
+    const { client } = makeClient(fast.gateway, "pinged", { transport: "sse" });
+    const disconnects: unknown[] = [];
+    client.on("disconnected", (info) => disconnects.push(info));
+    client.connect();
+    await reach(client, "connected");
+    const sub = client.subscribe(channelName("pinged"));
+    await active(sub);
+    await new Promise((resolve) => setTimeout(resolve, 4_000));
+    expect(disconnects).toEqual([]);
+    const received = waitFor<unknown>("the publication", (cb) => sub.on("message.created", cb));
+    await fast.api.publish(channelName("pinged"), "message.created", { id: "after pings" });
+    expect(await received).toEqual({ id: "after pings" });
+    expect(disconnects).toEqual([]);
+    client.disconnect();
+  }, 15_000);
 });
 
 function channelName(name: string): string {

@@ -118,6 +118,42 @@ describe("SSE transport", () => {
     expect(closes).toEqual([{ code: 4201, reason: "slow consumer", opened: true }]);
   });
 
+  it("answers each ping at once with a pong, beside a command request in flight", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const server = fakeServer();
+    const fetch: FetchLike = async (url, init) => {
+      // The command request hangs (a full queue on the server); pongs must not wait for it.
+      if (init?.method === "POST" && !url.endsWith("&pong")) await held;
+      return server.fetch(url, init);
+    };
+    const closes: TransportClose[] = [];
+    const transport = createSseTransport(fetch, sseEndpoints("ws://h:1/ws"), {
+      onOpen: () => {},
+      onFrame: () => {},
+      onClose: (close) => closes.push(close),
+    });
+    await realTick();
+    server.write("event: ping\ndata: {}\n\n");
+    await realTick();
+    expect(server.posts).toEqual([]);
+    server.write('event: session\ndata: {"session":"a b"}\n\n');
+    await realTick();
+    transport.send('{"id":1,"ping":{}}');
+    server.write("event: ping\ndata: {}\n\nevent: ping\ndata: {}\n\n");
+    await realTick();
+    expect(server.posts).toEqual([
+      { url: "http://h:1/rpc?session=a%20b&pong", body: "undefined" },
+      { url: "http://h:1/rpc?session=a%20b&pong", body: "undefined" },
+    ]);
+    release();
+    await realTick();
+    await realTick();
+    expect(server.posts.map((p) => p.body)).toContain('{"id":1,"ping":{}}');
+    expect(closes).toEqual([]);
+    transport.close();
+  });
+
   it("reports a stream that never opens, with its HTTP status", async () => {
     const server = fakeServer({ streamStatus: 404 });
     const closes: TransportClose[] = [];

@@ -19,7 +19,7 @@ use crate::node::Node;
 use crate::paging::{HistoryPage, history_page};
 use crate::presence::wire_typer;
 use crate::session::{Answer, Failure};
-use crate::state::{Position, StateError};
+use crate::state::{Position, StateError, is_unpublished, unpublished_recovers};
 
 pub async fn apply(
     node: &Arc<Node>,
@@ -129,7 +129,7 @@ async fn read_state(
                 node.config.limits.reply_bytes(),
             )
             .await?;
-            let recovered = covers(&page, since);
+            let recovered = covers(&page, since, options.history_ttl());
             (page, recovered)
         }
         None => (
@@ -161,8 +161,16 @@ async fn read_state(
 
 /// Whether history still holds every publication after `since`: `page` starts right after
 /// it, in the same epoch (the page itself is contiguous; with `more` the rest follows).
-fn covers(page: &HistoryPage, since: &StreamPosition) -> bool {
-    if page.position.epoch != since.epoch || since.offset > page.position.offset {
+/// A position read while the channel had no history state (an unpublished placeholder)
+/// is covered by the epoch begun since, from offset 1, if it is the first since the read
+/// (see [`unpublished_recovers`]; `lifetime` is the channel's history TTL).
+fn covers(page: &HistoryPage, since: &StreamPosition, lifetime: std::time::Duration) -> bool {
+    if is_unpublished(&since.epoch) {
+        if since.offset != 0 || !unpublished_recovers(&since.epoch, &page.position.epoch, lifetime)
+        {
+            return false;
+        }
+    } else if page.position.epoch != since.epoch || since.offset > page.position.offset {
         return false;
     }
     match page.publications.first() {

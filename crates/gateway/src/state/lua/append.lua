@@ -3,7 +3,8 @@
 --
 -- KEYS[1] meta hash {epoch, offset}   KEYS[2] log stream   KEYS[3] idempotency key (optional)
 -- ARGV[1] encoded publication (for a channel without history: only sent with a key)
--- ARGV[2] epoch to use if the channel has none
+-- ARGV[2] suffix of the epoch to create if the channel has none: the epoch is Redis's
+-- time in ms, '.', this suffix (recovery from an unpublished read compares the times)
 -- ARGV[3] history size, or -1 for a channel without history (passed on as text: a Lua
 -- number would reach Redis in exponent notation when large)
 -- ARGV[4] history ttl, ms   ARGV[5] idempotency window, ms   ARGV[6] idempotency lease, ms
@@ -63,7 +64,7 @@ if ARGV[3] ~= '-1' then
   epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     -- A new epoch: a stream left from a lost one would hold higher ids than ours.
-    epoch = ARGV[2]
+    epoch = string.format('%.0f.', now_ms()) .. ARGV[2]
     redis.call('DEL', log)
     redis.call('HSET', meta, 'epoch', epoch, 'offset', 0)
   end

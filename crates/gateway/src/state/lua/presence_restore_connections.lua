@@ -14,6 +14,11 @@
 -- Returns {clients counted again, status to announce or false}.
 local conns, users, status = KEYS[1], KEYS[2], KEYS[3]
 local user, known = ARGV[1], ARGV[4]
+-- Every key expires: it outlives the latest entry written to it by twice that entry's TTL,
+-- time for the sweeper to report the entries of a node that stopped refreshing them.
+local function keep(key, expiry, now)
+  redis.call('PEXPIREAT', key, expiry + 2 * (expiry - now))
+end
 
 local before = redis.call('ZCOUNT', conns, '(' .. ARGV[3], '+inf')
 local added = {}
@@ -28,15 +33,22 @@ if #added == 0 then
 end
 -- LT keeps the users' score a lower bound of every connection's expiry (it adds a new user).
 redis.call('ZADD', users, 'LT', ARGV[2], user)
+-- After the status writes below (a key created by HSET would have no expiry yet).
+local function done(result)
+  for _, key in ipairs({conns, users, status}) do
+    keep(key, tonumber(ARGV[2]), tonumber(ARGV[3]))
+  end
+  return result
+end
 if before == 0 then
   if known == '' then
     redis.call('HDEL', status, user)
-    return {added, 'online'}
+    return done({added, 'online'})
   end
   redis.call('HSET', status, user, known)
-  return {added, known}
+  return done({added, known})
 end
 if known ~= '' and redis.call('HSETNX', status, user, known) == 1 and known ~= 'online' then
-  return {added, known}
+  return done({added, known})
 end
-return {added, false}
+return done({added, false})

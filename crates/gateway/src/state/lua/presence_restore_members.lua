@@ -7,6 +7,11 @@
 -- ARGV[1] expiry, ms   then pairs: ARGV[2i] client, ARGV[2i + 1] its member JSON
 -- Returns the JSON of the members put back.
 local members, expiry = KEYS[1], KEYS[2]
+-- Every key expires: it outlives the latest entry written to it by twice that entry's TTL,
+-- time for the sweeper to report the entries of a node that stopped refreshing them.
+local function keep(key, expiry, now)
+  redis.call('PEXPIREAT', key, expiry + 2 * (expiry - now))
+end
 
 local restored = {}
 for i = 2, #ARGV, 2 do
@@ -15,5 +20,11 @@ for i = 2, #ARGV, 2 do
     redis.call('ZADD', expiry, ARGV[1], ARGV[i])
     restored[#restored + 1] = ARGV[i + 1]
   end
+end
+if #restored > 0 then
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  keep(members, tonumber(ARGV[1]), now)
+  keep(expiry, tonumber(ARGV[1]), now)
 end
 return restored

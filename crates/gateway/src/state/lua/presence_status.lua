@@ -9,12 +9,20 @@
 -- Returns 0 when nothing changed, 1 when the status changed, 2 when the connection was
 -- counted again (a change too).
 local conns, users, status = KEYS[1], KEYS[2], KEYS[3]
+-- Every key expires: it outlives the latest entry written to it by twice that entry's TTL,
+-- time for the sweeper to report the entries of a node that stopped refreshing them.
+local function keep(key, expiry, now)
+  redis.call('PEXPIREAT', key, expiry + 2 * (expiry - now))
+end
 
 if redis.call('ZCOUNT', conns, '(' .. ARGV[3], '+inf') == 0 then
   redis.call('ZADD', conns, ARGV[5], ARGV[4])
   -- LT keeps the users' score a lower bound of every connection's expiry.
   redis.call('ZADD', users, 'LT', ARGV[5], ARGV[1])
   redis.call('HSET', status, ARGV[1], ARGV[2])
+  for _, key in ipairs({conns, users, status}) do
+    keep(key, tonumber(ARGV[5]), tonumber(ARGV[3]))
+  end
   return 2
 end
 local current = redis.call('HGET', status, ARGV[1]) or 'online'
@@ -22,4 +30,5 @@ if current == ARGV[2] then
   return 0
 end
 redis.call('HSET', status, ARGV[1], ARGV[2])
+keep(status, tonumber(ARGV[5]), tonumber(ARGV[3]))
 return 1

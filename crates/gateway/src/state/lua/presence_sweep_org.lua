@@ -9,6 +9,8 @@
 -- Returns {{user, last seen, ...}, earliest remaining users score or nil when none}.
 local users, status, seen = KEYS[1], KEYS[2], KEYS[3]
 local now = ARGV[1]
+-- Last seen times outlive the org's last change by this long (then the key expires).
+local SEEN_TTL_MS = 30 * 24 * 3600 * 1000
 
 local due = redis.call('ZRANGEBYSCORE', users, '-inf', now, 'LIMIT', 0, ARGV[3])
 local offline = {}
@@ -27,6 +29,7 @@ for _, user in ipairs(due) do
       local last = gone[#gone]
       redis.call('HDEL', status, user)
       redis.call('HSET', seen, user, last)
+      redis.call('PEXPIRE', seen, SEEN_TTL_MS)
       offline[#offline + 1] = user
       offline[#offline + 1] = last
     end
