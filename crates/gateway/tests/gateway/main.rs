@@ -13,4 +13,5 @@ mod limits;
 mod paging;
 mod presence;
 mod publish;
+mod reauth;
 mod sse;
