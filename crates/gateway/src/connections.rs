@@ -59,6 +59,11 @@ impl Connection {
         self.claims.load_full()
     }
 
+    /// The current claims without a reference count, for fan-out: hold it only briefly.
+    pub fn claims_now(&self) -> arc_swap::Guard<Arc<Claims>> {
+        self.claims.load()
+    }
+
     /// Replaces the claims (on `refresh`), returning the previous ones.
     pub fn replace_claims(&self, claims: Claims) -> Arc<Claims> {
         self.claims.swap(Arc::new(claims))

@@ -528,7 +528,7 @@ impl Hub {
             let connection = &subscriber.connection;
             if subscriber.pending.is_some()
                 || event.exclude.as_ref().is_some_and(|exclude| {
-                    exclude.matches(&connection.claims().sub, &connection.id)
+                    exclude.matches(&connection.claims_now().sub, &connection.id)
                 })
             {
                 continue;
