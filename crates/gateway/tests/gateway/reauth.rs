@@ -87,7 +87,8 @@ async fn refresh_without_an_org_ends_its_channels_with_2403_and_keeps_the_rest()
         "org:beta:general",
         "user:alice",
     ] {
-        within("subscribe", alice.subscribe(channel)).await.unwrap();
+        let result = within("subscribe", alice.subscribe(channel)).await.unwrap();
+        assert_eq!(result.expires, None, "no token, no end");
     }
     within(
         "subscribe",
@@ -198,12 +199,13 @@ async fn a_subscription_token_ends_the_subscription_at_its_expiry_with_2401() {
     let channel = "org:gamma:room";
     let expires = unix_now() + 2;
     let token = subscription_token(&gateway, "alice", channel, expires);
-    within(
+    let result = within(
         "subscribe",
         alice.subscribe_with(channel, Some(&token), None),
     )
     .await
     .unwrap();
+    assert_eq!(result.expires, Some(expires), "the reply says when it ends");
     gateway.publish(channel, "before", json!({})).await;
     assert_eq!(next_publication(&alice).await.event, "before");
     assert_eq!(
@@ -211,7 +213,7 @@ async fn a_subscription_token_ends_the_subscription_at_its_expiry_with_2401() {
         unsubscribe_code::TOKEN_EXPIRED
     );
     assert!(unix_now() >= expires, "not before the token's expiry");
-    // The subscription is gone: an unsubscribe is a no-op and a new token subscribes again.
+    // The subscription is gone: a new token subscribes again.
     let fresh = subscription_token(&gateway, "alice", channel, unix_now() + 60);
     within(
         "resubscribe",

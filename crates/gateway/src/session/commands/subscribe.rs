@@ -50,6 +50,7 @@ pub async fn apply(
         if options.typing {
             result.typing = typers(node, connection, &channel).await?;
         }
+        result.expires = token.as_ref().map(|token| token.exp);
         node.presence.joined(&channel, &options, connection).await?;
         Ok::<_, StateError>((position, result))
     };
@@ -122,6 +123,7 @@ async fn read_state(
             publications: vec![],
             more: false,
             typing: vec![],
+            expires: None,
         };
         return Ok((Position::default(), result));
     }
@@ -161,6 +163,7 @@ async fn read_state(
         publications,
         more,
         typing: vec![],
+        expires: None,
     };
     Ok((position, result))
 }
