@@ -296,6 +296,20 @@ impl Client {
             .await
     }
 
+    /// Replaces the subscription token of `channel` (subscribed with one), moving the
+    /// subscription's end to the new token's expiry.
+    pub async fn sub_refresh(
+        &self,
+        channel: &str,
+        token: &str,
+    ) -> Result<RefreshResult, ClientError> {
+        let params = object([
+            ("channel", Some(channel.into())),
+            ("token", Some(token.into())),
+        ]);
+        self.call("subRefresh", params).await
+    }
+
     /// Who is in `channel` (the connection must be subscribed): every page of it.
     pub async fn presence(&self, channel: &str) -> Result<PresenceResult, ClientError> {
         let mut all = self.presence_page(channel, None).await?;

@@ -3,13 +3,15 @@
 //! A [`Connection`] is what other tasks hold: its [`Outbox`] (the queue to its writer),
 //! its claims, and the little state the sweeper needs.
 //!
-//! One sweeper per node handles every connection's heartbeat and token expiry, instead of
-//! a timer per connection.
+//! One sweeper per node handles every connection's heartbeat and token expiry, and the
+//! expiry of subscriptions made with a subscription token, instead of a timer per
+//! connection or per subscription.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 use herald_protocol::{ChannelName, CloseCode};
@@ -23,7 +25,8 @@ pub use crate::outbox::{Outbound, Outbox};
 /// The shared handle of one authenticated connection.
 pub struct Connection {
     pub id: Arc<str>,
-    pub claims: Arc<Claims>,
+    /// Replaced by `refresh` (same `sub`); read without a lock, also by fan-out.
+    claims: ArcSwap<Claims>,
     pub outbox: Arc<Outbox>,
     /// Token expiry, Unix seconds (moves on `refresh`).
     expires_at: AtomicI64,
@@ -34,13 +37,38 @@ pub struct Connection {
     /// Channels this connection is subscribed to. The hub removes entries on server-side
     /// unsubscribes, so it is shared rather than owned by the session.
     pub subscriptions: Mutex<Vec<ChannelName>>,
-    /// Channels the hub evicted this connection from, for its session to leave their
-    /// presence in order with its own commands.
-    evicted: Mutex<Vec<ChannelName>>,
+    /// Subscriptions ended from outside the session (hub evictions, expired subscription
+    /// tokens), for the session to finish in order with its own commands.
+    evicted: Mutex<Vec<Ending>>,
     evicted_ready: Notify,
 }
 
+/// A subscription ended from outside the session, for the session to finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The hub removed the subscription and pushed 2500: leave the channel's presence.
+    Evicted(ChannelName),
+    /// The subscription token's `exp` passed: unsubscribe with 2401, unless it was
+    /// refreshed (or the channel subscribed again) meanwhile.
+    TokenExpired(ChannelName),
+}
+
 impl Connection {
+    /// The connection's current claims (a `refresh` replaces them; `sub` never changes).
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.load_full()
+    }
+
+    /// The current claims without a reference count, for fan-out: hold it only briefly.
+    pub fn claims_now(&self) -> arc_swap::Guard<Arc<Claims>> {
+        self.claims.load()
+    }
+
+    /// Replaces the claims (on `refresh`), returning the previous ones.
+    pub fn replace_claims(&self, claims: Claims) -> Arc<Claims> {
+        self.claims.swap(Arc::new(claims))
+    }
+
     /// Queues one message; false when the connection is closing.
     pub fn send(&self, message: Bytes) -> bool {
         self.outbox.send(message)
@@ -88,7 +116,12 @@ impl Connection {
     /// Records a server-side eviction from `channel` (the subscription is already removed)
     /// and wakes the session.
     pub fn evicted(&self, channel: &ChannelName) {
-        lock(&self.evicted).push(channel.clone());
+        self.end(Ending::Evicted(channel.clone()));
+    }
+
+    /// Hands a subscription's end to the session and wakes it.
+    pub fn end(&self, ending: Ending) {
+        lock(&self.evicted).push(ending);
         self.evicted_ready.notify_one();
     }
 
@@ -97,8 +130,8 @@ impl Connection {
         self.evicted_ready.notified().await
     }
 
-    /// The channels evicted from since the last call.
-    pub fn take_evicted(&self) -> Vec<ChannelName> {
+    /// The subscriptions ended from outside since the last call.
+    pub fn take_evicted(&self) -> Vec<Ending> {
         std::mem::take(&mut *lock(&self.evicted))
     }
 
@@ -131,9 +164,130 @@ pub struct Heartbeat {
     pub timeout: Duration,
 }
 
+/// One subscription authorised by a subscription token.
+struct TokenSubscription {
+    channel: ChannelName,
+    /// The token's `exp`, Unix seconds (moves on `subRefresh`).
+    expires_at: i64,
+    /// The session was told it expired (and has not handled it yet).
+    notified: bool,
+}
+
+/// Subscriptions made with a subscription token, by connection, with their expiries. Only
+/// connections that have one are in it: the others pay nothing, and the sweep scans it only
+/// once the earliest expiry has come.
+pub struct SubscriptionTokens {
+    by_connection: DashMap<Arc<str>, Vec<TokenSubscription>>,
+    /// The earliest expiry not yet notified (`i64::MAX` when none).
+    earliest: AtomicI64,
+}
+
+impl SubscriptionTokens {
+    fn new() -> Self {
+        Self {
+            by_connection: DashMap::new(),
+            earliest: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// Records that `connection` subscribed `channel` with a token expiring at `expires_at`.
+    pub fn insert(&self, connection: &Arc<str>, channel: &ChannelName, expires_at: i64) {
+        let mut entries = self.by_connection.entry(connection.clone()).or_default();
+        entries.retain(|entry| entry.channel != *channel);
+        entries.push(TokenSubscription {
+            channel: channel.clone(),
+            expires_at,
+            notified: false,
+        });
+        drop(entries);
+        self.earliest.fetch_min(expires_at, Ordering::Relaxed);
+    }
+
+    /// The expiry of `connection`'s token subscription to `channel`, if it has one.
+    pub fn expiry(&self, connection: &str, channel: &ChannelName) -> Option<i64> {
+        let entries = self.by_connection.get(connection)?;
+        entries
+            .iter()
+            .find(|entry| entry.channel == *channel)
+            .map(|entry| entry.expires_at)
+    }
+
+    /// Moves the expiry of an existing token subscription (`subRefresh`); false if there
+    /// is none.
+    pub fn extend(&self, connection: &str, channel: &ChannelName, expires_at: i64) -> bool {
+        let Some(mut entries) = self.by_connection.get_mut(connection) else {
+            return false;
+        };
+        let Some(entry) = entries.iter_mut().find(|entry| entry.channel == *channel) else {
+            return false;
+        };
+        entry.expires_at = expires_at;
+        entry.notified = false;
+        drop(entries);
+        self.earliest.fetch_min(expires_at, Ordering::Relaxed);
+        true
+    }
+
+    /// Forgets a token subscription (unsubscribed, evicted).
+    pub fn remove(&self, connection: &str, channel: &ChannelName) {
+        self.by_connection.remove_if_mut(connection, |_, entries| {
+            entries.retain(|entry| entry.channel != *channel);
+            entries.is_empty()
+        });
+    }
+
+    /// Removes the entry if its token has expired (`now` in Unix seconds): true when the
+    /// subscription is to end, false when it was refreshed or is not a token one any more.
+    pub fn take_expired(&self, connection: &str, channel: &ChannelName, now: i64) -> bool {
+        let mut expired = false;
+        self.by_connection.remove_if_mut(connection, |_, entries| {
+            entries.retain(|entry| {
+                let ends = entry.channel == *channel && entry.expires_at <= now;
+                expired |= ends;
+                !ends
+            });
+            entries.is_empty()
+        });
+        expired
+    }
+
+    /// Forgets every token subscription of a closed connection.
+    pub fn remove_connection(&self, connection: &str) {
+        self.by_connection.remove(connection);
+    }
+
+    /// The (connection, channel) pairs whose token expired since the last call. Scans only
+    /// when the earliest expiry has come.
+    fn newly_expired(&self, now: i64) -> Vec<(Arc<str>, ChannelName)> {
+        if self.earliest.load(Ordering::Relaxed) > now {
+            return Vec::new();
+        }
+        // Reset before the scan: an insert that races with it lowers `earliest` again.
+        self.earliest.store(i64::MAX, Ordering::Relaxed);
+        let mut expired = Vec::new();
+        for mut entries in self.by_connection.iter_mut() {
+            let connection = entries.key().clone();
+            for entry in entries.value_mut().iter_mut() {
+                if entry.notified {
+                    continue;
+                }
+                if entry.expires_at <= now {
+                    entry.notified = true;
+                    expired.push((connection.clone(), entry.channel.clone()));
+                } else {
+                    self.earliest.fetch_min(entry.expires_at, Ordering::Relaxed);
+                }
+            }
+        }
+        expired
+    }
+}
+
 /// The node's connections, by id, with per-user counts.
 pub struct Connections {
     by_id: DashMap<Arc<str>, Arc<Connection>>,
+    /// Subscriptions made with a subscription token, for their expiry.
+    pub subscription_tokens: SubscriptionTokens,
     per_user: DashMap<Arc<str>, usize>,
     max_per_user: usize,
     heartbeat: Heartbeat,
@@ -144,6 +298,7 @@ impl Connections {
     pub fn new(max_per_user: usize, heartbeat: Heartbeat) -> Self {
         Self {
             by_id: DashMap::new(),
+            subscription_tokens: SubscriptionTokens::new(),
             per_user: DashMap::new(),
             max_per_user,
             heartbeat,
@@ -173,7 +328,7 @@ impl Connections {
         let connection = Arc::new(Connection {
             id: id.clone(),
             expires_at: AtomicI64::new(claims.exp),
-            claims,
+            claims: ArcSwap::new(claims),
             outbox,
             ping_sent_at: AtomicU64::new(0),
             next_ping_at: AtomicU64::new(
@@ -193,7 +348,8 @@ impl Connections {
 
     fn unregister(&self, connection: &Connection) {
         self.by_id.remove(&connection.id);
-        let user = &connection.claims.sub;
+        self.subscription_tokens.remove_connection(&connection.id);
+        let user = &connection.claims.load().sub;
         self.per_user.remove_if_mut(user, |_, count| {
             *count -= 1;
             *count == 0
@@ -226,13 +382,14 @@ impl Connections {
     pub fn of_user(&self, user: &str) -> Vec<Arc<Connection>> {
         self.by_id
             .iter()
-            .filter(|entry| &*entry.claims.sub == user)
+            .filter(|entry| &*entry.claims.load().sub == user)
             .map(|entry| entry.value().clone())
             .collect()
     }
 
     /// One pass over every connection: send due pings, close those whose pong is late
-    /// (4202) or whose token expired (4002).
+    /// (4202) or whose token expired (4002); then hand expired subscription tokens to their
+    /// sessions.
     pub fn sweep(&self) {
         let now = self.now_ms();
         let now_unix = unix_now();
@@ -254,6 +411,11 @@ impl Connections {
             } else if now >= connection.next_ping_at.load(Ordering::Relaxed) {
                 connection.ping_sent_at.store(now, Ordering::Relaxed);
                 connection.outbox.ping();
+            }
+        }
+        for (id, channel) in self.subscription_tokens.newly_expired(now_unix) {
+            if let Some(connection) = self.by_id.get(&id) {
+                connection.end(Ending::TokenExpired(channel));
             }
         }
     }
@@ -284,5 +446,45 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.connections.unregister(&self.connection);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn token_subscriptions_are_reported_once_when_they_expire() {
+        let tokens = SubscriptionTokens::new();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        assert!(tokens.newly_expired(100).is_empty(), "empty");
+        tokens.insert(&a, &channel("org:x:one"), 10);
+        tokens.insert(&a, &channel("org:x:two"), 20);
+        tokens.insert(&b, &channel("org:x:one"), 30);
+        assert!(tokens.newly_expired(9).is_empty(), "nothing due yet");
+        assert_eq!(
+            tokens.newly_expired(10),
+            vec![(a.clone(), channel("org:x:one"))]
+        );
+        assert!(tokens.newly_expired(15).is_empty(), "reported once");
+        // A refresh moves the end; the earliest expiry follows it down too.
+        assert!(tokens.extend(&a, &channel("org:x:two"), 40));
+        assert!(!tokens.extend(&a, &channel("org:x:none"), 40));
+        assert_eq!(
+            tokens.newly_expired(30),
+            vec![(b.clone(), channel("org:x:one"))]
+        );
+        // The session takes an expired one only if it was not refreshed meanwhile.
+        assert!(tokens.take_expired(&a, &channel("org:x:one"), 30));
+        assert!(!tokens.take_expired(&a, &channel("org:x:two"), 30));
+        assert_eq!(tokens.expiry(&a, &channel("org:x:two")), Some(40));
+        tokens.remove_connection(&a);
+        tokens.remove(&b, &channel("org:x:one"));
+        assert!(tokens.by_connection.is_empty(), "nothing left behind");
+        assert!(tokens.newly_expired(100).is_empty());
     }
 }

@@ -40,13 +40,8 @@ use crate::connections::Connection;
 use crate::metrics;
 use crate::state::{Position, State, is_unpublished};
 
-/// Server-side unsubscribe codes (in the `unsubscribe` push).
-pub mod unsubscribe_code {
-    /// The server removed the subscription; do not resubscribe.
-    pub const SERVER: u32 = 2000;
-    /// Resubscribe now, recovering from the last position seen.
-    pub const RESUBSCRIBE: u32 = 2500;
-}
+/// Server-side unsubscribe codes (in the `unsubscribe` push), kept in the protocol crate.
+pub use herald_protocol::codes::unsubscribe_code;
 
 /// Channels whose positions one periodic check reads in one round trip.
 const POSITION_CHECK_BATCH: usize = 1000;
@@ -558,10 +553,9 @@ impl Hub {
         for subscriber in &entry.subscribers {
             let connection = &subscriber.connection;
             if subscriber.pending.is_some()
-                || event
-                    .exclude
-                    .as_ref()
-                    .is_some_and(|exclude| exclude.matches(&connection.claims.sub, &connection.id))
+                || event.exclude.as_ref().is_some_and(|exclude| {
+                    exclude.matches(&connection.claims_now().sub, &connection.id)
+                })
             {
                 continue;
             }
@@ -657,7 +651,7 @@ mod tests {
 
     use super::*;
     use crate::auth::Claims;
-    use crate::connections::{Connections, Heartbeat, Outbound, Outbox, Registration};
+    use crate::connections::{Connections, Ending, Heartbeat, Outbound, Outbox, Registration};
     use crate::state::{
         Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Settlement, StateError,
     };
@@ -1083,7 +1077,7 @@ mod tests {
         assert!(unsubscribed(&live.drain()));
         assert_eq!(
             live.registration.connection.take_evicted(),
-            vec![channel()],
+            vec![Ending::Evicted(channel())],
             "the live one's session is told, to leave presence"
         );
     }

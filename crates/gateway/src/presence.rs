@@ -25,6 +25,7 @@ use herald_protocol::ChannelName;
 use herald_protocol::reply::{ChannelEvent, PresenceMember, StatusPush, TypingPush, encode_event};
 use tokio::time::Instant;
 
+use crate::auth::Claims;
 use crate::broker::{Broker, Event, Exclude};
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
@@ -158,9 +159,9 @@ impl PresenceService {
             return Ok(());
         }
         let member = Member {
-            user: connection.claims.sub.clone(),
+            user: connection.claims().sub.clone(),
             client: connection.id.clone(),
-            info: connection.claims.info.clone(),
+            info: connection.claims().info.clone(),
             joined_at: unix_millis(),
         };
         if self.state.join(channel, &member, self.ttl()).await? && options.join_leave {
@@ -181,14 +182,14 @@ impl PresenceService {
         let Some((_, options)) = self.config.channel_rule(channel) else {
             return;
         };
-        let key = (channel.clone(), connection.claims.sub.clone());
+        let key = (channel.clone(), connection.claims().sub.clone());
         if options.typing
             && self
                 .typing
                 .remove_if(&key, |_, typer| typer.client == connection.id)
                 .is_some()
         {
-            self.stop_typing(channel, &connection.claims.sub, true)
+            self.stop_typing(channel, &connection.claims().sub, true)
                 .await;
         }
         if !options.presence {
@@ -209,15 +210,15 @@ impl PresenceService {
     /// A connection was authenticated: it counts towards its user being online in each of
     /// the token's orgs.
     pub async fn opened(&self, connection: &Connection) {
-        for org in &connection.claims.orgs {
+        for org in &connection.claims().orgs {
             let change = self
                 .state
-                .connected(org, &connection.claims.sub, &connection.id, self.ttl())
+                .connected(org, &connection.claims().sub, &connection.id, self.ttl())
                 .await;
             if let Ok(Some(_)) = change {
                 // The user's first connection resets their status to online.
                 self.statuses
-                    .remove(&(org.clone(), connection.claims.sub.clone()));
+                    .remove(&(org.clone(), connection.claims().sub.clone()));
             }
             self.announce(change).await;
         }
@@ -225,11 +226,31 @@ impl PresenceService {
 
     /// A connection ended.
     pub async fn closed(&self, connection: &Connection) {
-        for org in &connection.claims.orgs {
+        for org in &connection.claims().orgs {
             let change = self
                 .state
-                .disconnected(org, &connection.claims.sub, &connection.id)
+                .disconnected(org, &connection.claims().sub, &connection.id)
                 .await;
+            self.announce(change).await;
+        }
+    }
+
+    /// A `refresh` replaced the connection's claims (`before` were the old ones): it stops
+    /// counting towards its user being online in the orgs it left, and starts in the new ones.
+    pub async fn orgs_changed(&self, connection: &Connection, before: &Claims) {
+        let now = connection.claims();
+        for org in before.orgs.iter().filter(|org| !now.is_member_of(org)) {
+            let change = self.state.disconnected(org, &now.sub, &connection.id).await;
+            self.announce(change).await;
+        }
+        for org in now.orgs.iter().filter(|org| !before.is_member_of(org)) {
+            let change = self
+                .state
+                .connected(org, &now.sub, &connection.id, self.ttl())
+                .await;
+            if let Ok(Some(_)) = change {
+                self.statuses.remove(&(org.clone(), now.sub.clone()));
+            }
             self.announce(change).await;
         }
     }
@@ -240,8 +261,9 @@ impl PresenceService {
         connection: &Connection,
         status: Status,
     ) -> Result<(), StateError> {
-        for org in &connection.claims.orgs {
-            let user = &connection.claims.sub;
+        let claims = connection.claims();
+        for org in &claims.orgs {
+            let user = &claims.sub;
             self.statuses.insert((org.clone(), user.clone()), status);
             let change = self
                 .state
@@ -261,7 +283,7 @@ impl PresenceService {
         connection: &Connection,
         active: bool,
     ) -> Result<(), StateError> {
-        let user = connection.claims.sub.clone();
+        let user = connection.claims().sub.clone();
         let key = (channel.clone(), user.clone());
         if !active {
             // A deferred start was never pushed: dropping it is enough.
@@ -279,7 +301,7 @@ impl PresenceService {
         let now = Instant::now();
         let typer = Typer {
             user,
-            info: connection.claims.info.clone(),
+            info: connection.claims().info.clone(),
         };
         let throttled = match self.typing_pushes.entry(key.clone()) {
             Entry::Occupied(mut pushed) => {
@@ -479,7 +501,7 @@ impl PresenceService {
             .all()
             .into_iter()
             .filter_map(|connection| {
-                let user = connection.claims.sub.clone();
+                let user = connection.claims().sub.clone();
                 let live = LiveConnection {
                     channels: connection
                         .subscriptions
@@ -493,9 +515,9 @@ impl PresenceService {
                         })
                         .cloned()
                         .collect(),
-                    orgs: connection.claims.orgs.clone(),
+                    orgs: connection.claims().orgs.clone(),
                     statuses: connection
-                        .claims
+                        .claims()
                         .orgs
                         .iter()
                         .filter(|_| any_status)
@@ -505,7 +527,7 @@ impl PresenceService {
                         })
                         .collect(),
                     client: connection.id.clone(),
-                    info: connection.claims.info.clone(),
+                    info: connection.claims().info.clone(),
                     user: user.clone(),
                 };
                 if any_status {

@@ -73,6 +73,36 @@ impl ErrorCode {
     }
 }
 
+/// Codes of the server's `unsubscribe` push: why the server ended a subscription, and
+/// whether the client subscribes again.
+pub mod unsubscribe_code {
+    /// The server removed the subscription; do not resubscribe.
+    pub const SERVER: u32 = 2000;
+    /// The subscription token expired and was not refreshed with `subRefresh`: get a new
+    /// subscription token and resubscribe (recovering from the last position seen).
+    pub const TOKEN_EXPIRED: u32 = 2401;
+    /// A `refresh` replaced the connection's claims with ones that no longer allow the
+    /// channel; do not resubscribe (a subscribe would be refused with 103).
+    pub const PERMISSION_REVOKED: u32 = 2403;
+    /// Resubscribe now, recovering from the last position seen.
+    pub const RESUBSCRIBE: u32 = 2500;
+
+    /// The reason sent with a code.
+    pub fn reason(code: u32) -> &'static str {
+        match code {
+            TOKEN_EXPIRED => "subscription token expired",
+            PERMISSION_REVOKED => "permission revoked",
+            RESUBSCRIBE => "resubscribe",
+            _ => "unsubscribed by the server",
+        }
+    }
+
+    /// Whether the client should subscribe again after this code (2401 with a new token).
+    pub fn resubscribe(code: u32) -> bool {
+        matches!(code, TOKEN_EXPIRED | RESUBSCRIBE)
+    }
+}
+
 /// What a client should do after a close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reconnect {
@@ -170,5 +200,13 @@ mod tests {
         assert_eq!(CloseCode::SlowConsumer.reconnect(), Reconnect::Now);
         assert_eq!(ErrorCode::PermissionDenied.code(), 103);
         assert_eq!(ErrorCode::TooManyRequests.code(), 110);
+        assert!(unsubscribe_code::resubscribe(unsubscribe_code::RESUBSCRIBE));
+        assert!(unsubscribe_code::resubscribe(
+            unsubscribe_code::TOKEN_EXPIRED
+        ));
+        assert!(!unsubscribe_code::resubscribe(
+            unsubscribe_code::PERMISSION_REVOKED
+        ));
+        assert!(!unsubscribe_code::resubscribe(unsubscribe_code::SERVER));
     }
 }

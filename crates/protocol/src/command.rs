@@ -27,6 +27,7 @@ pub enum Method {
     Publish(PublishRequest),
     History(HistoryRequest),
     Refresh(RefreshRequest),
+    SubRefresh(SubRefreshRequest),
     Ping(PingRequest),
     Presence(PresenceRequest),
     PresenceStats(ChannelRequest),
@@ -44,6 +45,7 @@ impl Method {
             Self::Publish(_) => "publish",
             Self::History(_) => "history",
             Self::Refresh(_) => "refresh",
+            Self::SubRefresh(_) => "subRefresh",
             Self::Ping(_) => "ping",
             Self::Presence(_) => "presence",
             Self::PresenceStats(_) => "presenceStats",
@@ -107,6 +109,14 @@ pub struct HistoryRequest {
 
 #[derive(Debug, Deserialize)]
 pub struct RefreshRequest {
+    pub token: String,
+}
+
+/// `subRefresh`: a new subscription token for a channel the connection is subscribed to
+/// with one, moving the subscription's expiry.
+#[derive(Debug, Deserialize)]
+pub struct SubRefreshRequest {
+    pub channel: String,
     pub token: String,
 }
 
@@ -195,6 +205,7 @@ pub fn parse_command(line: &str) -> Result<Result<Command, CommandError>, FrameE
         "publish" => params_of(id, params).map(Method::Publish),
         "history" => params_of(id, params).map(Method::History),
         "refresh" => params_of(id, params).map(Method::Refresh),
+        "subRefresh" => params_of(id, params).map(Method::SubRefresh),
         "ping" => params_of(id, params).map(Method::Ping),
         "presence" => params_of(id, params).map(Method::Presence),
         "presenceStats" => params_of(id, params).map(Method::PresenceStats),
@@ -281,6 +292,11 @@ mod tests {
             one(r#"{"id":7,"refresh":{"token":"t"}}"#).unwrap().method,
             Method::Refresh(_)
         ));
+        let cmd = one(r#"{"id":9,"subRefresh":{"channel":"c:d","token":"t"}}"#).unwrap();
+        let Method::SubRefresh(sub_refresh) = cmd.method else {
+            panic!("subRefresh")
+        };
+        assert_eq!((&*sub_refresh.channel, &*sub_refresh.token), ("c:d", "t"));
         let cmd = one(r#"{"id":8,"presence":{"channel":"c:d","cursor":"x"}}"#).unwrap();
         let Method::Presence(presence) = cmd.method else {
             panic!("presence")

@@ -42,6 +42,10 @@ pub struct SubscribeResult<P> {
     /// Who is typing in the channel right now (channels with typing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub typing: Vec<TypingPush>,
+    /// Subscribed with a subscription token: its `exp` (Unix seconds), when the server ends
+    /// the subscription (2401) unless `subRefresh` moves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
 }
 
 /// One connection in a channel's presence (`presence` result, `join` and `leave` pushes).

@@ -11,7 +11,23 @@ import {
   type WireTyper,
 } from "./protocol.js";
 import { toPublication, type Publication } from "./publication.js";
+import { TokenRefresher } from "./refresh.js";
+import type { RefreshResult } from "./protocol.js";
 import { TypingTracker, type TypingTimings } from "./typing.js";
+
+/** Where a channel's subscription tokens come from. */
+export type SubscriptionTokenSource = (channel: string) => string | Promise<string>;
+
+/** Options of {@link HeraldClient.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * A subscription token for the channel, from your backend (a JWT with `sub`, `channel` and
+   * `exp`). Called for every subscribe (the first, after a reconnect, after the server ended
+   * the subscription with 2401) and before the token expires, to extend the subscription with
+   * `subRefresh` on the open connection. The last handle to pass one sets it for the channel.
+   */
+  getToken?: SubscriptionTokenSource;
+}
 
 /** What a (re)subscribe found, passed to `subscribed`, `recovered` and `state_lost`. */
 export interface SubscribedInfo {
@@ -29,7 +45,11 @@ export interface SubscribedInfo {
 /** A server-side end of a subscription. */
 export interface UnsubscribedInfo {
   channel: string;
-  /** 2000 (the server ended it) or another code; 2500 is handled by resubscribing. */
+  /**
+   * 2000 (the server ended it), 2403 (a connection `refresh` revoked the permission), 2401
+   * (the subscription token expired and the subscription has no `getToken` to get another)
+   * or another code; 2500, and 2401 with `getToken`, are handled by resubscribing.
+   */
   code: number;
   reason: string;
 }
@@ -42,7 +62,7 @@ export interface SubscriptionEvents {
   recovered: (info: SubscribedInfo) => void;
   /** After a reconnect: history no longer covers the gap; refetch the channel's state. */
   state_lost: (info: SubscribedInfo) => void;
-  /** The server ended the subscription (code 2000): it will not resume by itself. */
+  /** The server ended the subscription (2000, 2403, …): it will not resume by itself. */
   unsubscribed: (info: UnsubscribedInfo) => void;
   /** Subscribing failed (permission denied, unknown channel…), or a presence fetch did. */
   error: (error: HeraldError) => void;
@@ -58,7 +78,7 @@ export type SubscriptionState =
   | "subscribed"
   /** The gateway refused it for good (see the `error` event); retried after a reconnect. */
   | "failed"
-  /** Ended: unsubscribed by the app, or by the server with code 2000. */
+  /** Ended: unsubscribed by the app, or by the server (2000, 2403, 2401 without `getToken`). */
   | "ended";
 
 /** What a channel needs from the client. */
@@ -74,7 +94,14 @@ export interface ChannelHost {
   /** The channel has no more handles: forget it. */
   release(channel: ChannelState): void;
   readonly typingTimings: TypingTimings;
+  /** The server's clock, ms. */
+  now(): number;
+  /** How long before a token's expiry it is refreshed, ms. */
+  readonly refreshBeforeExpiryMs: number;
 }
+
+/** An in-flight subscribe that stopped mattering before it was sent. */
+const STALE = Symbol("stale subscribe");
 
 type PublicationListener = (data: unknown, publication: Publication) => void;
 
@@ -104,6 +131,10 @@ export class ChannelState {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the gateway holds (or is about to hold) this subscription. */
   private onServer = false;
+  /** Subscription tokens, for channels that take them. */
+  private getToken: SubscriptionTokenSource | undefined;
+  /** Sends `subRefresh` before the subscription token expires (only with `getToken`). */
+  private tokenRefresher: TokenRefresher | undefined;
 
   /** Creates the state of `channel`. */
   constructor(
@@ -138,6 +169,23 @@ export class ChannelState {
     return () => {
       set.delete(entry);
     };
+  }
+
+  /** Uses `getToken` for this channel's subscription tokens from now on. */
+  setTokenSource(getToken: SubscriptionTokenSource): void {
+    this.getToken = getToken;
+    this.tokenRefresher ??= new TokenRefresher(this.host.refreshBeforeExpiryMs, {
+      getToken: () => {
+        const source = this.getToken;
+        if (!source) throw new Error("no getToken");
+        return source(this.channel);
+      },
+      refresh: (token) =>
+        this.host.request<RefreshResult>("subRefresh", { channel: this.channel, token }),
+      now: () => this.host.now(),
+      refreshed: () => {},
+      failed: (error) => this.lifecycle.emit("error", error),
+    });
   }
 
   /** One more handle; a subscription the gateway refused is tried again for it. */
@@ -187,6 +235,7 @@ export class ChannelState {
 
   /** The connection was lost: the gateway forgot the subscription. */
   disconnected(): void {
+    this.tokenRefresher?.stop();
     this.attemptId += 1;
     this.onServer = false;
     this.early = [];
@@ -209,12 +258,17 @@ export class ChannelState {
   /** A server-side `unsubscribe` push. */
   serverUnsubscribe(code: number, reason: string): void {
     if (this.phase === "ended") return;
+    this.tokenRefresher?.stop();
     this.attemptId += 1;
     this.onServer = false;
     this.early = [];
     this.typing.suspend();
     this.presence.suspend();
-    if (code === UnsubscribeCodes.resubscribe) {
+    // 2401 with `getToken`: the subscribe fetches a new token and recovers from the position.
+    if (
+      code === UnsubscribeCodes.resubscribe ||
+      (code === UnsubscribeCodes.tokenExpired && this.getToken !== undefined)
+    ) {
       this.phase = "pending";
       this.sync();
       return;
@@ -243,9 +297,19 @@ export class ChannelState {
       this.position !== null && this.position.epoch !== "" ? { ...this.position } : undefined;
     this.phase = "subscribing";
     this.onServer = true;
-    const params: { channel: string; recover?: StreamPosition } = { channel: this.channel };
+    const params: { channel: string; token?: string; recover?: StreamPosition } = {
+      channel: this.channel,
+    };
     if (recover) params.recover = recover;
-    this.host.request<SubscribeResult>("subscribe", params).then(
+    const getToken = this.getToken;
+    const reply =
+      getToken === undefined
+        ? this.host.request<SubscribeResult>("subscribe", params)
+        : this.fetchToken(getToken).then((token) => {
+            if (attempt !== this.attemptId) throw STALE;
+            return this.host.request<SubscribeResult>("subscribe", { ...params, token });
+          });
+    reply.then(
       (result) => {
         if (attempt === this.attemptId) this.subscribed(result, recover, attempt);
       },
@@ -253,6 +317,16 @@ export class ChannelState {
         if (attempt === this.attemptId) this.refused(error);
       },
     );
+  }
+
+  /** A subscription token from the app; a failure is temporary (the subscribe is retried). */
+  private async fetchToken(getToken: SubscriptionTokenSource): Promise<string> {
+    try {
+      return await getToken(this.channel);
+    } catch (error: unknown) {
+      const message = error instanceof Error ? error.message : String(error);
+      throw new HeraldError("transport", `getToken(${this.channel}) failed: ${message}`, true);
+    }
   }
 
   private subscribed(
@@ -331,6 +405,7 @@ export class ChannelState {
   ): void {
     this.phase = "subscribed";
     this.retries = 0;
+    if (result.expires) this.tokenRefresher?.start(result.expires);
     const early = this.early;
     this.early = [];
     if (result.epoch) {
@@ -416,6 +491,7 @@ export class ChannelState {
 
   /** No handle left: unsubscribe on the gateway and forget the channel. */
   private end(): void {
+    this.tokenRefresher?.stop();
     this.typing.stop();
     const wasOnServer = this.onServer;
     this.attemptId += 1;

@@ -1,5 +1,5 @@
 import { Backoff, jitter } from "./backoff.js";
-import { ChannelState, type ChannelHost } from "./channel.js";
+import { ChannelState, type ChannelHost, type SubscribeOptions } from "./channel.js";
 import { Commands, WaitingCommands } from "./commands.js";
 import { Emitter, type Unsubscribe } from "./emitter.js";
 import { EnvironmentWatch } from "./environment.js";
@@ -133,6 +133,8 @@ export class HeraldClient {
           }
         });
       },
+      now: () => Date.now() + this.heartbeat.skewMs,
+      refreshBeforeExpiryMs: this.options.refreshBeforeExpiryMs,
       retryDelay: (attempt) =>
         Math.min(1000 * 2 ** attempt, 30000) + jitter(1000, this.options.random),
       release: (channel) => {
@@ -243,15 +245,21 @@ export class HeraldClient {
    * on the gateway however many handles exist; it is unsubscribed when the last handle's
    * `unsubscribe()` runs (coalesced within a task, so React StrictMode's mount–unmount–mount
    * sends one `subscribe`). Subscriptions made while offline start when connected.
+   * For channels authorised by subscription tokens, pass `getToken` (see
+   * {@link SubscribeOptions}).
    *
    * @typeParam E - event name → type of its `data`.
    */
-  subscribe<E extends EventMap = EventMap>(channel: string): Subscription<E> {
+  subscribe<E extends EventMap = EventMap>(
+    channel: string,
+    options?: SubscribeOptions,
+  ): Subscription<E> {
     let state = this.channels.get(channel);
     if (!state) {
       state = new ChannelState(channel, this.host);
       this.channels.set(channel, state);
     }
+    if (options?.getToken) state.setTokenSource(options.getToken);
     return new Subscription<E>(state);
   }
 

@@ -37,8 +37,10 @@ export {
 } from "./subscription.js";
 export type {
   SubscribedInfo,
+  SubscribeOptions,
   SubscriptionEvents,
   SubscriptionState,
+  SubscriptionTokenSource,
   UnsubscribedInfo,
 } from "./channel.js";
 export type { EventMap, Publication } from "./publication.js";

@@ -61,6 +61,8 @@ export interface SubscribeResult {
   /** The page stopped before `offset`: fetch the rest with `history` from its last offset. */
   more?: boolean;
   typing?: WireTyper[];
+  /** Subscribed with a subscription token: its expiry, Unix seconds (ends with 2401 then). */
+  expires?: number;
 }
 
 /** `publish` result. */
@@ -167,6 +169,10 @@ export const ErrorCodes = {
 export const UnsubscribeCodes = {
   /** The server ended the subscription: do not resubscribe. */
   server: 2000,
+  /** The subscription token expired: get a new one and resubscribe, recovering. */
+  tokenExpired: 2401,
+  /** A connection `refresh` no longer allows the channel: do not resubscribe. */
+  permissionRevoked: 2403,
   /** Resubscribe now, recovering from the last position seen. */
   resubscribe: 2500,
 } as const;

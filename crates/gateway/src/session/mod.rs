@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
+use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::{ConnectRequest, parse_frame};
 use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
 use herald_protocol::{CloseCode, Command, ErrorCode, Method};
@@ -18,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::admission::PendingPermit;
 use crate::auth::AuthError;
-use crate::connections::{Connection, Outbox, Registration};
+use crate::connections::{Connection, Ending, Outbox, Registration};
 use crate::metrics;
 use crate::node::Node;
 use rate_limit::{RateLimiter, Verdict};
@@ -440,13 +441,38 @@ impl Session {
         }
     }
 
-    /// Leaves the presence of channels the hub evicted this connection from, unless it
-    /// subscribed again since.
+    /// Finishes subscriptions ended from outside: leaves the presence of channels the hub
+    /// evicted this connection from, unless it subscribed again since; ends those whose
+    /// subscription token expired, unless refreshed since.
     async fn leave_evicted(&self) {
+        let node = &self.node;
         let connection = self.connection();
-        for channel in connection.take_evicted() {
-            if !connection.is_subscribed(&channel) {
-                self.node.presence.left(&channel, connection).await;
+        for ending in connection.take_evicted() {
+            match ending {
+                Ending::Evicted(channel) => {
+                    if !connection.is_subscribed(&channel) {
+                        // A subscription token is presented again on resubscribe.
+                        node.connections
+                            .subscription_tokens
+                            .remove(&connection.id, &channel);
+                        node.presence.left(&channel, connection).await;
+                    }
+                }
+                Ending::TokenExpired(channel) => {
+                    if node.connections.subscription_tokens.take_expired(
+                        &connection.id,
+                        &channel,
+                        crate::auth::unix_now(),
+                    ) {
+                        commands::end_subscription(
+                            node,
+                            connection,
+                            &channel,
+                            unsubscribe_code::TOKEN_EXPIRED,
+                        )
+                        .await;
+                    }
+                }
             }
         }
     }

@@ -57,6 +57,11 @@ async fn two_tabs_make_one_online_and_one_offline_transition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_moves_status_and_presence_with_the_claims() {
+    suite::refresh_moves_status_and_presence_with_the_claims(&Cluster::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_status_reaches_the_org_once_per_change() {
     suite::set_status_reaches_the_org_once_per_change(&Cluster::start().await).await;
 }

@@ -14,5 +14,6 @@ mod limits;
 mod paging;
 mod presence;
 mod publish;
+mod reauth;
 mod sse;
 mod tls;

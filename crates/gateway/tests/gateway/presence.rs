@@ -24,6 +24,11 @@ async fn two_tabs_make_one_online_and_one_offline_transition() {
 }
 
 #[tokio::test]
+async fn refresh_moves_status_and_presence_with_the_claims() {
+    suite::refresh_moves_status_and_presence_with_the_claims(&TestGateway::start().await).await;
+}
+
+#[tokio::test]
 async fn set_status_reaches_the_org_once_per_change() {
     suite::set_status_reaches_the_org_once_per_change(&TestGateway::start().await).await;
 }

@@ -324,3 +324,69 @@ pub async fn a_thousand_members_join_and_leave(d: &impl Deployment) {
     })
     .await;
 }
+
+/// A `refresh` whose token drops org `acme`: the user goes offline there, the channel it can
+/// no longer read ends with 2403 and others see it leave; a refresh that adds the org back
+/// makes the user online again.
+pub async fn refresh_moves_status_and_presence_with_the_claims(d: &impl Deployment) {
+    let sign = |orgs: &[&str], channels: &[&str]| {
+        Authenticator::new(&config().jwt)
+            .unwrap()
+            .sign(&claims("alice", orgs, channels, 3600))
+            .unwrap()
+    };
+    let watcher = connect(d, 0, "watcher").await;
+    watcher.subscribe("org:acme").await.unwrap();
+    watcher.subscribe("org:acme:general").await.unwrap();
+    let alice = within(
+        "alice connects",
+        Client::connect(&d.ws_url(1), &sign(&["acme", "beta"], &["org:acme:*"])),
+    )
+    .await
+    .expect("alice connects")
+    .0;
+    let push = next_push(&watcher, "alice online", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("online"));
+    alice.subscribe("org:acme:general").await.unwrap();
+    next_push(&watcher, "alice's join", |push| {
+        push.join.as_ref().is_some_and(|m| m.user == "alice")
+    })
+    .await;
+
+    within("refresh", alice.refresh(&sign(&["beta"], &[])))
+        .await
+        .expect("refresh");
+    let push = next_push(&alice, "the 2403 unsubscribe", |push| {
+        push.unsubscribe.is_some()
+    })
+    .await;
+    assert_eq!(push.channel.as_deref(), Some("org:acme:general"));
+    assert_eq!(push.unsubscribe.unwrap().code, 2403);
+    let push = next_push(&watcher, "alice leaves and goes offline", |push| {
+        push.leave.as_ref().is_some_and(|m| m.user == "alice") || status_of(push, "alice").is_some()
+    })
+    .await;
+    let push = if push.leave.is_some() {
+        next_push(&watcher, "alice offline", any_status).await
+    } else {
+        push
+    };
+    assert_eq!(status_of(&push, "alice"), Some("offline"), "{push:?}");
+
+    within("refresh", alice.refresh(&sign(&["acme"], &[])))
+        .await
+        .expect("refresh");
+    let push = next_push(&watcher, "alice online again", any_status).await;
+    assert_eq!(status_of(&push, "alice"), Some("online"), "{push:?}");
+    let mut grpc = grpc_client(d.grpc_addr(0), Some(API_KEY)).await;
+    let request = UserStatusRequest {
+        org: "acme".into(),
+        users: vec!["alice".into()],
+    };
+    let statuses = within("UserStatus", grpc.user_status(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .statuses;
+    assert_eq!(statuses[0].status, "online");
+}

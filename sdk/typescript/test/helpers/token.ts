@@ -29,3 +29,18 @@ export function mintToken(secret: string, claims: TokenClaims): string {
   const signature = createHmac("sha256", secret).update(`${header}.${payload}`).digest();
   return `${header}.${payload}.${base64url(signature)}`;
 }
+
+/** A signed subscription token (a JWT with `sub`, `channel` and `exp`), as an app backend would mint it. */
+export function mintSubscriptionToken(
+  secret: string,
+  sub: string,
+  channel: string,
+  ttlSeconds = 3600,
+): string {
+  const header = base64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const payload = base64url(
+    JSON.stringify({ sub, channel, exp: Math.floor(Date.now() / 1000) + ttlSeconds }),
+  );
+  const signature = createHmac("sha256", secret).update(`${header}.${payload}`).digest();
+  return `${header}.${payload}.${base64url(signature)}`;
+}

@@ -7,9 +7,12 @@ mod presence;
 mod publish;
 mod refresh;
 mod set_status;
+mod sub_refresh;
 mod subscribe;
 mod typing;
 mod unsubscribe;
+
+pub use unsubscribe::end_subscription;
 
 use std::sync::Arc;
 
@@ -31,7 +34,8 @@ pub async fn dispatch(
         Method::Unsubscribe(request) => unsubscribe::apply(node, connection, id, request).await,
         Method::Publish(request) => publish::apply(node, connection, id, request).await,
         Method::History(request) => history::apply(node, connection, id, request).await,
-        Method::Refresh(request) => refresh::apply(node, connection, id, request),
+        Method::Refresh(request) => refresh::apply(node, connection, id, request).await,
+        Method::SubRefresh(request) => sub_refresh::apply(node, connection, id, request),
         Method::Ping(_) => Ok(ping::apply(id)),
         Method::Presence(request) => presence::apply(node, connection, id, request).await,
         Method::PresenceStats(request) => presence::stats(node, connection, id, request).await,

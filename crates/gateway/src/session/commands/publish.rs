@@ -32,7 +32,7 @@ pub async fn apply(
         channel: request.channel,
         event: request.event,
         data,
-        from: Some(connection.claims.sub.clone()),
+        from: Some(connection.claims().sub.clone()),
         idempotency_key: None,
     };
     let position = node

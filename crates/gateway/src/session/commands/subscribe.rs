@@ -11,7 +11,7 @@ use herald_protocol::command::{StreamPosition, SubscribeRequest};
 use herald_protocol::reply::{SubscribeResult, TypingPush, encode_result};
 use herald_protocol::{ChannelName, ErrorCode, Publication};
 
-use crate::auth::check_subscribe;
+use crate::auth::{SubscriptionClaims, check_subscribe};
 use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::metrics;
@@ -27,8 +27,8 @@ pub async fn apply(
     id: u64,
     request: SubscribeRequest,
 ) -> Result<Answer, Failure> {
-    let (channel, options) =
-        authorize(node, connection, &request.channel, request.token.as_deref())?;
+    let (channel, options, token) =
+        authorize_with_token(node, connection, &request.channel, request.token.as_deref())?;
     if connection.is_subscribed(&channel) {
         return Err(Failure::code(ErrorCode::AlreadySubscribed));
     }
@@ -50,6 +50,7 @@ pub async fn apply(
         if options.typing {
             result.typing = typers(node, connection, &channel).await?;
         }
+        result.expires = token.as_ref().map(|token| token.exp);
         node.presence.joined(&channel, &options, connection).await?;
         Ok::<_, StateError>((position, result))
     };
@@ -70,6 +71,12 @@ pub async fn apply(
         return Err(Failure::code(ErrorCode::Unavailable));
     }
     metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
+    if let Some(token) = token {
+        // Made with a subscription token: it ends at the token's `exp` unless refreshed.
+        node.connections
+            .subscription_tokens
+            .insert(&connection.id, &channel, token.exp);
+    }
     Ok(Answer::Sent)
 }
 
@@ -85,7 +92,7 @@ async fn typers(
         .typers(channel)
         .await?
         .iter()
-        .filter(|typer| typer.user != connection.claims.sub)
+        .filter(|typer| typer.user != connection.claims().sub)
         .map(|typer| wire_typer(typer, true))
         .collect())
 }
@@ -116,6 +123,7 @@ async fn read_state(
             publications: vec![],
             more: false,
             typing: vec![],
+            expires: None,
         };
         return Ok((Position::default(), result));
     }
@@ -155,6 +163,7 @@ async fn read_state(
         publications,
         more,
         typing: vec![],
+        expires: None,
     };
     Ok((position, result))
 }
@@ -193,6 +202,17 @@ pub fn authorize(
     name: &str,
     subscription_token: Option<&str>,
 ) -> Result<(ChannelName, ChannelOptions), Failure> {
+    authorize_with_token(node, connection, name, subscription_token)
+        .map(|(channel, options, _)| (channel, options))
+}
+
+/// [`authorize`], also returning the verified subscription token when one was given.
+pub fn authorize_with_token(
+    node: &Node,
+    connection: &Connection,
+    name: &str,
+    subscription_token: Option<&str>,
+) -> Result<(ChannelName, ChannelOptions, Option<SubscriptionClaims>), Failure> {
     let (channel, rule, options) = node
         .channel(name)
         .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
@@ -205,9 +225,9 @@ pub fn authorize(
             )
         })?),
     };
-    check_subscribe(rule.access, &channel, &connection.claims, token.as_ref())
+    check_subscribe(rule.access, &channel, &connection.claims(), token.as_ref())
         .map_err(|e| Failure::new(ErrorCode::PermissionDenied, e.to_string()))?;
-    Ok((channel.clone(), options.clone()))
+    Ok((channel.clone(), options.clone(), token))
 }
 
 /// Like [`authorize`] without a subscription token, but a connection already subscribed to

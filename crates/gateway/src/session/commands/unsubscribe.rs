@@ -1,10 +1,14 @@
 //! `unsubscribe`: leave a channel. Unsubscribing from a channel one is not subscribed to
 //! succeeds, so a client's retry after a lost reply is harmless.
+//!
+//! Also the server's side of it, [`end_subscription`]: a subscription the connection's
+//! claims no longer allow (after `refresh`) or whose subscription token expired.
 
 use std::sync::Arc;
 
+use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::UnsubscribeRequest;
-use herald_protocol::reply::{EmptyResult, encode_result};
+use herald_protocol::reply::{EmptyResult, encode_result, encode_unsubscribe};
 use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::connections::Connection;
@@ -20,12 +24,55 @@ pub async fn apply(
 ) -> Result<Answer, Failure> {
     let channel = ChannelName::parse(&request.channel)
         .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
-    if connection.remove_subscription(&channel) {
-        metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
-        if node.hub.remove(&channel, &connection.id) {
-            node.release_interest(&channel).await;
-        }
-        node.presence.left(&channel, connection).await;
-    }
+    leave(node, connection, &channel).await;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
+}
+
+/// Ends a subscription from the server's side: the client gets an `unsubscribe` push with
+/// `code` (nothing of the channel follows it), and the connection leaves the channel's
+/// presence as on a client `unsubscribe`. False if it was not subscribed.
+pub async fn end_subscription(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    channel: &ChannelName,
+    code: u32,
+) -> bool {
+    let Some(last) = leave_hub(node, connection, channel) else {
+        return false;
+    };
+    // Out of the hub first, so no publication of the channel follows the push.
+    connection.send(encode_unsubscribe(
+        channel.as_str(),
+        code,
+        unsubscribe_code::reason(code),
+    ));
+    if last {
+        node.release_interest(channel).await;
+    }
+    node.presence.left(channel, connection).await;
+    true
+}
+
+async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &ChannelName) {
+    let Some(last) = leave_hub(node, connection, channel) else {
+        return;
+    };
+    if last {
+        node.release_interest(channel).await;
+    }
+    node.presence.left(channel, connection).await;
+}
+
+/// Removes the subscription, its hub entry and its token expiry. `None` if there was no
+/// subscription, else whether this was the node's last subscriber (its broker interest is
+/// to be released).
+fn leave_hub(node: &Node, connection: &Connection, channel: &ChannelName) -> Option<bool> {
+    node.connections
+        .subscription_tokens
+        .remove(&connection.id, channel);
+    if !connection.remove_subscription(channel) {
+        return None;
+    }
+    metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
+    Some(node.hub.remove(channel, &connection.id))
 }
