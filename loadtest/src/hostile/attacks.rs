@@ -29,6 +29,8 @@ pub struct Shared {
     pub forger: Forger,
     /// Frames sent by all connections so far.
     pub frames: AtomicU64,
+    /// Distinct hostile users (0: one per connection).
+    pub users: u64,
 }
 
 /// What hostile connections saw, added up.
@@ -338,7 +340,10 @@ pub async fn run(
     n: u64,
     stats: &mut Stats,
 ) {
-    let sub = format!("evil-{n}");
+    let sub = match shared.users {
+        0 => format!("evil-{n}"),
+        users => format!("evil-{}", n % users),
+    };
     let started = std::time::Instant::now();
     let result = match attack {
         Attack::Mutate => mutate(shared, rng, &sub, stats).await,

@@ -72,6 +72,9 @@ pub struct HostileArgs {
     /// Seed of the generator [default: from the clock]; printed, so a run can be repeated
     #[arg(long)]
     seed: Option<u64>,
+    /// Hostile user ids to draw from (`evil-<n mod users>`); 0 = a new user per connection
+    #[arg(long, default_value_t = 0)]
+    users: u64,
     /// Healthy subscribers on bench:healthy
     #[arg(long, default_value_t = 4)]
     healthy_subscribers: usize,
@@ -164,6 +167,7 @@ async fn measure(args: &HostileArgs, seed: u64, target: &mut Target) -> Result<(
         host_port,
         forger: generate::Forger::new(target.secret()),
         frames: AtomicU64::new(0),
+        users: args.users,
     });
     let halt = Arc::new(AtomicBool::new(false));
     let numbering = Arc::new(AtomicU64::new(0));
@@ -285,6 +289,13 @@ async fn measure(args: &HostileArgs, seed: u64, target: &mut Target) -> Result<(
         stats.forbidden_rate_limited,
     );
     let accepted: u64 = stats.forbidden_accepted.values().sum();
+    report.line(
+        "  not answered (the connection was closed first)",
+        stats.forbidden_sent
+            - stats.forbidden_refused
+            - stats.forbidden_rate_limited
+            - accepted.min(stats.forbidden_sent),
+    );
     report.line("forbidden requests accepted", accepted);
     for (what, count) in &stats.forbidden_accepted {
         report.line(format!("  ACCEPTED {what}"), count);
