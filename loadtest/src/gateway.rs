@@ -49,7 +49,8 @@ impl SpawnArgs {
                 bin.display()
             );
         }
-        Ok(bin)
+        // The node runs in the run directory: a relative path must not be read from there.
+        std::path::absolute(&bin).with_context(|| format!("resolving {}", bin.display()))
     }
 }
 
