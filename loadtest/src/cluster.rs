@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 
 use crate::backends::{Backend, Kind};
 use crate::delivery::{self, LoadArgs, Tally};
-use crate::gateway::{Credentials, NodeSpec, SpawnArgs, Target};
+use crate::gateway::{BENCH_CONFIG, Credentials, NodeSpec, SpawnArgs, Target};
 use crate::process::{self, Servers};
 use crate::procfs;
 use crate::report::{self, Report, machine};
@@ -59,6 +59,7 @@ impl Cluster {
                 name,
                 log_file: &log_file,
                 env: &env,
+                config: BENCH_CONFIG,
             };
             Target::spawn(&args.spawn, &credentials, &spec).await
         };

@@ -49,7 +49,8 @@ impl SpawnArgs {
                 bin.display()
             );
         }
-        Ok(bin)
+        // The node runs in the run directory: a relative path must not be read from there.
+        std::path::absolute(&bin).with_context(|| format!("resolving {}", bin.display()))
     }
 }
 
@@ -100,6 +101,8 @@ pub struct NodeSpec<'a> {
     /// Environment on top of the generated addresses, credentials and limits (e.g.
     /// `HERALD_NATS_URL`); it may override them.
     pub env: &'a [(&'a str, String)],
+    /// The `herald.toml` it loads.
+    pub config: &'a str,
 }
 
 impl NodeSpec<'static> {
@@ -108,6 +111,7 @@ impl NodeSpec<'static> {
         name: "gateway",
         log_file: "herald.log",
         env: &[],
+        config: BENCH_CONFIG,
     };
 }
 
@@ -116,6 +120,8 @@ pub struct Target {
     pub ws_url: String,
     pub grpc_url: String,
     api_key: String,
+    /// The HS256 secret client tokens are signed with.
+    secret: String,
     auth: Authenticator,
     /// Pid whose CPU time and RSS are measured, when known.
     pub pid: Option<u32>,
@@ -144,6 +150,7 @@ impl Target {
             grpc_url: args.grpc_url.clone().unwrap_or_default(),
             api_key: args.api_key.clone().unwrap_or_default(),
             auth: authenticator(&secret)?,
+            secret,
             pid: args.gateway_pid,
             spawned: None,
         })
@@ -166,6 +173,7 @@ impl Target {
             ws_url: format!("ws://{}/ws", spawned.http_addr),
             grpc_url: format!("http://{}", spawned.grpc_addr),
             api_key: credentials.api_key.clone(),
+            secret: credentials.secret.clone(),
             auth: authenticator(&credentials.secret)?,
             pid: Some(spawned.process.pid),
             spawned: Some(spawned),
@@ -192,6 +200,11 @@ impl Target {
             iss: None,
         };
         self.auth.sign(&claims).context("signing a client token")
+    }
+
+    /// The HS256 secret client tokens are signed with (for scenarios that forge tokens).
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// A gRPC client that sends the API key with every call.
@@ -272,7 +285,7 @@ pub struct Spawned {
 /// The spawned nodes' config file: a `bench` namespace with history (offsets, so order and
 /// loss are checked) and no presence, so the numbers measure delivery rather than the
 /// join pushes of a thousand-member presence channel (n²/2 of them).
-const BENCH_CONFIG: &str = r#"[namespaces.bench]
+pub const BENCH_CONFIG: &str = r#"[namespaces.bench]
 access = "public"
 history_size = 100
 history_ttl = 300
@@ -289,7 +302,7 @@ impl Spawned {
         let mut command = Command::new(bin);
         // The run directory holds only the load generator's own herald.toml.
         let run_dir = Process::run_dir()?;
-        std::fs::write(run_dir.join("herald.toml"), BENCH_CONFIG)
+        std::fs::write(run_dir.join("herald.toml"), node.config)
             .context("writing the bench herald.toml")?;
         command.arg("serve").current_dir(run_dir);
         for (key, _) in std::env::vars_os() {

@@ -5,6 +5,8 @@
 //! - `idle`: N authenticated, subscribed, idle connections: gateway RSS per connection.
 //! - `cluster`: like `fanout`, across two cluster-mode nodes: subscribers on node B,
 //!   publications on node A, over a `nats-server` and a `redis-server` of its own.
+//! - `hostile`: a million generated hostile frames (mutated commands, forged tokens,
+//!   forbidden requests, floods, slowloris) while healthy subscribers count deliveries.
 //!
 //! By default each scenario spawns the `herald` binary next to this executable on free
 //! loopback ports with generated credentials (and `cluster` its NATS and Redis), and kills
@@ -18,6 +20,7 @@ mod connect;
 mod delivery;
 mod fanout;
 mod gateway;
+mod hostile;
 mod idle;
 mod process;
 mod procfs;
@@ -48,6 +51,9 @@ enum Scenario {
     /// Subscribers on node B, publications on node A of a two-node cluster with its own
     /// NATS and Redis: cross-node throughput, latency, CPU of each node.
     Cluster(cluster::ClusterArgs),
+    /// Hostile clients against one node while healthy subscribers count their deliveries:
+    /// node crashes, forbidden requests accepted, healthy deliveries, RSS, close codes.
+    Hostile(hostile::HostileArgs),
 }
 
 #[tokio::main]
@@ -67,6 +73,7 @@ async fn run() -> Result<()> {
             Scenario::Fanout(args) => fanout::run(args).await,
             Scenario::Idle(args) => idle::run(args).await,
             Scenario::Cluster(args) => cluster::run(args).await,
+            Scenario::Hostile(args) => hostile::run(args).await,
         }
     };
     // On Ctrl-C, return normally so what the scenario spawned is killed on drop.

@@ -362,4 +362,6 @@ pub fn unix_now() -> i64 {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
