@@ -193,7 +193,13 @@ async fn handshake(
 ) -> Option<Handshake> {
     let mut limiter = RateLimiter::per_minute(node.config.limits.commands_per_minute);
     loop {
-        let mut commands = read_commands(node, stream, outbox, None).await?.into_iter();
+        let commands = read_commands(node, stream, outbox, None).await?;
+        // A frame without commands (blank lines, a ping) costs a token too.
+        if commands.is_empty() && limiter.check() != Verdict::Allow {
+            outbox.close(CloseCode::TooManyRequests);
+            return None;
+        }
+        let mut commands = commands.into_iter();
         while let Some(command) = commands.next() {
             // Before parsing errors: an invalid line costs a token like any command.
             if limiter.check() != Verdict::Allow {
@@ -299,7 +305,7 @@ fn connect(
     Ok((registration, result, permit))
 }
 
-/// Reads the next text frame and parses its commands. `None` when the connection ended or
+/// Reads the next text frame and parses its commands (none for a client ping). `None` when the connection ended or
 /// was closed for a bad frame.
 async fn read_commands(
     node: &Node,
@@ -311,9 +317,8 @@ async fn read_commands(
         let message = match stream.next().await {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                // tungstenite refuses messages over its (looser) size cap with an error.
-                if is_capacity_error(error) {
-                    outbox.close(CloseCode::MessageTooLarge);
+                if let Some(code) = read_error_close(error) {
+                    outbox.close(code);
                 }
                 return None;
             }
@@ -342,7 +347,8 @@ async fn read_commands(
                     node.connections.pong(connection);
                 }
             }
-            Message::Ping(_) => {}
+            // tungstenite answers it; it costs a rate-limit token like a command.
+            Message::Ping(_) => return Some(Vec::new()),
             Message::Close(_) => return None,
         }
     }
@@ -376,6 +382,13 @@ impl Session {
                 _ = &mut *writer => return,
             };
             let Some(commands) = commands else { return };
+            // A frame without commands (blank lines, a ping) costs a token too: scanning it
+            // is work, and a flood of them must end in 4100 like a flood of commands.
+            if commands.is_empty() && self.limiter.check() == Verdict::Close {
+                count_command("invalid", Err(ErrorCode::TooManyRequests));
+                connection.close(CloseCode::TooManyRequests);
+                return;
+            }
             for command in commands {
                 if connection.is_closing() {
                     return;
@@ -493,12 +506,16 @@ impl Session {
     }
 }
 
-fn is_capacity_error(error: axum::Error) -> bool {
+/// How a connection whose frame tungstenite refused is closed: over its (looser) size cap
+/// 4009, a WebSocket protocol violation or invalid UTF-8 in a text frame 4000, as any other
+/// bad frame. A transport error (reset, EOF) needs no close.
+fn read_error_close(error: axum::Error) -> Option<CloseCode> {
     use tokio_tungstenite::tungstenite::Error;
-    matches!(
-        error.into_inner().downcast_ref::<Error>(),
-        Some(Error::Capacity(_))
-    )
+    match error.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => Some(CloseCode::MessageTooLarge),
+        Some(Error::Protocol(_) | Error::Utf8(_)) => Some(CloseCode::BadRequest),
+        _ => None,
+    }
 }
 
 fn count_command(method: &'static str, result: Result<(), ErrorCode>) {

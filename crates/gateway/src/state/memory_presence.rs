@@ -26,6 +26,9 @@ pub(super) struct PresenceMaps {
     typing: HashMap<ChannelName, HashMap<Arc<str>, (Typer, i64)>>,
 }
 
+/// How long an offline user's last-seen time is kept (as the Redis state's `seen` hash).
+const LAST_SEEN_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 struct UserEntry {
     /// Connection id → expiry.
     connections: HashMap<Arc<str>, i64>,
@@ -361,7 +364,12 @@ impl Presence for MemoryState {
             });
             !members.is_empty()
         });
+        let forget_before = now - LAST_SEEN_RETENTION.as_millis() as i64;
         for (org, users) in &mut maps.orgs {
+            // Offline users are kept for their last-seen time only as long as Redis keeps it.
+            users.retain(|_, entry| {
+                !entry.connections.is_empty() || entry.last_seen >= forget_before
+            });
             for (user, entry) in users.iter_mut() {
                 let before = entry.connections.len();
                 let last = entry.connections.values().copied().max().unwrap_or(now);
@@ -377,6 +385,7 @@ impl Presence for MemoryState {
                 }
             }
         }
+        maps.orgs.retain(|_, users| !users.is_empty());
         maps.typing.retain(|_, typers| {
             typers.retain(|_, (_, expires)| *expires > now);
             !typers.is_empty()
@@ -400,6 +409,45 @@ mod tests {
             orgs: vec![Arc::from("acme")],
             statuses: status.map(|s| (Arc::from("acme"), s)).into_iter().collect(),
         }
+    }
+
+    #[tokio::test]
+    async fn offline_users_are_forgotten_after_the_last_seen_retention() {
+        let state = MemoryState::new();
+        for user in ["alice", "bob"] {
+            state.connected("acme", user, user, TTL).await.unwrap();
+            state.disconnected("acme", user, user).await.unwrap();
+        }
+        // Bob went offline longer ago than the retention.
+        let long_ago = unix_millis() - LAST_SEEN_RETENTION.as_millis() as i64 - 1;
+        state
+            .presence()
+            .orgs
+            .get_mut("acme")
+            .unwrap()
+            .get_mut("bob")
+            .unwrap()
+            .last_seen = long_ago;
+        state.sweep("n1").await.unwrap();
+        let users: Vec<String> = state.presence().orgs["acme"]
+            .keys()
+            .map(|user| user.to_string())
+            .collect();
+        assert_eq!(users, vec!["alice"]);
+
+        state
+            .presence()
+            .orgs
+            .get_mut("acme")
+            .unwrap()
+            .get_mut("alice")
+            .unwrap()
+            .last_seen = long_ago;
+        state.sweep("n1").await.unwrap();
+        assert!(
+            state.presence().orgs.is_empty(),
+            "an org without users is dropped"
+        );
     }
 
     // As in Redis: a refresh re-creates what a live connection is missing, reported once.

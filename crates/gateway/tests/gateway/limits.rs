@@ -258,3 +258,101 @@ async fn invalid_lines_count_towards_the_command_rate_limit() {
     // The old code answered all 3,000 with an error each and kept the connection open.
     assert_eq!(close_code(&alice).await, 4100);
 }
+
+/// A raw WebSocket, connected as `sub` (the herald-client cannot send pings or bad frames).
+async fn raw_member(
+    gateway: &TestGateway,
+    sub: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let token = gateway.token(sub, &["acme"], &[]);
+    let (mut socket, _) = within(
+        "WebSocket connect",
+        tokio_tungstenite::connect_async(&gateway.ws_url),
+    )
+    .await
+    .unwrap();
+    let connect = format!("{{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}");
+    socket.send(Message::text(connect)).await.unwrap();
+    let reply = within("the connect reply", socket.next()).await;
+    assert!(
+        matches!(&reply, Some(Ok(Message::Text(text))) if text.contains("\"result\"")),
+        "{reply:?}"
+    );
+    socket
+}
+
+/// Reads until the server's close frame; returns its code (None: no code, or no close).
+async fn raw_close_code(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    within("the server's close", async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test]
+async fn frames_without_commands_and_pings_count_towards_the_command_rate_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Default limit (100 a minute). The old code scanned blank frames and answered pings
+    // for free, forever.
+    let gateway = TestGateway::start().await;
+    let mut blank = raw_member(&gateway, "alice").await;
+    for _ in 0..200 {
+        if blank.send(Message::text("\n\n  \n")).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(raw_close_code(&mut blank).await, Some(4100));
+
+    let mut pinger = raw_member(&gateway, "bob").await;
+    for _ in 0..200 {
+        if pinger.send(Message::Ping(vec![1].into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(raw_close_code(&mut pinger).await, Some(4100));
+}
+
+#[tokio::test]
+async fn websocket_protocol_violations_close_4000() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let gateway = TestGateway::start().await;
+    // A text frame that is not UTF-8. The old code closed with no code (clients saw 1005).
+    let mut socket = raw_member(&gateway, "alice").await;
+    let invalid_utf8 = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    socket.send(Message::Frame(invalid_utf8)).await.unwrap();
+    assert_eq!(raw_close_code(&mut socket).await, Some(4000));
+
+    // A reserved opcode.
+    let mut socket = raw_member(&gateway, "bob").await;
+    let reserved = Frame::message(vec![1, 2, 3], OpCode::Data(Data::Reserved(3)), true);
+    socket.send(Message::Frame(reserved)).await.unwrap();
+    assert_eq!(raw_close_code(&mut socket).await, Some(4000));
+    assert!(
+        within("node still serves", gateway.member("erin").await.ping())
+            .await
+            .is_ok()
+    );
+}
