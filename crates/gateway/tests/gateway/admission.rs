@@ -258,20 +258,10 @@ async fn sigterm_exits_zero_despite_a_half_sent_request_and_a_silent_client() {
     /// The server's grace after the window (server.rs), plus time to start exiting.
     const GRACE_AND_EXIT: Duration = Duration::from_secs(3);
     let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .kill_on_drop(true)
-        .arg("serve")
-        .env("HERALD_HTTP_ADDR", http.to_string())
-        .env("HERALD_GRPC_ADDR", grpc.to_string())
-        .env("HERALD_METRICS_ADDR", metrics.to_string())
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEYS", API_KEY)
+    let mut child = crate::lifecycle::herald_serve(http, grpc, metrics)
         .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
         // Only the end of the drain can close the half-sent request.
         .env("HERALD_HEADER_READ_TIMEOUT_SECONDS", "60")
-        .env("HERALD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

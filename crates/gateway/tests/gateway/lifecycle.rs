@@ -81,6 +81,21 @@ pub(crate) fn herald() -> Command {
     command
 }
 
+/// `herald serve` on the given HTTP, gRPC and metrics addresses, with the test secret and API
+/// key, logging JSON (tests read its log lines).
+pub(crate) fn herald_serve(http: SocketAddr, grpc: SocketAddr, metrics: SocketAddr) -> Command {
+    let mut command = herald();
+    command
+        .arg("serve")
+        .env("HERALD_HTTP_ADDR", http.to_string())
+        .env("HERALD_GRPC_ADDR", grpc.to_string())
+        .env("HERALD_METRICS_ADDR", metrics.to_string())
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_API_KEYS", API_KEY)
+        .env("HERALD_LOG_FORMAT", "json");
+    command
+}
+
 /// The drain window of the SIGTERM test: long enough that the checks made within the
 /// first two seconds after the signal are well inside it.
 const DRAIN_SECONDS: u64 = 3;
@@ -127,15 +142,8 @@ impl LogLines {
 async fn sigterm_drains_then_exits_zero() {
     let window = Duration::from_secs(DRAIN_SECONDS);
     let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = herald()
-        .arg("serve")
-        .env("HERALD_HTTP_ADDR", http.to_string())
-        .env("HERALD_GRPC_ADDR", grpc.to_string())
-        .env("HERALD_METRICS_ADDR", metrics.to_string())
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEYS", API_KEY)
+    let mut child = herald_serve(http, grpc, metrics)
         .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        .env("HERALD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

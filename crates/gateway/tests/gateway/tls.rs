@@ -21,7 +21,7 @@ use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::common::*;
-use crate::lifecycle::{LogLines, free_addr, herald};
+use crate::lifecycle::{LogLines, free_addr, herald, herald_serve};
 
 const HTTP1: &[u8] = b"http/1.1";
 
@@ -196,17 +196,10 @@ async fn wss_and_grpc_over_tls_with_a_self_signed_certificate() {
     let pair = self_signed();
     let mount = SecretMount::new(&pair.cert, &pair.key);
     let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = herald()
-        .arg("serve")
-        .env("HERALD_HTTP_ADDR", http.to_string())
-        .env("HERALD_GRPC_ADDR", grpc.to_string())
-        .env("HERALD_METRICS_ADDR", metrics.to_string())
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEYS", API_KEY)
+    let mut child = herald_serve(http, grpc, metrics)
         .env("HERALD_TLS_CERT", mount.cert())
         .env("HERALD_TLS_KEY", mount.key())
         .env("HERALD_GRPC_TLS", "true")
-        .env("HERALD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
