@@ -125,6 +125,9 @@ impl Server {
 
     /// Serves until `shutdown` completes, then drains and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        // As bound: with port 0 in the configuration, the ports the system picked.
+        let (http_addr, grpc_addr, metrics_addr) =
+            (self.http_addr(), self.grpc_addr(), self.metrics_addr());
         let Server {
             node,
             http,
@@ -230,7 +233,14 @@ impl Server {
         } else {
             "standalone"
         };
-        tracing::info!(node = %node.id, http = %node.config.http_addr, mode, "serving");
+        tracing::info!(
+            node = %node.id,
+            http = %http_addr,
+            grpc = %grpc_addr,
+            metrics = %metrics_addr,
+            mode,
+            "serving"
+        );
 
         shutdown.await;
         drain(&node).await;

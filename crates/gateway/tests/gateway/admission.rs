@@ -2,11 +2,10 @@
 //! pending budget (per IP and per node), and a shutdown that nothing can hold open.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::Duration;
 
 use herald_client::{Client, ConnectOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -243,13 +242,6 @@ async fn authenticated_connections_fill_the_node_and_the_next_connect_gets_4101(
     .await;
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// The herald binary, with a half-sent request and a WebSocket client that never reads (so
 /// never answers the close), exits 0 on SIGTERM within the drain window and its grace.
 #[tokio::test]
@@ -257,27 +249,15 @@ async fn sigterm_exits_zero_despite_a_half_sent_request_and_a_silent_client() {
     const DRAIN_SECONDS: u64 = 1;
     /// The server's grace after the window (server.rs), plus time to start exiting.
     const GRACE_AND_EXIT: Duration = Duration::from_secs(3);
-    let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = crate::lifecycle::herald_serve(http, grpc, metrics)
-        .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        // Only the end of the drain can close the half-sent request.
-        .env("HERALD_HEADER_READ_TIMEOUT_SECONDS", "60")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald starts");
-    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
-    within("the serving log line", async {
-        while let Some(line) = logs.next_line().await.unwrap() {
-            if line.contains("\"message\":\"serving\"") {
-                return;
-            }
-        }
-        panic!("herald exited before serving");
+    let crate::lifecycle::Served {
+        mut child, http, ..
+    } = crate::lifecycle::serve(|herald| {
+        herald
+            .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
+            // Only the end of the drain can close the half-sent request.
+            .env("HERALD_HEADER_READ_TIMEOUT_SECONDS", "60");
     })
     .await;
-    // Reads the rest, so herald never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
 
     let mut half_sent = TcpStream::connect(http).await.unwrap();
     half_sent

@@ -1,6 +1,6 @@
 //! Health, readiness, metrics, drain, and the `herald` binary's commands.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -65,13 +65,6 @@ impl<A, B, C> IntoPair<A, B> for (A, B, C) {
     }
 }
 
-pub(crate) fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 pub(crate) fn herald() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command
@@ -81,19 +74,49 @@ pub(crate) fn herald() -> Command {
     command
 }
 
-/// `herald serve` on the given HTTP, gRPC and metrics addresses, with the test secret and API
-/// key, logging JSON (tests read its log lines).
-pub(crate) fn herald_serve(http: SocketAddr, grpc: SocketAddr, metrics: SocketAddr) -> Command {
+/// A `herald serve` started by [`serve`], serving: the process, its log lines, and the
+/// addresses it bound.
+pub(crate) struct Served {
+    pub child: tokio::process::Child,
+    pub logs: LogLines,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// Starts `herald serve` with the test secret and API key, JSON logs and whatever
+/// `configure` adds, on ports the system picks (port 0: no other test can take them in
+/// between), and returns once it logs "serving", with the addresses from that line.
+pub(crate) async fn serve(configure: impl FnOnce(&mut Command)) -> Served {
     let mut command = herald();
     command
         .arg("serve")
-        .env("HERALD_HTTP_ADDR", http.to_string())
-        .env("HERALD_GRPC_ADDR", grpc.to_string())
-        .env("HERALD_METRICS_ADDR", metrics.to_string())
+        .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
+        .env("HERALD_GRPC_ADDR", "127.0.0.1:0")
+        .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
         .env("HERALD_JWT_SECRET", SECRET)
         .env("HERALD_API_KEYS", API_KEY)
-        .env("HERALD_LOG_FORMAT", "json");
-    command
+        .env("HERALD_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    configure(&mut command);
+    let mut child = command.spawn().expect("herald starts");
+    let mut logs = LogLines::capture(&mut child);
+    let serving: serde_json::Value =
+        serde_json::from_str(&logs.line("serving").await).expect("the serving log line is JSON");
+    let address = |name: &str| -> SocketAddr {
+        serving["fields"][name]
+            .as_str()
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} address in {serving}"))
+    };
+    Served {
+        http: address("http"),
+        grpc: address("grpc"),
+        metrics: address("metrics"),
+        child,
+        logs,
+    }
 }
 
 /// The drain window of the SIGTERM test: long enough that the checks made within the
@@ -124,33 +147,38 @@ impl LogLines {
 
     /// Waits for the log line with this message (JSON log format).
     pub(crate) async fn message(&mut self, message: &str) {
+        self.line(message).await;
+    }
+
+    /// Waits for the log line with this message (JSON log format) and returns it.
+    pub(crate) async fn line(&mut self, message: &str) -> String {
         let wanted = format!("\"message\":\"{message}\"");
         within(&format!("the log line {wanted}"), async {
             loop {
                 match self.0.recv().await {
-                    Some(line) if line.contains(&wanted) => return,
+                    Some(line) if line.contains(&wanted) => return line,
                     Some(_) => continue,
                     None => panic!("herald's output ended before {wanted}"),
                 }
             }
         })
-        .await;
+        .await
     }
 }
 
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {
     let window = Duration::from_secs(DRAIN_SECONDS);
-    let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = herald_serve(http, grpc, metrics)
-        .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald starts");
-    let mut logs = LogLines::capture(&mut child);
-    // Logged once the listeners are bound (and the signal handlers installed).
-    logs.message("serving").await;
+    // Returns once the listeners are bound (and the signal handlers installed).
+    let Served {
+        mut child,
+        mut logs,
+        http,
+        ..
+    } = serve(|herald| {
+        herald.env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string());
+    })
+    .await;
     assert_eq!(http_get(http, "/readyz").await, (200, "ready".to_owned()));
     let auth = herald_gateway::auth::Authenticator::new(&config().jwt).unwrap();
     let token = auth.sign(&claims("alice", &[], &[], 60)).unwrap();

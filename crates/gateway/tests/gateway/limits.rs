@@ -131,23 +131,6 @@ async fn command_flood_gets_110_then_closes_4100() {
 }
 
 #[tokio::test]
-async fn node_connection_limit_refuses_connect_with_106_then_closes_4101() {
-    let gateway = TestGateway::with(|c| c.limits.max_connections = 1).await;
-    let _alice = gateway.member("alice").await;
-    // The limit counts authenticated connections: the upgrade is accepted, `connect` is not.
-    let bob = gateway
-        .open(ConnectOptions::new(&gateway.ws_url))
-        .await
-        .unwrap();
-    let token = gateway.token("bob", &[], &[]);
-    assert_eq!(
-        error_code(within("connect", bob.handshake(Some(&token))).await),
-        106
-    );
-    assert_eq!(close_code(&bob).await, 4101);
-}
-
-#[tokio::test]
 async fn per_user_connection_limit_closes_4101() {
     let gateway = TestGateway::with(|c| c.limits.max_connections_per_user = 2).await;
     let token = gateway.token("alice", &[], &[]);

@@ -197,7 +197,7 @@ async fn a_subscription_token_ends_the_subscription_at_its_expiry_with_2401() {
     let gateway = TestGateway::start().await;
     let alice = gateway.member("alice").await;
     let channel = "org:gamma:room";
-    let expires = unix_now() + 2;
+    let expires = unix_now() + 3;
     let token = subscription_token(&gateway, "alice", channel, expires);
     let result = within(
         "subscribe",
@@ -229,7 +229,7 @@ async fn sub_refresh_before_expiry_keeps_the_subscription() {
     let alice = gateway.member("alice").await;
     let (kept, control) = ("org:gamma:kept", "org:gamma:control");
     // Both tokens expire in the same second; only one is refreshed.
-    let expires = unix_now() + 2;
+    let expires = unix_now() + 3;
     for channel in [kept, control] {
         let token = subscription_token(&gateway, "alice", channel, expires);
         within(

@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::common::*;
-use crate::lifecycle::{LogLines, free_addr, herald, herald_serve};
+use crate::lifecycle::{Served, herald, serve};
 
 const HTTP1: &[u8] = b"http/1.1";
 
@@ -195,17 +194,19 @@ async fn https_get(addr: SocketAddr, cert_pem: &str, path: &str) -> (Option<Vec<
 async fn wss_and_grpc_over_tls_with_a_self_signed_certificate() {
     let pair = self_signed();
     let mount = SecretMount::new(&pair.cert, &pair.key);
-    let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-    let mut child = herald_serve(http, grpc, metrics)
-        .env("HERALD_TLS_CERT", mount.cert())
-        .env("HERALD_TLS_KEY", mount.key())
-        .env("HERALD_GRPC_TLS", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald starts");
-    let mut logs = LogLines::capture(&mut child);
-    logs.message("serving").await;
+    let Served {
+        mut child,
+        http,
+        grpc,
+        metrics,
+        ..
+    } = serve(|herald| {
+        herald
+            .env("HERALD_TLS_CERT", mount.cert())
+            .env("HERALD_TLS_KEY", mount.key())
+            .env("HERALD_GRPC_TLS", "true");
+    })
+    .await;
 
     // A client offering h2 and HTTP/1.1 gets HTTP/1.1: WebSocket upgrades need it.
     assert_eq!(

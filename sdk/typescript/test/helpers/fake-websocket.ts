@@ -1,5 +1,5 @@
 /** A fake WebSocket for unit tests: records what the client sends, plays the server. */
-import { vi } from "vitest";
+import { afterEach, beforeEach, vi } from "vitest";
 import {
   createClient,
   type HeraldClient,
@@ -109,6 +109,22 @@ export class FakeWebSocket {
     this.open();
     this.reply("connect", { client, user: "u1", node: "n1", ping: 25, expires });
   }
+}
+
+/**
+ * Fake timers at a fixed date and fresh {@link FakeWebSocket}s (answering pings) for every
+ * test of the calling `describe`, with real timers restored after each.
+ */
+export function useFakeClockAndSockets(): void {
+  beforeEach(() => {
+    vi.useFakeTimers();
+    vi.setSystemTime(new Date("2026-01-01T00:00:00Z"));
+    FakeWebSocket.reset();
+    FakeWebSocket.autoPing = true;
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
 }
 
 /** Lets pending promise callbacks run (fake timers keep time still). */

@@ -1,5 +1,10 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { FakeWebSocket, fakeClient, flush } from "../helpers/fake-websocket.js";
+import { describe, expect, it, vi } from "vitest";
+import {
+  FakeWebSocket,
+  fakeClient,
+  flush,
+  useFakeClockAndSockets,
+} from "../helpers/fake-websocket.js";
 
 async function connectWithExpiry(expiresInSeconds: number, options = {}) {
   const made = fakeClient(options);
@@ -15,15 +20,7 @@ async function connectWithExpiry(expiresInSeconds: number, options = {}) {
 }
 
 describe("token refresh", () => {
-  beforeEach(() => {
-    vi.useFakeTimers();
-    vi.setSystemTime(new Date("2026-01-01T00:00:00Z"));
-    FakeWebSocket.reset();
-    FakeWebSocket.autoPing = true;
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  useFakeClockAndSockets();
 
   it("sends refresh with a new token refreshBeforeExpiryMs before exp, on the same connection", async () => {
     const { socket, getToken, refreshed, now } = await connectWithExpiry(600, {

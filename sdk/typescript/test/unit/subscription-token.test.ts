@@ -1,6 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { HeraldError, UnsubscribeCodes, type UnsubscribedInfo } from "../../src/index.js";
-import { connectedClient, FakeWebSocket, flush } from "../helpers/fake-websocket.js";
+import {
+  connectedClient,
+  FakeWebSocket,
+  flush,
+  useFakeClockAndSockets,
+} from "../helpers/fake-websocket.js";
 
 const CHANNEL = "org:acme:ch:secret";
 
@@ -29,15 +34,7 @@ async function subscribedWithToken(expiresInSeconds: number) {
 }
 
 describe("subscription tokens", () => {
-  beforeEach(() => {
-    vi.useFakeTimers();
-    vi.setSystemTime(new Date("2026-01-01T00:00:00Z"));
-    FakeWebSocket.reset();
-    FakeWebSocket.autoPing = true;
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  useFakeClockAndSockets();
 
   it("subscribes with a token from getToken(channel)", async () => {
     const { socket, sub, getToken } = await subscribedWithToken(600);

@@ -24,7 +24,7 @@ pub async fn apply(
 ) -> Result<Answer, Failure> {
     let channel = ChannelName::parse(&request.channel)
         .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
-    leave(node, connection, &channel).await;
+    leave(node, connection, &channel, None).await;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }
 
@@ -37,30 +37,33 @@ pub async fn end_subscription(
     channel: &ChannelName,
     code: u32,
 ) -> bool {
+    leave(node, connection, channel, Some(code)).await
+}
+
+/// Leaves `channel`, telling the client with an `unsubscribe` push when `push` has a code.
+/// False if it was not subscribed.
+async fn leave(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    channel: &ChannelName,
+    push: Option<u32>,
+) -> bool {
     let Some(last) = leave_hub(node, connection, channel) else {
         return false;
     };
     // Out of the hub first, so no publication of the channel follows the push.
-    connection.send(encode_unsubscribe(
-        channel.as_str(),
-        code,
-        unsubscribe_code::reason(code),
-    ));
+    if let Some(code) = push {
+        connection.send(encode_unsubscribe(
+            channel.as_str(),
+            code,
+            unsubscribe_code::reason(code),
+        ));
+    }
     if last {
         node.release_interest(channel).await;
     }
     node.presence.left(channel, connection).await;
     true
-}
-
-async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &ChannelName) {
-    let Some(last) = leave_hub(node, connection, channel) else {
-        return;
-    };
-    if last {
-        node.release_interest(channel).await;
-    }
-    node.presence.left(channel, connection).await;
 }
 
 /// Removes the subscription, its hub entry and its token expiry. `None` if there was no
