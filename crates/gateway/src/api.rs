@@ -97,7 +97,7 @@ impl HeraldApi {
             from: None,
             idempotency_key: Some(idempotency_key.to_owned()).filter(|k| !k.is_empty()),
         };
-        let position = self.node.publish(request).await.map_err(|e| e.status())?;
+        let position = self.node.publish(request).await?;
         Ok(position_response(position))
     }
 }
@@ -137,7 +137,7 @@ impl Herald for HeraldApi {
             validate_event(&request.event)
                 .map_err(|e| Status::invalid_argument(format!("invalid event: {e}")))?;
             for channel in &request.channels {
-                self.node.channel(channel).map_err(|e| e.status())?;
+                self.node.channel(channel)?;
             }
             let mut results = Vec::with_capacity(request.channels.len());
             for channel in request.channels {
@@ -177,8 +177,7 @@ impl Herald for HeraldApi {
                 limit,
                 HISTORY_RESPONSE_BYTES,
             )
-            .await
-            .map_err(|e| e.status())?;
+            .await?;
             let publications = page
                 .publications
                 .into_iter()
@@ -258,12 +257,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let members = self
-                .node
-                .presence
-                .members(&channel)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let members = self.node.presence.members(&channel).await?;
             Ok(api::PresenceResponse {
                 members: members
                     .into_iter()
@@ -290,12 +284,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceStatsResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let (users, clients) = self
-                .node
-                .presence
-                .stats(&channel)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let (users, clients) = self.node.presence.stats(&channel).await?;
             Ok(api::PresenceStatsResponse { users, clients })
         }
         .await;
@@ -323,8 +312,7 @@ impl Herald for HeraldApi {
                 .presence
                 .state()
                 .statuses(&request.org, &users)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .await?;
             Ok(api::UserStatusResponse {
                 statuses: statuses
                     .into_iter()
@@ -347,10 +335,7 @@ const MAX_STATUS_USERS: usize = 1000;
 impl HeraldApi {
     /// A valid channel whose namespace has presence.
     fn presence_channel(&self, name: &str) -> Result<herald_protocol::ChannelName, Status> {
-        let (channel, _, options) = self
-            .node
-            .channel(name)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (channel, _, options) = self.node.channel(name)?;
         if !options.presence {
             return Err(Status::failed_precondition("the channel has no presence"));
         }

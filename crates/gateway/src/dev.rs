@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::auth::{TokenClaims, unix_now};
+use crate::auth::{TokenClaims, expires_in};
 use crate::config::namespace::{Access, ChannelOptions, NamespaceRule};
 use crate::ws::HttpState;
 
@@ -24,7 +24,7 @@ const DEMO_CSS: &str = include_str!("../demo/demo.css");
 /// The org every demo user belongs to.
 pub const DEMO_ORG: &str = "demo";
 /// How long a demo token lives.
-const DEMO_TOKEN_SECONDS: i64 = 24 * 3600;
+const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The demo's routes; mounted only in development mode.
 pub fn routes() -> Router<HttpState> {
@@ -92,7 +92,7 @@ async fn token(
     let info = serde_json::value::to_raw_value(&json!({ "name": user })).ok();
     let claims = TokenClaims {
         sub: user.to_owned(),
-        exp: unix_now() + DEMO_TOKEN_SECONDS,
+        exp: expires_in(DEMO_TOKEN_TTL),
         orgs: vec![DEMO_ORG.to_owned()],
         channels: vec![],
         info,

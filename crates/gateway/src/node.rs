@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herald_protocol::publication::{raw_json, validate_event};
 use herald_protocol::{ChannelName, Publication};
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, KeyError};
 use crate::broker::{Broker, BrokerError, MemoryBroker, NatsBroker, NatsError};
+use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
 use crate::connections::{Connections, Heartbeat};
 use crate::envelope::EnvelopeLimits;
@@ -361,12 +362,4 @@ async fn check_positions(hub: std::sync::Weak<Hub>, reconnected: Arc<Notify>) {
         let Some(hub) = hub.upgrade() else { return };
         hub.check_positions().await;
     }
-}
-
-/// Unix time in milliseconds.
-pub fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -27,9 +27,9 @@ use tokio::time::Instant;
 
 use crate::auth::Claims;
 use crate::broker::{Broker, Event, Exclude};
+use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
-use crate::node::unix_millis;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
     Expired, LiveConnection, Member, Presence, Restored, StateError, Status, StatusChange, Typer,

@@ -33,8 +33,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
 use crate::admission::PendingSlot;
-use crate::config::random_token;
 use crate::metrics;
+use crate::random::random_token;
 use crate::session::{self, Upgrade};
 use crate::ws::{HttpState, Refusal, admit};
 

@@ -18,8 +18,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::admission::PendingPermit;
-use crate::auth::AuthError;
 use crate::connections::{Connection, Ending, Outbox, Registration};
+pub use crate::error::Failure;
 use crate::metrics;
 use crate::node::Node;
 use rate_limit::{RateLimiter, Verdict};
@@ -40,26 +40,6 @@ pub struct Upgrade {
     /// The node's connection limit: a successful `connect` takes a permit, held while the
     /// connection lives.
     pub permits: Option<Arc<Semaphore>>,
-}
-
-/// A command's failure, as the client sees it.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn code(code: ErrorCode) -> Self {
-        Self::new(code, code.message())
-    }
 }
 
 /// How a command answered.
@@ -259,15 +239,10 @@ fn connect(
             CloseCode::Unauthorized,
         ));
     };
-    let claims = node.auth.verify(&token).map_err(|error| match error {
-        AuthError::Expired => (
-            Failure::code(ErrorCode::TokenExpired),
-            CloseCode::TokenExpired,
-        ),
-        other => (
-            Failure::new(ErrorCode::Unauthorized, other.to_string()),
-            CloseCode::Unauthorized,
-        ),
+    let claims = node.auth.verify(&token).map_err(|error| {
+        let failure = Failure::from(error);
+        let close = failure.connect_close();
+        (failure, close)
     })?;
     // Only now, with a valid token: sockets that never authenticate must not fill the node.
     let permit = match permits {
@@ -282,7 +257,7 @@ fn connect(
             )
         })?),
     };
-    let id: Arc<str> = Arc::from(crate::config::random_token(16));
+    let id: Arc<str> = Arc::from(crate::random::random_token(16));
     let expires = claims.exp;
     let user = claims.sub.to_string();
     let registration = node
@@ -475,7 +450,7 @@ impl Session {
                     if node.connections.subscription_tokens.take_expired(
                         &connection.id,
                         &channel,
-                        crate::auth::unix_now(),
+                        crate::clock::unix_seconds(),
                     ) {
                         commands::end_subscription(
                             node,

@@ -34,8 +34,7 @@ pub async fn apply(
         limit,
         node.config.limits.reply_bytes(),
     )
-    .await
-    .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
+    .await?;
     let result = HistoryResult {
         publications: page.publications,
         offset: page.position.offset,

@@ -13,7 +13,7 @@ use herald_protocol::reply::{RefreshResult, encode_result};
 use herald_protocol::{ChannelName, ErrorCode};
 
 use super::unsubscribe::end_subscription;
-use crate::auth::{AuthError, Claims, check_subscribe};
+use crate::auth::{Claims, check_subscribe};
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::session::{Answer, Failure};
@@ -24,13 +24,7 @@ pub async fn apply(
     id: u64,
     request: RefreshRequest,
 ) -> Result<Answer, Failure> {
-    let claims = node
-        .auth
-        .verify(&request.token)
-        .map_err(|error| match error {
-            AuthError::Expired => Failure::code(ErrorCode::TokenExpired),
-            other => Failure::new(ErrorCode::Unauthorized, other.to_string()),
-        })?;
+    let claims = node.auth.verify(&request.token)?;
     if claims.sub != connection.claims().sub {
         return Err(Failure::new(
             ErrorCode::Unauthorized,

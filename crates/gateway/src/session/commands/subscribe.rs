@@ -11,7 +11,7 @@ use herald_protocol::command::{StreamPosition, SubscribeRequest};
 use herald_protocol::reply::{SubscribeResult, TypingPush, encode_result};
 use herald_protocol::{ChannelName, ErrorCode, Publication};
 
-use crate::auth::{SubscriptionClaims, check_subscribe};
+use crate::auth::{AuthError, SubscriptionClaims, check_subscribe};
 use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::metrics;
@@ -42,7 +42,7 @@ pub async fn apply(
     let interest = node.hub.add(&channel, connection.clone());
     if let Err(error) = node.ensure_interest(&channel, &interest).await {
         leave(node, connection, &channel).await;
-        return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+        return Err(error.into());
     }
     let read = async {
         let (position, mut result) =
@@ -58,7 +58,7 @@ pub async fn apply(
         Ok(read) => read,
         Err(error) => {
             leave(node, connection, &channel).await;
-            return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+            return Err(error.into());
         }
     };
     if !node
@@ -213,18 +213,19 @@ pub fn authorize_with_token(
     name: &str,
     subscription_token: Option<&str>,
 ) -> Result<(ChannelName, ChannelOptions, Option<SubscriptionClaims>), Failure> {
-    let (channel, rule, options) = node
-        .channel(name)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
-    let token = match subscription_token.filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => Some(node.auth.verify_subscription(token).map_err(|e| {
-            Failure::new(
+    let (channel, rule, options) = node.channel(name)?;
+    let token = subscription_token
+        .filter(|t| !t.is_empty())
+        .map(|token| node.auth.verify_subscription(token))
+        .transpose()
+        .map_err(|error| match error {
+            // A subscribe with an expired token is refused like any other bad token.
+            AuthError::Expired => Failure::new(
                 ErrorCode::PermissionDenied,
-                format!("subscription token: {e}"),
-            )
-        })?),
-    };
+                format!("subscription token: {error}"),
+            ),
+            other => Failure::subscription_token(other),
+        })?;
     check_subscribe(rule.access, &channel, &connection.claims(), token.as_ref())
         .map_err(|e| Failure::new(ErrorCode::PermissionDenied, e.to_string()))?;
     Ok((channel.clone(), options.clone(), token))
@@ -237,9 +238,7 @@ pub fn authorize_member(
     connection: &Connection,
     name: &str,
 ) -> Result<(ChannelName, ChannelOptions), Failure> {
-    let (channel, _, options) = node
-        .channel(name)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let (channel, _, options) = node.channel(name)?;
     if connection.is_subscribed(&channel) {
         return Ok((channel, options.clone()));
     }

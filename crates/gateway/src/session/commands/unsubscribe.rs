@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use herald_protocol::ChannelName;
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::UnsubscribeRequest;
 use herald_protocol::reply::{EmptyResult, encode_result, encode_unsubscribe};
-use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::connections::Connection;
 use crate::metrics;
@@ -22,8 +22,7 @@ pub async fn apply(
     id: u64,
     request: UnsubscribeRequest,
 ) -> Result<Answer, Failure> {
-    let channel = ChannelName::parse(&request.channel)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let channel = ChannelName::parse(&request.channel)?;
     leave(node, connection, &channel, None).await;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }
