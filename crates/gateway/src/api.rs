@@ -31,7 +31,7 @@ pub struct HeraldApi {
 pub fn service(
     node: Arc<Node>,
 ) -> InterceptedService<HeraldServer<HeraldApi>, impl tonic::service::Interceptor + Clone> {
-    let keys = node.config.api_keys.clone();
+    let keys = node.config().api_keys.clone();
     HeraldServer::with_interceptor(HeraldApi { node }, move |request: Request<()>| {
         check_key(&keys, request)
     })
@@ -78,7 +78,7 @@ fn position_response(position: Position) -> api::PublishResponse {
 
 impl HeraldApi {
     fn parse_data(&self, data: &[u8]) -> Result<Arc<RawValue>, Status> {
-        let limits = &self.node.config.limits;
+        let limits = &self.node.config().limits;
         validate_data(data, limits.max_message_bytes, limits.max_json_depth)
             .map_err(|e| Status::invalid_argument(format!("data: {e}")))
     }
@@ -218,7 +218,7 @@ impl Herald for HeraldApi {
                         Status::invalid_argument(format!("code {code} is not a Herald close code"))
                     })?,
             };
-            let connections = self.node.connections.of_user(&request.user);
+            let connections = self.node.connections().of_user(&request.user);
             for connection in &connections {
                 connection
                     .outbox
@@ -236,17 +236,17 @@ impl Herald for HeraldApi {
         _request: Request<api::InfoRequest>,
     ) -> Result<Response<api::InfoResponse>, Status> {
         let node = &self.node;
-        let connections = node.connections.all();
+        let connections = node.connections().all();
         let subscriptions = connections
             .iter()
             .map(|c| c.subscription_count() as u64)
             .sum();
         let info = api::NodeInfo {
-            id: node.id.to_string(),
+            id: node.id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             connections: connections.len() as u64,
             subscriptions,
-            uptime_seconds: node.started.elapsed().as_secs(),
+            uptime_seconds: node.uptime().as_secs(),
         };
         observe("Info", Ok(api::InfoResponse { nodes: vec![info] }))
     }
@@ -257,7 +257,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let members = self.node.presence.members(&channel).await?;
+            let members = self.node.presence().members(&channel).await?;
             Ok(api::PresenceResponse {
                 members: members
                     .into_iter()
@@ -284,7 +284,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceStatsResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let (users, clients) = self.node.presence.stats(&channel).await?;
+            let (users, clients) = self.node.presence().stats(&channel).await?;
             Ok(api::PresenceStatsResponse { users, clients })
         }
         .await;
@@ -307,12 +307,7 @@ impl Herald for HeraldApi {
                 .iter()
                 .map(|u| Arc::from(u.as_str()))
                 .collect();
-            let statuses = self
-                .node
-                .presence
-                .state()
-                .statuses(&request.org, &users)
-                .await?;
+            let statuses = self.node.presence().statuses(&request.org, &users).await?;
             Ok(api::UserStatusResponse {
                 statuses: statuses
                     .into_iter()

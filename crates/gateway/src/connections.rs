@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::auth::Claims;
 use crate::clock::unix_seconds;
 use crate::metrics;
-pub use crate::outbox::{Outbound, Outbox};
+pub use crate::outbox::Outbox;
 
 /// The shared handle of one authenticated connection.
 pub struct Connection {

@@ -567,7 +567,7 @@ impl Config {
         self.dev = true;
         self.namespaces
             .entry("demo".into())
-            .or_insert_with(crate::dev::demo_namespace);
+            .or_insert_with(crate::http::demo_namespace);
         if self.jwt.secret.is_none() && self.jwt.public_key.is_none() {
             self.jwt.secret = Some(Secret(random_token(48)));
         }

@@ -32,7 +32,7 @@ pub async fn apply(
         },
         request.since_offset.unwrap_or(0),
         limit,
-        node.config.limits.reply_bytes(),
+        node.config().limits.reply_bytes(),
     )
     .await?;
     let result = HistoryResult {

@@ -33,8 +33,8 @@ pub async fn apply(
                 .ok_or_else(|| Failure::new(ErrorCode::BadRequest, "invalid presence cursor"))?,
         ),
     };
-    let members = node.presence.members(&channel).await?;
-    let result = page(members, after, node.config.limits.reply_bytes());
+    let members = node.presence().members(&channel).await?;
+    let result = page(members, after, node.config().limits.reply_bytes());
     Ok(Answer::Result(encode_result(id, &result)))
 }
 
@@ -112,7 +112,7 @@ pub async fn stats(
     request: ChannelRequest,
 ) -> Result<Answer, Failure> {
     let channel = subscribed_channel(node, connection, &request.channel, |o| o.presence)?;
-    let (users, clients) = node.presence.stats(&channel).await?;
+    let (users, clients) = node.presence().stats(&channel).await?;
     let result = PresenceStatsResult { users, clients };
     Ok(Answer::Result(encode_result(id, &result)))
 }

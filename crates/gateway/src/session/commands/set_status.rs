@@ -27,6 +27,6 @@ pub async fn apply(
             ));
         }
     };
-    node.presence.set_status(connection, status).await?;
+    node.presence().set_status(connection, status).await?;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }

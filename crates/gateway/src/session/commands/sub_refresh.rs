@@ -20,7 +20,7 @@ pub fn apply(
 ) -> Result<Answer, Failure> {
     let channel = ChannelName::parse(&request.channel)?;
     let token = node
-        .auth
+        .auth()
         .verify_subscription(&request.token)
         .map_err(Failure::subscription_token)?;
     if token.sub != *connection.claims().sub || token.channel != channel.as_str() {
@@ -29,7 +29,7 @@ pub fn apply(
             "subscription token is for another user or channel",
         ));
     }
-    let tokens = &node.connections.subscription_tokens;
+    let tokens = &node.connections().subscription_tokens;
     if !tokens.extend(&connection.id, &channel, token.exp) {
         return Err(Failure::new(
             ErrorCode::BadRequest,

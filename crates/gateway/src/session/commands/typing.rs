@@ -18,7 +18,7 @@ pub async fn apply(
     request: TypingRequest,
 ) -> Result<Answer, Failure> {
     let channel = subscribed_channel(node, connection, &request.channel, |options| options.typing)?;
-    node.presence
+    node.presence()
         .typing(&channel, connection, request.active)
         .await?;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))

@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use super::HttpState;
 use crate::auth::{TokenClaims, expires_in};
 use crate::config::namespace::{Access, ChannelOptions, NamespaceRule};
-use crate::ws::HttpState;
 
-const INDEX_HTML: &str = include_str!("../demo/index.html");
-const DEMO_JS: &str = include_str!("../demo/demo.js");
-const DEMO_CSS: &str = include_str!("../demo/demo.css");
+const INDEX_HTML: &str = include_str!("../../demo/index.html");
+const DEMO_JS: &str = include_str!("../../demo/demo.js");
+const DEMO_CSS: &str = include_str!("../../demo/demo.css");
 
 /// The org every demo user belongs to.
 pub const DEMO_ORG: &str = "demo";
@@ -88,7 +88,7 @@ async fn token(
         )
             .into_response();
     }
-    let jwt = &state.node.config.jwt;
+    let jwt = &state.node.config().jwt;
     let info = serde_json::value::to_raw_value(&json!({ "name": user })).ok();
     let claims = TokenClaims {
         sub: user.to_owned(),
@@ -99,7 +99,7 @@ async fn token(
         aud: jwt.audience.clone(),
         iss: jwt.issuer.clone(),
     };
-    match state.node.auth.sign(&claims) {
+    match state.node.auth().sign(&claims) {
         Some(token) => Json(json!({ "token": token, "user": user })).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
