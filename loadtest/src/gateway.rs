@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use herald_api::v1::herald_client::HeraldClient;
-use herald_gateway::auth::{Authenticator, TokenClaims};
+use herald_gateway::auth::{Authenticator, Claims};
 use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{JwtConfig, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,17 +188,15 @@ impl Target {
         let mut channels = Vec::new();
         let mut segments = channel.split(':');
         if let (Some("org"), Some(org)) = (segments.next(), segments.next()) {
-            orgs.push(org.to_owned());
-            channels.push(format!("org:{org}:*"));
+            orgs.push(org.into());
+            channels.push(format!("org:{org}:*").into());
         }
-        let claims = TokenClaims {
-            sub: sub.to_owned(),
+        let claims = Claims {
+            sub: sub.into(),
             exp: unix_seconds() + 3 * 3600,
             orgs,
             channels,
             info: None,
-            aud: None,
-            iss: None,
         };
         self.auth.sign(&claims).context("signing a client token")
     }

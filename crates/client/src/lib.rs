@@ -38,8 +38,8 @@ pub use error::{ClientError, CloseInfo};
 pub use herald_protocol::command::StreamPosition;
 pub use herald_protocol::reply::{
     ConnectResult, ErrorBody, HistoryResult, PingResult, PresenceMember, PresenceResult,
-    PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult, StatusPush,
-    SubscribeResult, TypingPush,
+    PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult, SubscribeResult,
+    TypingPush,
 };
 
 use wire::{Incoming, decode_frame, encode_command, object};

@@ -72,7 +72,7 @@ fn observe<T>(method: &'static str, result: Result<T, Status>) -> Result<Respons
 fn position_response(position: Position) -> api::PublishResponse {
     api::PublishResponse {
         offset: position.offset,
-        epoch: position.epoch,
+        epoch: position.epoch.to_string(),
     }
 }
 
@@ -192,7 +192,7 @@ impl Herald for HeraldApi {
             Ok(api::HistoryResponse {
                 publications,
                 offset: page.position.offset,
-                epoch: page.position.epoch,
+                epoch: page.position.epoch.to_string(),
                 more: page.more,
             })
         }

@@ -217,7 +217,7 @@ impl Hub {
                 .is_none_or(|(epoch, _)| !unpublished && **epoch != *position.epoch)
         {
             entry.forget_epoch();
-            entry.delivered = Some((Arc::from(position.epoch.as_str()), position.offset));
+            entry.delivered = Some((position.epoch.clone(), position.offset));
         }
         let Some(subscriber) = entry
             .subscribers
@@ -227,7 +227,7 @@ impl Hub {
             return false;
         };
         subscriber.offset = position.offset;
-        subscriber.epoch = Arc::from(position.epoch.as_str());
+        subscriber.epoch = position.epoch.clone();
         connection.send(reply);
         let mut resubscribe = false;
         for buffered in subscriber.pending.take().unwrap_or_default() {
@@ -420,7 +420,7 @@ impl Hub {
             // The channel's first epoch began and its publications have not arrived (yet,
             // or lost): from offset 1, as `deliver` does.
             entry.forget_epoch();
-            entry.delivered = Some((Arc::from(position.epoch.as_str()), 0));
+            entry.delivered = Some((position.epoch.clone(), 0));
         } else if *position.epoch != **epoch {
             metrics::counter!(metrics::POSITION_CHECK_CATCHUPS).increment(1);
             tracing::info!(%channel, "history epoch changed; subscribers resubscribe");
@@ -502,7 +502,7 @@ impl Hub {
                     tracing::warn!(%channel, %error, "state unavailable for the whole gap fill window; subscribers resubscribe");
                     self.evict(&channel, &mut entry, |_| true);
                 }
-                Ok(slice) if slice.position.epoch != *epoch => {
+                Ok(slice) if slice.position.epoch != epoch => {
                     metrics::counter!(metrics::GAP_FILLS, "result" => "lost").increment(1);
                     tracing::warn!(%channel, "history restarted during a gap; subscribers resubscribe");
                     self.evict(&channel, &mut entry, |_| true);

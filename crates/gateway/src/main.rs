@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald_gateway::Server;
 use herald_gateway::auth::{
-    Authenticator, SubscriptionClaims, TokenClaims, check_channel_pattern, expires_in,
+    Authenticator, Claims, SubscriptionClaims, check_channel_pattern, expires_in,
 };
 use herald_gateway::config::{Config, ConfigArgs, LogFormat};
 
@@ -143,7 +143,7 @@ fn token_claims(
     channels: Vec<String>,
     info: Option<&str>,
     ttl: Duration,
-) -> anyhow::Result<TokenClaims> {
+) -> anyhow::Result<Claims> {
     for pattern in &channels {
         check_channel_pattern(pattern)?;
     }
@@ -151,14 +151,12 @@ fn token_claims(
         .map(|info| serde_json::value::RawValue::from_string(info.to_owned()))
         .transpose()
         .context("--info must be a JSON object")?;
-    Ok(TokenClaims {
-        sub,
+    Ok(Claims {
+        sub: sub.into(),
         exp: expires_in(ttl),
-        orgs,
-        channels,
-        info,
-        aud: None,
-        iss: None,
+        orgs: orgs.into_iter().map(Into::into).collect(),
+        channels: channels.into_iter().map(Into::into).collect(),
+        info: info.map(Into::into),
     })
 }
 

@@ -277,7 +277,7 @@ impl Node {
         let broadcast = self.broker.publish(&publication).await;
         let position = Position {
             offset: publication.offset,
-            epoch: publication.epoch.to_string(),
+            epoch: publication.epoch.clone(),
         };
         let settlement = match &broadcast {
             Ok(()) => Some(Settlement::Broadcast(position.clone())),

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use futures_util::FutureExt;
 use herald_protocol::ChannelName;
-use herald_protocol::reply::{ChannelEvent, PresenceMember, StatusPush, TypingPush, encode_event};
+use herald_protocol::reply::{ChannelEvent, PresenceMember, TypingPush, encode_event};
 use tokio::time::Instant;
 
 use crate::auth::Claims;
@@ -177,7 +177,7 @@ impl PresenceService {
         };
         if self.state.join(channel, &member, self.ttl()).await? && options.join_leave {
             // The joiner's own connection learns it joined from its subscribe reply.
-            let event = ChannelEvent::Join(wire_member(&member, None));
+            let event = ChannelEvent::Join(PresenceMember::new(&member, None));
             self.push(
                 channel,
                 &event,
@@ -208,7 +208,7 @@ impl PresenceService {
         }
         match self.state.leave(channel, &connection.id).await {
             Ok(Some(member)) if options.join_leave => {
-                let event = ChannelEvent::Leave(wire_member(&member, None));
+                let event = ChannelEvent::Leave(PresenceMember::new(&member, None));
                 self.push(channel, &event, None).await;
             }
             Ok(_) => {}
@@ -373,7 +373,7 @@ impl PresenceService {
     }
 
     async fn push_typing(&self, channel: &ChannelName, typer: &Typer, active: bool) {
-        let event = ChannelEvent::Typing(wire_typer(typer, active));
+        let event = ChannelEvent::Typing(TypingPush::new(typer, active));
         self.push(channel, &event, Some(Exclude::User(typer.user.clone())))
             .await;
     }
@@ -452,11 +452,7 @@ impl PresenceService {
         let Ok(channel) = ChannelName::parse(&format!("org:{}", change.org)) else {
             return;
         };
-        let event = ChannelEvent::Status(StatusPush {
-            user: change.status.user.to_string(),
-            status: change.status.status.as_str().to_owned(),
-            last_seen: change.status.last_seen,
-        });
+        let event = ChannelEvent::Status(change.status);
         self.push(&channel, &event, None).await;
     }
 
@@ -602,7 +598,7 @@ impl PresenceService {
                 .channel_rule(&channel)
                 .is_some_and(|(_, options)| options.join_leave);
             if join_leave {
-                let event = ChannelEvent::Join(wire_member(&member, None));
+                let event = ChannelEvent::Join(PresenceMember::new(&member, None));
                 let exclude = Some(Exclude::Client(member.client.clone()));
                 self.push(&channel, &event, exclude).await;
             }
@@ -640,7 +636,7 @@ impl PresenceService {
                     .channel_rule(&channel)
                     .is_some_and(|(_, options)| options.join_leave);
                 if join_leave {
-                    let event = ChannelEvent::Leave(wire_member(&member, None));
+                    let event = ChannelEvent::Leave(PresenceMember::new(&member, None));
                     self.push(&channel, &event, None).await;
                 }
             }
@@ -691,25 +687,6 @@ impl PresenceService {
 async fn isolated(what: &'static str, work: impl Future<Output = ()>) {
     if AssertUnwindSafe(work).catch_unwind().await.is_err() {
         tracing::error!(job = what, "presence job panicked on one entry; skipped it");
-    }
-}
-
-/// A member as the protocol shows it, with its user's status when known.
-pub fn wire_member(member: &Member, status: Option<Status>) -> PresenceMember {
-    PresenceMember {
-        user: member.user.to_string(),
-        client: member.client.to_string(),
-        info: member.info.as_deref().map(|info| info.to_owned()),
-        status: status.map(|s| s.as_str().to_owned()),
-        joined_at: member.joined_at,
-    }
-}
-
-pub fn wire_typer(typer: &Typer, active: bool) -> TypingPush {
-    TypingPush {
-        user: typer.user.to_string(),
-        info: typer.info.as_deref().map(|info| info.to_owned()),
-        active,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod codes;
 pub mod command;
 pub mod json;
+pub mod presence;
 pub mod publication;
 pub mod reply;
 

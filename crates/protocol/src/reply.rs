@@ -5,12 +5,15 @@
 //! push is encoded once and the bytes are shared by every subscriber. The client side
 //! decodes with [`ServerMessage`].
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codes::{CloseCode, ErrorCode, Reconnect};
 use crate::command::StreamPosition;
+use crate::presence::{Member, Status, Typer, UserStatus};
 use crate::publication::Publication;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,20 +51,33 @@ pub struct SubscribeResult<P> {
     pub expires: Option<i64>,
 }
 
-/// One connection in a channel's presence (`presence` result, `join` and `leave` pushes).
+/// One connection in a channel's presence (`presence` result, `join` and `leave` pushes):
+/// a [`Member`] with its user's status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceMember {
-    pub user: String,
+    pub user: Arc<str>,
     /// Connection id.
-    pub client: String,
+    pub client: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<Arc<RawValue>>,
     /// The user's status in the channel's org (`org:<org>…` channels, `presence` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Unix milliseconds.
     pub joined_at: i64,
+}
+
+impl PresenceMember {
+    pub fn new(member: &Member, status: Option<Status>) -> Self {
+        Self {
+            user: member.user.clone(),
+            client: member.client.clone(),
+            info: member.info.clone(),
+            status,
+            joined_at: member.joined_at,
+        }
+    }
 }
 
 /// One page of a channel's presence, oldest member first.
@@ -84,29 +100,24 @@ pub struct PresenceStatsResult {
     pub clients: u64,
 }
 
-/// `typing` push, and an entry of a subscribe result's `typing`.
+/// `typing` push, and an entry of a subscribe result's `typing`: a [`Typer`] starting or
+/// stopping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TypingPush {
-    pub user: String,
+    pub user: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Box<RawValue>>,
+    pub info: Option<Arc<RawValue>>,
     pub active: bool,
 }
 
-/// `status` push on `org:<org>`: a user's status changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StatusPush {
-    pub user: String,
-    /// `online`, `away`, `busy` or `offline`.
-    pub status: String,
-    /// Unix milliseconds, on `offline`.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub last_seen: i64,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
+impl TypingPush {
+    pub fn new(typer: &Typer, active: bool) -> Self {
+        Self {
+            user: typer.user.clone(),
+            info: typer.info.clone(),
+            active,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -120,7 +131,7 @@ pub enum ChannelEvent {
     Join(PresenceMember),
     Leave(PresenceMember),
     Typing(TypingPush),
-    Status(StatusPush),
+    Status(UserStatus),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,7 +364,7 @@ pub struct Push {
     #[serde(default)]
     pub typing: Option<TypingPush>,
     #[serde(default)]
-    pub status: Option<StatusPush>,
+    pub status: Option<UserStatus>,
 }
 
 #[cfg(test)]
@@ -364,7 +375,9 @@ mod event_tests {
     fn events_push_on_their_channel_and_decode() {
         let typing = ChannelEvent::Typing(TypingPush {
             user: "alice".into(),
-            info: Some(RawValue::from_string(r#"{"name":"Ada"}"#.into()).unwrap()),
+            info: Some(Arc::from(
+                RawValue::from_string(r#"{"name":"Ada"}"#.into()).unwrap(),
+            )),
             active: true,
         });
         let bytes = encode_event("org:acme:ch:general", &typing);
@@ -372,9 +385,9 @@ mod event_tests {
             std::str::from_utf8(&bytes).unwrap(),
             r#"{"push":{"channel":"org:acme:ch:general","typing":{"user":"alice","info":{"name":"Ada"},"active":true}}}"#
         );
-        let status = ChannelEvent::Status(StatusPush {
+        let status = ChannelEvent::Status(UserStatus {
             user: "alice".into(),
-            status: "offline".into(),
+            status: Status::Offline,
             last_seen: 1_764_000_000_000,
         });
         let message: ServerMessage =
@@ -399,8 +412,6 @@ mod event_tests {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::channel::ChannelName;
 

@@ -53,17 +53,33 @@ pub enum KeyError {
     UnsupportedCurve,
 }
 
-/// The claims of a connection token, shared by every place that needs them.
-#[derive(Debug, Clone)]
+/// The claims of a connection token, as signed and as verified (with shared strings, so a
+/// connection's user and info go into presence without copies).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Arc<str>,
     /// Expiry, Unix seconds.
     pub exp: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orgs: Vec<Arc<str>>,
     /// Channel names; a last segment `*` (`org:acme:*`) matches one or more whole segments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Arc<str>>,
     /// Free-form user info (name, avatar), shown to other members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Arc<RawValue>>,
+}
+
+/// A connection token as it is signed: the claims, and the audience and issuer the node
+/// requires.
+#[derive(Serialize)]
+struct SignedClaims<'a> {
+    #[serde(flatten)]
+    claims: &'a Claims,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
 }
 
 impl Claims {
@@ -105,33 +121,16 @@ pub fn check_channel_pattern(pattern: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The claims of a connection token as they are on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenClaims {
-    pub sub: String,
-    pub exp: i64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub orgs: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub channels: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Box<RawValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-}
-
 /// A connection token as it is decoded: `aud`/`iss` are checked by the JWT validation (a
 /// string or an array for `aud`), and `channel` is only read to tell the kinds apart.
 #[derive(Deserialize)]
 struct ConnectionPayload {
-    sub: String,
+    sub: Arc<str>,
     exp: i64,
     #[serde(default)]
-    orgs: Vec<String>,
+    orgs: Vec<Arc<str>>,
     #[serde(default)]
-    channels: Vec<String>,
+    channels: Vec<Arc<str>>,
     #[serde(default)]
     info: Option<Box<RawValue>>,
     #[serde(default)]
@@ -205,10 +204,10 @@ impl Authenticator {
             check_channel_pattern(pattern)?;
         }
         Ok(Claims {
-            sub: Arc::from(claims.sub),
+            sub: claims.sub,
             exp: claims.exp,
-            orgs: claims.orgs.into_iter().map(Arc::from).collect(),
-            channels: claims.channels.into_iter().map(Arc::from).collect(),
+            orgs: claims.orgs,
+            channels: claims.channels,
             // Written into presence pushes verbatim: compact, so it cannot break a frame.
             info: claims.info.map(|info| Arc::from(compact_raw(info))),
         })
@@ -269,10 +268,16 @@ impl Authenticator {
         validation
     }
 
-    /// Signs a connection token with the HS256 secret (for `herald token` and dev mode).
-    pub fn sign(&self, claims: &TokenClaims) -> Option<String> {
+    /// Signs a connection token with the HS256 secret (`herald token`, dev mode), with the
+    /// audience and issuer this node requires.
+    pub fn sign(&self, claims: &Claims) -> Option<String> {
         let (_, encoding) = self.hmac.as_ref()?;
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, encoding).ok()
+        let signed = SignedClaims {
+            claims,
+            aud: self.audience.as_deref(),
+            iss: self.issuer.as_deref(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &signed, encoding).ok()
     }
 
     /// Signs a subscription token with the HS256 secret.

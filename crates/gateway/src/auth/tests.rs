@@ -14,15 +14,13 @@ fn authenticator() -> Authenticator {
     .unwrap()
 }
 
-fn claims(sub: &str, orgs: &[&str], channels: &[&str]) -> TokenClaims {
-    TokenClaims {
+fn claims(sub: &str, orgs: &[&str], channels: &[&str]) -> Claims {
+    Claims {
         sub: sub.into(),
         exp: unix_seconds() + 3600,
-        orgs: orgs.iter().map(|s| s.to_string()).collect(),
-        channels: channels.iter().map(|s| s.to_string()).collect(),
+        orgs: orgs.iter().map(|&s| s.into()).collect(),
+        channels: channels.iter().map(|&s| s.into()).collect(),
         info: None,
-        aud: None,
-        iss: None,
     }
 }
 
@@ -93,23 +91,23 @@ fn rejects_rs256_without_a_public_key() {
 
 #[test]
 fn enforces_audience_and_issuer_when_configured() {
-    let auth = Authenticator::new(&JwtConfig {
-        secret: Some(Secret::new(SECRET)),
-        public_key: None,
-        audience: Some("herald".into()),
-        issuer: Some("https://app.example".into()),
-    })
-    .unwrap();
-    let mut good = claims("alice", &[], &[]);
-    good.aud = Some("herald".into());
-    good.iss = Some("https://app.example".into());
-    assert!(auth.verify(&auth.sign(&good).unwrap()).is_ok());
-    let mut wrong_aud = good.clone();
-    wrong_aud.aud = Some("other".into());
-    assert!(auth.verify(&auth.sign(&wrong_aud).unwrap()).is_err());
-    let mut no_iss = good;
-    no_iss.iss = None;
-    assert!(auth.verify(&auth.sign(&no_iss).unwrap()).is_err());
+    // An authenticator signs with the audience and issuer it requires.
+    let requiring = |audience: Option<&str>, issuer: Option<&str>| {
+        Authenticator::new(&JwtConfig {
+            secret: Some(Secret::new(SECRET)),
+            public_key: None,
+            audience: audience.map(Into::into),
+            issuer: issuer.map(Into::into),
+        })
+        .unwrap()
+    };
+    let auth = requiring(Some("herald"), Some("https://app.example"));
+    let alice = claims("alice", &[], &[]);
+    assert!(auth.verify(&auth.sign(&alice).unwrap()).is_ok());
+    let wrong_aud = requiring(Some("other"), Some("https://app.example"));
+    assert!(auth.verify(&wrong_aud.sign(&alice).unwrap()).is_err());
+    let no_iss = requiring(Some("herald"), None);
+    assert!(auth.verify(&no_iss.sign(&alice).unwrap()).is_err());
 }
 
 fn verified(sub: &str, orgs: &[&str], channels: &[&str]) -> Claims {

@@ -14,7 +14,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::HttpState;
-use crate::auth::{TokenClaims, expires_in};
+use crate::auth::{Claims, expires_in};
 use crate::config::namespace::{Access, ChannelOptions, NamespaceRule};
 
 const INDEX_HTML: &str = include_str!("../../demo/index.html");
@@ -88,16 +88,13 @@ async fn token(
         )
             .into_response();
     }
-    let jwt = &state.node.config().jwt;
     let info = serde_json::value::to_raw_value(&json!({ "name": user })).ok();
-    let claims = TokenClaims {
-        sub: user.to_owned(),
+    let claims = Claims {
+        sub: user.into(),
         exp: expires_in(DEMO_TOKEN_TTL),
-        orgs: vec![DEMO_ORG.to_owned()],
+        orgs: vec![DEMO_ORG.into()],
         channels: vec![],
-        info,
-        aud: jwt.audience.clone(),
-        iss: jwt.issuer.clone(),
+        info: info.map(Into::into),
     };
     match state.node.auth().sign(&claims) {
         Some(token) => Json(json!({ "token": token, "user": user })).into_response(),

@@ -40,7 +40,7 @@ impl ChannelHistory {
     fn position(&self) -> Position {
         Position {
             offset: self.offset,
-            epoch: self.epoch.to_string(),
+            epoch: self.epoch.clone(),
         }
     }
 }
@@ -420,7 +420,7 @@ mod tests {
         );
         let position = Position {
             offset: first.offset,
-            epoch: first.epoch.to_string(),
+            epoch: first.epoch.clone(),
         };
         state
             .settle(&first.channel, "k", Settlement::Broadcast(position.clone()))

@@ -8,6 +8,7 @@ pub mod presence;
 mod redis;
 mod redis_presence;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,7 +34,8 @@ pub struct Position {
     pub offset: u64,
     /// Changes whenever the channel's history is lost and restarted. A channel with no
     /// history state reads as an *unpublished* epoch (see [`Position::unpublished`]).
-    pub epoch: String,
+    /// Shared with the publications of the epoch.
+    pub epoch: Arc<str>,
 }
 
 impl Position {
@@ -44,7 +46,7 @@ impl Position {
     pub fn unpublished(read_ms: u64, source: &str) -> Position {
         Position {
             offset: 0,
-            epoch: format!("{UNPUBLISHED}{read_ms}.{source}"),
+            epoch: format!("{UNPUBLISHED}{read_ms}.{source}").into(),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::ChannelName;
-use serde::{Deserialize, Serialize};
+
 use serde_json::value::RawValue;
 
 use super::StateError;
@@ -24,79 +24,13 @@ use super::StateError;
 /// How long a typing indicator lasts without an update.
 pub const TYPING_TTL: Duration = Duration::from_secs(5);
 
-/// One connection in a channel's presence.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Member {
-    pub user: Arc<str>,
-    /// Connection id.
-    pub client: Arc<str>,
-    /// The token's `info` claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Arc<RawValue>>,
-    /// Unix milliseconds.
-    pub joined_at: i64,
-}
-
-/// A user's status in an org.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Online,
-    Away,
-    Busy,
-    Offline,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Online => "online",
-            Status::Away => "away",
-            Status::Busy => "busy",
-            Status::Offline => "offline",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        match text {
-            "online" => Some(Status::Online),
-            "away" => Some(Status::Away),
-            "busy" => Some(Status::Busy),
-            "offline" => Some(Status::Offline),
-            _ => None,
-        }
-    }
-}
-
-/// A user's status in an org, as read or as changed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UserStatus {
-    pub user: Arc<str>,
-    pub status: Status,
-    /// Unix milliseconds of the last connection's end (0 while online, or never seen).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub last_seen: i64,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
+pub use herald_protocol::presence::{Member, Status, Typer, UserStatus};
 
 /// A status transition, to push on `org:<org>`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusChange {
     pub org: Arc<str>,
     pub status: UserStatus,
-}
-
-/// Someone typing in a channel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Typer {
-    pub user: Arc<str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Arc<RawValue>>,
 }
 
 /// Presence and org registrations of one connection this node holds, to refresh (and to

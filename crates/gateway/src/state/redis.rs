@@ -258,7 +258,7 @@ impl RedisState {
         let epoch: Arc<str> = Arc::from(text(&epoch)?);
         let position = Position {
             offset: integer(&offset)?,
-            epoch: epoch.to_string(),
+            epoch: epoch.clone(),
         };
         let publications = entries
             .into_array()
@@ -399,13 +399,13 @@ impl State for RedisState {
             };
             let position = Position {
                 offset: integer(&offset)?,
-                epoch: text(&epoch)?.to_owned(),
+                epoch: text(&epoch)?.into(),
             };
             match text(&kind)? {
                 "new" => {
                     if append.history.is_some() {
                         publication.offset = position.offset;
-                        publication.epoch = Arc::from(position.epoch);
+                        publication.epoch = position.epoch;
                     }
                     Ok(Appended::New(publication))
                 }
@@ -415,7 +415,7 @@ impl State for RedisState {
                     let payload = reply
                         .next()
                         .ok_or_else(|| malformed("unsent duplicate without payload"))?;
-                    let epoch = Arc::from(position.epoch);
+                    let epoch = position.epoch;
                     let first = self.decode_stored(
                         &channel,
                         position.offset,
@@ -506,7 +506,7 @@ impl State for RedisState {
                         } else {
                             integer(&offset)?
                         },
-                        epoch: text(&epoch)?.to_owned(),
+                        epoch: text(&epoch)?.into(),
                     }))
                 })
                 .collect()

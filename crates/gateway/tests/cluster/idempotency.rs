@@ -57,7 +57,7 @@ async fn a_claim_is_answered_as_done_only_once_settled_as_broadcast() {
 
     let position = Position {
         offset: 1,
-        epoch: first.epoch.to_string(),
+        epoch: first.epoch.clone(),
     };
     state
         .settle(&first.channel, "k", Settlement::Broadcast(position.clone()))

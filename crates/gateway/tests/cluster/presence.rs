@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use herald_api::v1::UserStatusRequest;
 use herald_client::{Client, Push};
+use herald_protocol::presence::Status;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -100,13 +101,13 @@ async fn a_killed_nodes_users_leave_and_go_offline_once() {
     within("alice to leave and go offline", async {
         while left == 0 || offline == 0 {
             let push = watcher.next_push().await.expect("watcher connected");
-            if push.leave.as_ref().is_some_and(|m| m.user == "alice") {
+            if push.leave.as_ref().is_some_and(|m| &*m.user == "alice") {
                 left += 1;
             }
             if push
                 .status
                 .as_ref()
-                .is_some_and(|s| s.user == "alice" && s.status == "offline")
+                .is_some_and(|s| &*s.user == "alice" && s.status == Status::Offline)
             {
                 offline += 1;
             }
@@ -119,8 +120,8 @@ async fn a_killed_nodes_users_leave_and_go_offline_once() {
     while let Ok(Some(push)) =
         tokio::time::timeout(Duration::from_millis(100), watcher.next_push()).await
     {
-        let about_alice = push.leave.as_ref().is_some_and(|m| m.user == "alice")
-            || push.status.as_ref().is_some_and(|s| s.user == "alice");
+        let about_alice = push.leave.as_ref().is_some_and(|m| &*m.user == "alice")
+            || push.status.as_ref().is_some_and(|s| &*s.user == "alice");
         assert!(!about_alice, "announced twice: {push:?}");
     }
 }
@@ -131,13 +132,15 @@ async fn a_killed_nodes_users_leave_and_go_offline_once() {
 const HEAL_CHANNEL: &str = "org:acme:ch:heal";
 
 fn is_join_of(push: &Push, user: &str) -> bool {
-    push.join.as_ref().is_some_and(|member| member.user == user)
+    push.join
+        .as_ref()
+        .is_some_and(|member| &*member.user == user)
 }
 
 fn is_leave_of(push: &Push, user: &str) -> bool {
     push.leave
         .as_ref()
-        .is_some_and(|member| member.user == user)
+        .is_some_and(|member| &*member.user == user)
 }
 
 /// Reads `watcher`'s pushes until it has seen `user` join [`HEAL_CHANNEL`] and a status
@@ -219,7 +222,12 @@ async fn listed(client: &Client, channel: &str) -> Vec<(String, Option<String>)>
         .unwrap()
         .members
         .into_iter()
-        .map(|member| (member.user, member.status))
+        .map(|member| {
+            (
+                member.user.to_string(),
+                member.status.map(|s| s.as_str().to_owned()),
+            )
+        })
         .collect();
     members.sort();
     members

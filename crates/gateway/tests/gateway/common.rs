@@ -8,7 +8,7 @@ use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{PublishRequest, PublishResponse};
 use herald_client::{Client, ClientError, ConnectOptions, Push, ReceivedPublication};
 use herald_gateway::Server;
-use herald_gateway::auth::{Authenticator, SubscriptionClaims, TokenClaims};
+use herald_gateway::auth::{Authenticator, Claims, SubscriptionClaims};
 use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, NamespaceRule, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,7 +124,7 @@ impl TestGateway {
         self.sign(claims(sub, orgs, channels, 3600))
     }
 
-    pub fn sign(&self, claims: TokenClaims) -> String {
+    pub fn sign(&self, claims: Claims) -> String {
         self.auth.sign(&claims).expect("HS256 secret configured")
     }
 
@@ -203,15 +203,13 @@ impl Drop for TestGateway {
     }
 }
 
-pub fn claims(sub: &str, orgs: &[&str], channels: &[&str], ttl_seconds: i64) -> TokenClaims {
-    TokenClaims {
+pub fn claims(sub: &str, orgs: &[&str], channels: &[&str], ttl_seconds: i64) -> Claims {
+    Claims {
         sub: sub.into(),
         exp: unix_seconds() + ttl_seconds,
-        orgs: orgs.iter().map(|s| s.to_string()).collect(),
-        channels: channels.iter().map(|s| s.to_string()).collect(),
+        orgs: orgs.iter().map(|&s| s.into()).collect(),
+        channels: channels.iter().map(|&s| s.into()).collect(),
         info: None,
-        aud: None,
-        iss: None,
     }
 }
 

@@ -93,7 +93,11 @@ async fn token_info_with_newlines_is_compacted_in_presence_pushes_and_results() 
     within("subscribe", bob.subscribe(CHANNEL)).await.unwrap();
 
     let mut claims = claims("alice", &["acme"], &["org:acme:*"], 3600);
-    claims.info = Some(RawValue::from_string("{\n  \"name\": \"Ada\"\r\n}".into()).unwrap());
+    claims.info = Some(
+        RawValue::from_string("{\n  \"name\": \"Ada\"\r\n}".into())
+            .unwrap()
+            .into(),
+    );
     let alice = gateway.client(&gateway.sign(claims)).await;
     within("subscribe", alice.subscribe(CHANNEL)).await.unwrap();
 
@@ -109,14 +113,14 @@ async fn token_info_with_newlines_is_compacted_in_presence_pushes_and_results() 
         }
     })
     .await;
-    assert_eq!(join.user, "alice");
+    assert_eq!(&*join.user, "alice");
     assert_eq!(join.info.unwrap().get(), r#"{"name":"Ada"}"#);
 
     let presence = within("presence", bob.presence(CHANNEL)).await.unwrap();
     let alice = presence
         .members
         .iter()
-        .find(|m| m.user == "alice")
+        .find(|m| &*m.user == "alice")
         .expect("alice is present");
     assert_eq!(alice.info.as_ref().unwrap().get(), r#"{"name":"Ada"}"#);
 }

@@ -483,7 +483,7 @@ async fn dev_mode_serves_the_demo_and_mints_demo_tokens() {
         .expect("the demo namespace allows client publish");
     assert_eq!(published.offset, 1);
     let members = client.presence("demo:general").await.unwrap().members;
-    assert_eq!(members[0].user, "ada");
+    assert_eq!(&*members[0].user, "ada");
     client
         .subscribe("org:demo")
         .await

@@ -209,7 +209,11 @@ async fn presence_of_a_big_org_pages_with_a_cursor() {
     for n in 0..40 {
         let mut claims = claims(&format!("user{n:02}"), &["acme"], &[], 3600);
         let info = json!({ "name": format!("User {n}"), "bio": "b".repeat(1000) });
-        claims.info = Some(serde_json::value::RawValue::from_string(info.to_string()).unwrap());
+        claims.info = Some(
+            serde_json::value::RawValue::from_string(info.to_string())
+                .unwrap()
+                .into(),
+        );
         let client = gateway.client(&gateway.sign(claims)).await;
         within("subscribe", client.subscribe(channel))
             .await
@@ -246,13 +250,13 @@ async fn presence_of_a_big_org_pages_with_a_cursor() {
     assert!(pages >= 3, "40 members of 1 KB in 16 KiB pages: {pages}");
     let order: Vec<(i64, String)> = members
         .iter()
-        .map(|m| (m.joined_at, m.client.clone()))
+        .map(|m| (m.joined_at, m.client.to_string()))
         .collect();
     let mut sorted = order.clone();
     sorted.sort();
     sorted.dedup();
     assert_eq!(order, sorted, "oldest first, each connection once");
-    let mut users: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
+    let mut users: Vec<&str> = members.iter().map(|m| &*m.user).collect();
     users.sort_unstable();
     let expected: Vec<String> = (0..40).map(|n| format!("user{n:02}")).collect();
     assert_eq!(users, expected);

@@ -134,11 +134,11 @@ async fn refresh_without_an_org_ends_its_channels_with_2403_and_keeps_the_rest()
         }
     })
     .await;
-    assert_eq!(left, "alice");
+    assert_eq!(&*left, "alice");
     let members = within("presence", bob.presence("org:acme:general"))
         .await
         .unwrap();
-    assert!(members.members.iter().all(|m| m.user != "alice"));
+    assert!(members.members.iter().all(|m| &*m.user != "alice"));
 
     // Nothing more of the revoked channel; the others, and the token's channel, stay.
     gateway

@@ -27,7 +27,8 @@ pub async fn connect(d: &impl Deployment, node: usize, sub: &str) -> Client {
     let mut claims = claims(sub, &["acme"], &["org:acme:*"], 3600);
     claims.info = Some(
         serde_json::value::RawValue::from_string(json!({ "name": sub.to_uppercase() }).to_string())
-            .unwrap(),
+            .unwrap()
+            .into(),
     );
     let token = Authenticator::new(&config().jwt)
         .unwrap()
@@ -56,7 +57,7 @@ pub async fn next_push(client: &Client, what: &str, matches: impl Fn(&Push) -> b
 pub fn status_of<'a>(push: &'a Push, user: &str) -> Option<&'a str> {
     push.status
         .as_ref()
-        .filter(|status| status.user == user)
+        .filter(|status| *status.user == *user)
         .map(|status| status.status.as_str())
 }
 
@@ -177,7 +178,7 @@ pub async fn presence_lists_members_across_nodes_with_join_and_leave(d: &impl De
     let push = next_push(&alice, "bob's join", |p| p.join.is_some()).await;
     let joined = push.join.unwrap();
     assert_eq!(
-        (joined.user.as_str(), push.channel.as_deref()),
+        (&*joined.user, push.channel.as_deref()),
         ("bob", Some(channel))
     );
     assert_eq!(joined.info.unwrap().get(), r#"{"name":"BOB"}"#);
@@ -185,7 +186,7 @@ pub async fn presence_lists_members_across_nodes_with_join_and_leave(d: &impl De
     let members = alice.presence(channel).await.unwrap().members;
     let mut users: Vec<(&str, Option<&str>)> = members
         .iter()
-        .map(|m| (m.user.as_str(), m.status.as_deref()))
+        .map(|m| (&*m.user, m.status.map(|s| s.as_str())))
         .collect();
     users.sort();
     assert_eq!(
@@ -208,7 +209,7 @@ pub async fn presence_lists_members_across_nodes_with_join_and_leave(d: &impl De
 
     bob.unsubscribe(channel).await.unwrap();
     let push = next_push(&alice, "bob's leave", |p| p.leave.is_some()).await;
-    assert_eq!(push.leave.unwrap().user, "bob");
+    assert_eq!(&*push.leave.unwrap().user, "bob");
     let members = alice.presence(channel).await.unwrap().members;
     assert_eq!(members.len(), 1);
 
@@ -236,14 +237,14 @@ pub async fn typing_is_pushed_to_others_rate_limited_and_ends(d: &impl Deploymen
     }
     let push = next_push(&bob, "alice typing", |p| p.typing.is_some()).await;
     let typing = push.typing.unwrap();
-    assert_eq!((typing.user.as_str(), typing.active), ("alice", true));
+    assert_eq!((&*typing.user, typing.active), ("alice", true));
     assert_eq!(typing.info.unwrap().get(), r#"{"name":"ALICE"}"#);
 
     // A late subscriber sees who is typing.
     let carol = connect(d, 1, "carol").await;
     let result = carol.subscribe(channel).await.unwrap();
     assert_eq!(result.typing.len(), 1);
-    assert_eq!(result.typing[0].user, "alice");
+    assert_eq!(&*result.typing[0].user, "alice");
 
     marker(d, channel, 1).await;
     let before = pushes_until_marker(&bob, 1).await;
@@ -303,7 +304,7 @@ pub async fn a_thousand_members_join_and_leave(d: &impl Deployment) {
     let took = started.elapsed();
     println!("presence list of {} members: {took:?}", members.len());
     assert_eq!(members.len(), 1000);
-    let distinct: HashSet<&str> = members.iter().map(|m| m.client.as_str()).collect();
+    let distinct: HashSet<&str> = members.iter().map(|m| &*m.client).collect();
     assert_eq!(distinct.len(), 1000, "no duplicates");
     let stats = looker.presence_stats(channel).await.unwrap();
     assert_eq!((stats.users, stats.clients), (1000, 1000));
@@ -349,7 +350,7 @@ pub async fn refresh_moves_status_and_presence_with_the_claims(d: &impl Deployme
     assert_eq!(status_of(&push, "alice"), Some("online"));
     alice.subscribe("org:acme:general").await.unwrap();
     next_push(&watcher, "alice's join", |push| {
-        push.join.as_ref().is_some_and(|m| m.user == "alice")
+        push.join.as_ref().is_some_and(|m| &*m.user == "alice")
     })
     .await;
 
@@ -363,7 +364,8 @@ pub async fn refresh_moves_status_and_presence_with_the_claims(d: &impl Deployme
     assert_eq!(push.channel.as_deref(), Some("org:acme:general"));
     assert_eq!(push.unsubscribe.unwrap().code, 2403);
     let push = next_push(&watcher, "alice leaves and goes offline", |push| {
-        push.leave.as_ref().is_some_and(|m| m.user == "alice") || status_of(push, "alice").is_some()
+        push.leave.as_ref().is_some_and(|m| &*m.user == "alice")
+            || status_of(push, "alice").is_some()
     })
     .await;
     let push = if push.leave.is_some() {

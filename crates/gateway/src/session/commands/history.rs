@@ -38,7 +38,7 @@ pub async fn apply(
     let result = HistoryResult {
         publications: page.publications,
         offset: page.position.offset,
-        epoch: page.position.epoch,
+        epoch: page.position.epoch.to_string(),
         more: page.more,
     };
     Ok(Answer::Result(encode_result(id, &result)))

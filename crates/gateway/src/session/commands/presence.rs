@@ -8,14 +8,13 @@
 use std::sync::Arc;
 
 use herald_protocol::command::{ChannelRequest, PresenceRequest};
-use herald_protocol::reply::{PresenceResult, PresenceStatsResult, encode_result};
+use herald_protocol::reply::{PresenceMember, PresenceResult, PresenceStatsResult, encode_result};
 use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::paging::json_len;
-use crate::presence::wire_member;
 use crate::session::{Answer, Failure};
 use crate::state::{Member, Status};
 
@@ -55,14 +54,14 @@ fn page(
     };
     let mut bytes = 0;
     for (member, status) in &members[start..] {
-        let wire = wire_member(member, *status);
+        let wire = PresenceMember::new(member, *status);
         let size = json_len(&wire) + 1;
         if !result.members.is_empty() && bytes + size > budget {
             result.more = true;
             result.cursor = result.members.last().map(|last| {
                 Cursor {
                     joined_at: last.joined_at,
-                    client: last.client.as_str(),
+                    client: &last.client,
                 }
                 .to_string()
             });
@@ -156,7 +155,7 @@ mod tests {
     }
 
     fn clients(result: &PresenceResult) -> Vec<&str> {
-        result.members.iter().map(|m| m.client.as_str()).collect()
+        result.members.iter().map(|m| &*m.client).collect()
     }
 
     #[test]
@@ -167,7 +166,7 @@ mod tests {
             member("c", 2),
             member("a", 2),
         ];
-        let one = json_len(&wire_member(&members[0].0, None)) + 1;
+        let one = json_len(&PresenceMember::new(&members[0].0, None)) + 1;
         let first = page(members.clone(), None, one * 2);
         assert_eq!(clients(&first), ["b", "a"]);
         assert!(first.more);

@@ -38,7 +38,7 @@ pub async fn apply(
         id,
         &PublishResult {
             offset: position.offset,
-            epoch: position.epoch,
+            epoch: position.epoch.to_string(),
         },
     )))
 }

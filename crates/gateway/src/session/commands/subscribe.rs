@@ -17,7 +17,6 @@ use crate::connections::Connection;
 use crate::metrics;
 use crate::node::Node;
 use crate::paging::{HistoryPage, history_page};
-use crate::presence::wire_typer;
 use crate::session::{Answer, Failure};
 use crate::state::{Position, StateError, is_unpublished, unpublished_recovers};
 
@@ -90,7 +89,7 @@ async fn typers(
         .await?
         .iter()
         .filter(|typer| typer.user != connection.claims().sub)
-        .map(|typer| wire_typer(typer, true))
+        .map(|typer| TypingPush::new(typer, true))
         .collect())
 }
 
@@ -152,7 +151,7 @@ async fn read_state(
     };
     let result = SubscribeResult {
         offset: position.offset,
-        epoch: position.epoch.clone(),
+        epoch: position.epoch.to_string(),
         recoverable,
         recovered,
         publications,
@@ -174,7 +173,7 @@ fn covers(page: &HistoryPage, since: &StreamPosition, lifetime: std::time::Durat
         {
             return false;
         }
-    } else if page.position.epoch != since.epoch || since.offset > page.position.offset {
+    } else if *page.position.epoch != *since.epoch || since.offset > page.position.offset {
         return false;
     }
     match page.publications.first() {
