@@ -2,8 +2,10 @@
  * The demo chat in headless Chromium against `herald serve --dev`: two users in two browser
  * contexts (separate storage, separate network), signing in through the page as a person
  * would. The scenarios run in order on the same conversation, which ends as the screenshot
- * in `e2e/artifacts/demo.png`. Every wait is on a selector with a bound; the elapsed times
- * are printed at the end.
+ * in `e2e/artifacts/demo.png`. Every wait is on a selector, bounded by the context's default
+ * timeout (10 s; longer where the event itself takes longer): the elapsed times are printed at
+ * the end, not asserted, so a slow machine is not a failure. How soon the client reconnects
+ * after each close code is the unit tests' (test/unit/close-codes.test.ts, on a fake clock).
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -117,11 +119,11 @@ afterAll(async () => {
 });
 
 describe("the demo chat between two browsers", () => {
-  it("delivers a message and a reaction to the other user within a second", async () => {
+  it("delivers a message and a reaction to the other user", async () => {
     const hello = "Morning! The new gateway build is green 🎉";
     let start = performance.now();
     await send(ada, hello);
-    await message(bob, hello).waitFor({ timeout: 1000 });
+    await message(bob, hello).waitFor();
     record("message ada → bob", start);
     const id = await message(ada, hello).getAttribute("data-id");
     expect(id).toBeTruthy();
@@ -138,21 +140,21 @@ describe("the demo chat between two browsers", () => {
     await message(bob, hello).hover();
     start = performance.now();
     await message(bob, hello).getByTestId("react-tada").click();
-    await chip(ada, "🎉", 1).waitFor({ timeout: 1000 });
+    await chip(ada, "🎉", 1).waitFor();
     record("reaction bob → ada", start);
     await expect(chip(ada, "🎉", 1).getAttribute("data-mine")).resolves.toBe("false");
 
     start = performance.now();
     await chip(ada, "🎉", 1).click();
-    await chip(bob, "🎉", 2).waitFor({ timeout: 1000 });
+    await chip(bob, "🎉", 2).waitFor();
     record("reaction toggle on ada → bob (count 2)", start);
     await chip(ada, "🎉", 2).click();
-    await chip(bob, "🎉", 1).waitFor({ timeout: 1000 });
-    await chip(ada, "🎉", 1).waitFor({ timeout: 1000 });
+    await chip(bob, "🎉", 1).waitFor();
+    await chip(ada, "🎉", 1).waitFor();
     await expect(chip(ada, "🎉", 1).getAttribute("data-mine")).resolves.toBe("false");
     await message(ada, hello).hover();
     await message(ada, hello).getByTestId("react-thumbsup").click();
-    await chip(bob, "👍", 1).waitFor({ timeout: 1000 });
+    await chip(bob, "👍", 1).waitFor();
   });
 
   it("renders markup in messages as text, and counts unread messages in other rooms", async () => {
@@ -161,9 +163,7 @@ describe("the demo chat between two browsers", () => {
     const markup = `<img src=x onerror="window.__injected=1"> <b>not bold</b> & <script>window.__injected=2</script>`;
     const start = performance.now();
     await send(bob, markup);
-    await ada.page
-      .locator("[data-testid=unread-random]", { hasText: "1" })
-      .waitFor({ timeout: 1000 });
+    await ada.page.locator("[data-testid=unread-random]", { hasText: "1" }).waitFor();
     record("unread badge on ada for bob's #random message", start);
     await ada.page.getByTestId("room-random").click();
     await message(ada, markup).waitFor();
@@ -186,16 +186,16 @@ describe("the demo chat between two browsers", () => {
     await composer.click();
     let start = performance.now();
     const typed = composer.pressSequentially("On it, deploying to staging", { delay: 20 });
-    await typing.getByText("bob is typing…", { exact: true }).waitFor({ timeout: 1000 });
+    await typing.getByText("bob is typing…", { exact: true }).waitFor();
     record("typing indicator bob → ada (from the first key)", start);
     await typed;
     // Bob stops typing (no send, no blur): his client stops after 5 s idle.
     start = performance.now();
-    await typing.waitFor({ state: "detached", timeout: 8000 });
+    await typing.waitFor({ state: "detached" });
     const idle = record("typing indicator cleared after bob went idle", start);
     expect(idle).toBeGreaterThan(3000);
     await composer.press("Enter");
-    await message(ada, "On it, deploying to staging").waitFor({ timeout: 1000 });
+    await message(ada, "On it, deploying to staging").waitFor();
     await expect(typing.count()).resolves.toBe(0);
   });
 
@@ -207,22 +207,22 @@ describe("the demo chat between two browsers", () => {
     await expect(ada.page.getByTestId("member").count()).resolves.toBe(2);
     let start = performance.now();
     await bob.page.getByTestId("status-picker").selectOption("away");
-    await member(ada, "bob", "away").waitFor({ timeout: 1000 });
+    await member(ada, "bob", "away").waitFor();
     record("status away bob → ada", start);
-    await member(bob, "bob", "away").waitFor({ timeout: 1000 });
+    await member(bob, "bob", "away").waitFor();
     start = performance.now();
     await bob.page.getByTestId("status-picker").selectOption("online");
-    await member(ada, "bob", "online").waitFor({ timeout: 1000 });
+    await member(ada, "bob", "online").waitFor();
     record("status online bob → ada", start);
   });
 
-  it("reconnects at once when the gateway closes the socket (4201), missing nothing", async () => {
+  it("reconnects by itself when the gateway closes the socket (4201), missing nothing", async () => {
     const before = (await texts(bob)).length;
     const start = performance.now();
     await expect(api.disconnect("bob", 4201, "e2e: reconnect now")).resolves.toBeGreaterThan(0);
     const text = "Did the deploy bot just restart?";
     await send(ada, text);
-    await message(bob, text).waitFor({ timeout: 3000 });
+    await message(bob, text).waitFor();
     record("server close 4201 → bob has ada's next message", start);
     await bob.page.locator('[data-testid=connection][data-state="connected"]').waitFor();
     await expect(bob.page.getByTestId("connection").getAttribute("data-last-close")).resolves.toBe(
@@ -236,24 +236,20 @@ describe("the demo chat between two browsers", () => {
     // Bob's network drops: his WebSocket's TCP connection dies, and new ones fail.
     const offline = performance.now();
     bobNetwork.down();
-    await bob.page.locator('[data-testid=connection]:not([data-state="connected"])').waitFor({
-      timeout: 3000,
-    });
+    await bob.page.locator('[data-testid=connection]:not([data-state="connected"])').waitFor();
     record("bob's page notices the network drop", offline);
     // The browser says so too (`offline` event, failed connects), and later `online`.
     await bob.context.setOffline(true);
-    await member(ada, "bob").waitFor({ state: "detached", timeout: 3000 });
+    await member(ada, "bob").waitFor({ state: "detached" });
     record("bob leaves ada's member list", offline);
 
     // Bob writes while offline: queued, shown in the banner.
     const queued = "Back! My train went through a tunnel 🚇";
     await send(bob, queued);
-    await bob.page.locator('[data-testid=offline-banner][data-queued="1"]').waitFor({
-      timeout: 1000,
-    });
+    await bob.page.locator('[data-testid=offline-banner][data-queued="1"]').waitFor();
     await bob.page
       .locator('[data-testid=message][data-status="queued"]', { hasText: queued })
-      .waitFor({ timeout: 1000 });
+      .waitFor();
     await bob.page.screenshot({ path: join(ARTIFACTS, "offline.png") });
 
     const missed = [
@@ -263,7 +259,7 @@ describe("the demo chat between two browsers", () => {
     ];
     for (const text of missed) {
       await send(ada, text);
-      await message(ada, text).waitFor({ timeout: 2000 });
+      await message(ada, text).waitFor();
     }
     for (const text of missed) await expect(message(bob, text).count()).resolves.toBe(0);
 
@@ -274,18 +270,18 @@ describe("the demo chat between two browsers", () => {
       timeout: 15_000,
     });
     record("bob reconnected after the network returned", back);
-    await message(bob, missed[2]!).waitFor({ timeout: 2000 });
+    await message(bob, missed[2]!).waitFor();
     record("bob has the 3 missed messages", back);
     const bobTexts = await texts(bob);
     expect(bobTexts.filter((text) => missed.includes(text))).toEqual(missed);
     // Bob's queued message went out after the reconnect: once, after Ada's three.
-    await message(ada, queued).waitFor({ timeout: 2000 });
+    await message(ada, queued).waitFor();
     record("ada has bob's queued message", back);
     const adaTexts = await texts(ada);
     expect(adaTexts.filter((text) => text === queued)).toHaveLength(1);
     expect(adaTexts.slice(-4)).toEqual([...missed, queued]);
-    await bob.page.getByTestId("offline-banner").waitFor({ state: "detached", timeout: 2000 });
-    await member(ada, "bob", "online").waitFor({ timeout: 3000 });
+    await bob.page.getByTestId("offline-banner").waitFor({ state: "detached" });
+    await member(ada, "bob", "online").waitFor();
     expect((await texts(bob)).slice(-4)).toEqual([...missed, queued]);
   });
 
@@ -294,16 +290,16 @@ describe("the demo chat between two browsers", () => {
     await message(ada, "Back! My train went through a tunnel 🚇").getByTestId("react-joy").click();
     await message(bob, "Back! My train went through a tunnel 🚇")
       .locator('[data-testid=reaction][data-emoji="😂"][data-count="1"]')
-      .waitFor({ timeout: 1000 });
+      .waitFor();
     await bob.page.getByTestId("status-picker").selectOption("away");
-    await member(ada, "bob", "away").waitFor({ timeout: 1000 });
+    await member(ada, "bob", "away").waitFor();
     await send(bob, "Canary it is. Rolling out to 5% now");
-    await message(ada, "Canary it is. Rolling out to 5% now").waitFor({ timeout: 1000 });
+    await message(ada, "Canary it is. Rolling out to 5% now").waitFor();
     await ada.page.getByTestId("composer").click();
     await ada.page.getByTestId("composer").pressSequentially("Great, watching the dashboards", {
       delay: 10,
     });
-    await bob.page.getByTestId("typing-text").waitFor({ timeout: 1000 });
+    await bob.page.getByTestId("typing-text").waitFor();
     // Bob's view: the indicator of Ada typing, the conversation, the members.
     await bob.page.mouse.move(600, 60);
     await bob.page.locator("[data-testid=latency]").waitFor();
@@ -324,7 +320,7 @@ describe("the demo chat between two browsers", () => {
     }
     record("both pages reconnected to the restarted gateway", start);
     await send(ada, "Fresh start");
-    await message(bob, "Fresh start").waitFor({ timeout: 1000 });
+    await message(bob, "Fresh start").waitFor();
     await member(ada, "bob").waitFor();
     await member(bob, "ada").waitFor();
     for (const user of [ada, bob]) expect(user.errors).toEqual([]);
