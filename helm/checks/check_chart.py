@@ -3,9 +3,10 @@
 
 Renders and lints the chart with Helm's own Go library (helm-python-sdk, no helm binary),
 validates every rendered object against the Kubernetes OpenAPI schemas (kubernetes-validate),
-and holds the chart to the gateway binary: every HERALD_* variable it sets must be one
-`herald config --print-env` lists, value defaults must equal the binary's defaults unless
-listed in DELIBERATE below, and the binary itself must accept the rendered configuration.
+and holds the chart to the gateway binary: which value sets which HERALD_* variable comes from
+the binary's own declaration of its settings (`herald config --settings json`), every variable
+the chart sets must be one the binary declares, value defaults must equal the binary's defaults
+unless listed in DELIBERATE below, and the binary itself must accept the rendered configuration.
 """
 
 from __future__ import annotations
@@ -31,60 +32,38 @@ PRODUCTION = ROOT / "helm" / "checks" / "production-values.yaml"
 HERALD = Path(os.environ.get("HERALD_BIN", ROOT / "target" / "debug" / "herald"))
 RELEASE, NAMESPACE = "herald", "realtime"
 
-# values.yaml path -> (binary variable, how the chart turns the value into the variable's text).
-# Covers every variable `herald config --print-env` lists; a new binary setting fails the
-# check until it is mapped here (and exposed by the chart) or listed in NOT_EXPOSED.
-def _num(v: Any) -> str:
-    return str(int(v))
+def chart_text(how: str, value: Any) -> str:
+    """The variable's text the chart renders from a value: `how` is the declaration's Helm kind."""
+    if how == "listen_port":
+        return f"0.0.0.0:{int(value)}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, int):
+        return str(value)
+    return str(value)
 
 
-def _csv(v: Any) -> str:
-    return ",".join(v)
+def declared_settings() -> list[dict[str, Any]]:
+    """`herald config --settings json`: every setting the binary declares, with its Helm value."""
+    out = subprocess.run([str(HERALD), "config", "--settings", "json"],
+                         env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
-def _addr(v: Any) -> str:
-    return f"0.0.0.0:{int(v)}"
+def chart_mapping(settings: list[dict[str, Any]]) -> tuple[dict[str, tuple[str, Callable[[Any], str]]], dict[str, str]]:
+    """values.yaml path -> (variable, value -> text), and variable -> why no value sets it."""
+    mapping: dict[str, tuple[str, Callable[[Any], str]]] = {}
+    not_a_value: dict[str, str] = {}
+    for setting in settings:
+        (how, detail), = setting["helm"].items()
+        if how == "not_a_value":
+            not_a_value[setting["env"]] = detail
+        else:
+            mapping[detail] = (setting["env"], lambda v, how=how: chart_text(how, v))
+    return mapping, not_a_value
 
-
-MAPPING: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "containerPorts.http": ("HERALD_HTTP_ADDR", _addr),
-    "containerPorts.grpc": ("HERALD_GRPC_ADDR", _addr),
-    "containerPorts.metrics": ("HERALD_METRICS_ADDR", _addr),
-    "herald.logFormat": ("HERALD_LOG_FORMAT", str),
-    "herald.drainSeconds": ("HERALD_DRAIN_SECONDS", _num),
-    "herald.allowedOrigins": ("HERALD_ALLOWED_ORIGINS", _csv),
-    "herald.jwtAudience": ("HERALD_JWT_AUDIENCE", str),
-    "herald.jwtIssuer": ("HERALD_JWT_ISSUER", str),
-    "herald.gapWaitMs": ("HERALD_GAP_WAIT_MS", _num),
-    "herald.presenceTtlSeconds": ("HERALD_PRESENCE_TTL_SECONDS", _num),
-    "herald.maxConnections": ("HERALD_MAX_CONNECTIONS", _num),
-    "herald.maxConnectionsPerUser": ("HERALD_MAX_CONNECTIONS_PER_USER", _num),
-    "herald.maxSubscriptions": ("HERALD_MAX_SUBSCRIPTIONS", _num),
-    "herald.commandsPerMinute": ("HERALD_COMMANDS_PER_MINUTE", _num),
-    "herald.maxMessageBytes": ("HERALD_MAX_MESSAGE_BYTES", _num),
-    "herald.maxJsonDepth": ("HERALD_MAX_JSON_DEPTH", _num),
-    "herald.clientQueueBytes": ("HERALD_CLIENT_QUEUE_BYTES", _num),
-    "herald.pingIntervalSeconds": ("HERALD_PING_INTERVAL_SECONDS", _num),
-    "herald.pongTimeoutSeconds": ("HERALD_PONG_TIMEOUT_SECONDS", _num),
-    "herald.connectTimeoutSeconds": ("HERALD_CONNECT_TIMEOUT_SECONDS", _num),
-    "herald.maxPendingConnections": ("HERALD_MAX_PENDING_CONNECTIONS", _num),
-    "herald.maxPendingPerIp": ("HERALD_MAX_PENDING_PER_IP", _num),
-    "herald.headerReadTimeoutSeconds": ("HERALD_HEADER_READ_TIMEOUT_SECONDS", _num),
-    "auth.jwtSecret": ("HERALD_JWT_SECRET", str),
-    "auth.jwtPublicKey": ("HERALD_JWT_PUBLIC_KEY", str),
-    "auth.apiKeys": ("HERALD_API_KEYS", _csv),
-    "cluster.natsUrl": ("HERALD_NATS_URL", str),
-    "cluster.redisUrl": ("HERALD_REDIS_URL", str),
-    "tls.grpc": ("HERALD_GRPC_TLS", lambda v: str(v).lower()),
-}
-
-# Variables the chart sets from something other than a value, with the reason.
-NOT_A_VALUE = {
-    "HERALD_CONFIG": "always /etc/herald/herald.toml, the mounted ConfigMap rendered from `config`",
-    "HERALD_NODE_ID": "the pod name (downward API): unique, stable for the pod's life, readable in logs",
-    "HERALD_TLS_CERT": "with tls.enabled, /etc/herald-tls/tls.crt from the mounted Secret tls.secretName",
-    "HERALD_TLS_KEY": "with tls.enabled, /etc/herald-tls/tls.key from the mounted Secret tls.secretName",
-}
 
 # Defaults that differ from the binary's on purpose (also listed in helm/herald/README.md).
 DELIBERATE = {
@@ -287,6 +266,8 @@ def main() -> int:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     production = yaml.safe_load(PRODUCTION.read_text())
     binary = print_env()
+    settings = declared_settings()
+    mapping, not_a_value = chart_mapping(settings)
     print(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate {kubernetes_validate.__version__}, "
           f"{len(binary)} HERALD_* variables from {HERALD.relative_to(ROOT) if HERALD.is_relative_to(ROOT) else HERALD}")
 
@@ -357,19 +338,32 @@ def main() -> int:
             except helm.HelmError as e:
                 check(False, f"{label}: refused with {type(e).__name__}, expected {error.__name__}: {e}")
 
-    step("HERALD_* variables against `herald config --print-env`")
-    chart_vars = {var for var, _ in MAPPING.values()} | set(NOT_A_VALUE)
-    if check(chart_vars == set(binary),
-             f"chart and binary variables differ: binary-only {sorted(set(binary) - chart_vars)}, "
-             f"chart-only {sorted(chart_vars - set(binary))}"):
-        print(f"  ok   every one of the binary's {len(binary)} variables is exposed by the chart")
+    step("HERALD_* variables against the binary's declared settings")
+    declared = {s["env"] for s in settings}
+    check(declared == set(binary), f"--settings json and --print-env list different variables: "
+          f"{sorted(declared ^ set(binary))}")
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    unset = sorted(v for v in declared if f"name: {v}\n" not in template)
+    if check(not unset, f"templates/deployment.yaml sets no env for declared settings {unset}"):
+        print(f"  ok   the Deployment sets every one of the binary's {len(declared)} variables")
+    missing_paths = []
+    for path in mapping:
+        try:
+            dig(defaults, path)
+        except (KeyError, TypeError):
+            missing_paths.append(path)
+    if check(not missing_paths, f"values.yaml lacks the declared Helm values {missing_paths}"):
+        print(f"  ok   values.yaml has all {len(mapping)} declared Helm values; "
+              f"{len(not_a_value)} variables set otherwise: {', '.join(sorted(not_a_value))}")
+    if missing_paths:
+        return finish(started)
     for label, docs in rendered.items():
         names = set(re.findall(r"\bHERALD_[A-Z0-9_]+", yaml.safe_dump_all(docs)))
         unknown = names - set(binary)
         if check(not unknown, f"{label}: rendered manifests name variables the binary does not accept: {sorted(unknown)}"):
             print(f"  ok   {label}: all {len(names)} HERALD_* names in the manifests are accepted by the binary")
     mismatches = 0
-    for path, (var, fmt) in MAPPING.items():
+    for path, (var, fmt) in mapping.items():
         chart_default = fmt(dig(defaults, path))
         if path in DELIBERATE:
             print(f"  --   {path} = {dig(defaults, path)!r} vs {var}={binary[var]!r}: deliberate, {DELIBERATE[path]}")
@@ -378,10 +372,10 @@ def main() -> int:
                      f"values.yaml {path} = {chart_default!r} but the binary's {var} default is {binary[var]!r}"):
             mismatches += 1
     if not mismatches:
-        print(f"  ok   {len(MAPPING) - len(DELIBERATE)} value defaults equal the binary's defaults")
+        print(f"  ok   {len(mapping) - len(DELIBERATE)} value defaults equal the binary's defaults")
     # The rendered env carries each value into the right variable.
     env = {e["name"]: e.get("value") for e in container_env(find(rendered["default"], "Deployment")[0])}
-    for path, (var, fmt) in MAPPING.items():
+    for path, (var, fmt) in mapping.items():
         if var in env and env[var] is not None:
             check(env[var] == fmt(dig(defaults, path)), f"default render: {var}={env[var]!r}, expected from {path}")
     prod_env = {e["name"]: e.get("value") for e in container_env(find(rendered["production"], "Deployment")[0])}
