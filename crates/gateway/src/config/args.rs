@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
 
 use super::ConfigArgs;
@@ -59,6 +60,9 @@ impl clap::FromArgMatches for ConfigArgs {
                 Some(slot) => *slot = Some(text.clone()),
                 // Only the config file's own setting is not kept as text.
                 None => self.config = Some(PathBuf::from(text)),
+            }
+            if matches.value_source(setting.key) == Some(ValueSource::CommandLine) {
+                self.given_as_flags.push(setting.key);
             }
         }
         Ok(())

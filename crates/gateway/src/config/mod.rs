@@ -36,6 +36,8 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("cannot read config file {path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("invalid --{flag}: {message}")]
+    InvalidFlag { flag: &'static str, message: String },
     #[error("invalid {key} in {path}: {message}")]
     InvalidInFile {
         key: &'static str,

@@ -133,6 +133,9 @@ macro_rules! settings {
             /// The config file, `$first`.
             pub config: Option<std::path::PathBuf>,
             $(pub $key: Option<String>,)*
+            /// The keys of the settings given as flags rather than variables, so that an
+            /// error names what the user typed.
+            pub(super) given_as_flags: Vec<&'static str>,
         }
 
         impl ConfigArgs {
@@ -171,6 +174,7 @@ macro_rules! settings {
                     $($key: $crate::config::setting::resolve(
                         &settings!(@setting $key { $($field: $value),* }),
                         args.$key.as_deref(),
+                        args.given_as_flags.contains(&stringify!($key)),
                         file.$key,
                         path,
                         |_value: &$ty| -> Result<(), String> {
@@ -286,18 +290,25 @@ impl<T: SettingType<File = String>> SettingType for Vec<T> {
 }
 
 /// One setting: its flag or variable text (`text`) over its file value over its default,
-/// then `check`ed. An error names the variable, or the file and the key.
+/// then `check`ed. An error names the flag, the variable, or the file and the key.
 pub fn resolve<T: SettingType>(
     setting: &Setting,
     text: Option<&str>,
+    given_as_flag: bool,
     file: Option<T::File>,
     path: Option<&Path>,
     check: impl Fn(&T) -> Result<(), String>,
 ) -> Result<T, ConfigError> {
     if let Some(raw) = text {
-        let invalid = |message| ConfigError::Invalid {
-            key: setting.env,
-            message,
+        let invalid = |message| match given_as_flag {
+            true => ConfigError::InvalidFlag {
+                flag: setting.flag,
+                message,
+            },
+            false => ConfigError::Invalid {
+                key: setting.env,
+                message,
+            },
         };
         let value = T::parse(raw.trim()).map_err(|e| invalid(format!("{raw:?}: {e}")))?;
         check(&value).map_err(invalid)?;

@@ -503,3 +503,16 @@ fn the_readme_limits_table_shows_the_declared_defaults() {
         "only {checked} defaults found in the Limits table"
     );
 }
+
+#[test]
+fn a_bad_flag_is_named_as_the_flag() {
+    use clap::{Args, FromArgMatches};
+    let command = ConfigArgs::augment_args(clap::Command::new("herald"));
+    let matches = command
+        .try_get_matches_from(["herald", "--http-addr", "nope", "--drain-seconds", "3"])
+        .unwrap();
+    let args = ConfigArgs::from_arg_matches(&matches).unwrap();
+    assert_eq!(args.drain_seconds.as_deref(), Some("3"));
+    let err = Config::load(&args).unwrap_err().to_string();
+    assert!(err.starts_with("invalid --http-addr: \"nope\""), "{err}");
+}
