@@ -1,71 +1,44 @@
-"""Standard chart checks: `helm lint --strict` (Helm's Go library) and every rendered object
-against the Kubernetes OpenAPI schemas (kubernetes-validate)."""
+"""Standard chart checks: `helm lint --strict` (Helm's Go library), every rendered object against
+the Kubernetes OpenAPI schemas (kubernetes-validate), and the Prometheus Operator's objects
+against models generated from its CRDs (cloudcoil)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import helm_python as helm
-import jsonschema
 import kubernetes_validate
+import pydantic
 import pytest
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
 import chart
 
-# Structural schemas for the Prometheus Operator objects (kubernetes-validate ships core kinds only).
-_DURATION = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
-CRD_SCHEMAS = {
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": {"type": "object", "required": ["name"]},
-            "spec": {
-                "type": "object",
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "endpoints": {
-                        "type": "array", "minItems": 1,
-                        "items": {
-                            "type": "object", "required": ["port"],
-                            "properties": {
-                                "port": {"type": "string"}, "path": {"type": "string"},
-                                "interval": _DURATION, "scrapeTimeout": _DURATION,
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "PrometheusRule": {
-        "type": "object",
-        "required": ["apiVersion", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "monitoring.coreos.com/v1"},
-            "metadata": {"type": "object", "required": ["name"]},
-            "spec": {
-                "type": "object", "required": ["groups"],
-                "properties": {"groups": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "required": ["name", "rules"],
-                    "properties": {"rules": {"type": "array", "minItems": 1, "items": {
-                        "type": "object", "required": ["expr"],
-                        "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
-                        "properties": {
-                            "alert": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-                            "expr": {"type": "string", "minLength": 1},
-                            "for": _DURATION,
-                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-                        },
-                    }}},
-                }}},
-            },
-        },
-    },
-}
+# kubernetes-validate ships the core kinds only; the Prometheus Operator's are checked with
+# models generated from its CRDs.
+CRD_MODELS = {"ServiceMonitor": ServiceMonitor, "PrometheusRule": PrometheusRule}
+
+
+def unknown_fields(doc: Any, known: Any, path: str = "") -> Iterator[str]:
+    """Fields of `doc` that its model dropped (`known` is the model dumped back): strict mode."""
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if not isinstance(known, dict) or key not in known:
+                yield f"{path}{key}"
+            else:
+                yield from unknown_fields(value, known[key], f"{path}{key}.")
+    elif isinstance(doc, list):
+        for i, (item, known_item) in enumerate(zip(doc, known)):
+            yield from unknown_fields(item, known_item, f"{path}{i}.")
+
+
+def crd_errors(doc: dict[str, Any]) -> list[str]:
+    try:
+        model = CRD_MODELS[doc["kind"]].model_validate(doc)
+    except pydantic.ValidationError as e:
+        return [str(e)]
+    known = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return [f"unknown field {field}" for field in unknown_fields(doc, known)]
 
 
 @pytest.mark.parametrize("label", ["default", "production"])
@@ -81,11 +54,8 @@ def test_objects_validate_against_kubernetes(label: str, renders: dict[str, list
     errors = []
     for doc in renders[label]:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
-        if doc["kind"] in CRD_SCHEMAS:
-            try:
-                jsonschema.validate(doc, CRD_SCHEMAS[doc["kind"]])
-            except jsonschema.ValidationError as e:
-                errors.append(f"{name}: {e.message} at {list(e.absolute_path)}")
+        if doc["kind"] in CRD_MODELS:
+            errors.extend(f"{name}: {error}" for error in crd_errors(doc))
             continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
