@@ -112,10 +112,11 @@ pub(super) const fn utf8(bytes: &'static [u8]) -> &'static str {
     }
 }
 
-/// Declares settings: for each `key: Type [where check] { field: value, ... }` (fields of
-/// [`Setting`]; `check`, a function or a call in parentheses, returns `Result<(), String>`), a `ConfigArgs` field holding the flag or environment text, a `FileConfig`
-/// field for the config file, a `Values` field of `Type` resolved by [`resolve`], and a row
-/// of `SETTINGS` after `$first` (the config file's own setting, which no file can set).
+/// Declares settings. Each `key: Type [where check] { field: value, ... }` becomes a
+/// `ConfigArgs` field holding its flag or variable text, a `FileConfig` field for the config
+/// file, a `Values` field of `Type` resolved by [`resolve`], and a row of `SETTINGS` (after
+/// the first row, the config file's own setting, which no file can set). The fields are
+/// [`Setting`]'s; `check`, a function or a call in parentheses, returns `Result<(), String>`.
 macro_rules! settings {
     (
         $first:expr;
@@ -130,7 +131,7 @@ macro_rules! settings {
         /// text here; `Config::load` parses them and names the setting on error.
         #[derive(Debug, Clone, Default)]
         pub struct ConfigArgs {
-            /// The config file, `$first`.
+            /// The config file (`--config`, `HERALD_CONFIG`).
             pub config: Option<std::path::PathBuf>,
             $(pub $key: Option<String>,)*
             /// The keys of the settings given as flags rather than variables, so that an
@@ -177,6 +178,7 @@ macro_rules! settings {
                         args.given_as_flags.contains(&stringify!($key)),
                         file.$key,
                         path,
+                        // `_value` is unused by settings without a check.
                         |_value: &$ty| -> Result<(), String> {
                             $(($check)(_value)?;)?
                             Ok(())
