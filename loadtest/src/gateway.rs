@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use herald_api::v1::herald_client::HeraldClient;
-use herald_gateway::auth::{Authenticator, TokenClaims, unix_now};
+use herald_gateway::auth::{Authenticator, TokenClaims};
+use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{JwtConfig, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -192,7 +193,7 @@ impl Target {
         }
         let claims = TokenClaims {
             sub: sub.to_owned(),
-            exp: unix_now() + 3 * 3600,
+            exp: unix_seconds() + 3 * 3600,
             orgs,
             channels,
             info: None,

@@ -31,7 +31,7 @@ pub struct HeraldApi {
 pub fn service(
     node: Arc<Node>,
 ) -> InterceptedService<HeraldServer<HeraldApi>, impl tonic::service::Interceptor + Clone> {
-    let keys = node.config.api_keys.clone();
+    let keys = node.config().api_keys.clone();
     HeraldServer::with_interceptor(HeraldApi { node }, move |request: Request<()>| {
         check_key(&keys, request)
     })
@@ -78,7 +78,7 @@ fn position_response(position: Position) -> api::PublishResponse {
 
 impl HeraldApi {
     fn parse_data(&self, data: &[u8]) -> Result<Arc<RawValue>, Status> {
-        let limits = &self.node.config.limits;
+        let limits = &self.node.config().limits;
         validate_data(data, limits.max_message_bytes, limits.max_json_depth)
             .map_err(|e| Status::invalid_argument(format!("data: {e}")))
     }
@@ -97,7 +97,7 @@ impl HeraldApi {
             from: None,
             idempotency_key: Some(idempotency_key.to_owned()).filter(|k| !k.is_empty()),
         };
-        let position = self.node.publish(request).await.map_err(|e| e.status())?;
+        let position = self.node.publish(request).await?;
         Ok(position_response(position))
     }
 }
@@ -137,7 +137,7 @@ impl Herald for HeraldApi {
             validate_event(&request.event)
                 .map_err(|e| Status::invalid_argument(format!("invalid event: {e}")))?;
             for channel in &request.channels {
-                self.node.channel(channel).map_err(|e| e.status())?;
+                self.node.channel(channel)?;
             }
             let mut results = Vec::with_capacity(request.channels.len());
             for channel in request.channels {
@@ -177,8 +177,7 @@ impl Herald for HeraldApi {
                 limit,
                 HISTORY_RESPONSE_BYTES,
             )
-            .await
-            .map_err(|e| e.status())?;
+            .await?;
             let publications = page
                 .publications
                 .into_iter()
@@ -219,7 +218,7 @@ impl Herald for HeraldApi {
                         Status::invalid_argument(format!("code {code} is not a Herald close code"))
                     })?,
             };
-            let connections = self.node.connections.of_user(&request.user);
+            let connections = self.node.connections().of_user(&request.user);
             for connection in &connections {
                 connection
                     .outbox
@@ -237,17 +236,17 @@ impl Herald for HeraldApi {
         _request: Request<api::InfoRequest>,
     ) -> Result<Response<api::InfoResponse>, Status> {
         let node = &self.node;
-        let connections = node.connections.all();
+        let connections = node.connections().all();
         let subscriptions = connections
             .iter()
             .map(|c| c.subscription_count() as u64)
             .sum();
         let info = api::NodeInfo {
-            id: node.id.to_string(),
+            id: node.id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             connections: connections.len() as u64,
             subscriptions,
-            uptime_seconds: node.started.elapsed().as_secs(),
+            uptime_seconds: node.uptime().as_secs(),
         };
         observe("Info", Ok(api::InfoResponse { nodes: vec![info] }))
     }
@@ -258,12 +257,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let members = self
-                .node
-                .presence
-                .members(&channel)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let members = self.node.presence().members(&channel).await?;
             Ok(api::PresenceResponse {
                 members: members
                     .into_iter()
@@ -290,12 +284,7 @@ impl Herald for HeraldApi {
     ) -> Result<Response<api::PresenceStatsResponse>, Status> {
         let result = async {
             let channel = self.presence_channel(&request.into_inner().channel)?;
-            let (users, clients) = self
-                .node
-                .presence
-                .stats(&channel)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let (users, clients) = self.node.presence().stats(&channel).await?;
             Ok(api::PresenceStatsResponse { users, clients })
         }
         .await;
@@ -318,13 +307,7 @@ impl Herald for HeraldApi {
                 .iter()
                 .map(|u| Arc::from(u.as_str()))
                 .collect();
-            let statuses = self
-                .node
-                .presence
-                .state()
-                .statuses(&request.org, &users)
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let statuses = self.node.presence().statuses(&request.org, &users).await?;
             Ok(api::UserStatusResponse {
                 statuses: statuses
                     .into_iter()
@@ -347,10 +330,7 @@ const MAX_STATUS_USERS: usize = 1000;
 impl HeraldApi {
     /// A valid channel whose namespace has presence.
     fn presence_channel(&self, name: &str) -> Result<herald_protocol::ChannelName, Status> {
-        let (channel, _, options) = self
-            .node
-            .channel(name)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (channel, _, options) = self.node.channel(name)?;
         if !options.presence {
             return Err(Status::failed_precondition("the channel has no presence"));
         }

@@ -18,9 +18,10 @@ use herald_protocol::{ChannelName, CloseCode};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::auth::{Claims, unix_now};
+use crate::auth::Claims;
+use crate::clock::unix_seconds;
 use crate::metrics;
-pub use crate::outbox::{Outbound, Outbox};
+pub use crate::outbox::Outbox;
 
 /// The shared handle of one authenticated connection.
 pub struct Connection {
@@ -392,7 +393,7 @@ impl Connections {
     /// sessions.
     pub fn sweep(&self) {
         let now = self.now_ms();
-        let now_unix = unix_now();
+        let now_unix = unix_seconds();
         let timeout = self.heartbeat.timeout.as_millis() as u64;
         for entry in self.by_id.iter() {
             let connection = entry.value();

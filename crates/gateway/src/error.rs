@@ -1,10 +1,111 @@
-//! Domain errors and their mapping to client error codes and gRPC statuses, in one place.
+//! Domain errors and their mapping to client error codes (a [`Failure`]) and gRPC
+//! statuses, in one place: call sites use `?` and never choose a code themselves.
 
-use herald_protocol::ErrorCode;
 use herald_protocol::publication::{DataError, EventError};
+use herald_protocol::{ChannelError, CloseCode, ErrorCode};
+use tonic::Status;
 
+use crate::auth::AuthError;
 use crate::broker::BrokerError;
 use crate::state::StateError;
+
+/// A command's failure, as the client sees it.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
+    }
+
+    /// A refused subscription token: expired is told apart, so the client fetches a new one.
+    pub fn subscription_token(error: AuthError) -> Self {
+        match error {
+            AuthError::Expired => Self::code(ErrorCode::TokenExpired),
+            other => Self::new(
+                ErrorCode::PermissionDenied,
+                format!("subscription token: {other}"),
+            ),
+        }
+    }
+
+    /// How a connection is closed when this failure refuses its `connect`.
+    pub fn connect_close(&self) -> CloseCode {
+        match self.code {
+            ErrorCode::TokenExpired => CloseCode::TokenExpired,
+            ErrorCode::LimitExceeded => CloseCode::ConnectionLimit,
+            _ => CloseCode::Unauthorized,
+        }
+    }
+}
+
+/// A refused connection token (`connect`, `refresh`).
+impl From<AuthError> for Failure {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Expired => Self::code(ErrorCode::TokenExpired),
+            other => Self::new(ErrorCode::Unauthorized, other.to_string()),
+        }
+    }
+}
+
+impl From<ChannelError> for Failure {
+    fn from(error: ChannelError) -> Self {
+        Self::new(ErrorCode::UnknownChannel, error.to_string())
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(error: StateError) -> Self {
+        Self::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+impl From<BrokerError> for Failure {
+    fn from(error: BrokerError) -> Self {
+        Self::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+impl From<PublishError> for Failure {
+    fn from(error: PublishError) -> Self {
+        Self::new(error.error_code(), error.to_string())
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(error: HistoryError) -> Self {
+        Self::new(error.error_code(), error.to_string())
+    }
+}
+
+impl From<StateError> for Status {
+    fn from(error: StateError) -> Self {
+        Status::unavailable(error.to_string())
+    }
+}
+
+impl From<PublishError> for Status {
+    fn from(error: PublishError) -> Self {
+        error.status()
+    }
+}
+
+impl From<HistoryError> for Status {
+    fn from(error: HistoryError) -> Self {
+        error.status()
+    }
+}
 
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
@@ -13,7 +114,7 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("invalid channel: {0}")]
-    InvalidChannel(#[from] herald_protocol::ChannelError),
+    InvalidChannel(#[from] ChannelError),
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
     #[error("invalid event: {0}")]
@@ -34,7 +135,7 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    pub fn error_code(&self) -> ErrorCode {
+    fn error_code(&self) -> ErrorCode {
         match self {
             Self::InvalidChannel(_) | Self::UnknownNamespace(_) => ErrorCode::UnknownChannel,
             Self::InvalidEvent(_) | Self::InvalidData(_) | Self::InvalidIdempotencyKey => {
@@ -47,16 +148,16 @@ impl PublishError {
         }
     }
 
-    pub fn status(&self) -> tonic::Status {
+    fn status(&self) -> Status {
         match self {
             Self::InvalidChannel(_)
             | Self::UnknownNamespace(_)
             | Self::InvalidEvent(_)
             | Self::InvalidData(_)
-            | Self::InvalidIdempotencyKey => tonic::Status::invalid_argument(self.to_string()),
-            Self::NotAllowed => tonic::Status::permission_denied(self.to_string()),
+            | Self::InvalidIdempotencyKey => Status::invalid_argument(self.to_string()),
+            Self::NotAllowed => Status::permission_denied(self.to_string()),
             Self::State(_) | Self::Broker(_) | Self::IdempotencyKeyInFlight => {
-                tonic::Status::unavailable(self.to_string())
+                Status::unavailable(self.to_string())
             }
         }
     }
@@ -66,7 +167,7 @@ impl PublishError {
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("invalid channel: {0}")]
-    InvalidChannel(#[from] herald_protocol::ChannelError),
+    InvalidChannel(#[from] ChannelError),
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
     #[error("channel has no history")]
@@ -76,7 +177,7 @@ pub enum HistoryError {
 }
 
 impl HistoryError {
-    pub fn error_code(&self) -> ErrorCode {
+    fn error_code(&self) -> ErrorCode {
         match self {
             Self::InvalidChannel(_) | Self::UnknownNamespace(_) => ErrorCode::UnknownChannel,
             Self::NoHistory => ErrorCode::NotAvailable,
@@ -84,13 +185,13 @@ impl HistoryError {
         }
     }
 
-    pub fn status(&self) -> tonic::Status {
+    fn status(&self) -> Status {
         match self {
             Self::InvalidChannel(_) | Self::UnknownNamespace(_) => {
-                tonic::Status::invalid_argument(self.to_string())
+                Status::invalid_argument(self.to_string())
             }
-            Self::NoHistory => tonic::Status::failed_precondition(self.to_string()),
-            Self::State(_) => tonic::Status::unavailable(self.to_string()),
+            Self::NoHistory => Status::failed_precondition(self.to_string()),
+            Self::State(_) => Status::unavailable(self.to_string()),
         }
     }
 }

@@ -651,7 +651,8 @@ mod tests {
 
     use super::*;
     use crate::auth::Claims;
-    use crate::connections::{Connections, Ending, Heartbeat, Outbound, Outbox, Registration};
+    use crate::connections::{Connections, Ending, Heartbeat, Outbox, Registration};
+    use crate::outbox::Outbound;
     use crate::state::{
         Append, Appended, HistoryPolicy, HistorySlice, MemoryState, Settlement, StateError,
     };

@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use herald_gateway::Server;
 use herald_gateway::auth::{
-    Authenticator, SubscriptionClaims, TokenClaims, check_channel_pattern, unix_now,
+    Authenticator, SubscriptionClaims, TokenClaims, check_channel_pattern, expires_in,
 };
 use herald_gateway::config::{Config, ConfigArgs, LogFormat, SettingsFormat, settings_listing};
 
@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(channel) => auth.sign_subscription(&SubscriptionClaims {
                     sub,
                     channel,
-                    exp: unix_now() + ttl.as_secs() as i64,
+                    exp: expires_in(ttl),
                     aud: None,
                     iss: None,
                 }),
@@ -166,7 +166,7 @@ fn token_claims(
         .context("--info must be a JSON object")?;
     Ok(TokenClaims {
         sub,
-        exp: unix_now() + ttl.as_secs() as i64,
+        exp: expires_in(ttl),
         orgs,
         channels,
         info,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use herald_protocol::publication::{raw_json, validate_event};
 use herald_protocol::{ChannelName, Publication};
@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, KeyError};
 use crate::broker::{Broker, BrokerError, MemoryBroker, NatsBroker, NatsError};
+use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
-use crate::connections::{Connections, Heartbeat};
+use crate::connections::{Connection, Connections, Heartbeat};
 use crate::envelope::EnvelopeLimits;
 use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::{Hub, Interest};
@@ -51,20 +52,21 @@ pub struct PublishRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// The node's core: what sessions and the gRPC API may do, as operations. The backends
+/// (hub, broker, state) stay behind it.
 pub struct Node {
-    pub id: Arc<str>,
-    pub config: Arc<Config>,
-    pub auth: Authenticator,
-    pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
-    pub state: Arc<dyn State>,
-    pub connections: Arc<Connections>,
-    /// Presence, online status and typing.
-    pub presence: Arc<PresenceService>,
-    pub started: Instant,
+    id: Arc<str>,
+    config: Arc<Config>,
+    auth: Authenticator,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    state: Arc<dyn State>,
+    connections: Arc<Connections>,
+    presence: Arc<PresenceService>,
+    started: Instant,
     draining: AtomicBool,
     /// Cancelled when the node starts draining.
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 impl Node {
@@ -155,6 +157,38 @@ impl Node {
         });
         tokio::spawn(drop_idle_interest(Arc::downgrade(&node), idle));
         Ok(node)
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Verifies and signs tokens with the node's keys.
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The connections this node holds.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// Presence, online status and typing.
+    pub fn presence(&self) -> &PresenceService {
+        &self.presence
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Completes when the node starts draining.
+    pub async fn draining(&self) {
+        self.shutdown.cancelled().await
     }
 
     pub fn is_draining(&self) -> bool {
@@ -301,10 +335,55 @@ impl Node {
         Ok(self.state.history(&channel, since_offset, limit).await?)
     }
 
+    /// A window of a channel the caller already resolved, as the state holds it.
+    pub async fn read_history(
+        &self,
+        channel: &ChannelName,
+        since_offset: u64,
+        limit: usize,
+    ) -> Result<HistorySlice, StateError> {
+        self.state.history(channel, since_offset, limit).await
+    }
+
+    /// Where a channel's history stands.
+    pub async fn position(&self, channel: &ChannelName) -> Result<Position, StateError> {
+        self.state.position(channel).await
+    }
+
+    /// Adds a pending subscriber (publications are buffered for it until [`Node::activate`])
+    /// and makes sure this node receives the channel from the broker.
+    pub async fn add_subscriber(
+        &self,
+        channel: &ChannelName,
+        connection: Arc<Connection>,
+    ) -> Result<(), BrokerError> {
+        let interest = self.hub.add(channel, connection);
+        self.ensure_interest(channel, &interest).await
+    }
+
+    /// Queues a pending subscriber's reply, then the publications buffered for it newer
+    /// than `position`. False when the connection closed meanwhile.
+    pub fn activate(
+        &self,
+        channel: &ChannelName,
+        connection: &Arc<Connection>,
+        reply: bytes::Bytes,
+        position: &Position,
+    ) -> bool {
+        self.hub.activate(channel, connection, reply, position)
+    }
+
+    /// Removes a subscriber; the broker subscription goes with the channel's last one.
+    pub async fn remove_subscriber(&self, channel: &ChannelName, connection: &str) {
+        if self.hub.remove(channel, connection) {
+            self.release_interest(channel).await;
+        }
+    }
+
     /// Makes sure this node holds the broker subscription of a channel it has a subscriber
     /// for. Every subscriber calls it: when the first one's attempt failed after others
     /// joined, the next one tries again instead of living without a subscription.
-    pub async fn ensure_interest(
+    async fn ensure_interest(
         &self,
         channel: &ChannelName,
         interest: &Interest,
@@ -319,7 +398,7 @@ impl Node {
 
     /// Releases the broker subscription of a channel whose last local subscriber left (if
     /// none joined meanwhile), then forgets the channel's entry.
-    pub async fn release_interest(&self, channel: &ChannelName) {
+    async fn release_interest(&self, channel: &ChannelName) {
         let Some(interest) = self.hub.interest(channel) else {
             return;
         };
@@ -361,12 +440,4 @@ async fn check_positions(hub: std::sync::Weak<Hub>, reconnected: Arc<Notify>) {
         let Some(hub) = hub.upgrade() else { return };
         hub.check_positions().await;
     }
-}
-
-/// Unix time in milliseconds.
-pub fn unix_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -27,9 +27,10 @@ use tokio::time::Instant;
 
 use crate::auth::Claims;
 use crate::broker::{Broker, Event, Exclude};
+use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
-use crate::node::unix_millis;
+use crate::state::UserStatus;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
     Expired, LiveConnection, Member, Presence, Restored, StateError, Status, StatusChange, Typer,
@@ -112,8 +113,18 @@ impl PresenceService {
         })
     }
 
-    pub fn state(&self) -> &Arc<dyn Presence> {
-        &self.state
+    /// Who is typing in a channel.
+    pub async fn typers(&self, channel: &ChannelName) -> Result<Vec<Typer>, StateError> {
+        self.state.typers(channel).await
+    }
+
+    /// The statuses of `users` in `org`.
+    pub async fn statuses(
+        &self,
+        org: &str,
+        users: &[Arc<str>],
+    ) -> Result<Vec<UserStatus>, StateError> {
+        self.state.statuses(org, users).await
     }
 
     fn ttl(&self) -> Duration {

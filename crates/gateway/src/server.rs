@@ -4,11 +4,7 @@
 //! then exit. Whatever is still open when the drain's grace ends is dropped, so a client
 //! that trickles a request or never answers a close cannot keep the process alive.
 //!
-//! The HTTP and metrics ports run their own accept loop over hyper's HTTP/1.1 server (not
-//! `axum::serve`, which has no timer): a request head must arrive within the header-read
-//! timeout, which hyper also applies to a keep-alive connection waiting for its next
-//! request, and is bounded in size. On the HTTP port every accepted connection takes a
-//! slot of the pending budget ([`crate::admission`]), or is closed at once.
+//! The HTTP and metrics ports run [`crate::http`]'s accept loop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,11 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use herald_protocol::CloseCode;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -28,12 +21,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{PendingBudget, PendingSlot};
 use crate::config::Config;
+use crate::http::{self, HttpState, PendingBudget};
 use crate::node::Node;
-use crate::tls::{Alpn, Tls, TlsAcceptor, TlsIncoming};
-use crate::ws::{self, HttpState};
-use crate::{api, metrics, sse};
+use crate::tls::{Alpn, Tls, TlsIncoming};
+use crate::{api, metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,13 +46,6 @@ pub enum ServerError {
 /// Extra time after the drain window for the last closes to flush; then whatever is left
 /// is dropped.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// Largest request head (request line and headers) on the HTTP and metrics ports; hyper
-/// answers 431 past it. Room for a token in the query and in a cookie, with headroom.
-const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
-
-/// Pause after a failed accept (out of file descriptors, say), so the loop does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub struct Server {
     node: Arc<Node>,
@@ -142,7 +127,7 @@ impl Server {
         let force = CancellationToken::new();
         let sessions = TaskTracker::new();
         let connections = TaskTracker::new();
-        let limits = &node.config.limits;
+        let limits = &node.config().limits;
         let max = limits.max_connections;
         let http_state = HttpState {
             node: node.clone(),
@@ -152,23 +137,13 @@ impl Server {
             closed: force.clone(),
         };
         let pending = PendingBudget::new(limits.max_pending_connections, limits.max_pending_per_ip);
-        let http_options = HttpOptions {
+        let http_options = http::AcceptOptions {
             header_read_timeout: limits.header_read_timeout,
             stop: stop.clone(),
             force: force.clone(),
             connections: connections.clone(),
         };
-        let mut http_app = Router::new()
-            .route("/ws", get(ws::upgrade))
-            .route("/sse", get(sse::stream))
-            .route("/rpc", post(sse::rpc))
-            .layer(cors(&node.config.allowed_origins))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(readyz));
-        if node.config.dev {
-            http_app = http_app.merge(crate::dev::routes());
-        }
-        let http_app = http_app.with_state(http_state);
+        let http_app = http::router(http_state);
         let metrics_app = Router::new().route(
             "/metrics",
             get(move || std::future::ready(prometheus.render())),
@@ -180,20 +155,21 @@ impl Server {
         let (http_acceptor, grpc_acceptor) = match tls {
             Some(tls) => {
                 let http_acceptor = tls.acceptor(Alpn::Http1);
-                let grpc_acceptor = node.config.grpc_tls.then(|| tls.acceptor(Alpn::H2));
+                let grpc_acceptor = node.config().grpc_tls.then(|| tls.acceptor(Alpn::H2));
                 tls.spawn_reloader(stop.clone());
                 (Some(http_acceptor), grpc_acceptor)
             }
             None => (None, None),
         };
-        let http_task = tokio::spawn(serve_http(
+        let http_task = tokio::spawn(http::serve(
             http,
             http_app,
             Some(pending),
             http_acceptor,
             http_options.clone(),
         ));
-        let metrics_task = tokio::spawn(serve_http(metrics, metrics_app, None, None, http_options));
+        let metrics_task =
+            tokio::spawn(http::serve(metrics, metrics_app, None, None, http_options));
         let grpc_stop = stop.clone();
         let grpc_done = CancellationToken::new();
         let grpc_server =
@@ -228,13 +204,13 @@ impl Server {
                 result
             }
         });
-        let mode = if node.config.is_cluster() {
+        let mode = if node.config().is_cluster() {
             "cluster (NATS + Redis)"
         } else {
             "standalone"
         };
         tracing::info!(
-            node = %node.id,
+            node = %node.id(),
             http = %http_addr,
             grpc = %grpc_addr,
             metrics = %metrics_addr,
@@ -291,153 +267,18 @@ impl Server {
     }
 }
 
-/// What the HTTP and metrics accept loops share.
-#[derive(Clone)]
-struct HttpOptions {
-    header_read_timeout: Duration,
-    /// Stop accepting; shut connections down gracefully.
-    stop: CancellationToken,
-    /// Drop every connection still open.
-    force: CancellationToken,
-    connections: TaskTracker,
-}
-
-/// Accepts and serves HTTP/1.1 connections (with upgrades) until `stop`. With a pending
-/// budget, a connection over it is closed at once, before anything is read: the cheapest
-/// answer, and a client cannot tell it from a network failure, which it retries anyway.
-async fn serve_http(
-    listener: TcpListener,
-    app: Router,
-    pending: Option<Arc<PendingBudget>>,
-    tls: Option<TlsAcceptor>,
-    options: HttpOptions,
-) -> Result<(), String> {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        .max_header_size(MAX_REQUEST_HEAD_BYTES)
-        .keep_alive(true);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-            () = options.stop.cancelled() => return Ok(()),
-        };
-        let permit = match pending.as_ref().map(|budget| budget.admit(peer.ip())) {
-            None => None,
-            Some(Ok(permit)) => Some(permit),
-            Some(Err(refusal)) => {
-                tracing::debug!(%peer, %refusal, "connection closed at accept");
-                continue;
-            }
-        };
-        // Pushes are small and latency-sensitive: without TCP_NODELAY, Nagle holds a push
-        // that follows a reply until the client's delayed ACK (up to 40 ms).
-        let _ = tcp.set_nodelay(true);
-        let slot = PendingSlot::new(permit);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request| {
-            request.extensions_mut().insert(slot.clone());
-            tower_service::Service::call(&mut app.clone(), request)
-        });
-        let builder = builder.clone();
-        let (stop, force) = (options.stop.clone(), options.force.clone());
-        let tls = tls.clone();
-        options.connections.spawn(async move {
-            let Some(acceptor) = tls else {
-                return serve_connection(&builder, TokioIo::new(tcp), service, &stop, &force).await;
-            };
-            // The pending slot taken above covers the handshake too.
-            let handshake = tokio::select! {
-                handshake = acceptor.accept(tcp) => handshake,
-                () = force.cancelled() => return,
-            };
-            match handshake {
-                Ok(tls) => {
-                    serve_connection(&builder, TokioIo::new(tls), service, &stop, &force).await
-                }
-                Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-            }
-        });
-    }
-}
-
-/// Serves one HTTP/1.1 connection: to its end, gracefully from `stop`, at once on `force`.
-async fn serve_connection<IO, S>(
-    builder: &hyper::server::conn::http1::Builder,
-    io: IO,
-    service: S,
-    stop: &CancellationToken,
-    force: &CancellationToken,
-) where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let connection = builder.serve_connection(io, service).with_upgrades();
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => return,
-        () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
-        () = force.cancelled() => return,
-    }
-    tokio::select! {
-        _ = connection => {}
-        () = force.cancelled() => {}
-    }
-}
-
-/// Browsers on another origin may use the SSE fallback (`fetch` with an `Authorization`
-/// header needs a preflight); the Origin allowlist decides which, as for `/ws`.
-fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let allowed = allowed.to_vec();
-    let origin = AllowOrigin::predicate(move |origin, _| {
-        allowed.is_empty()
-            || origin
-                .to_str()
-                .is_ok_and(|o| ws::origin_listed(&allowed, o))
-    });
-    CorsLayer::new()
-        .allow_origin(origin)
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
-        .allow_headers([
-            axum::http::header::AUTHORIZATION,
-            axum::http::header::CONTENT_TYPE,
-        ])
-}
-
-async fn readyz(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    if state.node.is_ready() {
-        (StatusCode::OK, "ready")
-    } else if state.node.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "backends unavailable")
-    }
-}
-
 /// Turns not ready and closes the open connections with 4200 at random moments spread over
 /// the drain window, so clients do not all reconnect to the other nodes at once. Returns
 /// when the whole window has passed (and the sessions have ended, or the grace is over):
 /// until then the listeners stay open, `/readyz` answers 503 and new connections are
 /// closed 4200 at once, so a load balancer sees the node leave before its port does.
 async fn drain(node: &Arc<Node>) {
-    let window = node.config.drain;
+    let window = node.config().drain;
     node.start_draining();
     let started = tokio::time::Instant::now();
     // A connection registered after this is closed by its own session, which sees the node
     // draining at the end of its handshake.
-    let connections = node.connections.all();
+    let connections = node.connections().all();
     tracing::info!(
         connections = connections.len(),
         seconds = window.as_secs(),

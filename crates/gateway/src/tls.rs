@@ -367,7 +367,7 @@ mod tests {
         fn new(name: &str) -> Files {
             let dir = std::env::temp_dir().join(format!(
                 "herald-tls-{name}-{}",
-                crate::config::random_token(8)
+                crate::random::random_token(8)
             ));
             std::fs::create_dir_all(&dir).unwrap();
             let settings = TlsConfig {

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_gateway::auth::unix_now;
+use herald_gateway::clock::unix_seconds;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use rand::rngs::StdRng;
@@ -45,13 +45,13 @@ impl Forger {
 
     /// A valid subscription token for `sub` on `channel`.
     pub fn subscription(&self, sub: &str, channel: &str) -> String {
-        let claims = json!({ "sub": sub, "channel": channel, "exp": unix_now() + 3600 });
+        let claims = json!({ "sub": sub, "channel": channel, "exp": unix_seconds() + 3600 });
         self.sign(Algorithm::HS256, &claims)
     }
 
     /// An expired subscription token for `sub` on `channel`.
     pub fn expired_subscription(&self, sub: &str, channel: &str) -> String {
-        let claims = json!({ "sub": sub, "channel": channel, "exp": unix_now() - 60 });
+        let claims = json!({ "sub": sub, "channel": channel, "exp": unix_seconds() - 60 });
         self.sign(Algorithm::HS256, &claims)
     }
 
@@ -62,7 +62,7 @@ impl Forger {
 
     /// A bad connection token of a randomly chosen kind, for user `sub`.
     pub fn bad(&self, rng: &mut StdRng, sub: &str) -> BadToken {
-        let now = unix_now();
+        let now = unix_seconds();
         let claims = evil_claims(sub);
         let (kind, token) = match rng.random_range(0..16) {
             0 => ("expired", {
@@ -179,7 +179,7 @@ impl Forger {
 fn evil_claims(sub: &str) -> serde_json::Value {
     json!({
         "sub": sub,
-        "exp": unix_now() + 3 * 3600,
+        "exp": unix_seconds() + 3 * 3600,
         "orgs": [EVIL_ORG],
         "channels": [format!("org:{EVIL_ORG}:*")],
     })
@@ -260,7 +260,7 @@ pub fn forbidden_requests(forger: &Forger, sub: &str) -> Vec<Forbidden> {
         f(
             "subscribe: an alg-none subscription token",
             "subscribe",
-            json!({ "channel": "secret:vault", "token": forger.alg_none(&json!({ "sub": sub, "channel": "secret:vault", "exp": unix_now() + 3600 })) }),
+            json!({ "channel": "secret:vault", "token": forger.alg_none(&json!({ "sub": sub, "channel": "secret:vault", "exp": unix_seconds() + 3600 })) }),
         ),
         f(
             "subscribe: an expired subscription token",

@@ -11,7 +11,6 @@
 mod permission;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use herald_protocol::publication::compact_raw;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -21,6 +20,7 @@ use serde_json::value::RawValue;
 
 pub use permission::{Denied, check_subscribe};
 
+use crate::clock::unix_seconds;
 use crate::config::JwtConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -353,12 +353,9 @@ fn ec_curve_oid(pem: &[u8]) -> Option<&'static [u8]> {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// The `exp` (Unix seconds) of a token valid for `ttl` from now.
+pub fn expires_in(ttl: std::time::Duration) -> i64 {
+    unix_seconds() + ttl.as_secs() as i64
 }
 
 #[cfg(test)]

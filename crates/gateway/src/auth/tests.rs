@@ -1,4 +1,5 @@
 use super::*;
+use crate::clock::unix_seconds;
 use crate::config::{Access, Secret};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -16,7 +17,7 @@ fn authenticator() -> Authenticator {
 fn claims(sub: &str, orgs: &[&str], channels: &[&str]) -> TokenClaims {
     TokenClaims {
         sub: sub.into(),
-        exp: unix_now() + 3600,
+        exp: unix_seconds() + 3600,
         orgs: orgs.iter().map(|s| s.to_string()).collect(),
         channels: channels.iter().map(|s| s.to_string()).collect(),
         info: None,
@@ -47,7 +48,7 @@ fn round_trips_a_signed_token() {
 fn rejects_expired_tampered_and_unsigned_tokens() {
     let auth = authenticator();
     let mut expired = claims("alice", &[], &[]);
-    expired.exp = unix_now() - 1;
+    expired.exp = unix_seconds() - 1;
     assert_eq!(
         auth.verify(&auth.sign(&expired).unwrap()).unwrap_err(),
         AuthError::Expired
@@ -55,7 +56,7 @@ fn rejects_expired_tampered_and_unsigned_tokens() {
 
     let token = auth.sign(&claims("alice", &[], &[])).unwrap();
     let mut parts: Vec<&str> = token.split('.').collect();
-    let forged = b64(format!(r#"{{"sub":"mallory","exp":{}}}"#, unix_now() + 3600).as_bytes());
+    let forged = b64(format!(r#"{{"sub":"mallory","exp":{}}}"#, unix_seconds() + 3600).as_bytes());
     parts[1] = &forged;
     assert!(matches!(
         auth.verify(&parts.join(".")),
@@ -83,7 +84,7 @@ fn rejects_expired_tampered_and_unsigned_tokens() {
 fn rejects_rs256_without_a_public_key() {
     let auth = authenticator();
     let header = b64(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let body = b64(format!(r#"{{"sub":"a","exp":{}}}"#, unix_now() + 60).as_bytes());
+    let body = b64(format!(r#"{{"sub":"a","exp":{}}}"#, unix_seconds() + 60).as_bytes());
     assert_eq!(
         auth.verify(&format!("{header}.{body}.c2ln")).unwrap_err(),
         AuthError::UnsupportedAlgorithm(Algorithm::RS256)
@@ -190,7 +191,7 @@ fn a_subscription_token_cannot_connect_and_a_connection_token_cannot_subscribe()
         .sign_subscription(&SubscriptionClaims {
             sub: "alice".into(),
             channel: "private:x".into(),
-            exp: unix_now() + 3600,
+            exp: unix_seconds() + 3600,
             aud: None,
             iss: None,
         })
@@ -218,7 +219,7 @@ fn audience_may_be_a_string_or_an_array() {
         issuer: None,
     })
     .unwrap();
-    let exp = unix_now() + 3600;
+    let exp = unix_seconds() + 3600;
     let token = |aud: serde_json::Value| {
         sign_json(serde_json::json!({"sub": "alice", "exp": exp, "aud": aud}))
     };
@@ -241,7 +242,7 @@ fn audience_may_be_a_string_or_an_array() {
 #[test]
 fn not_before_is_enforced() {
     let auth = authenticator();
-    let now = unix_now();
+    let now = unix_seconds();
     let later = sign_json(serde_json::json!({"sub": "alice", "exp": now + 3600, "nbf": now + 600}));
     assert_eq!(auth.verify(&later).unwrap_err(), AuthError::NotYetValid);
     let later_subscription = sign_json(

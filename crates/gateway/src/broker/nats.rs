@@ -330,7 +330,7 @@ fn deliver_app_event(
     publication.epoch = Arc::from("");
     publication.from = None;
     if publication.ts <= 0 {
-        publication.ts = crate::node::unix_millis();
+        publication.ts = crate::clock::unix_millis();
     }
     hub.deliver(publication);
     Ok(())

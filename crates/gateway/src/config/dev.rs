@@ -1,10 +1,11 @@
 //! Development mode's configuration (`herald serve --dev`): generated credentials, loopback
-//! only, and the demo chat's namespace. The demo's routes are in the crate's `dev` module.
+//! only, and the demo chat's namespace. The demo's routes are in `http::dev`.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::namespace::{Access, ChannelOptions, NamespaceRule};
-use super::{Config, Secret, random_token};
+use super::{Config, Secret};
+use crate::random::random_token;
 
 impl Config {
     /// Development mode: generates a JWT secret and an API key when none is set, adds the

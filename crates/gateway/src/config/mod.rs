@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use crate::random::random_token;
+
 pub use listing::{SettingsFormat, settings_listing};
 pub use namespace::{Access, ChannelOptions, NamespaceRule, Namespaces};
 pub use setting::{DefaultValue, Helm, Setting};
@@ -457,17 +459,6 @@ fn default_node_id() -> String {
         .unwrap_or_else(|| "herald".to_owned());
     let host: String = host.chars().take(48).collect();
     format!("{host}-{}", random_token(6).to_lowercase())
-}
-
-/// A random alphanumeric string.
-pub fn random_token(len: usize) -> String {
-    use rand::Rng;
-    use rand::distr::Alphanumeric;
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
 }
 
 #[cfg(test)]

@@ -23,8 +23,10 @@ mod tempfile_path {
     }
 
     pub fn write(text: &str) -> TempPath {
-        let path =
-            std::env::temp_dir().join(format!("herald-config-{}.toml", super::random_token(12)));
+        let path = std::env::temp_dir().join(format!(
+            "herald-config-{}.toml",
+            crate::random::random_token(12)
+        ));
         let mut f = std::fs::File::create(&path).expect("create temp config");
         super::Write::write_all(&mut f, text.as_bytes()).expect("write temp config");
         TempPath(path)

@@ -3,12 +3,12 @@
 //! `commands/`, while a separate writer task drains the connection's queue.
 
 mod commands;
+pub mod frame;
 mod rate_limit;
-pub mod writer;
+mod writer;
 
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket};
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::{ConnectRequest, parse_frame};
@@ -17,11 +17,12 @@ use herald_protocol::{CloseCode, Command, ErrorCode, Method};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::admission::PendingPermit;
-use crate::auth::AuthError;
 use crate::connections::{Connection, Ending, Outbox, Registration};
+pub use crate::error::Failure;
+use crate::http::PendingPermit;
 use crate::metrics;
 use crate::node::Node;
+use frame::{ClientFrame, ServerFrame, TransportError};
 use rate_limit::{RateLimiter, Verdict};
 
 /// How long to wait for a client's reply to our close frame.
@@ -42,26 +43,6 @@ pub struct Upgrade {
     pub permits: Option<Arc<Semaphore>>,
 }
 
-/// A command's failure, as the client sees it.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn code(code: ErrorCode) -> Self {
-        Self::new(code, code.message())
-    }
-}
-
 /// How a command answered.
 pub enum Answer {
     /// Send this result.
@@ -70,29 +51,22 @@ pub enum Answer {
     Sent,
 }
 
-/// What a session reads: the client's messages, as a WebSocket delivers them.
-pub trait Incoming: Stream<Item = Result<Message, axum::Error>> + Unpin + Send {}
-impl<T: Stream<Item = Result<Message, axum::Error>> + Unpin + Send> Incoming for T {}
+/// What a session reads: the client's frames.
+pub trait Incoming: Stream<Item = Result<ClientFrame, TransportError>> + Unpin + Send {}
+impl<T: Stream<Item = Result<ClientFrame, TransportError>> + Unpin + Send> Incoming for T {}
 
 /// Where a session's writer sends frames, pings and the close.
-pub trait Outgoing: Sink<Message, Error = axum::Error> + Unpin + Send + 'static {}
-impl<T: Sink<Message, Error = axum::Error> + Unpin + Send + 'static> Outgoing for T {}
+pub trait Outgoing: Sink<ServerFrame, Error = TransportError> + Unpin + Send + 'static {}
+impl<T: Sink<ServerFrame, Error = TransportError> + Unpin + Send + 'static> Outgoing for T {}
 
-/// Runs a WebSocket connection from upgrade to close.
-pub async fn run(node: Arc<Node>, socket: WebSocket, upgrade: Upgrade) {
-    let (sink, stream) = socket.split();
-    run_transport(node, sink, stream, upgrade).await;
-}
-
-/// Runs a connection over any transport that carries WebSocket messages (the SSE fallback
-/// adapts its stream and its POSTs to these).
-pub async fn run_transport(
+/// Runs a connection, over any transport, from its upgrade to its close.
+pub async fn run(
     node: Arc<Node>,
     sink: impl Outgoing,
     mut stream: impl Incoming,
     upgrade: Upgrade,
 ) {
-    let limits = &node.config.limits;
+    let limits = &node.config().limits;
     let outbox = Arc::new(Outbox::new(limits.client_queue_bytes));
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
     let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
@@ -109,7 +83,7 @@ pub async fn run_transport(
             outbox.close(CloseCode::Unauthorized);
             None
         }
-        () = node.shutdown.cancelled() => {
+        () = node.draining() => {
             outbox.close(CloseCode::Shutdown);
             None
         }
@@ -129,7 +103,7 @@ pub async fn run_transport(
     let mut permit = None;
     if let Some((registration, limiter, rest, node_permit)) = handshake {
         permit = node_permit;
-        node.presence.opened(&registration.connection).await;
+        node.presence().opened(&registration.connection).await;
         let mut session = Session {
             node: node.clone(),
             registration,
@@ -157,12 +131,10 @@ pub async fn run_transport(
 /// After sending a close frame, reads (and discards) until the client's close reply, for a
 /// short while. Dropping a socket with unread input makes the kernel send a reset, which
 /// can destroy our close frame before the client reads it.
-pub(crate) async fn await_close_reply(
-    stream: &mut (impl futures_util::Stream<Item = Result<Message, axum::Error>> + Unpin),
-) {
+pub(crate) async fn await_close_reply(stream: &mut impl Incoming) {
     let drain = async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, ClientFrame::Close) {
                 return;
             }
         }
@@ -191,7 +163,7 @@ async fn handshake(
     upgrade_token: Option<String>,
     permits: Option<&Arc<Semaphore>>,
 ) -> Option<Handshake> {
-    let mut limiter = RateLimiter::per_minute(node.config.limits.commands_per_minute);
+    let mut limiter = RateLimiter::per_minute(node.config().limits.commands_per_minute);
     loop {
         let commands = read_commands(node, stream, outbox, None).await?;
         // A frame without commands (blank lines, a ping) costs a token too.
@@ -259,15 +231,10 @@ fn connect(
             CloseCode::Unauthorized,
         ));
     };
-    let claims = node.auth.verify(&token).map_err(|error| match error {
-        AuthError::Expired => (
-            Failure::code(ErrorCode::TokenExpired),
-            CloseCode::TokenExpired,
-        ),
-        other => (
-            Failure::new(ErrorCode::Unauthorized, other.to_string()),
-            CloseCode::Unauthorized,
-        ),
+    let claims = node.auth().verify(&token).map_err(|error| {
+        let failure = Failure::from(error);
+        let close = failure.connect_close();
+        (failure, close)
     })?;
     // Only now, with a valid token: sockets that never authenticate must not fill the node.
     let permit = match permits {
@@ -282,11 +249,11 @@ fn connect(
             )
         })?),
     };
-    let id: Arc<str> = Arc::from(crate::config::random_token(16));
+    let id: Arc<str> = Arc::from(crate::random::random_token(16));
     let expires = claims.exp;
     let user = claims.sub.to_string();
     let registration = node
-        .connections
+        .connections()
         .register(id.clone(), Arc::new(claims), outbox.clone())
         .map_err(|error| {
             (
@@ -298,8 +265,8 @@ fn connect(
     let result = ConnectResult {
         client: id.to_string(),
         user,
-        node: node.id.to_string(),
-        ping: node.config.limits.ping_interval.as_secs() as u32,
+        node: node.id().to_string(),
+        ping: node.config().limits.ping_interval.as_secs() as u32,
         expires,
     };
     Ok((registration, result, permit))
@@ -314,42 +281,44 @@ async fn read_commands(
     connection: Option<&Connection>,
 ) -> Option<Commands> {
     loop {
-        let message = match stream.next().await {
-            Some(Ok(message)) => message,
+        let frame = match stream.next().await {
+            Some(Ok(frame)) => frame,
             Some(Err(error)) => {
-                if let Some(code) = read_error_close(error) {
+                if let Some(code) = error.close {
                     outbox.close(code);
                 }
                 return None;
             }
             None => return None,
         };
-        match message {
-            Message::Text(text) => {
-                if text.len() > node.config.limits.max_message_bytes {
+        match frame {
+            ClientFrame::Text(text) => {
+                if text.len() > node.config().limits.max_message_bytes {
                     outbox.close(CloseCode::MessageTooLarge);
                     return None;
                 }
-                match parse_frame(text.as_str()) {
-                    Ok(commands) => return Some(commands),
-                    Err(_) => {
+                // Not UTF-8 is what a binary frame is on the JSON subprotocol.
+                let parsed = std::str::from_utf8(&text).map(parse_frame);
+                match parsed {
+                    Ok(Ok(commands)) => return Some(commands),
+                    Ok(Err(_)) | Err(_) => {
                         outbox.close(CloseCode::BadRequest);
                         return None;
                     }
                 }
             }
-            Message::Binary(_) => {
+            ClientFrame::Binary => {
                 outbox.close(CloseCode::BadRequest);
                 return None;
             }
-            Message::Pong(_) => {
+            ClientFrame::Pong => {
                 if let Some(connection) = connection {
-                    node.connections.pong(connection);
+                    node.connections().pong(connection);
                 }
             }
-            // tungstenite answers it; it costs a rate-limit token like a command.
-            Message::Ping(_) => return Some(Vec::new()),
-            Message::Close(_) => return None,
+            // The transport answers it; it costs a rate-limit token like a command.
+            ClientFrame::Ping => return Some(Vec::new()),
+            ClientFrame::Close => return None,
         }
     }
 }
@@ -465,17 +434,17 @@ impl Session {
                 Ending::Evicted(channel) => {
                     if !connection.is_subscribed(&channel) {
                         // A subscription token is presented again on resubscribe.
-                        node.connections
+                        node.connections()
                             .subscription_tokens
                             .remove(&connection.id, &channel);
-                        node.presence.left(&channel, connection).await;
+                        node.presence().left(&channel, connection).await;
                     }
                 }
                 Ending::TokenExpired(channel) => {
-                    if node.connections.subscription_tokens.take_expired(
+                    if node.connections().subscription_tokens.take_expired(
                         &connection.id,
                         &channel,
-                        crate::auth::unix_now(),
+                        crate::clock::unix_seconds(),
                     ) {
                         commands::end_subscription(
                             node,
@@ -497,24 +466,10 @@ impl Session {
         self.leave_evicted().await;
         for channel in connection.take_subscriptions() {
             metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
-            if self.node.hub.remove(&channel, &connection.id) {
-                self.node.release_interest(&channel).await;
-            }
-            self.node.presence.left(&channel, connection).await;
+            self.node.remove_subscriber(&channel, &connection.id).await;
+            self.node.presence().left(&channel, connection).await;
         }
-        self.node.presence.closed(connection).await;
-    }
-}
-
-/// How a connection whose frame tungstenite refused is closed: over its (looser) size cap
-/// 4009, a WebSocket protocol violation or invalid UTF-8 in a text frame 4000, as any other
-/// bad frame. A transport error (reset, EOF) needs no close.
-fn read_error_close(error: axum::Error) -> Option<CloseCode> {
-    use tokio_tungstenite::tungstenite::Error;
-    match error.into_inner().downcast_ref::<Error>() {
-        Some(Error::Capacity(_)) => Some(CloseCode::MessageTooLarge),
-        Some(Error::Protocol(_) | Error::Utf8(_)) => Some(CloseCode::BadRequest),
-        _ => None,
+        self.node.presence().closed(connection).await;
     }
 }
 

@@ -6,13 +6,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use herald_protocol::CloseCode;
 use herald_protocol::reply::encode_disconnect;
 
 use super::Outgoing;
+use super::frame::{ServerFrame, TransportError};
 use crate::outbox::{Outbound, Outbox};
 
 /// How long a writer may stay blocked on a peer that does not read once the connection is
@@ -64,7 +64,7 @@ async fn send_batch(
         }
         match control {
             Outbound::Ping => {
-                if sink.feed(Message::Ping(Bytes::new())).await.is_err() {
+                if sink.feed(ServerFrame::Ping).await.is_err() {
                     return false;
                 }
             }
@@ -151,23 +151,18 @@ async fn give_up(outbox: &Outbox) {
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
-async fn feed_text(sink: &mut impl Outgoing, frame: Bytes) -> Result<(), axum::Error> {
-    // Every queued message is JSON we encoded, so this check never fails; it is the price
-    // of not using `unsafe`.
-    match Utf8Bytes::try_from(frame) {
-        Ok(text) => sink.feed(Message::Text(text)).await,
-        Err(_) => Ok(()),
-    }
+async fn feed_text(sink: &mut impl Outgoing, frame: Bytes) -> Result<(), TransportError> {
+    sink.feed(ServerFrame::Text(frame)).await
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
 async fn close(sink: &mut impl Outgoing, code: CloseCode, reason: &str) {
     let _ = feed_text(sink, encode_disconnect(code, reason)).await;
-    let frame = CloseFrame {
-        code: code.code(),
-        reason: Utf8Bytes::from(reason),
+    let frame = ServerFrame::Close {
+        code,
+        reason: reason.to_owned(),
     };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    let _ = sink.send(frame).await;
     let _ = sink.close().await;
 }
 

@@ -15,7 +15,7 @@ use super::{
     Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
     Settlement, State, StateError, new_epoch,
 };
-use crate::config::random_token;
+use crate::random::random_token;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -14,7 +14,7 @@ use super::presence::{
     UserStatus,
 };
 use super::{MemoryState, StateError};
-use crate::node::unix_millis;
+use crate::clock::unix_millis;
 
 #[derive(Default)]
 pub(super) struct PresenceMaps {

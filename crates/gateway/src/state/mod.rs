@@ -60,7 +60,7 @@ pub fn is_unpublished(epoch: &str) -> bool {
 /// A real epoch as the states write it: `<created ms>.<source>.<random>`, so recovery
 /// from a placeholder can tell how long after the read the epoch began.
 pub(crate) fn new_epoch(created_ms: u64, source: &str) -> String {
-    format!("{created_ms}.{source}.{}", crate::config::random_token(8))
+    format!("{created_ms}.{source}.{}", crate::random::random_token(8))
 }
 
 /// (time in ms, source) of a placeholder or of a real epoch; `None` for anything else

@@ -37,9 +37,9 @@ use super::{
     Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
     Settlement, State, StateError,
 };
-use crate::config::random_token;
 use crate::envelope::{self, EnvelopeLimits};
 use crate::metrics;
+use crate::random::random_token;
 
 /// Longest any one Redis command may take before the call fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);

@@ -79,8 +79,8 @@ use super::presence::{
     UserStatus,
 };
 use super::redis::{RedisState, array, malformed, millis, text, timed, unavailable};
-use crate::config::random_token;
-use crate::node::unix_millis;
+use crate::clock::unix_millis;
+use crate::random::random_token;
 
 const CHANNELS_INDEX: &str = "herald:presence:channels";
 const ORGS_INDEX: &str = "herald:presence:orgs";

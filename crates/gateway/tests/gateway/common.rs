@@ -8,7 +8,8 @@ use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{PublishRequest, PublishResponse};
 use herald_client::{Client, ClientError, ConnectOptions, Push, ReceivedPublication};
 use herald_gateway::Server;
-use herald_gateway::auth::{Authenticator, SubscriptionClaims, TokenClaims, unix_now};
+use herald_gateway::auth::{Authenticator, SubscriptionClaims, TokenClaims};
+use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, NamespaceRule, Secret};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -131,7 +132,7 @@ impl TestGateway {
         let claims = SubscriptionClaims {
             sub: sub.into(),
             channel: channel.into(),
-            exp: unix_now() + 3600,
+            exp: unix_seconds() + 3600,
             aud: None,
             iss: None,
         };
@@ -205,7 +206,7 @@ impl Drop for TestGateway {
 pub fn claims(sub: &str, orgs: &[&str], channels: &[&str], ttl_seconds: i64) -> TokenClaims {
     TokenClaims {
         sub: sub.into(),
-        exp: unix_now() + ttl_seconds,
+        exp: unix_seconds() + ttl_seconds,
         orgs: orgs.iter().map(|s| s.to_string()).collect(),
         channels: channels.iter().map(|s| s.to_string()).collect(),
         info: None,

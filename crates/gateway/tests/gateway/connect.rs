@@ -195,7 +195,7 @@ async fn token_expiry_closes_4002_unless_refreshed() {
 }
 
 fn unix_now_plus(seconds: i64) -> i64 {
-    herald_gateway::auth::unix_now() + seconds
+    herald_gateway::clock::unix_seconds() + seconds
 }
 
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn a_subscription_token_cannot_open_a_connection() {
 #[tokio::test]
 async fn audience_may_be_an_array_and_not_before_is_enforced() {
     let gateway = TestGateway::with(|c| c.jwt.audience = Some("herald".into())).await;
-    let now = herald_gateway::auth::unix_now();
+    let now = herald_gateway::clock::unix_seconds();
     let listed = sign_json(serde_json::json!({
         "sub": "alice", "exp": now + 3600, "aud": ["app", "herald"]
     }));

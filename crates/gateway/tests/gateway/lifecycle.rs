@@ -283,7 +283,7 @@ async fn connections_opened_during_the_drain_are_closed_4200_at_once() {
         let _ = stopped.await;
     }));
     stop.send(()).unwrap();
-    within("the drain to start", node.shutdown.cancelled()).await;
+    within("the drain to start", node.draining()).await;
     assert_eq!(
         http_get(http, "/readyz").await,
         (503, "draining".to_owned())
@@ -319,7 +319,7 @@ async fn connections_opened_during_the_drain_are_closed_4200_at_once() {
     let close: serde_json::Value = serde_json::from_str(&events[1].1).unwrap();
     assert_eq!(close["code"], 4200, "{body}");
 
-    assert!(node.connections.is_empty(), "a connection was registered");
+    assert!(node.connections().is_empty(), "a connection was registered");
     running.abort();
 }
 
@@ -331,9 +331,9 @@ async fn connections_opened_during_the_drain_are_closed_4200_at_once() {
 /// cannot be scheduled over a socket.
 #[tokio::test]
 async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
-    use axum::extract::ws::Message;
     use futures_util::SinkExt;
-    use herald_gateway::session::{Upgrade, run_transport};
+    use herald_gateway::session::frame::{ClientFrame, ServerFrame, TransportError};
+    use herald_gateway::session::{Upgrade, run};
 
     let config = config();
     let auth = herald_gateway::auth::Authenticator::new(&config.jwt).unwrap();
@@ -343,10 +343,10 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
     let connect = serde_json::json!({"id": 1, "connect": {"token": token}}).to_string();
     // Either branch wins half the time: 20 rounds make a pass by luck one in a million.
     for round in 0..20 {
-        let (frames, mut sent) = tokio::sync::mpsc::channel::<Message>(16);
+        let (frames, mut sent) = tokio::sync::mpsc::channel::<ServerFrame>(16);
         let sink = tokio_util::sync::PollSender::new(frames)
-            .sink_map_err(|_| axum::Error::new(std::io::Error::other("test sink closed")));
-        let incoming = futures_util::stream::iter([Ok::<_, axum::Error>(Message::Text(
+            .sink_map_err(|_| TransportError::gone("test sink closed"));
+        let incoming = futures_util::stream::iter([Ok::<_, TransportError>(ClientFrame::Text(
             connect.clone().into(),
         ))]);
         let upgrade = Upgrade {
@@ -356,18 +356,21 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
         };
         within(
             "the session to end",
-            run_transport(node.clone(), sink, incoming, upgrade),
+            run(node.clone(), sink, incoming, upgrade),
         )
         .await;
         let mut disconnect = None;
         let mut close = None;
-        while let Some(message) = sent.recv().await {
-            match message {
-                Message::Text(text) if text.contains("\"disconnect\"") => {
-                    disconnect = Some(text.to_string())
+        while let Some(frame) = sent.recv().await {
+            match frame {
+                ServerFrame::Text(text) => {
+                    let text = String::from_utf8_lossy(&text).into_owned();
+                    if text.contains("\"disconnect\"") {
+                        disconnect = Some(text);
+                    }
                 }
-                Message::Close(frame) => close = frame.map(|f| f.code),
-                _ => {}
+                ServerFrame::Close { code, .. } => close = Some(code.code()),
+                ServerFrame::Ping => {}
             }
         }
         let disconnect = disconnect
@@ -375,7 +378,7 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
         assert!(disconnect.contains("4200"), "round {round}: {disconnect}");
         assert_eq!(close, Some(4200), "round {round}");
         assert!(
-            node.connections.is_empty(),
+            node.connections().is_empty(),
             "round {round}: still registered"
         );
     }

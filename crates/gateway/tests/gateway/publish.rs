@@ -284,7 +284,7 @@ async fn client_publish_is_stamped_with_sender_and_time_where_allowed() {
     within("subscribe", bob.subscribe("chat:acme:room"))
         .await
         .unwrap();
-    let before = herald_gateway::node::unix_millis();
+    let before = herald_gateway::clock::unix_millis();
     let data = json!({"text": "hi", "from": "mallory", "ts": 1});
     let result = within(
         "publish",

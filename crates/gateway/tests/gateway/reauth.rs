@@ -4,7 +4,8 @@
 
 use futures_util::FutureExt;
 use herald_client::{Client, Push};
-use herald_gateway::auth::{SubscriptionClaims, unix_now};
+use herald_gateway::auth::SubscriptionClaims;
+use herald_gateway::clock::unix_seconds;
 use herald_protocol::codes::unsubscribe_code;
 use serde_json::json;
 
@@ -106,7 +107,7 @@ async fn refresh_without_an_org_ends_its_channels_with_2403_and_keeps_the_rest()
     )
     .await
     .expect("a refresh for the same user succeeds");
-    assert!(refreshed.expires > unix_now());
+    assert!(refreshed.expires > unix_seconds());
     // The pushes come before the reply: they are already there when it is.
     let mut revoked = Vec::new();
     while let Some(Some(push)) = alice.next_push().now_or_never() {
@@ -197,7 +198,7 @@ async fn a_subscription_token_ends_the_subscription_at_its_expiry_with_2401() {
     let gateway = TestGateway::start().await;
     let alice = gateway.member("alice").await;
     let channel = "org:gamma:room";
-    let expires = unix_now() + 3;
+    let expires = unix_seconds() + 3;
     let token = subscription_token(&gateway, "alice", channel, expires);
     let result = within(
         "subscribe",
@@ -212,9 +213,9 @@ async fn a_subscription_token_ends_the_subscription_at_its_expiry_with_2401() {
         unsubscribe_code_on(&alice, channel).await,
         unsubscribe_code::TOKEN_EXPIRED
     );
-    assert!(unix_now() >= expires, "not before the token's expiry");
+    assert!(unix_seconds() >= expires, "not before the token's expiry");
     // The subscription is gone: a new token subscribes again.
-    let fresh = subscription_token(&gateway, "alice", channel, unix_now() + 60);
+    let fresh = subscription_token(&gateway, "alice", channel, unix_seconds() + 60);
     within(
         "resubscribe",
         alice.subscribe_with(channel, Some(&fresh), None),
@@ -229,7 +230,7 @@ async fn sub_refresh_before_expiry_keeps_the_subscription() {
     let alice = gateway.member("alice").await;
     let (kept, control) = ("org:gamma:kept", "org:gamma:control");
     // Both tokens expire in the same second; only one is refreshed.
-    let expires = unix_now() + 3;
+    let expires = unix_seconds() + 3;
     for channel in [kept, control] {
         let token = subscription_token(&gateway, "alice", channel, expires);
         within(
@@ -239,11 +240,11 @@ async fn sub_refresh_before_expiry_keeps_the_subscription() {
         .await
         .unwrap();
     }
-    let longer = subscription_token(&gateway, "alice", kept, unix_now() + 3600);
+    let longer = subscription_token(&gateway, "alice", kept, unix_seconds() + 3600);
     let result = within("subRefresh", alice.sub_refresh(kept, &longer))
         .await
         .expect("subRefresh with a token for the same channel and user");
-    assert!(result.expires > unix_now() + 3000);
+    assert!(result.expires > unix_seconds() + 3000);
     // The control's end shows the old expiry has passed, without sleeping.
     assert_eq!(
         unsubscribe_code_on(&alice, control).await,
@@ -262,15 +263,16 @@ async fn sub_refresh_refuses_tokens_for_another_channel_or_user() {
     let gateway = TestGateway::start().await;
     let alice = gateway.member("alice").await;
     let channel = "org:gamma:room";
-    let token = subscription_token(&gateway, "alice", channel, unix_now() + 60);
+    let token = subscription_token(&gateway, "alice", channel, unix_seconds() + 60);
     within(
         "subscribe",
         alice.subscribe_with(channel, Some(&token), None),
     )
     .await
     .unwrap();
-    let other_channel = subscription_token(&gateway, "alice", "org:gamma:other", unix_now() + 60);
-    let other_user = subscription_token(&gateway, "mallory", channel, unix_now() + 60);
+    let other_channel =
+        subscription_token(&gateway, "alice", "org:gamma:other", unix_seconds() + 60);
+    let other_user = subscription_token(&gateway, "mallory", channel, unix_seconds() + 60);
     let connection_token = gateway.token("alice", &["acme"], &[]);
     for (what, token) in [
         ("another channel", other_channel),
@@ -284,7 +286,7 @@ async fn sub_refresh_refuses_tokens_for_another_channel_or_user() {
             "{what}"
         );
     }
-    let expired = subscription_token(&gateway, "alice", channel, unix_now() - 10);
+    let expired = subscription_token(&gateway, "alice", channel, unix_seconds() - 10);
     assert_eq!(
         error_code(within("expired", alice.sub_refresh(channel, &expired)).await),
         109
@@ -293,7 +295,7 @@ async fn sub_refresh_refuses_tokens_for_another_channel_or_user() {
     within("subscribe", alice.subscribe("org:acme:general"))
         .await
         .unwrap();
-    let token = subscription_token(&gateway, "alice", "org:acme:general", unix_now() + 60);
+    let token = subscription_token(&gateway, "alice", "org:acme:general", unix_seconds() + 60);
     assert_eq!(
         error_code(
             within(

@@ -51,7 +51,7 @@ impl SecretMount {
     fn new(cert: &str, key: &str) -> SecretMount {
         let dir = std::env::temp_dir().join(format!(
             "herald-tls-test-{}",
-            herald_gateway::config::random_token(10)
+            herald_gateway::random::random_token(10)
         ));
         std::fs::create_dir_all(&dir).expect("secret dir");
         let mut mount = SecretMount { dir, versions: 0 };

@@ -32,10 +32,9 @@ pub async fn apply(
         },
         request.since_offset.unwrap_or(0),
         limit,
-        node.config.limits.reply_bytes(),
+        node.config().limits.reply_bytes(),
     )
-    .await
-    .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
+    .await?;
     let result = HistoryResult {
         publications: page.publications,
         offset: page.position.offset,

@@ -2,7 +2,7 @@
 
 use herald_protocol::reply::{PingResult, encode_result};
 
-use crate::node::unix_millis;
+use crate::clock::unix_millis;
 use crate::session::Answer;
 
 pub fn apply(id: u64) -> Answer {

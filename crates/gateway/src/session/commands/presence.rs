@@ -33,8 +33,8 @@ pub async fn apply(
                 .ok_or_else(|| Failure::new(ErrorCode::BadRequest, "invalid presence cursor"))?,
         ),
     };
-    let members = node.presence.members(&channel).await.map_err(unavailable)?;
-    let result = page(members, after, node.config.limits.reply_bytes());
+    let members = node.presence().members(&channel).await?;
+    let result = page(members, after, node.config().limits.reply_bytes());
     Ok(Answer::Result(encode_result(id, &result)))
 }
 
@@ -112,13 +112,9 @@ pub async fn stats(
     request: ChannelRequest,
 ) -> Result<Answer, Failure> {
     let channel = subscribed_channel(node, connection, &request.channel, |o| o.presence)?;
-    let (users, clients) = node.presence.stats(&channel).await.map_err(unavailable)?;
+    let (users, clients) = node.presence().stats(&channel).await?;
     let result = PresenceStatsResult { users, clients };
     Ok(Answer::Result(encode_result(id, &result)))
-}
-
-fn unavailable(error: crate::state::StateError) -> Failure {
-    Failure::new(ErrorCode::Unavailable, error.to_string())
 }
 
 /// A channel the connection is subscribed to and whose options allow `feature`: only
@@ -129,9 +125,7 @@ pub fn subscribed_channel(
     name: &str,
     feature: impl Fn(&ChannelOptions) -> bool,
 ) -> Result<ChannelName, Failure> {
-    let (channel, _, options) = node
-        .channel(name)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let (channel, _, options) = node.channel(name)?;
     if !feature(options) {
         return Err(Failure::new(
             ErrorCode::NotAvailable,

@@ -25,9 +25,7 @@ pub async fn apply(
             "client publish is not allowed on this channel",
         ));
     }
-    let data = node
-        .parse_data(request.data.get().to_owned())
-        .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
+    let data = node.parse_data(request.data.get().to_owned())?;
     let publish = node::PublishRequest {
         channel: request.channel,
         event: request.event,
@@ -35,10 +33,7 @@ pub async fn apply(
         from: Some(connection.claims().sub.clone()),
         idempotency_key: None,
     };
-    let position = node
-        .publish(publish)
-        .await
-        .map_err(|e| Failure::new(e.error_code(), e.to_string()))?;
+    let position = node.publish(publish).await?;
     Ok(Answer::Result(encode_result(
         id,
         &PublishResult {

@@ -13,7 +13,7 @@ use herald_protocol::reply::{RefreshResult, encode_result};
 use herald_protocol::{ChannelName, ErrorCode};
 
 use super::unsubscribe::end_subscription;
-use crate::auth::{AuthError, Claims, check_subscribe};
+use crate::auth::{Claims, check_subscribe};
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::session::{Answer, Failure};
@@ -24,13 +24,7 @@ pub async fn apply(
     id: u64,
     request: RefreshRequest,
 ) -> Result<Answer, Failure> {
-    let claims = node
-        .auth
-        .verify(&request.token)
-        .map_err(|error| match error {
-            AuthError::Expired => Failure::code(ErrorCode::TokenExpired),
-            other => Failure::new(ErrorCode::Unauthorized, other.to_string()),
-        })?;
+    let claims = node.auth().verify(&request.token)?;
     if claims.sub != connection.claims().sub {
         return Err(Failure::new(
             ErrorCode::Unauthorized,
@@ -49,7 +43,7 @@ pub async fn apply(
         )
         .await;
     }
-    node.presence.orgs_changed(connection, &before).await;
+    node.presence().orgs_changed(connection, &before).await;
     Ok(Answer::Result(encode_result(
         id,
         &RefreshResult { expires },
@@ -60,7 +54,7 @@ pub async fn apply(
 /// made with a subscription token: the token, not the claims, authorised them.
 fn revoked(node: &Node, connection: &Connection) -> Vec<ChannelName> {
     let claims: Arc<Claims> = connection.claims();
-    let tokens = &node.connections.subscription_tokens;
+    let tokens = &node.connections().subscription_tokens;
     let subscriptions = connection
         .subscriptions
         .lock()
@@ -69,7 +63,7 @@ fn revoked(node: &Node, connection: &Connection) -> Vec<ChannelName> {
     subscriptions
         .into_iter()
         .filter(|channel| tokens.expiry(&connection.id, channel).is_none())
-        .filter(|channel| match node.config.channel_rule(channel) {
+        .filter(|channel| match node.config().channel_rule(channel) {
             // A namespace that no longer exists allows nothing.
             None => true,
             Some((rule, _)) => check_subscribe(rule.access, channel, &claims, None).is_err(),

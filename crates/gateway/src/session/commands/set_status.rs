@@ -27,9 +27,6 @@ pub async fn apply(
             ));
         }
     };
-    node.presence
-        .set_status(connection, status)
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Unavailable, e.to_string()))?;
+    node.presence().set_status(connection, status).await?;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }

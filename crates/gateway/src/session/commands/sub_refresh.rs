@@ -8,7 +8,6 @@ use herald_protocol::command::SubRefreshRequest;
 use herald_protocol::reply::{RefreshResult, encode_result};
 use herald_protocol::{ChannelName, ErrorCode};
 
-use crate::auth::AuthError;
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::session::{Answer, Failure};
@@ -19,25 +18,18 @@ pub fn apply(
     id: u64,
     request: SubRefreshRequest,
 ) -> Result<Answer, Failure> {
-    let channel = ChannelName::parse(&request.channel)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let channel = ChannelName::parse(&request.channel)?;
     let token = node
-        .auth
+        .auth()
         .verify_subscription(&request.token)
-        .map_err(|error| match error {
-            AuthError::Expired => Failure::code(ErrorCode::TokenExpired),
-            other => Failure::new(
-                ErrorCode::PermissionDenied,
-                format!("subscription token: {other}"),
-            ),
-        })?;
+        .map_err(Failure::subscription_token)?;
     if token.sub != *connection.claims().sub || token.channel != channel.as_str() {
         return Err(Failure::new(
             ErrorCode::PermissionDenied,
             "subscription token is for another user or channel",
         ));
     }
-    let tokens = &node.connections.subscription_tokens;
+    let tokens = &node.connections().subscription_tokens;
     if !tokens.extend(&connection.id, &channel, token.exp) {
         return Err(Failure::new(
             ErrorCode::BadRequest,

@@ -11,7 +11,7 @@ use herald_protocol::command::{StreamPosition, SubscribeRequest};
 use herald_protocol::reply::{SubscribeResult, TypingPush, encode_result};
 use herald_protocol::{ChannelName, ErrorCode, Publication};
 
-use crate::auth::{SubscriptionClaims, check_subscribe};
+use crate::auth::{AuthError, SubscriptionClaims, check_subscribe};
 use crate::config::ChannelOptions;
 use crate::connections::Connection;
 use crate::metrics;
@@ -32,17 +32,16 @@ pub async fn apply(
     if connection.is_subscribed(&channel) {
         return Err(Failure::code(ErrorCode::AlreadySubscribed));
     }
-    if connection.subscription_count() >= node.config.limits.max_subscriptions {
+    if connection.subscription_count() >= node.config().limits.max_subscriptions {
         return Err(Failure::new(
             ErrorCode::LimitExceeded,
             "too many subscriptions",
         ));
     }
     connection.add_subscription(&channel);
-    let interest = node.hub.add(&channel, connection.clone());
-    if let Err(error) = node.ensure_interest(&channel, &interest).await {
+    if let Err(error) = node.add_subscriber(&channel, connection.clone()).await {
         leave(node, connection, &channel).await;
-        return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+        return Err(error.into());
     }
     let read = async {
         let (position, mut result) =
@@ -51,29 +50,28 @@ pub async fn apply(
             result.typing = typers(node, connection, &channel).await?;
         }
         result.expires = token.as_ref().map(|token| token.exp);
-        node.presence.joined(&channel, &options, connection).await?;
+        node.presence()
+            .joined(&channel, &options, connection)
+            .await?;
         Ok::<_, StateError>((position, result))
     };
     let (position, result) = match read.await {
         Ok(read) => read,
         Err(error) => {
             leave(node, connection, &channel).await;
-            return Err(Failure::new(ErrorCode::Unavailable, error.to_string()));
+            return Err(error.into());
         }
     };
-    if !node
-        .hub
-        .activate(&channel, connection, encode_result(id, &result), &position)
-    {
+    if !node.activate(&channel, connection, encode_result(id, &result), &position) {
         // The connection closed meanwhile: undo the join, or it stays a ghost member.
-        node.presence.left(&channel, connection).await;
+        node.presence().left(&channel, connection).await;
         leave(node, connection, &channel).await;
         return Err(Failure::code(ErrorCode::Unavailable));
     }
     metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
     if let Some(token) = token {
         // Made with a subscription token: it ends at the token's `exp` unless refreshed.
-        node.connections
+        node.connections()
             .subscription_tokens
             .insert(&connection.id, &channel, token.exp);
     }
@@ -87,8 +85,7 @@ async fn typers(
     channel: &ChannelName,
 ) -> Result<Vec<TypingPush>, StateError> {
     Ok(node
-        .presence
-        .state()
+        .presence()
         .typers(channel)
         .await?
         .iter()
@@ -100,9 +97,7 @@ async fn typers(
 /// Undoes a half-done subscribe.
 async fn leave(node: &Arc<Node>, connection: &Arc<Connection>, channel: &ChannelName) {
     connection.remove_subscription(channel);
-    if node.hub.remove(channel, &connection.id) {
-        node.release_interest(channel).await;
-    }
+    node.remove_subscriber(channel, &connection.id).await;
 }
 
 /// The channel's position and the subscribe result: recovered publications when the client
@@ -131,10 +126,10 @@ async fn read_state(
     let (page, recovered) = match recover.filter(|_| recoverable) {
         Some(since) => {
             let page = history_page(
-                |from, count| node.state.history(channel, from, count),
+                |from, count| node.read_history(channel, from, count),
                 since.offset,
                 options.history_size,
-                node.config.limits.reply_bytes(),
+                node.config().limits.reply_bytes(),
             )
             .await?;
             let recovered = covers(&page, since, options.history_ttl());
@@ -143,7 +138,7 @@ async fn read_state(
         None => (
             HistoryPage {
                 publications: vec![],
-                position: node.state.position(channel).await?,
+                position: node.position(channel).await?,
                 more: false,
             },
             false,
@@ -213,18 +208,19 @@ pub fn authorize_with_token(
     name: &str,
     subscription_token: Option<&str>,
 ) -> Result<(ChannelName, ChannelOptions, Option<SubscriptionClaims>), Failure> {
-    let (channel, rule, options) = node
-        .channel(name)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
-    let token = match subscription_token.filter(|t| !t.is_empty()) {
-        None => None,
-        Some(token) => Some(node.auth.verify_subscription(token).map_err(|e| {
-            Failure::new(
+    let (channel, rule, options) = node.channel(name)?;
+    let token = subscription_token
+        .filter(|t| !t.is_empty())
+        .map(|token| node.auth().verify_subscription(token))
+        .transpose()
+        .map_err(|error| match error {
+            // A subscribe with an expired token is refused like any other bad token.
+            AuthError::Expired => Failure::new(
                 ErrorCode::PermissionDenied,
-                format!("subscription token: {e}"),
-            )
-        })?),
-    };
+                format!("subscription token: {error}"),
+            ),
+            other => Failure::subscription_token(other),
+        })?;
     check_subscribe(rule.access, &channel, &connection.claims(), token.as_ref())
         .map_err(|e| Failure::new(ErrorCode::PermissionDenied, e.to_string()))?;
     Ok((channel.clone(), options.clone(), token))
@@ -237,9 +233,7 @@ pub fn authorize_member(
     connection: &Connection,
     name: &str,
 ) -> Result<(ChannelName, ChannelOptions), Failure> {
-    let (channel, _, options) = node
-        .channel(name)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let (channel, _, options) = node.channel(name)?;
     if connection.is_subscribed(&channel) {
         return Ok((channel, options.clone()));
     }

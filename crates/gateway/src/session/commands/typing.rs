@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use herald_protocol::ErrorCode;
 use herald_protocol::command::TypingRequest;
 use herald_protocol::reply::{EmptyResult, encode_result};
 
@@ -19,9 +18,8 @@ pub async fn apply(
     request: TypingRequest,
 ) -> Result<Answer, Failure> {
     let channel = subscribed_channel(node, connection, &request.channel, |options| options.typing)?;
-    node.presence
+    node.presence()
         .typing(&channel, connection, request.active)
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Unavailable, e.to_string()))?;
+        .await?;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }

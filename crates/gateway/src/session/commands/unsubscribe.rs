@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use herald_protocol::ChannelName;
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::UnsubscribeRequest;
 use herald_protocol::reply::{EmptyResult, encode_result, encode_unsubscribe};
-use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::connections::Connection;
 use crate::metrics;
@@ -22,8 +22,7 @@ pub async fn apply(
     id: u64,
     request: UnsubscribeRequest,
 ) -> Result<Answer, Failure> {
-    let channel = ChannelName::parse(&request.channel)
-        .map_err(|e| Failure::new(ErrorCode::UnknownChannel, e.to_string()))?;
+    let channel = ChannelName::parse(&request.channel)?;
     leave(node, connection, &channel, None).await;
     Ok(Answer::Result(encode_result(id, &EmptyResult {})))
 }
@@ -48,9 +47,9 @@ async fn leave(
     channel: &ChannelName,
     push: Option<u32>,
 ) -> bool {
-    let Some(last) = leave_hub(node, connection, channel) else {
+    if !remove_subscription(node, connection, channel).await {
         return false;
-    };
+    }
     // Out of the hub first, so no publication of the channel follows the push.
     if let Some(code) = push {
         connection.send(encode_unsubscribe(
@@ -59,23 +58,20 @@ async fn leave(
             unsubscribe_code::reason(code),
         ));
     }
-    if last {
-        node.release_interest(channel).await;
-    }
-    node.presence.left(channel, connection).await;
+    node.presence().left(channel, connection).await;
     true
 }
 
-/// Removes the subscription, its hub entry and its token expiry. `None` if there was no
-/// subscription, else whether this was the node's last subscriber (its broker interest is
-/// to be released).
-fn leave_hub(node: &Node, connection: &Connection, channel: &ChannelName) -> Option<bool> {
-    node.connections
+/// Removes the subscription, its hub entry and its token expiry. False if there was no
+/// subscription.
+async fn remove_subscription(node: &Node, connection: &Connection, channel: &ChannelName) -> bool {
+    node.connections()
         .subscription_tokens
         .remove(&connection.id, channel);
     if !connection.remove_subscription(channel) {
-        return None;
+        return false;
     }
     metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
-    Some(node.hub.remove(channel, &connection.id))
+    node.remove_subscriber(channel, &connection.id).await;
+    true
 }

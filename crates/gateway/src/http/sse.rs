@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
-use axum::body::Bytes;
-use axum::extract::ws::Message;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, Sse};
@@ -32,11 +30,13 @@ use futures_util::{SinkExt, Stream, StreamExt, stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-use crate::admission::PendingSlot;
-use crate::config::random_token;
+use super::HttpState;
+use super::admission::PendingSlot;
+use super::admit::{Refusal, admit};
 use crate::metrics;
+use crate::random::random_token;
+use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
 use crate::session::{self, Upgrade};
-use crate::ws::{HttpState, Refusal, admit};
 
 /// Commands a session may have waiting before `/rpc` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -52,7 +52,7 @@ pub struct SseSessions {
 
 #[derive(Clone)]
 struct SseSession {
-    commands: mpsc::Sender<Message>,
+    commands: mpsc::Sender<ClientFrame>,
     pong: Arc<PongSignal>,
 }
 
@@ -72,15 +72,15 @@ impl PongSignal {
     }
 }
 
-/// The session's incoming messages: a posted pong first, then the queued commands.
-fn incoming_messages(
-    mut commands: mpsc::Receiver<Message>,
+/// The session's incoming frames: a posted pong first, then the queued commands.
+fn incoming_frames(
+    mut commands: mpsc::Receiver<ClientFrame>,
     pong: Arc<PongSignal>,
-) -> impl Stream<Item = Message> {
+) -> impl Stream<Item = ClientFrame> {
     stream::poll_fn(move |cx| {
         pong.reader.register(cx.waker());
         if pong.answered.swap(false, Ordering::AcqRel) {
-            return Poll::Ready(Some(Message::Pong(Bytes::new())));
+            return Poll::Ready(Some(ClientFrame::Pong));
         }
         commands.poll_recv(cx)
     })
@@ -105,8 +105,8 @@ pub async fn stream(
         permits: state.permits.clone(),
     };
     let id: Arc<str> = Arc::from(random_token(24));
-    let (commands, incoming) = mpsc::channel::<Message>(INCOMING_QUEUE);
-    let (outgoing, frames) = mpsc::channel::<Message>(OUTGOING_QUEUE);
+    let (commands, incoming) = mpsc::channel::<ClientFrame>(INCOMING_QUEUE);
+    let (outgoing, frames) = mpsc::channel::<ServerFrame>(OUTGOING_QUEUE);
     let pong = Arc::new(PongSignal::default());
     let entry = SseSession {
         commands,
@@ -114,13 +114,13 @@ pub async fn stream(
     };
     state.sse.by_id.insert(id.clone(), entry);
 
-    let sink = PollSender::new(outgoing)
-        .sink_map_err(|_| axum::Error::new(std::io::Error::other("SSE stream closed")));
-    let reader = incoming_messages(incoming, pong).map(Ok);
+    let sink =
+        PollSender::new(outgoing).sink_map_err(|_| TransportError::gone("SSE stream closed"));
+    let reader = incoming_frames(incoming, pong).map(Ok);
     let sessions = state.sse.clone();
     let session_id = id.clone();
     state.spawn_session(async move {
-        session::run_transport(node, sink, reader, upgrade).await;
+        session::run(node, sink, reader, upgrade).await;
         sessions.by_id.remove(&session_id);
     });
 
@@ -133,21 +133,21 @@ pub async fn stream(
 
 /// The session's frames as SSE events. A ping becomes `event: ping`, which the client
 /// answers with a pong on `/rpc` (see the module doc).
-fn frames_to_events(mut frames: mpsc::Receiver<Message>) -> impl Stream<Item = Event> {
-    stream::poll_fn(move |cx| frames.poll_recv(cx)).scan(false, move |closed, message| {
-        let event = match message {
+fn frames_to_events(mut frames: mpsc::Receiver<ServerFrame>) -> impl Stream<Item = Event> {
+    stream::poll_fn(move |cx| frames.poll_recv(cx)).scan(false, move |closed, frame| {
+        let event = match frame {
             _ if *closed => None,
-            Message::Text(text) => Some(Event::default().data(text.as_str())),
+            // Every frame is JSON we encoded: never anything but UTF-8.
+            ServerFrame::Text(text) => Some(match std::str::from_utf8(&text) {
+                Ok(text) => Event::default().data(text),
+                Err(_) => Event::default().comment(""),
+            }),
             // EventSource dispatches no event without data.
-            Message::Ping(_) => Some(Event::default().event("ping").data("{}")),
-            Message::Close(frame) => {
+            ServerFrame::Ping => Some(Event::default().event("ping").data("{}")),
+            ServerFrame::Close { code, reason } => {
                 *closed = true;
-                let (code, reason) = frame
-                    .map(|f| (f.code, f.reason.to_string()))
-                    .unwrap_or((1000, String::new()));
-                Some(close_event(code, &reason))
+                Some(close_event(code.code(), &reason))
             }
-            Message::Binary(_) | Message::Pong(_) => Some(Event::default().comment("")),
         };
         std::future::ready(event)
     })
@@ -191,7 +191,7 @@ pub async fn rpc(
     // Up to twice the limit goes to the session, which closes 4009 as it would a WebSocket
     // (so the client learns the same way); far over it is refused before it is buffered.
     // A body trickled slower than the header-read timeout allows is cut off.
-    let limits = &state.node.config.limits;
+    let limits = &state.node.config().limits;
     let read = axum::body::to_bytes(body, limits.max_message_bytes.saturating_mul(2));
     let body = match tokio::time::timeout(limits.header_read_timeout, read).await {
         Ok(Ok(body)) => body,
@@ -207,12 +207,8 @@ pub async fn rpc(
         pong.answer();
         return StatusCode::ACCEPTED.into_response();
     }
-    // Not UTF-8 is what a binary frame is on the JSON subprotocol: closed 4000.
-    let message = match String::from_utf8(body.to_vec()) {
-        Ok(text) => Message::Text(text.into()),
-        Err(_) => Message::Binary(body),
-    };
-    match commands.send(message).await {
+    // The session checks it is UTF-8, as it does a WebSocket text frame: closed 4000 if not.
+    match commands.send(ClientFrame::Text(body)).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "unknown session").into_response(),
     }
@@ -226,21 +222,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_pong_is_read_before_a_full_queue_of_commands() {
-        let (commands, queue) = mpsc::channel::<Message>(2);
+        let (commands, queue) = mpsc::channel::<ClientFrame>(2);
         let pong = Arc::new(PongSignal::default());
-        let mut incoming = Box::pin(incoming_messages(queue, pong.clone()));
+        let mut incoming = Box::pin(incoming_frames(queue, pong.clone()));
         for n in 0..2 {
             commands
-                .try_send(Message::Text(format!("{n}").into()))
+                .try_send(ClientFrame::Text(format!("{n}").into()))
                 .unwrap();
         }
-        assert!(commands.try_send(Message::Text("full".into())).is_err());
+        assert!(commands.try_send(ClientFrame::Text("full".into())).is_err());
         // Two pongs before the reader looks are one pong, and neither waits for the queue.
         pong.answer();
         pong.answer();
-        assert!(matches!(incoming.next().await, Some(Message::Pong(_))));
-        assert!(matches!(incoming.next().await, Some(Message::Text(t)) if t.as_str() == "0"));
-        assert!(matches!(incoming.next().await, Some(Message::Text(t)) if t.as_str() == "1"));
+        assert!(matches!(incoming.next().await, Some(ClientFrame::Pong)));
+        assert!(matches!(incoming.next().await, Some(ClientFrame::Text(t)) if t == "0"));
+        assert!(matches!(incoming.next().await, Some(ClientFrame::Text(t)) if t == "1"));
         // A reader waiting on an empty queue wakes for a pong.
         let waiting = tokio::spawn(async move { incoming.next().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -249,6 +245,6 @@ mod tests {
             .await
             .expect("the pong wakes the reader")
             .unwrap();
-        assert!(matches!(message, Some(Message::Pong(_))));
+        assert!(matches!(message, Some(ClientFrame::Pong)));
     }
 }

@@ -1,60 +1,14 @@
-//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol,
-//! takes a token from the request if there is one, and hands the socket to a session, with
-//! the connection's pending slot (released when its handshake ends) and the node's
-//! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade
-//! are close codes, because a browser cannot read the status of a failed upgrade (and the
-//! SDK would take two failed upgrades for a proxy that blocks WebSocket). A draining node
-//! refuses the same way, with 4200.
+//! What a new WebSocket or SSE connection must pass before its session starts: the Origin
+//! allowlist and the drain; and where its token comes from (header, query, cookie).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::response::Response;
 use bytes::Bytes;
+use herald_protocol::CloseCode;
 use herald_protocol::reply::encode_disconnect;
-use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
-use crate::admission::PendingSlot;
-use crate::metrics;
-use crate::node::Node;
-use crate::session::{self, Upgrade};
-
-/// Shared by the HTTP handlers.
-#[derive(Clone)]
-pub struct HttpState {
-    pub node: Arc<Node>,
-    /// One permit per authenticated connection when the node has a connection limit.
-    pub permits: Option<Arc<Semaphore>>,
-    pub tracker: tokio_util::task::TaskTracker,
-    /// Open sessions of the SSE fallback.
-    pub sse: Arc<crate::sse::SseSessions>,
-    /// Cancelled when the drain's grace is over: sessions still running are dropped.
-    pub closed: CancellationToken,
-}
-
-impl HttpState {
-    /// Runs a session's task, tracked for the drain and dropped when the grace is over.
-    pub(crate) fn spawn_session(
-        &self,
-        session: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
-        let closed = self.closed.clone();
-        // Boxed: moved into the select below, an inline session would be stored twice in
-        // this task's state (about 2 KiB more for every connection).
-        let session = Box::pin(session);
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = session => {}
-                () = closed.cancelled() => {}
-            }
-        });
-    }
-}
+use super::HttpState;
 
 /// Why a new connection is closed at once.
 pub(crate) enum Refusal {
@@ -72,7 +26,7 @@ pub(crate) fn admit(
     query: &HashMap<String, String>,
 ) -> Result<Option<String>, Refusal> {
     let node = &state.node;
-    if !origin_allowed(&node.config.allowed_origins, headers) {
+    if !origin_allowed(&node.config().allowed_origins, headers) {
         return Err(Refusal::Origin);
     }
     if node.is_draining() {
@@ -82,53 +36,8 @@ pub(crate) fn admit(
     // explicit Origin allowlist (matched above): with none, or with `*`, any page could open
     // a connection as the user (cross-site WebSocket hijacking). `*` follows CORS, where a
     // wildcard never carries credentials.
-    let cookies_allowed = allowlist_is_explicit(&node.config.allowed_origins);
+    let cookies_allowed = allowlist_is_explicit(&node.config().allowed_origins);
     Ok(token_from(headers, query, cookies_allowed))
-}
-
-pub async fn upgrade(
-    State(state): State<HttpState>,
-    Extension(slot): Extension<PendingSlot>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let node = &state.node;
-    let limits = &node.config.limits;
-    let upgrade = upgrade
-        .protocols([SUBPROTOCOL_JSON])
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(1 << 20))
-        // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:
-        // refused by tungstenite before it is buffered.
-        .max_message_size(limits.max_message_bytes.saturating_mul(2))
-        .max_frame_size(limits.max_message_bytes.saturating_mul(2));
-
-    let admitted = admit(&state, &headers, &query);
-    // The connection stays pending, now as this session's, until its handshake ends.
-    let pending = slot.take();
-    let node = node.clone();
-    let permits = state.permits.clone();
-    upgrade.on_upgrade(move |socket| {
-        state.spawn_session(async move {
-            match admitted {
-                Ok(token) => {
-                    let upgrade = Upgrade {
-                        token,
-                        pending,
-                        permits,
-                    };
-                    session::run(node, socket, upgrade).await
-                }
-                Err(refusal) => {
-                    drop(pending);
-                    refuse(socket, refusal).await
-                }
-            }
-        });
-        std::future::ready(())
-    })
 }
 
 impl Refusal {
@@ -151,25 +60,6 @@ impl Refusal {
             }
             Refusal::Origin => None,
         }
-    }
-}
-
-async fn refuse(mut socket: WebSocket, refusal: Refusal) {
-    let code = refusal.close_code();
-    metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-    if let Some(push) = refusal
-        .disconnect_push()
-        .and_then(|p| Utf8Bytes::try_from(p).ok())
-        && socket.send(Message::Text(push)).await.is_err()
-    {
-        return;
-    }
-    let frame = CloseFrame {
-        code: code.code(),
-        reason: Utf8Bytes::from_static(code.reason()),
-    };
-    if socket.send(Message::Close(Some(frame))).await.is_ok() {
-        session::await_close_reply(&mut socket).await;
     }
 }
 
@@ -204,7 +94,7 @@ fn cross_site_fetch(headers: &HeaderMap) -> bool {
 }
 
 /// Whether `origin` is on the allowlist (`*` allows any).
-pub(crate) fn origin_listed(allowed: &[String], origin: &str) -> bool {
+pub(super) fn origin_listed(allowed: &[String], origin: &str) -> bool {
     allowed
         .iter()
         .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))

@@ -93,11 +93,13 @@ impl PendingBudget {
     }
 
     /// Pending connections on the node.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

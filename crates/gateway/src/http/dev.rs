@@ -13,17 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::auth::{TokenClaims, unix_now};
-use crate::ws::HttpState;
+use super::HttpState;
+use crate::auth::{TokenClaims, expires_in};
 
-const INDEX_HTML: &str = include_str!("../demo/index.html");
-const DEMO_JS: &str = include_str!("../demo/demo.js");
-const DEMO_CSS: &str = include_str!("../demo/demo.css");
+const INDEX_HTML: &str = include_str!("../../demo/index.html");
+const DEMO_JS: &str = include_str!("../../demo/demo.js");
+const DEMO_CSS: &str = include_str!("../../demo/demo.css");
 
 /// The org every demo user belongs to.
 pub const DEMO_ORG: &str = "demo";
 /// How long a demo token lives.
-const DEMO_TOKEN_SECONDS: i64 = 24 * 3600;
+const DEMO_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The demo's routes; mounted only in development mode.
 pub fn routes() -> Router<HttpState> {
@@ -69,18 +69,18 @@ async fn token(
         )
             .into_response();
     }
-    let jwt = &state.node.config.jwt;
+    let jwt = &state.node.config().jwt;
     let info = serde_json::value::to_raw_value(&json!({ "name": user })).ok();
     let claims = TokenClaims {
         sub: user.to_owned(),
-        exp: unix_now() + DEMO_TOKEN_SECONDS,
+        exp: expires_in(DEMO_TOKEN_TTL),
         orgs: vec![DEMO_ORG.to_owned()],
         channels: vec![],
         info,
         aud: jwt.audience.clone(),
         iss: jwt.issuer.clone(),
     };
-    match state.node.auth.sign(&claims) {
+    match state.node.auth().sign(&claims) {
         Some(token) => Json(json!({ "token": token, "user": user })).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
