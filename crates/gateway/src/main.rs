@@ -8,7 +8,7 @@ use herald_gateway::Server;
 use herald_gateway::auth::{
     Authenticator, Claims, SubscriptionClaims, check_channel_pattern, expires_in,
 };
-use herald_gateway::config::{Config, ConfigArgs, LogFormat};
+use herald_gateway::config::{Config, ConfigArgs, LogFormat, SettingsFormat, settings_listing};
 
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Herald real-time gateway")]
@@ -34,6 +34,10 @@ enum Command {
         /// line: `HERALD_HTTP_ADDR --http-addr 0.0.0.0:8080` (empty value: unset).
         #[arg(long)]
         print_env: bool,
+        /// Print every setting's declaration instead (variable, flag, file key, default,
+        /// meaning, whether secret, Helm value): `json` for tools, `markdown` for the README.
+        #[arg(long, value_name = "FORMAT", conflicts_with = "print_env")]
+        settings: Option<SettingsFormat>,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -81,7 +85,16 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { dev, config } => serve(dev, &config).await,
-        Command::Config { print_env, config } => {
+        Command::Config {
+            settings: Some(format),
+            ..
+        } => {
+            print!("{}", settings_listing(format));
+            Ok(())
+        }
+        Command::Config {
+            print_env, config, ..
+        } => {
             let config = Config::load(&config)?;
             if print_env {
                 print!("{}", config.to_env_listing());

@@ -1,16 +1,22 @@
 //! One configuration struct, from flags, `HERALD_*` environment variables and an optional
 //! TOML file, in that order of precedence, over built-in defaults.
 //!
-//! Flags and environment variables arrive as strings ([`ConfigArgs`]) and are parsed here,
-//! so a bad value is reported by the name a user set it under (`HERALD_HTTP_ADDR`), not by
-//! a parser's internal name.
+//! Each setting is declared once, in `settings.rs`; its flag, variable, file key, parser,
+//! check and documentation come from that declaration. Flags and environment variables
+//! arrive as text ([`ConfigArgs`]) and are parsed here, so a bad value is reported by the
+//! name a user set it under (`HERALD_HTTP_ADDR`, or the file's key), not by a parser's
+//! internal name.
 
 mod args;
+mod dev;
 mod file;
+mod listing;
 pub mod namespace;
+mod setting;
+mod settings;
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,9 +25,12 @@ use serde::{Serialize, Serializer};
 
 use crate::random::random_token;
 
-pub use args::ConfigArgs;
-use file::FileConfig;
+pub use listing::{SettingsFormat, settings_listing};
 pub use namespace::{Access, ChannelOptions, NamespaceRule, Namespaces};
+pub use setting::{DefaultValue, Helm, Setting};
+use settings::FileConfig;
+use settings::Values;
+pub use settings::{ConfigArgs, SETTINGS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,6 +38,14 @@ pub enum ConfigError {
     Invalid { key: &'static str, message: String },
     #[error("cannot read config file {path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("invalid --{flag}: {message}")]
+    InvalidFlag { flag: &'static str, message: String },
+    #[error("invalid {key} in {path}: {message}")]
+    InvalidInFile {
+        key: &'static str,
+        path: PathBuf,
+        message: String,
+    },
     #[error(
         "{0} is not set: serve needs HERALD_JWT_SECRET or HERALD_JWT_PUBLIC_KEY, and HERALD_API_KEYS \
          (or run `herald serve --dev` for a local gateway with generated ones)"
@@ -259,187 +276,57 @@ fn as_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 impl Config {
     /// Resolves flags and environment (`args`) over the config file over defaults.
     pub fn load(args: &ConfigArgs) -> Result<Config, ConfigError> {
-        let file = FileConfig::load(args.config.as_deref())?;
-        let pick = Picker;
-        let limits = Limits {
-            max_connections: pick.value(
-                "HERALD_MAX_CONNECTIONS",
-                &args.max_connections,
-                file.max_connections,
-                100_000,
-            )?,
-            max_connections_per_user: pick.value(
-                "HERALD_MAX_CONNECTIONS_PER_USER",
-                &args.max_connections_per_user,
-                file.max_connections_per_user,
-                100,
-            )?,
-            max_subscriptions: pick.value(
-                "HERALD_MAX_SUBSCRIPTIONS",
-                &args.max_subscriptions,
-                file.max_subscriptions,
-                50,
-            )?,
-            commands_per_minute: pick.value(
-                "HERALD_COMMANDS_PER_MINUTE",
-                &args.commands_per_minute,
-                file.commands_per_minute,
-                100,
-            )?,
-            max_message_bytes: pick.value(
-                "HERALD_MAX_MESSAGE_BYTES",
-                &args.max_message_bytes,
-                file.max_message_bytes,
-                herald_protocol::DEFAULT_MAX_MESSAGE_BYTES,
-            )?,
-            max_json_depth: pick.value(
-                "HERALD_MAX_JSON_DEPTH",
-                &args.max_json_depth,
-                file.max_json_depth,
-                herald_protocol::DEFAULT_MAX_JSON_DEPTH,
-            )?,
-            client_queue_bytes: pick.value(
-                "HERALD_CLIENT_QUEUE_BYTES",
-                &args.client_queue_bytes,
-                file.client_queue_bytes,
-                1024 * 1024,
-            )?,
-            ping_interval: pick.secs(
-                "HERALD_PING_INTERVAL_SECONDS",
-                &args.ping_interval_seconds,
-                file.ping_interval_seconds,
-                25,
-            )?,
-            pong_timeout: pick.secs(
-                "HERALD_PONG_TIMEOUT_SECONDS",
-                &args.pong_timeout_seconds,
-                file.pong_timeout_seconds,
-                20,
-            )?,
-            connect_timeout: pick.secs(
-                "HERALD_CONNECT_TIMEOUT_SECONDS",
-                &args.connect_timeout_seconds,
-                file.connect_timeout_seconds,
-                5,
-            )?,
-            max_pending_connections: pick.value(
-                "HERALD_MAX_PENDING_CONNECTIONS",
-                &args.max_pending_connections,
-                file.max_pending_connections,
-                1000,
-            )?,
-            max_pending_per_ip: pick.value(
-                "HERALD_MAX_PENDING_PER_IP",
-                &args.max_pending_per_ip,
-                file.max_pending_per_ip,
-                32,
-            )?,
-            header_read_timeout: pick.secs(
-                "HERALD_HEADER_READ_TIMEOUT_SECONDS",
-                &args.header_read_timeout_seconds,
-                file.header_read_timeout_seconds,
-                5,
-            )?,
-        };
+        let path = file::path_in_use(args.config.as_deref());
+        let mut file = FileConfig::load(path.as_deref())?;
         let mut namespaces = namespace::default_namespaces();
-        let tls = tls_config(&pick, args, &file)?;
-        let grpc_tls = pick.value("HERALD_GRPC_TLS", &args.grpc_tls, file.grpc_tls, false)?;
-        namespaces.extend(file.namespaces);
+        namespaces.extend(std::mem::take(&mut file.namespaces));
+        let v = Values::resolve(args, file, path.as_deref())?;
+        let limits = Limits {
+            max_connections: v.max_connections,
+            max_connections_per_user: v.max_connections_per_user,
+            max_subscriptions: v.max_subscriptions,
+            commands_per_minute: v.commands_per_minute,
+            max_message_bytes: v.max_message_bytes,
+            max_json_depth: v.max_json_depth,
+            client_queue_bytes: v.client_queue_bytes,
+            ping_interval: Duration::from_secs(v.ping_interval_seconds),
+            pong_timeout: Duration::from_secs(v.pong_timeout_seconds),
+            connect_timeout: Duration::from_secs(v.connect_timeout_seconds),
+            max_pending_connections: v.max_pending_connections,
+            max_pending_per_ip: v.max_pending_per_ip,
+            header_read_timeout: Duration::from_secs(v.header_read_timeout_seconds),
+        };
         let config = Config {
-            node_id: pick.value(
-                "HERALD_NODE_ID",
-                &args.node_id,
-                file.node_id,
-                default_node_id(),
-            )?,
-            http_addr: pick.value(
-                "HERALD_HTTP_ADDR",
-                &args.http_addr,
-                file.http_addr,
-                addr(8080),
-            )?,
-            grpc_addr: pick.value(
-                "HERALD_GRPC_ADDR",
-                &args.grpc_addr,
-                file.grpc_addr,
-                addr(50051),
-            )?,
-            metrics_addr: pick.value(
-                "HERALD_METRICS_ADDR",
-                &args.metrics_addr,
-                file.metrics_addr,
-                addr(9090),
-            )?,
-            tls,
-            grpc_tls,
+            node_id: v.node_id.unwrap_or_else(default_node_id),
+            http_addr: v.http_addr,
+            grpc_addr: v.grpc_addr,
+            metrics_addr: v.metrics_addr,
+            tls: tls_config(v.tls_cert, v.tls_key)?,
+            grpc_tls: v.grpc_tls,
             jwt: JwtConfig {
-                secret: pick
-                    .optional("HERALD_JWT_SECRET", &args.jwt_secret, file.jwt_secret)?
-                    .map(Secret),
-                public_key: pick
-                    .optional(
-                        "HERALD_JWT_PUBLIC_KEY",
-                        &args.jwt_public_key,
-                        file.jwt_public_key,
-                    )?
-                    .map(read_pem)
-                    .transpose()?,
-                audience: pick.optional(
-                    "HERALD_JWT_AUDIENCE",
-                    &args.jwt_audience,
-                    file.jwt_audience,
-                )?,
-                issuer: pick.optional("HERALD_JWT_ISSUER", &args.jwt_issuer, file.jwt_issuer)?,
+                secret: v.jwt_secret,
+                public_key: v.jwt_public_key.map(read_pem).transpose()?,
+                audience: v.jwt_audience,
+                issuer: v.jwt_issuer,
             },
-            api_keys: pick
-                .list("HERALD_API_KEYS", &args.api_keys, file.api_keys)?
-                .into_iter()
-                .map(Secret)
-                .collect(),
-            allowed_origins: pick.list(
-                "HERALD_ALLOWED_ORIGINS",
-                &args.allowed_origins,
-                file.allowed_origins,
-            )?,
-            log_format: pick.value(
-                "HERALD_LOG_FORMAT",
-                &args.log_format,
-                file.log_format,
-                LogFormat::Pretty,
-            )?,
-            drain: pick.secs(
-                "HERALD_DRAIN_SECONDS",
-                &args.drain_seconds,
-                file.drain_seconds,
-                10,
-            )?,
-            gap_wait: Duration::from_millis(pick.value(
-                "HERALD_GAP_WAIT_MS",
-                &args.gap_wait_ms,
-                file.gap_wait_ms,
-                100,
-            )?),
-            presence_ttl: pick.secs(
-                "HERALD_PRESENCE_TTL_SECONDS",
-                &args.presence_ttl_seconds,
-                file.presence_ttl_seconds,
-                60,
-            )?,
-            nats_url: pick
-                .optional("HERALD_NATS_URL", &args.nats_url, file.nats_url)?
-                .map(BackendUrl),
-            redis_url: pick
-                .optional("HERALD_REDIS_URL", &args.redis_url, file.redis_url)?
-                .map(BackendUrl),
+            api_keys: v.api_keys,
+            allowed_origins: v.allowed_origins,
+            log_format: v.log_format,
+            drain: Duration::from_secs(v.drain_seconds),
+            gap_wait: Duration::from_millis(v.gap_wait_ms),
+            presence_ttl: Duration::from_secs(v.presence_ttl_seconds),
+            nats_url: v.nats_url,
+            redis_url: v.redis_url,
             limits,
             namespaces,
             dev: false,
-            config_file: file::path_in_use(args.config.as_deref()),
+            config_file: path,
         };
         config.validate()?;
         Ok(config)
     }
 
+    /// What involves more than one setting; each setting's own checks are in its declaration.
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
             Err(ConfigError::Invalid {
@@ -447,38 +334,6 @@ impl Config {
                 message: message.into(),
             })
         };
-        if self.limits.max_message_bytes < 1024 {
-            return invalid("HERALD_MAX_MESSAGE_BYTES", "must be at least 1024");
-        }
-        if self.limits.commands_per_minute == 0 {
-            return invalid("HERALD_COMMANDS_PER_MINUTE", "must be at least 1");
-        }
-        if self.limits.ping_interval.is_zero() || self.limits.pong_timeout.is_zero() {
-            return invalid(
-                "HERALD_PING_INTERVAL_SECONDS",
-                "ping interval and pong timeout must be at least 1",
-            );
-        }
-        if self.limits.connect_timeout.is_zero() {
-            return invalid("HERALD_CONNECT_TIMEOUT_SECONDS", "must be at least 1");
-        }
-        // An SSE client's handshake takes two connections at once: the stream, and the
-        // `/rpc` POST that carries `connect`.
-        if self.limits.max_pending_connections == 1 {
-            return invalid(
-                "HERALD_MAX_PENDING_CONNECTIONS",
-                "must be 0 (unlimited) or at least 2: an SSE handshake takes two connections",
-            );
-        }
-        if self.limits.max_pending_per_ip == 1 {
-            return invalid(
-                "HERALD_MAX_PENDING_PER_IP",
-                "must be 0 (off) or at least 2: an SSE handshake takes two connections",
-            );
-        }
-        if self.limits.header_read_timeout.is_zero() {
-            return invalid("HERALD_HEADER_READ_TIMEOUT_SECONDS", "must be at least 1");
-        }
         match (&self.nats_url, &self.redis_url) {
             (Some(_), None) => {
                 return invalid(
@@ -499,32 +354,6 @@ impl Config {
                 "HERALD_GRPC_TLS",
                 "gRPC over TLS uses the certificate of HERALD_TLS_CERT and HERALD_TLS_KEY, which are not set",
             );
-        }
-        if self.presence_ttl < Duration::from_secs(3) {
-            return invalid("HERALD_PRESENCE_TTL_SECONDS", "must be at least 3");
-        }
-        if self.node_id.is_empty() || self.node_id.len() > 64 {
-            return invalid("HERALD_NODE_ID", "must be 1-64 characters");
-        }
-        if self.api_keys.iter().any(|key| key.expose().len() < 16) {
-            return invalid(
-                "HERALD_API_KEYS",
-                "every key must be at least 16 characters",
-            );
-        }
-        if let Some(secret) = &self.jwt.secret
-            && secret.expose().len() < 32
-        {
-            return invalid(
-                "HERALD_JWT_SECRET",
-                "must be at least 32 characters (256 bits) for HS256",
-            );
-        }
-        if let Err(message) = check_allowed_origins(&self.allowed_origins) {
-            return Err(ConfigError::Invalid {
-                key: "HERALD_ALLOWED_ORIGINS",
-                message,
-            });
         }
         for (name, rule) in &self.namespaces {
             if herald_protocol::ChannelName::parse(name).is_err() || name.contains(':') {
@@ -561,67 +390,6 @@ impl Config {
         Ok(())
     }
 
-    /// Development mode: generates a JWT secret and an API key when none is set, and binds
-    /// loopback only, whatever the addresses say.
-    pub fn into_dev(mut self) -> Config {
-        self.dev = true;
-        self.namespaces
-            .entry("demo".into())
-            .or_insert_with(crate::http::demo_namespace);
-        if self.jwt.secret.is_none() && self.jwt.public_key.is_none() {
-            self.jwt.secret = Some(Secret(random_token(48)));
-        }
-        if self.api_keys.is_empty() {
-            self.api_keys.push(Secret(random_token(32)));
-        }
-        for addr in [
-            &mut self.http_addr,
-            &mut self.grpc_addr,
-            &mut self.metrics_addr,
-        ] {
-            if !addr.ip().is_loopback() {
-                addr.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            }
-        }
-        self
-    }
-
-    /// Every `HERALD_*` variable with its flag and effective value (secrets masked, empty
-    /// when unset), one per line, for deployment tooling to check its settings against.
-    pub fn to_env_listing(&self) -> String {
-        use clap::Args;
-        let table: toml::Table = toml::Table::try_from(self).unwrap_or_default();
-        let command = ConfigArgs::augment_args(clap::Command::new("herald"));
-        let mut listing = String::new();
-        for arg in command.get_arguments() {
-            let (Some(env), Some(flag)) = (arg.get_env(), arg.get_long()) else {
-                continue;
-            };
-            let env = env.to_string_lossy();
-            let key = env.trim_start_matches("HERALD_").to_lowercase();
-            let value = match table.get(&key) {
-                Some(toml::Value::String(text)) => text.clone(),
-                Some(toml::Value::Array(items)) => items
-                    .iter()
-                    .map(|item| {
-                        item.as_str()
-                            .map_or_else(|| item.to_string(), str::to_owned)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-                Some(other) => other.to_string(),
-                None if key == "config" => self
-                    .config_file
-                    .as_ref()
-                    .map(|path| path.display().to_string())
-                    .unwrap_or_default(),
-                None => String::new(),
-            };
-            listing.push_str(&format!("{env} --{flag} {value}\n"));
-        }
-        listing
-    }
-
     /// The effective configuration as TOML, secrets masked.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(self)
@@ -643,126 +411,17 @@ impl Config {
     }
 }
 
-/// Resolves one setting: flag or environment value (parsed here) over file over default.
-struct Picker;
-
-impl Picker {
-    fn optional<T>(
-        &self,
-        key: &'static str,
-        arg: &Option<String>,
-        file: Option<T>,
-    ) -> Result<Option<T>, ConfigError>
-    where
-        T: FromStr,
-        T::Err: fmt::Display,
-    {
-        match arg.as_deref() {
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|e| ConfigError::Invalid {
-                    key,
-                    message: format!("{raw:?}: {e}"),
-                }),
-            None => Ok(file),
-        }
-    }
-
-    fn value<T>(
-        &self,
-        key: &'static str,
-        arg: &Option<String>,
-        file: Option<T>,
-        default: T,
-    ) -> Result<T, ConfigError>
-    where
-        T: FromStr,
-        T::Err: fmt::Display,
-    {
-        Ok(self.optional(key, arg, file)?.unwrap_or(default))
-    }
-
-    fn secs(
-        &self,
-        key: &'static str,
-        arg: &Option<String>,
-        file: Option<u64>,
-        default: u64,
-    ) -> Result<Duration, ConfigError> {
-        self.value(key, arg, file, default).map(Duration::from_secs)
-    }
-
-    /// A comma-separated flag or environment value, or a file array.
-    fn list(
-        &self,
-        _key: &'static str,
-        arg: &Option<String>,
-        file: Option<Vec<String>>,
-    ) -> Result<Vec<String>, ConfigError> {
-        let items = match arg.as_deref() {
-            Some(raw) => raw.split(',').map(|s| s.trim().to_owned()).collect(),
-            None => file.unwrap_or_default(),
-        };
-        Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
-    }
-}
-
-/// Each entry must be an origin as browsers send it (`scheme://host[:port]`): anything else
-/// would never match, and the client would see 4003 with no hint why. `*` (any origin, no
-/// cookie tokens) must stand alone, so a list never silently loses its cookies. `null` is the
-/// origin of sandboxed frames and local files, which any page can produce.
-fn check_allowed_origins(origins: &[String]) -> Result<(), String> {
-    if origins.len() > 1 && origins.iter().any(|o| o == "*") {
-        return Err(
-            "`*` allows any origin (and then no cookie tokens); it cannot be combined with listed origins"
-                .into(),
-        );
-    }
-    for origin in origins.iter().filter(|o| *o != "*") {
-        if origin.eq_ignore_ascii_case("null") {
-            return Err(
-                "`null` cannot be allowed: sandboxed frames and local files on any site send it"
-                    .into(),
-            );
-        }
-        let is_origin = origin.split_once("://").is_some_and(|(scheme, host)| {
-            !scheme.is_empty()
-                && scheme
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-                && !host.is_empty()
-                && !host.contains(['/', '?', '#', '@', '*'])
-                && !host.contains(char::is_whitespace)
-        });
-        if !is_origin {
-            return Err(format!(
-                "{origin:?} is not an origin: scheme://host[:port], without a path or trailing slash"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// TLS needs both files.
+/// TLS needs both files. An empty path (a chart leaving it blank) means unset.
 fn tls_config(
-    pick: &Picker,
-    args: &ConfigArgs,
-    file: &FileConfig,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 ) -> Result<Option<TlsConfig>, ConfigError> {
-    // An empty value (a chart leaving it blank) means unset.
-    let path = |key, arg, file: &Option<PathBuf>| {
-        pick.optional::<PathBuf>(key, arg, file.clone())
-            .map(|path| path.filter(|path| !path.as_os_str().is_empty()))
-    };
-    let cert = path("HERALD_TLS_CERT", &args.tls_cert, &file.tls_cert)?;
-    let key = path("HERALD_TLS_KEY", &args.tls_key, &file.tls_key)?;
+    let given = |path: Option<PathBuf>| path.filter(|path| !path.as_os_str().is_empty());
     let invalid = |key, message: &str| ConfigError::Invalid {
         key,
         message: message.into(),
     };
-    match (cert, key) {
+    match (given(cert), given(key)) {
         (Some(cert), Some(key)) => Ok(Some(TlsConfig {
             cert,
             key,
@@ -778,10 +437,6 @@ fn tls_config(
         )),
         (None, None) => Ok(None),
     }
-}
-
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)
 }
 
 /// A PEM given inline, or the path of a file holding one.

@@ -15,7 +15,6 @@ use serde_json::json;
 
 use super::HttpState;
 use crate::auth::{Claims, expires_in};
-use crate::config::namespace::{Access, ChannelOptions, NamespaceRule};
 
 const INDEX_HTML: &str = include_str!("../../demo/index.html");
 const DEMO_JS: &str = include_str!("../../demo/demo.js");
@@ -50,24 +49,6 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// The `demo` namespace: `demo:<room>` channels any demo user may join, with history,
-/// client publish, presence, join/leave and typing.
-pub fn demo_namespace() -> NamespaceRule {
-    NamespaceRule {
-        access: Access::Public,
-        options: ChannelOptions {
-            history_size: 100,
-            history_ttl: 3600,
-            client_publish: true,
-            presence: true,
-            join_leave: true,
-            typing: true,
-            ..ChannelOptions::default()
-        },
-        root: None,
-    }
 }
 
 /// `GET /dev/token?user=ada`: `{"token": "…", "user": "ada"}`, a 24-hour token for the

@@ -22,7 +22,6 @@ use crate::node::Node;
 
 pub use accept::{AcceptOptions, serve};
 pub use admission::{PendingBudget, PendingPermit};
-pub use dev::demo_namespace;
 
 /// The HTTP port's routes, `/ws` and the SSE fallback behind the Origin-aware CORS layer.
 pub fn router(state: HttpState) -> Router {
