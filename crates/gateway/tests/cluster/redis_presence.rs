@@ -11,13 +11,13 @@ use herald_gateway::state::{
     Expired, LiveConnection, Member, Presence, RedisState, State, StateError, Status, StatusChange,
     Typer, UserStatus,
 };
+use herald_testkit::backends::RedisServer;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::backends::RedisServer;
 use crate::redis_state::{LIMITS, channel, connect, eventually};
 
 const CHANNEL: &str = "org:acme:ch:general";

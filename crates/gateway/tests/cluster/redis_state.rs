@@ -11,9 +11,8 @@ use herald_gateway::state::{
     StateError, is_unpublished, unpublished_recovers,
 };
 use herald_protocol::{ChannelName, Publication};
+use herald_testkit::backends::RedisServer;
 use serde_json::value::RawValue;
-
-use crate::backends::RedisServer;
 
 pub const LIMITS: EnvelopeLimits = EnvelopeLimits {
     max_data_bytes: 65536,
