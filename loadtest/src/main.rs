@@ -13,7 +13,6 @@
 //! what it spawned on exit, also on an error or Ctrl-C. Every wait is bounded.
 //! Each prints one line per measured number and a final `RESULT ...` line.
 
-mod backends;
 mod cluster;
 mod conn;
 mod connect;
