@@ -141,7 +141,7 @@ impl RedisServer {
     /// Whether the server answers PING.
     pub async fn answers(&self) -> bool {
         matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.try_command(&["PING"])).await,
+            tokio::time::timeout(Duration::from_secs(2), self.send(&["PING"])).await,
             Ok(Ok(reply)) if reply == "PONG"
         )
     }
@@ -164,12 +164,21 @@ impl RedisServer {
     /// client is paused or blocked) and returns its reply as text: a string or integer,
     /// `(nil)` for none, or an array's items one per line. Fails the test on an error reply.
     pub async fn command(&self, args: &[&str]) -> String {
-        within(&format!("Redis {args:?}"), self.try_command(args))
+        self.query(args)
             .await
-            .unwrap_or_else(|error| panic!("Redis {args:?} on port {}: {error:#}", self.port))
+            .unwrap_or_else(|error| panic!("{error:#}"))
     }
 
-    async fn try_command(&self, args: &[&str]) -> Result<String> {
+    /// [`RedisServer::command`] for callers that handle errors, bounded by [`WAIT`].
+    pub async fn query(&self, args: &[&str]) -> Result<String> {
+        tokio::time::timeout(WAIT, self.send(args))
+            .await
+            .with_context(|| format!("no reply within {WAIT:?}"))
+            .and_then(|reply| reply)
+            .with_context(|| format!("Redis {args:?} on port {}", self.port))
+    }
+
+    async fn send(&self, args: &[&str]) -> Result<String> {
         let (command, args) = args.split_first().context("an empty command")?;
         // No reconnect policy: on a server that is down the command fails, it does not wait.
         let client = Builder::from_config(Config::from_url(&self.url())?).build()?;
