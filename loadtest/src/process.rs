@@ -33,5 +33,10 @@ pub async fn run_with<S: Servers>(
         servers.print_log_tails();
     }
     servers.shutdown().await;
+    // The processes took their logs with them; the nodes' herald.toml is the last file.
+    if let Ok(dir) = run_dir() {
+        let _ = std::fs::remove_file(dir.join("herald.toml"));
+        let _ = std::fs::remove_dir(dir);
+    }
     result
 }
