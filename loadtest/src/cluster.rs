@@ -4,14 +4,15 @@
 //! each node (and of NATS and Redis).
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use herald_testkit::backends::{NatsServer, RedisServer, ServerOptions};
+use herald_testkit::process::Process;
 
-use crate::backends::{Backend, Kind};
 use crate::delivery::{self, LoadArgs, Tally};
 use crate::gateway::{BENCH_CONFIG, Credentials, NodeSpec, SpawnArgs, Target};
-use crate::process::{self, Servers};
+use crate::process::{self, Servers, run_dir};
 use crate::procfs;
 use crate::report::{self, Report, machine};
 
@@ -34,8 +35,8 @@ pub struct ClusterArgs {
 
 /// Everything a run spawns; each process is killed when dropped.
 struct Cluster {
-    nats: Backend,
-    redis: Backend,
+    nats: NatsServer,
+    redis: RedisServer,
     /// Takes the publications.
     a: Target,
     /// Holds the subscribers.
@@ -44,15 +45,29 @@ struct Cluster {
 
 impl Cluster {
     async fn start(args: &ClusterArgs) -> Result<Cluster> {
-        let timeout = Duration::from_secs(args.spawn.ready_timeout);
-        let nats = Backend::start(Kind::Nats, args.nats_server_bin.as_ref(), timeout).await?;
-        let redis = Backend::start(Kind::Redis, args.redis_server_bin.as_ref(), timeout).await?;
+        let options = |binary: &Option<PathBuf>| -> Result<ServerOptions> {
+            Ok(ServerOptions {
+                binary: binary.clone(),
+                dir: Some(run_dir()?),
+                ready_timeout: Duration::from_secs(args.spawn.ready_timeout),
+            })
+        };
+        let started = Instant::now();
+        let nats = NatsServer::start_with(&options(&args.nats_server_bin)?)
+            .await
+            .context("the cluster scenario runs its own NATS (or pass --nats-server-bin)")?;
+        announce(nats.process(), &nats.url(), started);
+        let started = Instant::now();
+        let redis = RedisServer::start_with(&options(&args.redis_server_bin)?)
+            .await
+            .context("the cluster scenario runs its own Redis (or pass --redis-server-bin)")?;
+        announce(redis.process(), &redis.url(), started);
         let credentials = Credentials::generate();
         let node = async |name: &str, id: &str| {
             let env = [
                 ("HERALD_NODE_ID", format!("loadtest-{id}")),
-                ("HERALD_NATS_URL", nats.url.clone()),
-                ("HERALD_REDIS_URL", redis.url.clone()),
+                ("HERALD_NATS_URL", nats.url()),
+                ("HERALD_REDIS_URL", redis.url()),
             ];
             let log_file = format!("herald-{id}.log");
             let spec = NodeSpec {
@@ -73,16 +88,18 @@ impl Cluster {
         [
             self.a.pid,
             self.b.pid,
-            Some(self.nats.process.pid),
-            Some(self.redis.process.pid),
+            self.nats.process().map(|process| process.pid()),
+            self.redis.process().map(|process| process.pid()),
         ]
     }
 
     fn check_alive(&mut self) -> Result<()> {
         self.a.check_alive()?;
         self.b.check_alive()?;
-        self.nats.process.check_alive()?;
-        self.redis.process.check_alive()
+        for backend in [self.nats.process_mut(), self.redis.process_mut()] {
+            backend.context("a backend was stopped")?.check_alive()?;
+        }
+        Ok(())
     }
 }
 
@@ -90,16 +107,33 @@ impl Servers for Cluster {
     fn print_log_tails(&self) {
         self.a.print_log_tails();
         self.b.print_log_tails();
-        self.nats.process.print_log_tail();
-        self.redis.process.print_log_tail();
+        for process in [self.nats.process(), self.redis.process()]
+            .into_iter()
+            .flatten()
+        {
+            process.print_log_tail();
+        }
     }
 
     /// Stops the nodes first, so they do not log the backends going away.
     async fn shutdown(self) {
         self.a.shutdown().await;
         self.b.shutdown().await;
-        self.nats.process.shutdown().await;
-        self.redis.process.shutdown().await;
+        drop(self.nats);
+        drop(self.redis);
+    }
+}
+
+/// Says which backend was started where, and how long it took to answer.
+fn announce(process: Option<&Process>, url: &str, started: Instant) {
+    if let Some(process) = process {
+        eprintln!(
+            "spawned {} pid {} on {url}, log {}; ready after {:.2?}",
+            process.name(),
+            process.pid(),
+            process.log_path().display(),
+            started.elapsed()
+        );
     }
 }
 
@@ -119,7 +153,8 @@ async fn measure(load: &LoadArgs, cluster: &mut Cluster, ticks: u64) -> Result<(
         "path",
         format!(
             "gRPC Publish on node A -> Redis {} + NATS {} -> node B -> {n} subscribers",
-            cluster.redis.url, cluster.nats.url
+            cluster.redis.url(),
+            cluster.nats.url()
         ),
     );
     let subscribers = delivery::subscribe(

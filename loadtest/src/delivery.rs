@@ -9,12 +9,13 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use herald_api::v1::PublishRequest;
 use herald_client::CloseInfo;
+use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::conn::{ClientKind, Conn, Event};
 use crate::connect::{Readers, connect_all};
-use crate::gateway::{Grpc, Target};
+use crate::gateway::Target;
 use crate::procfs;
 use crate::report::{self, Report, micros_histogram, record, secs};
 

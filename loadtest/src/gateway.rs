@@ -4,23 +4,22 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use herald_api::v1::herald_client::HeraldClient;
 use herald_gateway::auth::{Authenticator, Claims};
 use herald_gateway::clock::unix_seconds;
-use herald_gateway::config::{JwtConfig, Secret};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use herald_testkit::grpc::{ApiKey, Grpc};
+use herald_testkit::ports::free_addrs;
+use herald_testkit::process::Process;
+use herald_testkit::tokens::authenticator;
 use tokio::process::Command;
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::process::{self, Process, Servers};
+use crate::process::{self, Servers, run_dir};
 
 /// How gateway nodes are spawned.
 #[derive(Debug, Clone, clap::Args)]
@@ -176,7 +175,7 @@ impl Target {
             api_key: credentials.api_key.clone(),
             secret: credentials.secret.clone(),
             auth: authenticator(&credentials.secret)?,
-            pid: Some(spawned.process.pid),
+            pid: Some(spawned.process.pid()),
             spawned: Some(spawned),
         })
     }
@@ -215,10 +214,8 @@ impl Target {
             .connect()
             .await
             .with_context(|| format!("connecting to gRPC at {}", self.grpc_url))?;
-        let key: AsciiMetadataValue = format!("Bearer {}", self.api_key)
-            .parse()
-            .context("API key is not valid metadata")?;
-        Ok(HeraldClient::with_interceptor(channel, ApiKey(key)))
+        let key = ApiKey::bearer(&self.api_key).context("API key is not valid metadata")?;
+        Ok(HeraldClient::with_interceptor(channel, key))
     }
 
     /// Fails if the spawned gateway has exited, with its status and log tail.
@@ -238,41 +235,13 @@ impl Servers for Target {
         }
     }
 
-    /// Kills the spawned gateway and removes its log.
+    /// Kills the spawned gateway (bounded) and removes its log.
     async fn shutdown(self) {
-        if let Some(spawned) = self.spawned {
-            spawned.process.shutdown().await;
+        if let Some(mut spawned) = self.spawned {
+            let _ = spawned.process.kill(Duration::from_secs(5)).await;
         }
     }
 }
-
-fn authenticator(secret: &str) -> Result<Authenticator> {
-    Authenticator::new(&JwtConfig {
-        secret: Some(Secret::new(secret)),
-        public_key: None,
-        audience: None,
-        issuer: None,
-    })
-    .context("setting up the JWT signer")
-}
-
-/// Adds `authorization: Bearer <api key>` to every gRPC call.
-#[derive(Clone)]
-pub struct ApiKey(AsciiMetadataValue);
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
-pub type Grpc = HeraldClient<InterceptedService<Channel, ApiKey>>;
 
 /// A `herald serve` child process; killed when dropped.
 pub struct Spawned {
@@ -297,13 +266,14 @@ impl Spawned {
         node: &NodeSpec<'_>,
         ready_timeout: Duration,
     ) -> Result<Spawned> {
-        let [http_addr, grpc_addr, metrics_addr] = free_loopback_addrs()?;
+        let [http_addr, grpc_addr, metrics_addr] =
+            free_addrs().context("binding a free loopback port")?;
         let mut command = Command::new(bin);
         // The run directory holds only the load generator's own herald.toml.
-        let run_dir = Process::run_dir()?;
+        let run_dir = run_dir()?;
         std::fs::write(run_dir.join("herald.toml"), node.config)
             .context("writing the bench herald.toml")?;
-        command.arg("serve").current_dir(run_dir);
+        command.arg("serve").current_dir(&run_dir);
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HERALD_") {
                 command.env_remove(key);
@@ -325,55 +295,29 @@ impl Spawned {
             // Plain log lines, for the log tail printed on errors.
             .env("NO_COLOR", "1")
             .envs(node.env.iter().map(|(key, value)| (key, value)));
-        let mut process = Process::spawn(node.name, command, node.log_file)?;
+        let mut process = Process::spawn(node.name, command, run_dir.join(node.log_file))?;
         eprintln!(
             "spawned {} pid {}: ws://{http_addr}/ws, gRPC {grpc_addr}, log {}",
             node.name,
-            process.pid,
-            process.log_path.display()
+            process.pid(),
+            process.log_path().display()
         );
+        let started = Instant::now();
         process
             .wait_ready(ready_timeout, "/readyz", || async move {
-                match http_status(http_addr, "/readyz").await? {
+                match herald_testkit::http::get(http_addr, "/readyz").await?.0 {
                     200 => Ok(()),
                     status => bail!("HTTP {status}"),
                 }
             })
             .await?;
+        eprintln!("{} ready after {:.2?}", node.name, started.elapsed());
         Ok(Spawned {
             process,
             http_addr,
             grpc_addr,
         })
     }
-}
-
-/// `GET path` over HTTP/1.0 on a raw TCP connection; returns the status code.
-async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .with_context(|| format!("not an HTTP response: {:?}", text.lines().next()))
-}
-
-/// Free loopback ports: bound to port 0 together (so they differ), read, released.
-pub fn free_loopback_addrs<const N: usize>() -> Result<[SocketAddr; N]> {
-    let listeners = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("binding a free loopback port")?;
-    let mut addrs = [SocketAddr::from(([127, 0, 0, 1], 0)); N];
-    for (addr, listener) in addrs.iter_mut().zip(&listeners) {
-        *addr = listener.local_addr()?;
-    }
-    Ok(addrs)
 }
 
 /// `len` hex characters from the standard library's randomly keyed hasher.

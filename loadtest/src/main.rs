@@ -7,13 +7,14 @@
 //!   publications on node A, over a `nats-server` and a `redis-server` of its own.
 //! - `hostile`: a million generated hostile frames (mutated commands, forged tokens,
 //!   forbidden requests, floods, slowloris) while healthy subscribers count deliveries.
+//! - `presence`: the Redis presence state of N connections in one channel, without a
+//!   gateway: listing and refresh times, commands and memory per connection.
 //!
 //! By default each scenario spawns the `herald` binary next to this executable on free
 //! loopback ports with generated credentials (and `cluster` its NATS and Redis), and kills
 //! what it spawned on exit, also on an error or Ctrl-C. Every wait is bounded.
 //! Each prints one line per measured number and a final `RESULT ...` line.
 
-mod backends;
 mod cluster;
 mod conn;
 mod connect;
@@ -22,6 +23,7 @@ mod fanout;
 mod gateway;
 mod hostile;
 mod idle;
+mod presence;
 mod process;
 mod procfs;
 mod report;
@@ -54,6 +56,9 @@ enum Scenario {
     /// Hostile clients against one node while healthy subscribers count their deliveries:
     /// node crashes, forbidden requests accepted, healthy deliveries, RSS, close codes.
     Hostile(hostile::HostileArgs),
+    /// N connections' presence in Redis (its own redis-server, no gateway): time to list
+    /// the members and to refresh every connection, commands and memory per connection.
+    Presence(presence::PresenceArgs),
 }
 
 #[tokio::main]
@@ -74,6 +79,7 @@ async fn run() -> Result<()> {
             Scenario::Idle(args) => idle::run(args).await,
             Scenario::Cluster(args) => cluster::run(args).await,
             Scenario::Hostile(args) => hostile::run(args).await,
+            Scenario::Presence(args) => presence::run(args).await,
         }
     };
     // On Ctrl-C, return normally so what the scenario spawned is killed on drop.

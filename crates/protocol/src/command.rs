@@ -318,37 +318,155 @@ mod tests {
         assert_eq!(err.code, ErrorCode::BadRequest);
     }
 
-    /// Hostile input never panics: random bytes, and random mutations of valid commands.
-    #[test]
-    fn arbitrary_input_never_panics() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let seeds = [
+    mod hostile_input {
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        use super::*;
+
+        /// One command of each shape a client sends, for the mutations to start from.
+        const SEEDS: [&str; 3] = [
             r#"{"id":1,"subscribe":{"channel":"org:a:b","recover":{"offset":3,"epoch":"e"}}}"#,
             r#"{"id":2,"publish":{"channel":"c:d","event":"x","data":{"a":[1,{"b":"\u00e9"}]}}}"#,
             r#"{"id":3,"history":{"channel":"c:d","limit":5,"sinceOffset":2}}"#,
         ];
-        let alphabet = br#"{}[]":,\0123456789eE+-.truefalsnl idconectsubrpyhgmak"#;
-        for round in 0..20_000 {
-            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
-            for _ in 0..rng.random_range(1..8) {
-                let at = rng.random_range(0..bytes.len());
-                match rng.random_range(0..3) {
-                    0 => bytes[at] = alphabet[rng.random_range(0..alphabet.len())],
-                    1 => {
-                        bytes.remove(at);
+        /// JSON's punctuation and the letters of the method names, so mutants stay close.
+        const ALPHABET: &[u8] = br#"{}[]":,\0123456789eE+-.truefalsnl idconectsubrpyhgmak"#;
+        const METHODS: [&str; 12] = [
+            "connect",
+            "subscribe",
+            "unsubscribe",
+            "publish",
+            "history",
+            "refresh",
+            "subRefresh",
+            "ping",
+            "presence",
+            "presenceStats",
+            "setStatus",
+            "typing",
+        ];
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 4096,
+                // The failing input is printed; no regression file in the source tree.
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// A seed after 1-7 edits, each replacing, removing or inserting a byte.
+        fn mutant() -> impl Strategy<Value = Vec<u8>> {
+            let edit = (0..3u8, any::<Index>(), any::<Index>());
+            (0..SEEDS.len(), prop::collection::vec(edit, 1..8)).prop_map(|(seed, edits)| {
+                let mut bytes = SEEDS[seed].as_bytes().to_vec();
+                for (kind, at, byte) in edits {
+                    if bytes.is_empty() {
+                        break;
                     }
-                    _ => bytes.insert(at, alphabet[rng.random_range(0..alphabet.len())]),
+                    let at = at.index(bytes.len());
+                    let byte = ALPHABET[byte.index(ALPHABET.len())];
+                    match kind {
+                        0 => bytes[at] = byte,
+                        1 => {
+                            bytes.remove(at);
+                        }
+                        _ => bytes.insert(at, byte),
+                    }
                 }
-                if bytes.is_empty() {
-                    break;
+                bytes
+            })
+        }
+
+        /// What `parse_frame` promises for any text: the frame fails exactly when one of its
+        /// non-blank lines is not a JSON object; otherwise there is one result per such line,
+        /// either a command with the line's id and its only key besides `id` as the method,
+        /// or an error with the line's id (0 when unreadable) and a documented code and
+        /// message.
+        fn check_frame(text: &str) -> Result<(), TestCaseError> {
+            let lines: Vec<&str> = text
+                .split('\n')
+                .filter(|line| !line.trim().is_empty())
+                .collect();
+            let objects: Vec<Option<HashMap<String, Box<RawValue>>>> = lines
+                .iter()
+                .map(|line| serde_json::from_str(line).ok())
+                .collect();
+            let results = match parse_frame(text) {
+                Err(error) => {
+                    prop_assert!(
+                        objects.iter().any(Option::is_none),
+                        "every line is an object, yet {error}"
+                    );
+                    return Ok(());
+                }
+                Ok(results) => results,
+            };
+            prop_assert_eq!(results.len(), lines.len());
+            for (result, object) in results.iter().zip(&objects) {
+                let Some(object) = object else {
+                    return Err(TestCaseError::fail("a line that is no object was parsed"));
+                };
+                let id = object
+                    .get("id")
+                    .map_or(Some(0), |raw| serde_json::from_str::<u64>(raw.get()).ok());
+                let methods: Vec<&str> = object
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|key| *key != "id")
+                    .collect();
+                match result {
+                    Ok(command) => {
+                        prop_assert_eq!(Some(command.id), id);
+                        prop_assert_eq!(&methods, &[command.method.name()]);
+                    }
+                    Err(error) => {
+                        prop_assert_eq!(error.id, id.unwrap_or(0));
+                        match error.code {
+                            ErrorCode::BadRequest => {
+                                prop_assert!(error.message.starts_with("bad request: "), "{error}")
+                            }
+                            ErrorCode::MethodNotFound => {
+                                prop_assert_eq!(methods.len(), 1);
+                                prop_assert!(!METHODS.contains(&methods[0]), "{error}");
+                                prop_assert!(
+                                    error.message.starts_with("method not found: "),
+                                    "{error}"
+                                );
+                            }
+                            other => prop_assert!(false, "undocumented code {other:?}: {error}"),
+                        }
+                    }
                 }
             }
-            if let Ok(text) = std::str::from_utf8(&bytes) {
-                let _ = parse_frame(text);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn mutated_commands_parse_or_fail_as_documented(bytes in mutant()) {
+                if let Ok(text) = std::str::from_utf8(&bytes) {
+                    check_frame(text)?;
+                }
+                check_frame(&String::from_utf8_lossy(&bytes))?;
             }
-            let random: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
-            let _ = parse_frame(&String::from_utf8_lossy(&random));
+
+            #[test]
+            fn random_bytes_parse_or_fail_as_documented(
+                bytes in prop::collection::vec(any::<u8>(), 0..64),
+            ) {
+                check_frame(&String::from_utf8_lossy(&bytes))?;
+            }
+        }
+
+        #[test]
+        fn the_seeds_parse() {
+            for seed in SEEDS {
+                assert!(matches!(parse_command(seed), Ok(Ok(_))), "{seed}");
+            }
         }
     }
 

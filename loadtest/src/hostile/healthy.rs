@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use herald_api::v1::PublishRequest;
+use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::conn::{ClientKind, Conn, Event};
-use crate::gateway::{Grpc, Target};
+use crate::gateway::Target;
 
 /// Longest one publish RPC may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use herald_api::v1::client::Publication as WirePublication;
+use herald_testkit::within;
 use prost::Message;
 
-use crate::common::within;
 use crate::follower::Follower;
 use crate::nodes::{cluster, seq_request};
 

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use herald_testkit::backends::{NatsServer, RedisServer};
+use herald_testkit::within;
 use tokio::task::JoinHandle;
 
-use crate::backends::{NatsServer, RedisServer};
-use crate::common::within;
 use crate::follower::Follower;
 use crate::nodes::{Node, seq_request};
 

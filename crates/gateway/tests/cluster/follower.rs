@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_client::{Client, Push, ReceivedPublication, StreamPosition};
+use herald_testkit::tokens::member_token;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use crate::nodes::token;
 
 #[derive(Debug, Clone, Default)]
 pub struct Received {
@@ -55,14 +54,14 @@ impl Follower {
         let (notify, changed) = watch::channel(0usize);
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(follow(
-            token(sub),
+            member_token(sub),
             urls,
             channel.to_owned(),
             received.clone(),
             notify,
             subscribed_tx,
         ));
-        crate::common::within("the follower's first subscribe", subscribed_rx)
+        herald_testkit::within("the follower's first subscribe", subscribed_rx)
             .await
             .expect("follower subscribed");
         Follower {

@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use herald_api::v1::client::Publication as WirePublication;
 use herald_gateway::state::{Appended, Duplicate, IDEMPOTENCY_WINDOW, Position, Settlement, State};
+use herald_testkit::backends::{NatsServer, RedisServer};
+use herald_testkit::within;
 use prost::Message;
 
-use crate::backends::{NatsServer, RedisServer};
-use crate::common::within;
 use crate::follower::Follower;
 use crate::nodes::Node;
 use crate::redis_state::{append_to, channel, connect, history, meta};
@@ -232,7 +232,7 @@ impl Broadcasts {
 /// Retries `publish` as a publisher would, until it succeeds (bounded).
 async fn retry_until_ok(
     node: &Node,
-    grpc: &mut crate::common::Grpc,
+    grpc: &mut herald_testkit::grpc::Grpc,
     channel: &str,
     n: u64,
     key: &str,

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use herald_api::v1::client::Publication as WirePublication;
 use herald_client::Client;
+use herald_testkit::tokens::member_token;
+use herald_testkit::within;
 use prost::Message;
 
-use crate::common::within;
 use crate::follower::Follower;
-use crate::nodes::{Node, cluster, token};
+use crate::nodes::{Node, cluster};
 
 /// Waits (bounded) until the node's metrics contain `line`.
 async fn wait_for_metric(node: &Node, line: &str) {
@@ -152,13 +153,13 @@ async fn a_subscriber_told_ok_holds_a_nats_subscription_even_when_the_first_atte
     let channel = "public:interest";
     let (first, _) = within(
         "connect",
-        Client::connect(&nodes[0].ws_url, &token("first")),
+        Client::connect(&nodes[0].ws_url, &member_token("first")),
     )
     .await
     .unwrap();
     let (second, _) = within(
         "connect",
-        Client::connect(&nodes[0].ws_url, &token("second")),
+        Client::connect(&nodes[0].ws_url, &member_token("second")),
     )
     .await
     .unwrap();
@@ -192,7 +193,7 @@ async fn a_subscriber_told_ok_holds_a_nats_subscription_even_when_the_first_atte
     let mut grpc = nodes[1].grpc().await;
     nodes[1].publish(&mut grpc, channel, 1, "").await.unwrap();
     for client in [&first, &second] {
-        let publication = crate::common::next_publication(client).await;
+        let publication = herald_testkit::client::next_publication(client).await;
         assert_eq!(publication.event, "seq");
     }
 }

@@ -1,16 +1,17 @@
-//! Gateway nodes as real `herald serve` processes in cluster mode, on free loopback ports,
-//! so a test can SIGKILL one mid-run.
+//! Gateway nodes as real `herald serve` processes in cluster mode, on ports the system
+//! picks, so a test can SIGKILL one mid-run.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_api::v1::{PublishRequest, PublishResponse};
-use herald_gateway::auth::Authenticator;
-use tokio::process::{Child, Command};
-
-use crate::backends::{NatsServer, RedisServer};
-use crate::common::{API_KEY, Grpc, SECRET, claims, config, grpc_client, http_get, within};
+use herald_testkit::backends::{NatsServer, RedisServer};
+use herald_testkit::grpc::{Grpc, grpc_client};
+use herald_testkit::herald::{Served, serve};
+use herald_testkit::http::http_get;
+use herald_testkit::tokens::API_KEY;
+use herald_testkit::within;
+use tokio::process::Child;
 
 /// One `herald serve` process.
 pub struct Node {
@@ -20,13 +21,6 @@ pub struct Node {
     pub grpc: SocketAddr,
     pub metrics: SocketAddr,
     child: Child,
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 impl Node {
@@ -56,35 +50,23 @@ impl Node {
         redis_url: &str,
         settings: &[(&str, &str)],
     ) -> Node {
-        let (http, grpc, metrics) = (free_addr(), free_addr(), free_addr());
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HERALD_NODE_ID", id)
-            .env("HERALD_HTTP_ADDR", http.to_string())
-            .env("HERALD_GRPC_ADDR", grpc.to_string())
-            .env("HERALD_METRICS_ADDR", metrics.to_string())
-            .env("HERALD_JWT_SECRET", SECRET)
-            .env("HERALD_API_KEYS", API_KEY)
-            .env("HERALD_NATS_URL", nats.url())
-            .env("HERALD_REDIS_URL", redis_url)
-            .env("HERALD_DRAIN_SECONDS", "1")
-            // Short, so a killed node's presence expires within a test's patience.
-            .env("HERALD_PRESENCE_TTL_SECONDS", "3")
-            .env("HERALD_LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn")
-            .envs(settings.iter().copied())
-            .stdout(Stdio::null())
-            // HERALD_TEST_LOGS=1 shows the nodes' logs when a cluster test needs debugging.
-            .stderr(if std::env::var_os("HERALD_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
+        let Served {
+            child,
+            http,
+            grpc,
+            metrics,
+            ..
+        } = serve(env!("CARGO_BIN_EXE_herald"), |herald| {
+            herald
+                .env("HERALD_NODE_ID", id)
+                .env("HERALD_NATS_URL", nats.url())
+                .env("HERALD_REDIS_URL", redis_url)
+                .env("HERALD_DRAIN_SECONDS", "1")
+                // Short, so a killed node's presence expires within a test's patience.
+                .env("HERALD_PRESENCE_TTL_SECONDS", "3")
+                .envs(settings.iter().copied());
+        })
+        .await;
         let node = Node {
             id: id.to_owned(),
             ws_url: format!("ws://{http}/ws"),
@@ -93,6 +75,7 @@ impl Node {
             metrics,
             child,
         };
+        // Serving, and ready once its backends are connected.
         node.wait_ready(200).await;
         node
     }
@@ -154,14 +137,6 @@ pub fn seq_request(channel: &str, n: u64, idempotency_key: &str) -> PublishReque
         data: format!("{{\"n\":{n}}}").into_bytes(),
         idempotency_key: idempotency_key.into(),
     }
-}
-
-/// A token for `sub`, member of org `acme` with `org:acme:*` channels.
-pub fn token(sub: &str) -> String {
-    Authenticator::new(&config().jwt)
-        .expect("keys load")
-        .sign(&claims(sub, &["acme"], &["org:acme:*"], 3600))
-        .expect("HS256 secret configured")
 }
 
 /// NATS, Redis and `n` nodes on them, named `node-0`, `node-1`, …

@@ -3,10 +3,11 @@
 
 use herald_api::v1::PublishRequest;
 use herald_client::{Client, StreamPosition};
+use herald_testkit::backends::{NatsServer, RedisServer};
+use herald_testkit::tokens::member_token;
+use herald_testkit::within;
 
-use crate::backends::{NatsServer, RedisServer};
-use crate::common::within;
-use crate::nodes::{Node, token};
+use crate::nodes::Node;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_megabytes_of_redis_history_recover_in_pages_on_another_node() {
@@ -34,7 +35,7 @@ async fn six_megabytes_of_redis_history_recover_in_pages_on_another_node() {
             .epoch;
     }
 
-    let (client, _) = within("connect", Client::connect(&b.ws_url, &token("rita")))
+    let (client, _) = within("connect", Client::connect(&b.ws_url, &member_token("rita")))
         .await
         .expect("connects to node-b");
     let result = within(

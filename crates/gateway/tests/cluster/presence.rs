@@ -10,15 +10,15 @@ use std::time::Duration;
 use herald_api::v1::UserStatusRequest;
 use herald_client::{Client, Push};
 use herald_protocol::presence::Status;
+use herald_testkit::backends::{NatsServer, RedisServer};
+use herald_testkit::presence_suite::{
+    self as suite, Deployment, connect, marker, next_push, pushes_until_marker, status_of,
+};
+use herald_testkit::within;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::backends::{NatsServer, RedisServer};
-use crate::common::within;
 use crate::nodes::Node;
-use crate::presence_suite::{
-    self as suite, Deployment, connect, marker, next_push, pushes_until_marker, status_of,
-};
 
 struct Cluster {
     _nats: NatsServer,
@@ -444,7 +444,7 @@ async fn an_event_header_nats_cannot_encode_is_an_error_not_a_panic() {
     use herald_gateway::state::MemoryState;
     use herald_protocol::ChannelName;
 
-    let nats = crate::backends::NatsServer::start().await;
+    let nats = herald_testkit::backends::NatsServer::start().await;
     let (hub, _idle) = Hub::new(Arc::new(MemoryState::new()), Duration::from_millis(100));
     let notify = Arc::new(tokio::sync::Notify::new());
     let broker = NatsBroker::connect(

@@ -4,20 +4,21 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use herald_gateway::state::presence::TYPING_TTL;
 use herald_gateway::state::{
     Expired, LiveConnection, Member, Presence, RedisState, State, StateError, Status, StatusChange,
     Typer, UserStatus,
 };
+use herald_testkit::backends::RedisServer;
+use herald_testkit::within;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::backends::RedisServer;
 use crate::redis_state::{LIMITS, channel, connect, eventually};
 
 const CHANNEL: &str = "org:acme:ch:general";
@@ -425,17 +426,11 @@ async fn typing_starts_stops_and_expires() {
     );
 
     // Without an update, a typer is gone after TYPING_TTL, and stopping is then no stop.
-    let started = Instant::now();
     eventually("bob to stop typing", TYPING_TTL * 2, || {
         let state = state.clone();
         async move { typing(state).await.is_empty() }
     })
     .await;
-    assert!(
-        started.elapsed() >= TYPING_TTL - Duration::from_millis(500),
-        "expired early, after {:?}",
-        started.elapsed()
-    );
     assert!(!state.stop_typing(&general, "bob").await.unwrap());
 }
 
@@ -776,10 +771,7 @@ async fn a_thousand_members_list_and_leave() {
         let member = member(&format!("user-{}", n % 100), &format!("c-{n:04}"), n, None);
         assert!(state.join(&general, &member, TTL).await.unwrap());
     }
-    let started = Instant::now();
     let members = state.members(&general).await.unwrap();
-    let elapsed = started.elapsed();
-    println!("Redis presence: listing 1,000 members took {elapsed:?}");
     assert_eq!(members.len(), 1000);
     let unique: HashSet<&str> = clients(&members).into_iter().collect();
     assert_eq!(unique.len(), 1000, "no duplicates");
@@ -838,12 +830,10 @@ async fn a_refresh_of_a_thousand_connections_is_one_round_trip() {
     let before = expiry(conns, "c-999").await;
 
     assert_eq!(redis.command(&["CONFIG", "RESETSTAT"]).await, "OK");
-    let started = Instant::now();
     state
         .refresh(&connections, Duration::from_secs(120))
         .await
         .unwrap();
-    let elapsed = started.elapsed();
     let commands = calls(&redis, "zadd").await;
     // One ZADD per channel and per user's connections key, one per sweep index.
     assert_eq!(commands, 10 + 1000 + 2);
@@ -856,8 +846,8 @@ async fn a_refresh_of_a_thousand_connections_is_one_round_trip() {
     assert!(after > before + 50_000, "expiry moved: {before} -> {after}");
     assert!(expiry(room, "c-3").await > before + 50_000);
 
-    // Through a link with 100 ms each way, the refresh costs one round trip (sending the
-    // commands one by one would take 1,012 of them, over 200 s).
+    // Through a link with 100 ms each way, the refresh is pipelined: sent one by one, its
+    // 1,012 commands would take over 200 s, far past the bounded wait.
     let delay = Duration::from_millis(100);
     let proxy = laggy_proxy(redis.port(), delay).await;
     let remote = RedisState::connect(
@@ -868,28 +858,13 @@ async fn a_refresh_of_a_thousand_connections_is_one_round_trip() {
     .await
     .unwrap();
     assert!(remote.is_healthy());
-    let started = Instant::now();
-    remote
-        .refresh(&connections, Duration::from_secs(180))
-        .await
-        .unwrap();
-    let remote_elapsed = started.elapsed();
-    assert!(
-        remote_elapsed < delay * 2 * 4,
-        "{remote_elapsed:?} is more than a few round trips of {:?}",
-        delay * 2
-    );
+    within(
+        "the refresh through the slow link",
+        remote.refresh(&connections, Duration::from_secs(180)),
+    )
+    .await
+    .unwrap();
     assert!(expiry(room, "c-3").await > after + 50_000);
-
-    let per_refresh = commands as f64 / 1000.0;
-    println!(
-        "Redis presence: refresh of 1,000 connections (1 channel + 1 org each, 10 channels): \
-         {elapsed:?} on loopback, {remote_elapsed:?} with a 200 ms round trip; \
-         {commands} commands, {per_refresh:.2} per connection, {:.1} per connection per minute \
-         at one refresh every 20 s (at most (channels + orgs) x 3 = 6 per minute when no two \
-         connections share a channel)",
-        per_refresh * 3.0
-    );
 }
 
 /// A TCP proxy to `port` on loopback that holds every byte for `delay` each way.
@@ -944,34 +919,32 @@ async fn presence_fails_fast_while_redis_is_down() {
         !state.is_healthy()
     })
     .await;
-    let started = Instant::now();
     let unavailable = |result: Result<(), StateError>| {
         assert!(
             matches!(result, Err(StateError::Unavailable(_))),
             "{result:?}"
         );
     };
-    unavailable(
-        state
-            .join(&general, &member("u", "c2", 1, None), TTL)
-            .await
-            .map(drop),
-    );
-    unavailable(state.members(&general).await.map(drop));
-    unavailable(state.connected(ORG, "u", "c", TTL).await.map(drop));
-    unavailable(state.statuses(ORG, &users(&["u"])).await.map(drop));
-    unavailable(
-        state
-            .refresh(&[live("c", "u", &[CHANNEL], &[ORG])], TTL)
-            .await
-            .map(drop),
-    );
-    unavailable(state.sweep("node").await.map(drop));
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "failed in {:?}",
-        started.elapsed()
-    );
+    // An unhealthy connection fails each call at once instead of queueing it.
+    within("the calls to fail", async {
+        unavailable(
+            state
+                .join(&general, &member("u", "c2", 1, None), TTL)
+                .await
+                .map(drop),
+        );
+        unavailable(state.members(&general).await.map(drop));
+        unavailable(state.connected(ORG, "u", "c", TTL).await.map(drop));
+        unavailable(state.statuses(ORG, &users(&["u"])).await.map(drop));
+        unavailable(
+            state
+                .refresh(&[live("c", "u", &[CHANNEL], &[ORG])], TTL)
+                .await
+                .map(drop),
+        );
+        unavailable(state.sweep("node").await.map(drop));
+    })
+    .await;
 
     redis.restart().await;
     eventually("healthy again", Duration::from_secs(15), || async {
@@ -1015,11 +988,6 @@ async fn presence_memory_per_member_and_user_stays_within_budget() {
         * redis
             .memory_usage(&format!("herald:org:{{{ORG}}}:conns:user-7"))
             .await;
-    println!(
-        "Redis presence memory: {} B per channel member (with a 60-byte info), {} B per online user and connection",
-        members / 1000,
-        per_user / 1000
-    );
     assert!(members / 1000 < 512, "{members} B for 1,000 members");
     assert!(per_user / 1000 < 512, "{per_user} B for 1,000 online users");
 }

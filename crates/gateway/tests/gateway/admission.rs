@@ -249,9 +249,9 @@ async fn sigterm_exits_zero_despite_a_half_sent_request_and_a_silent_client() {
     const DRAIN_SECONDS: u64 = 1;
     /// The server's grace after the window (server.rs), plus time to start exiting.
     const GRACE_AND_EXIT: Duration = Duration::from_secs(3);
-    let crate::lifecycle::Served {
+    let Served {
         mut child, http, ..
-    } = crate::lifecycle::serve(|herald| {
+    } = serve(|herald| {
         herald
             .env("HERALD_DRAIN_SECONDS", DRAIN_SECONDS.to_string())
             // Only the end of the drain can close the half-sent request.

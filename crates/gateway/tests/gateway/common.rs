@@ -1,34 +1,33 @@
-//! A real gateway on ephemeral loopback ports, driven over real WebSocket and gRPC.
+//! A real gateway on ephemeral loopback ports, driven over real WebSocket and gRPC; the
+//! helpers these tests share with the cluster tests come from `herald-testkit`.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{PublishRequest, PublishResponse};
-use herald_client::{Client, ClientError, ConnectOptions, Push, ReceivedPublication};
+use herald_client::{Client, ClientError, ConnectOptions};
 use herald_gateway::Server;
 use herald_gateway::auth::{Authenticator, Claims, SubscriptionClaims};
 use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, NamespaceRule, Secret};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+pub use herald_testkit::client::{close_code, error_code, next_publication};
+pub use herald_testkit::grpc::{ApiKey, Grpc, grpc_client};
+pub use herald_testkit::herald::Served;
+pub use herald_testkit::http::http_get;
+pub use herald_testkit::tokens::{API_KEY, SECRET, claims};
+pub use herald_testkit::within;
+use tokio::process::Command;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
-pub const API_KEY: &str = "integration-test-api-key";
+/// The `herald` binary built with these tests, with an empty environment but `PATH`.
+pub fn herald() -> Command {
+    herald_testkit::herald::herald(env!("CARGO_BIN_EXE_herald"))
+}
 
-/// Every wait in these tests is bounded by this.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Awaits `future`, failing the test with `what` if it takes longer than [`WAIT`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(WAIT, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
-    }
+/// `herald serve` with the test credentials plus what `configure` adds, once serving.
+pub async fn serve(configure: impl FnOnce(&mut Command)) -> Served {
+    herald_testkit::herald::serve(env!("CARGO_BIN_EXE_herald"), configure).await
 }
 
 pub fn config() -> Config {
@@ -42,26 +41,6 @@ pub fn config() -> Config {
     config.drain = Duration::from_millis(200);
     config
 }
-
-/// Adds `authorization: Bearer <key>` to every call.
-#[derive(Clone)]
-pub struct ApiKey(pub Option<&'static str>);
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(key) = self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {key}").parse().unwrap());
-        }
-        Ok(request)
-    }
-}
-
-pub type Grpc = HeraldClient<InterceptedService<Channel, ApiKey>>;
 
 pub struct TestGateway {
     pub ws_url: String,
@@ -162,7 +141,7 @@ impl TestGateway {
         self.grpc_with_key(Some(API_KEY)).await
     }
 
-    pub async fn grpc_with_key(&self, key: Option<&'static str>) -> Grpc {
+    pub async fn grpc_with_key(&self, key: Option<&str>) -> Grpc {
         grpc_client(self.grpc_addr, key).await
     }
 
@@ -200,94 +179,6 @@ impl Drop for TestGateway {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-pub fn claims(sub: &str, orgs: &[&str], channels: &[&str], ttl_seconds: i64) -> Claims {
-    Claims {
-        sub: sub.into(),
-        exp: unix_seconds() + ttl_seconds,
-        orgs: orgs.iter().map(|&s| s.into()).collect(),
-        channels: channels.iter().map(|&s| s.into()).collect(),
-        info: None,
-    }
-}
-
-/// A minimal HTTP/1.0 GET, so the tests need no HTTP client crate.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    within("HTTP GET", async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("HTTP connect");
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("HTTP write");
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .await
-            .expect("HTTP read");
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("HTTP status");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-}
-
-/// A gRPC client of the API at `addr`, sending `key` as the API key.
-pub async fn grpc_client(addr: SocketAddr, key: Option<&'static str>) -> Grpc {
-    let channel = within(
-        "gRPC connect",
-        Channel::from_shared(format!("http://{addr}"))
-            .expect("valid URI")
-            .connect(),
-    )
-    .await
-    .expect("gRPC connects");
-    HeraldClient::with_interceptor(channel, ApiKey(key))
-}
-
-/// The next publication push, skipping other pushes.
-pub async fn next_publication(client: &Client) -> ReceivedPublication {
-    within("a publication push", async {
-        loop {
-            match client.next_push().await {
-                Some(Push {
-                    publication: Some(publication),
-                    ..
-                }) => return publication,
-                Some(_) => continue,
-                None => panic!("connection closed while waiting for a publication"),
-            }
-        }
-    })
-    .await
-}
-
-/// Waits for the server to close the connection and returns the close code.
-pub async fn close_code(client: &Client) -> u16 {
-    within("server close", client.closed())
-        .await
-        .map(|info| info.code)
-        .expect("a close frame")
-}
-
-/// The server error code of a failed request.
-pub fn error_code(result: Result<impl std::fmt::Debug, ClientError>) -> u32 {
-    match result {
-        Err(error) => error
-            .server_code()
-            .unwrap_or_else(|| panic!("expected a server error, got {error}")),
-        Ok(value) => panic!("expected a server error, got {value:?}"),
     }
 }
 

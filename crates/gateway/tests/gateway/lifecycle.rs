@@ -1,14 +1,10 @@
 //! Health, readiness, metrics, drain, and the `herald` binary's commands.
 
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use herald_client::{Client, ConnectOptions};
 use herald_gateway::Server;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::common::*;
 
@@ -65,106 +61,9 @@ impl<A, B, C> IntoPair<A, B> for (A, B, C) {
     }
 }
 
-pub(crate) fn herald() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .kill_on_drop(true);
-    command
-}
-
-/// A `herald serve` started by [`serve`], serving: the process, its log lines, and the
-/// addresses it bound.
-pub(crate) struct Served {
-    pub child: tokio::process::Child,
-    pub logs: LogLines,
-    pub http: SocketAddr,
-    pub grpc: SocketAddr,
-    pub metrics: SocketAddr,
-}
-
-/// Starts `herald serve` with the test secret and API key, JSON logs and whatever
-/// `configure` adds, on ports the system picks (port 0: no other test can take them in
-/// between), and returns once it logs "serving", with the addresses from that line.
-pub(crate) async fn serve(configure: impl FnOnce(&mut Command)) -> Served {
-    let mut command = herald();
-    command
-        .arg("serve")
-        .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
-        .env("HERALD_GRPC_ADDR", "127.0.0.1:0")
-        .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEYS", API_KEY)
-        .env("HERALD_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    configure(&mut command);
-    let mut child = command.spawn().expect("herald starts");
-    let mut logs = LogLines::capture(&mut child);
-    let serving: serde_json::Value =
-        serde_json::from_str(&logs.line("serving").await).expect("the serving log line is JSON");
-    let address = |name: &str| -> SocketAddr {
-        serving["fields"][name]
-            .as_str()
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} address in {serving}"))
-    };
-    Served {
-        http: address("http"),
-        grpc: address("grpc"),
-        metrics: address("metrics"),
-        child,
-        logs,
-    }
-}
-
 /// The drain window of the SIGTERM test: long enough that the checks made within the
 /// first two seconds after the signal are well inside it.
 const DRAIN_SECONDS: u64 = 3;
-
-/// The herald process's log lines (stdout and stderr), as they come.
-pub(crate) struct LogLines(tokio::sync::mpsc::UnboundedReceiver<String>);
-
-impl LogLines {
-    pub(crate) fn capture(child: &mut tokio::process::Child) -> LogLines {
-        let (lines, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let stdout = child.stdout.take().map(|out| Box::new(out) as Box<_>);
-        let stderr = child.stderr.take().map(|err| Box::new(err) as Box<_>);
-        for output in [stdout, stderr].into_iter().flatten() {
-            let output: Box<dyn tokio::io::AsyncRead + Unpin + Send> = output;
-            let lines = lines.clone();
-            // Reads to the end, so the child never blocks on a full pipe.
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(output).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    let _ = lines.send(line);
-                }
-            });
-        }
-        LogLines(receiver)
-    }
-
-    /// Waits for the log line with this message (JSON log format).
-    pub(crate) async fn message(&mut self, message: &str) {
-        self.line(message).await;
-    }
-
-    /// Waits for the log line with this message (JSON log format) and returns it.
-    pub(crate) async fn line(&mut self, message: &str) -> String {
-        let wanted = format!("\"message\":\"{message}\"");
-        within(&format!("the log line {wanted}"), async {
-            loop {
-                match self.0.recv().await {
-                    Some(line) if line.contains(&wanted) => return line,
-                    Some(_) => continue,
-                    None => panic!("herald's output ended before {wanted}"),
-                }
-            }
-        })
-        .await
-    }
-}
 
 #[tokio::test]
 async fn sigterm_drains_then_exits_zero() {

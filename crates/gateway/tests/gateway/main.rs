@@ -1,8 +1,6 @@
 //! Integration tests: the real gateway on ephemeral ports, real WebSocket and gRPC clients.
 
 mod common;
-#[path = "../shared/presence_suite.rs"]
-mod presence_suite;
 
 mod admission;
 mod channels;

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use herald_client::Client;
+use herald_testkit::presence_suite::{self as suite, Deployment};
 
 use crate::common::{TestGateway, claims, error_code, within};
-use crate::presence_suite::{self as suite, Deployment};
 
 impl Deployment for TestGateway {
     fn ws_url(&self, _node: usize) -> String {

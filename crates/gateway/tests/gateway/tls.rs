@@ -20,7 +20,6 @@ use tokio_rustls::client::TlsStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use crate::common::*;
-use crate::lifecycle::{Served, herald, serve};
 
 const HTTP1: &[u8] = b"http/1.1";
 
@@ -153,7 +152,7 @@ async fn grpcs_client(addr: SocketAddr, cert_pem: &str) -> Result<Grpc, tonic::t
         .await?;
     Ok(HeraldClient::with_interceptor(
         channel,
-        ApiKey(Some(API_KEY)),
+        ApiKey::bearer(API_KEY).unwrap(),
     ))
 }
 
@@ -242,7 +241,7 @@ async fn wss_and_grpc_over_tls_with_a_self_signed_certificate() {
             .unwrap()
             .connect()
             .await?;
-        let mut client = HeraldClient::with_interceptor(channel, ApiKey(Some(API_KEY)));
+        let mut client = HeraldClient::with_interceptor(channel, ApiKey::bearer(API_KEY).unwrap());
         client
             .publish(publish_request("public:news", "plain"))
             .await
