@@ -5,7 +5,7 @@ use herald_protocol::publication::{DataError, EventError};
 use herald_protocol::{ChannelError, CloseCode, ErrorCode};
 use tonic::Status;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Denied};
 use crate::broker::BrokerError;
 use crate::state::StateError;
 
@@ -56,6 +56,13 @@ impl From<AuthError> for Failure {
             AuthError::Expired => Self::code(ErrorCode::TokenExpired),
             other => Self::new(ErrorCode::Unauthorized, other.to_string()),
         }
+    }
+}
+
+/// A subscribe the channel's access rule refuses.
+impl From<Denied> for Failure {
+    fn from(denied: Denied) -> Self {
+        Self::new(ErrorCode::PermissionDenied, denied.to_string())
     }
 }
 

@@ -213,15 +213,15 @@ pub fn authorize_with_token(
         .map(|token| node.auth().verify_subscription(token))
         .transpose()
         .map_err(|error| match error {
-            // A subscribe with an expired token is refused like any other bad token.
+            // On subscribe an expired token is refused like any other bad one; only
+            // `subRefresh` tells expiry apart.
             AuthError::Expired => Failure::new(
                 ErrorCode::PermissionDenied,
                 format!("subscription token: {error}"),
             ),
             other => Failure::subscription_token(other),
         })?;
-    check_subscribe(rule.access, &channel, &connection.claims(), token.as_ref())
-        .map_err(|e| Failure::new(ErrorCode::PermissionDenied, e.to_string()))?;
+    check_subscribe(rule.access, &channel, &connection.claims(), token.as_ref())?;
     Ok((channel.clone(), options.clone(), token))
 }
 
