@@ -20,6 +20,20 @@ pub fn herald(bin: &str) -> Command {
     command
 }
 
+/// `herald serve` (binary `bin`) with the test secret and API key, on ports the system
+/// picks; not started.
+pub fn serve_command(bin: &str) -> Command {
+    let mut command = herald(bin);
+    command
+        .arg("serve")
+        .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
+        .env("HERALD_GRPC_ADDR", "127.0.0.1:0")
+        .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_API_KEYS", API_KEY);
+    command
+}
+
 /// A `herald serve` started by [`serve`], serving: the process, its log lines, and the
 /// addresses it bound.
 pub struct Served {
@@ -34,14 +48,8 @@ pub struct Served {
 /// whatever `configure` adds, on ports the system picks (port 0: no other test can take
 /// them in between), and returns once it logs "serving", with the addresses from that line.
 pub async fn serve(bin: &str, configure: impl FnOnce(&mut Command)) -> Served {
-    let mut command = herald(bin);
+    let mut command = serve_command(bin);
     command
-        .arg("serve")
-        .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
-        .env("HERALD_GRPC_ADDR", "127.0.0.1:0")
-        .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEYS", API_KEY)
         .env("HERALD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -274,14 +274,7 @@ async fn a_bad_certificate_setting_stops_startup_and_names_it() {
     let other = self_signed();
     let mismatched = SecretMount::new(&pair.cert, &other.key);
     let serve = |cert: Option<PathBuf>, key: Option<PathBuf>| {
-        let mut command = herald();
-        command
-            .arg("serve")
-            .env("HERALD_HTTP_ADDR", "127.0.0.1:0")
-            .env("HERALD_GRPC_ADDR", "127.0.0.1:0")
-            .env("HERALD_METRICS_ADDR", "127.0.0.1:0")
-            .env("HERALD_JWT_SECRET", SECRET)
-            .env("HERALD_API_KEYS", API_KEY);
+        let mut command = herald_testkit::herald::serve_command(env!("CARGO_BIN_EXE_herald"));
         if let Some(cert) = cert {
             command.env("HERALD_TLS_CERT", cert);
         }
