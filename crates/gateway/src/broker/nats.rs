@@ -140,6 +140,28 @@ impl NatsBroker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Returns once the server has processed everything this client sent before: NATS
+    /// handles one connection's operations in order, so a message to a fresh inbox comes
+    /// back only after them.
+    async fn round_trip(&self) -> Result<(), BrokerError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| BrokerError::Unavailable(format!("NATS: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        self.client
+            .publish(inbox, bytes::Bytes::new())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        match echo.next().await {
+            Some(_) => Ok(()),
+            None => Err(unavailable(&"the connection closed")),
+        }
+    }
 }
 
 #[async_trait]
@@ -210,13 +232,13 @@ impl Broker for NatsBroker {
             .subscribe(channel.subject(ANY_SUBJECT_PREFIX))
             .await
             .map_err(|e| BrokerError::Unavailable(format!("NATS subscribe: {e}")))?;
-        // The SUB must be on the wire before the subscriber reads the channel's position,
-        // or a publication in between could reach no one on this node until the next check.
-        // On failure the subscription drops, which unsubscribes.
-        tokio::time::timeout(PUBLISH_TIMEOUT, self.client.flush())
+        // The server must hold the SUB before the subscriber reads the channel's position
+        // and hears its subscribe reply: a publication or presence event another node sends
+        // in between would otherwise reach no one on this node (a flush only puts the SUB
+        // on the wire). On failure the subscription drops, which unsubscribes.
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.round_trip())
             .await
-            .map_err(|_| BrokerError::Unavailable("NATS flush timed out".into()))?
-            .map_err(|e| BrokerError::Unavailable(format!("NATS flush: {e}")))?;
+            .map_err(|_| BrokerError::Unavailable("NATS round trip timed out".into()))??;
         let task = tokio::spawn(read_subject(
             channel.clone(),
             subscriber,
