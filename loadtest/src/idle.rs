@@ -33,6 +33,10 @@ pub struct IdleArgs {
     /// Seconds to let the gateway settle before each RSS reading
     #[arg(long, default_value_t = 2)]
     settle: u64,
+    /// Storms after the steady reading: every connection drops at once and all reconnect
+    /// and resubscribe together; the RSS after each shows what the allocator keeps
+    #[arg(long, default_value_t = 0)]
+    storms: usize,
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -136,15 +140,50 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     report.line("machine", machine());
     report.print();
 
+    if closed > 0 {
+        let _ = cancel.send(true);
+        bail!("{closed} of {n} idle connections were closed by the server");
+    }
+    let mut after_storms = per_connection;
+    let (mut holders, mut cancel) = (holders, cancel);
+    for storm in 1..=args.storms {
+        // Every client drops its socket at once; then all come back together.
+        let _ = cancel.send(true);
+        while tokio::time::timeout(Duration::from_secs(30), holders.join_next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+        let started = Instant::now();
+        let readers = connect_all(
+            target,
+            args.client,
+            n,
+            args.concurrency,
+            "idle-",
+            |i| format!("{prefix}{}", i % channels),
+            hold,
+        )
+        .await?;
+        let reconnect_time = started.elapsed();
+        (holders, cancel) = (readers.tasks, readers.cancel);
+        tokio::time::sleep(settle).await;
+        target.check_alive()?;
+        let rss = procfs::rss_kib(Some(pid))?;
+        after_storms = rss.saturating_sub(rss_before) as f64 / n as f64;
+        eprintln!(
+            "storm {storm}: {n} reconnected and resubscribed in {reconnect_time:.2?}; \
+             gateway RSS {rss} KiB, {after_storms:.2} KiB per connection ({:.2}x steady)",
+            after_storms / per_connection
+        );
+    }
     // The connections close in the background; the gateway is killed right after.
     let _ = cancel.send(true);
     drop(holders);
-    if closed > 0 {
-        bail!("{closed} of {n} idle connections were closed by the server");
-    }
     println!(
-        "RESULT scenario=idle connections={n} rss_kib_per_connection={per_connection:.2} channels={}",
-        args.channels
+        "RESULT scenario=idle connections={n} rss_kib_per_connection={per_connection:.2} channels={} storms={} rss_kib_per_connection_after_storms={after_storms:.2}",
+        args.channels, args.storms
     );
     Ok(())
 }

@@ -10,6 +10,12 @@ use herald_gateway::auth::{
 };
 use herald_gateway::config::{Config, ConfigArgs, LogFormat, SettingsFormat, settings_listing};
 
+/// jemalloc returns memory after a burst of connections (a reconnect storm) where the
+/// system allocator keeps it; measured with `herald-loadtest idle --storms`.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "Herald real-time gateway")]
 struct Cli {
