@@ -62,10 +62,12 @@ async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: 
     drop(deliveries);
     let floor = match (with_floor, sample) {
         (true, Some(sample)) => {
-            // At the gateway phase's rate: the one asked for, or the one it reached.
+            // At the rate the gateway phase reached: the one asked for, or less when one
+            // publish in flight at a time could not keep up with it.
+            let reached = published.rate(m);
             let rate = match load.rate {
-                rate if rate > 0.0 => rate,
-                _ => published.rate(m),
+                rate if rate > 0.0 => rate.min(reached),
+                _ => reached,
             };
             Some(floor::measure(load, &sample, rate, ticks).await?)
         }
