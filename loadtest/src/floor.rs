@@ -1,7 +1,8 @@
 //! The floor of `fanout`: what the same fan-out costs the kernel with no gateway at all.
 //!
 //! The load generator accepts N WebSocket connections of its own on loopback, and one plain
-//! thread writes each publication to every socket with one `write(2)`: the frame Herald
+//! thread writes each publication to every socket with one `send(2)` (std's
+//! `TcpStream::write`, the call tokio makes for the gateway's sockets): the frame Herald
 //! would send (the `{"push":...}` JSON of `herald_protocol`'s encoder, with the event, epoch
 //! and offsets of a real delivery of the gateway phase, in one unmasked text frame), at the
 //! gateway phase's publication rate. Subscribers count deliveries as they do for the
@@ -67,7 +68,7 @@ impl Floor {
     /// The floor's report lines, and Herald's CPU per delivery (µs) as a ratio to it.
     pub fn report(&self, report: &mut Report, gateway_cpu_per_delivery: Option<f64>, ticks: u64) {
         report.line(
-            "floor: one thread, one write(2) per socket",
+            "floor: one thread, one send(2) per socket",
             format!(
                 "{} frames of {} bytes at {:.1} publications/s",
                 self.tally.delivered, self.frame_bytes, self.rate
@@ -314,4 +315,38 @@ fn unix_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_protocol::reply::ServerMessage;
+
+    use super::*;
+
+    #[test]
+    fn a_floor_frame_is_one_unmasked_text_frame_holding_the_gateways_push() {
+        let shape = Shape {
+            channel: ChannelName::parse("bench:fanout").unwrap(),
+            event: "loadtest".into(),
+            epoch: "1764590000000.k3x9".into(),
+            offsets: true,
+            payload_bytes: 100,
+        };
+        let mut frame = Vec::new();
+        encode(&shape, 7, &mut frame).unwrap();
+
+        // FIN + text opcode; no mask bit, 16-bit length.
+        assert_eq!(frame[..2], [0x81, 126]);
+        let length = usize::from(u16::from_be_bytes([frame[2], frame[3]]));
+        assert_eq!(length, frame.len() - 4);
+        let message: ServerMessage = serde_json::from_slice(&frame[4..]).unwrap();
+        let push = message.push.unwrap();
+        assert_eq!(push.channel.as_deref(), Some("bench:fanout"));
+        let publication = push.publication.unwrap();
+        assert_eq!(publication.event, "loadtest");
+        assert_eq!(publication.epoch, "1764590000000.k3x9");
+        assert_eq!(publication.offset, 8);
+        assert!(publication.data.get().starts_with(r#"{"seq":7,"#));
+        assert_eq!(publication.data.get().len(), 100);
+    }
 }
