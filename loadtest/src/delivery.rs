@@ -440,6 +440,7 @@ impl Tally {
         report.latency(latency_names[1], &self.from_send);
     }
 
+    /// Deliveries expected and not received.
     pub fn missing(&self) -> usize {
         self.expected - self.delivered
     }

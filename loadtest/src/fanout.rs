@@ -69,7 +69,7 @@ async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: 
                 rate if rate > 0.0 => rate.min(reached),
                 _ => reached,
             };
-            Some(floor::measure(load, &sample, rate, ticks).await?)
+            Some(floor::measure(load, &sample, rate, ticks).await)
         }
         (true, None) => {
             eprintln!("floor: skipped, the gateway delivered nothing to copy the frames from");
@@ -105,8 +105,10 @@ async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: 
         "load generator CPU (same phase)",
         format!("{:.0} ms", own_cpu.as_secs_f64() * 1000.0),
     );
-    if let Some(floor) = &floor {
-        floor.report(&mut report, cpu_per_delivery, ticks);
+    match &floor {
+        Some(Ok(floor)) => floor.report(&mut report, cpu_per_delivery, ticks),
+        Some(Err(error)) => report.line("floor", format!("failed: {error:#}")),
+        None => {}
     }
     report.line("machine", machine());
     report.print();
@@ -116,6 +118,8 @@ async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: 
     );
 
     tally.check_complete()?;
+    // The gateway's figures are printed above even when the floor phase failed.
+    let floor = floor.transpose().context("floor phase")?;
     if let Some(floor) = &floor {
         floor.tally.check_complete().context("floor phase")?;
     }

@@ -48,7 +48,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// N subscribers on one channel, M publications over gRPC: throughput, latency, CPU.
+    /// N subscribers on one channel, M publications over gRPC: throughput, latency, CPU,
+    /// and that CPU as a ratio to the floor (the same frames written by one plain thread).
     Fanout(fanout::FanoutArgs),
     /// N idle subscribed connections: gateway memory per connection.
     Idle(idle::IdleArgs),
