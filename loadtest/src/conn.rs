@@ -74,6 +74,14 @@ impl Conn {
         }
     }
 
+    /// A lean connection to `ws_url` that only upgrades: the floor server pushes
+    /// publications without `connect` or `subscribe`.
+    pub async fn upgrade(ws_url: &str) -> Result<Conn, OpenError> {
+        LeanConn::upgrade(ws_url)
+            .await
+            .map(|conn| Conn::Lean(Box::new(conn)))
+    }
+
     /// The next push, or how the connection ended.
     pub async fn next_event(&mut self) -> Event {
         match self {
@@ -98,23 +106,9 @@ impl LeanConn {
         token: &str,
         channel: &str,
     ) -> Result<LeanConn, (&'static str, OpenError)> {
-        let mut request = ws_url
-            .into_client_request()
-            .map_err(|e| ("upgrade", e.into()))?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static(herald_protocol::SUBPROTOCOL_JSON),
-        );
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        let mut conn = LeanConn::upgrade(ws_url)
             .await
-            .map_err(|e| ("upgrade", e.into()))?;
-        let mut conn = LeanConn {
-            socket,
-            queued: VecDeque::new(),
-        };
+            .map_err(|e| ("upgrade", e))?;
         conn.call(1, "connect", serde_json::json!({ "token": token }))
             .await
             .map_err(|e| ("connect", e))?;
@@ -122,6 +116,23 @@ impl LeanConn {
             .await
             .map_err(|e| ("subscribe", e))?;
         Ok(conn)
+    }
+
+    async fn upgrade(ws_url: &str) -> Result<LeanConn, OpenError> {
+        let mut request = ws_url.into_client_request()?;
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static(herald_protocol::SUBPROTOCOL_JSON),
+        );
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        Ok(LeanConn {
+            socket,
+            queued: VecDeque::new(),
+        })
     }
 
     /// Sends a command and waits for its reply; queues pushes that arrive meanwhile.

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use herald_api::v1::PublishRequest;
 use herald_client::CloseInfo;
+use herald_protocol::reply::ReceivedPublication;
 use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -21,6 +22,9 @@ use crate::report::{self, Report, micros_histogram, record, secs};
 
 /// Longest one publish RPC may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The event name of every publication.
+pub const EVENT: &str = "loadtest";
 
 /// The subscribers and the publications.
 #[derive(Debug, clap::Args)]
@@ -89,6 +93,8 @@ struct Received {
     from_send_us: Vec<u64>,
     /// When the last publication arrived, if all did.
     completed_at: Option<Instant>,
+    /// The first publication of this run received, as the server sent it.
+    first: Option<ReceivedPublication>,
     /// `Some(close frame)` if the connection ended.
     closed: Option<Option<CloseInfo>>,
     /// Kept open until the end of the run.
@@ -152,6 +158,19 @@ pub async fn subscribe(
     Ok(Subscribers(readers))
 }
 
+impl Subscribers {
+    /// Subscribers already connected (to the floor server), each read by its own task as
+    /// [`subscribe`]'s are, until it has all `publications`.
+    pub fn read(conns: Vec<Conn>, publications: usize) -> Subscribers {
+        let (cancel, cancelled) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for conn in conns {
+            tasks.spawn(receive(conn, publications, cancelled.clone()));
+        }
+        Subscribers(Readers { tasks, cancel })
+    }
+}
+
 /// A gRPC client of `target`, its connection warmed up by one publish to `warmup_channel`,
 /// which nobody watches.
 pub async fn publisher(target: &Target, warmup_channel: &str) -> Result<Grpc> {
@@ -182,6 +201,22 @@ pub struct Published {
     publish_time: Duration,
 }
 
+impl Published {
+    /// A publish phase without RPCs (the floor's, which writes the frames itself).
+    pub fn without_rpc(first_publish: Instant, publish_time: Duration) -> Published {
+        Published {
+            rpc_latency: micros_histogram(),
+            first_publish,
+            publish_time,
+        }
+    }
+
+    /// Publications per second over the publish phase.
+    pub fn rate(&self, publications: usize) -> f64 {
+        publications as f64 / self.publish_time.as_secs_f64()
+    }
+}
+
 /// Sends every publication, at most `window` RPCs in flight (and at `rate`, when set).
 pub async fn publish(grpc: &Grpc, load: &LoadArgs) -> Result<Published> {
     let m = load.publications;
@@ -200,7 +235,7 @@ pub async fn publish(grpc: &Grpc, load: &LoadArgs) -> Result<Published> {
         }
         let request = PublishRequest {
             channel: load.channel.clone(),
-            event: "loadtest".into(),
+            event: EVENT.into(),
             data: payload(seq, load.payload_bytes).into_bytes(),
             idempotency_key: String::new(),
         };
@@ -274,6 +309,13 @@ pub struct Deliveries {
     /// Whether the wait for deliveries gave up.
     timed_out: bool,
     collected_at: Instant,
+}
+
+impl Deliveries {
+    /// A publication of this run as the server sent it, if any arrived.
+    pub fn sample(&self) -> Option<&ReceivedPublication> {
+        self.results.iter().find_map(|r| r.first.as_ref())
+    }
 }
 
 /// The counts and latencies of a run.
@@ -371,7 +413,7 @@ impl Tally {
         report.latency("publish RPC latency", &published.rpc_latency);
         report.line("deliveries expected", self.expected);
         report.line("deliveries received", self.delivered);
-        report.line("deliveries missing", self.expected - self.delivered);
+        report.line("deliveries missing", self.missing());
         report.line(
             "subscribers with every publication",
             format!("{} of {}", self.complete, self.subscribers),
@@ -396,6 +438,11 @@ impl Tally {
         report.line("deliveries/s", format!("{:.0}", self.per_sec));
         report.latency(latency_names[0], &self.from_ts);
         report.latency(latency_names[1], &self.from_send);
+    }
+
+    /// Deliveries expected and not received.
+    pub fn missing(&self) -> usize {
+        self.expected - self.delivered
     }
 
     /// Fails unless every subscriber got every publication.
@@ -424,7 +471,7 @@ impl Tally {
 }
 
 /// JSON data of `bytes` bytes (or just over, if too small): `seq`, the send time, padding.
-fn payload(seq: usize, bytes: usize) -> String {
+pub fn payload(seq: usize, bytes: usize) -> String {
     let sent_us = unix_micros();
     let bare = format!(r#"{{"seq":{seq},"sent_us":{sent_us},"pad":""}}"#);
     let pad = "x".repeat(bytes.saturating_sub(bare.len()));
@@ -450,6 +497,7 @@ async fn receive(mut conn: Conn, m: usize, mut cancelled: watch::Receiver<bool>)
     let mut from_ts_us = Vec::with_capacity(m);
     let mut from_send_us = Vec::with_capacity(m);
     let mut completed_at = None;
+    let mut first = None;
     let mut closed = None;
     let mut last_offset = 0;
     loop {
@@ -489,6 +537,7 @@ async fn receive(mut conn: Conn, m: usize, mut cancelled: watch::Receiver<bool>)
         let ts_us = (publication.ts.max(0) as u64) * 1000;
         from_ts_us.push(now_us.saturating_sub(ts_us));
         from_send_us.push(now_us.saturating_sub(sent_us));
+        first.get_or_insert(publication);
         if distinct == m {
             completed_at = Some(Instant::now());
             break;
@@ -503,6 +552,7 @@ async fn receive(mut conn: Conn, m: usize, mut cancelled: watch::Receiver<bool>)
         from_ts_us,
         from_send_us,
         completed_at,
+        first,
         closed,
         _conn: conn,
     }

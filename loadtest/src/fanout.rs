@@ -1,9 +1,11 @@
 //! `fanout`: N subscribers on one channel, M publications over gRPC; throughput,
-//! end-to-end latency and gateway CPU per delivery.
+//! end-to-end latency and gateway CPU per delivery, then the same fan-out without a gateway
+//! (the floor, see `floor.rs`) and the gateway's CPU per delivery as a ratio to it.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::delivery::{self, LoadArgs, Tally};
+use crate::floor::{self, Floor};
 use crate::gateway::{Target, TargetArgs};
 use crate::procfs;
 use crate::report::{self, Report, machine};
@@ -14,18 +16,27 @@ pub struct FanoutArgs {
     load: LoadArgs,
     #[command(flatten)]
     target: TargetArgs,
+    /// Skip the floor phase (the same fan-out written by one plain thread, no gateway),
+    /// which runs after the gateway phase and takes about as long as its publish phase
+    #[arg(long)]
+    no_floor: bool,
 }
 
 pub async fn run(args: FanoutArgs) -> Result<()> {
     args.load.check()?;
+    if !args.no_floor {
+        procfs::check_open_file_limit(2 * args.load.subscribers).context(
+            "the floor phase holds both ends of its sockets in this process (--no-floor skips it)",
+        )?;
+    }
     let ticks = procfs::clock_ticks_per_sec();
     Target::run_with(&args.target, async |target| {
-        measure(&args.load, target, ticks).await
+        measure(&args.load, !args.no_floor, target, ticks).await
     })
     .await
 }
 
-async fn measure(load: &LoadArgs, target: &mut Target, ticks: u64) -> Result<()> {
+async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: u64) -> Result<()> {
     let (n, m) = (load.subscribers, load.publications);
     let pid = target.pid;
     let cpu = |pid| procfs::cpu_time(pid, ticks);
@@ -46,6 +57,26 @@ async fn measure(load: &LoadArgs, target: &mut Target, ticks: u64) -> Result<()>
     target.check_alive()?;
 
     let tally = Tally::new(&deliveries, &published, load);
+    let sample = deliveries.sample().cloned();
+    // The gateway's subscribers close before the floor opens its own.
+    drop(deliveries);
+    let floor = match (with_floor, sample) {
+        (true, Some(sample)) => {
+            // At the rate the gateway phase reached: the one asked for, or less when one
+            // publish in flight at a time could not keep up with it.
+            let reached = published.rate(m);
+            let rate = match load.rate {
+                rate if rate > 0.0 => rate.min(reached),
+                _ => reached,
+            };
+            Some(floor::measure(load, &sample, rate, ticks).await)
+        }
+        (true, None) => {
+            eprintln!("floor: skipped, the gateway delivered nothing to copy the frames from");
+            None
+        }
+        (false, _) => None,
+    };
     tally.report(
         &mut report,
         &published,
@@ -74,6 +105,11 @@ async fn measure(load: &LoadArgs, target: &mut Target, ticks: u64) -> Result<()>
         "load generator CPU (same phase)",
         format!("{:.0} ms", own_cpu.as_secs_f64() * 1000.0),
     );
+    match &floor {
+        Some(Ok(floor)) => floor.report(&mut report, cpu_per_delivery, ticks),
+        Some(Err(error)) => report.line("floor", format!("failed: {error:#}")),
+        None => {}
+    }
     report.line("machine", machine());
     report.print();
     println!(
@@ -82,13 +118,24 @@ async fn measure(load: &LoadArgs, target: &mut Target, ticks: u64) -> Result<()>
     );
 
     tally.check_complete()?;
+    // The gateway's figures are printed above even when the floor phase failed.
+    let floor = floor.transpose().context("floor phase")?;
+    if let Some(floor) = &floor {
+        floor.tally.check_complete().context("floor phase")?;
+    }
+    let number = |value: Option<f64>, decimals: usize| {
+        value.map_or("n/a".to_owned(), |value| format!("{value:.decimals$}"))
+    };
     println!(
         "RESULT scenario=fanout subscribers={n} publications={m} deliveries_per_sec={:.0} \
-         p50_ms={} p99_ms={} cpu_us_per_delivery={}",
+         p50_ms={} p99_ms={} cpu_us_per_delivery={} floor_cpu_us_per_delivery={} \
+         ratio_to_floor={}",
         tally.per_sec,
         report::ms(tally.from_ts.value_at_quantile(0.5)),
         report::ms(tally.from_ts.value_at_quantile(0.99)),
-        cpu_per_delivery.map_or("n/a".to_owned(), |us| format!("{us:.3}"))
+        number(cpu_per_delivery, 3),
+        number(floor.as_ref().map(Floor::cpu_per_delivery), 3),
+        number(floor.as_ref().and_then(|f| f.ratio(cpu_per_delivery)), 2),
     );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `herald-loadtest`: load generator and benchmarks for Herald, on loopback.
 //!
 //! - `fanout`: N subscribers on one channel, M publications over gRPC: deliveries per
-//!   second, end-to-end latency, gateway CPU per delivery.
+//!   second, end-to-end latency, gateway CPU per delivery, and that CPU as a ratio to the
+//!   floor (the same frames written to the same kind of sockets by one plain thread).
 //! - `idle`: N authenticated, subscribed, idle connections: gateway RSS per connection.
 //! - `cluster`: like `fanout`, across two cluster-mode nodes: subscribers on node B,
 //!   publications on node A, over a `nats-server` and a `redis-server` of its own.
@@ -20,6 +21,7 @@ mod conn;
 mod connect;
 mod delivery;
 mod fanout;
+mod floor;
 mod gateway;
 mod hostile;
 mod idle;
@@ -46,7 +48,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// N subscribers on one channel, M publications over gRPC: throughput, latency, CPU.
+    /// N subscribers on one channel, M publications over gRPC: throughput, latency, CPU,
+    /// and that CPU as a ratio to the floor (the same frames written by one plain thread).
     Fanout(fanout::FanoutArgs),
     /// N idle subscribed connections: gateway memory per connection.
     Idle(idle::IdleArgs),

@@ -1,5 +1,5 @@
-//! What the load generator reads from `/proc`: CPU time and RSS of a process, and the
-//! open-file limit of this one (which a spawned gateway inherits).
+//! What the load generator reads from `/proc`: CPU time of a process or a thread, RSS of a
+//! process, and the open-file limit of this one (which a spawned gateway inherits).
 
 use std::time::Duration;
 
@@ -25,7 +25,17 @@ pub fn cpu_time(pid: Option<u32>, ticks_per_sec: u64) -> Result<Duration> {
         Some(pid) => format!("/proc/{pid}/stat"),
         None => "/proc/self/stat".to_owned(),
     };
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    stat_cpu_time(&path, ticks_per_sec)
+}
+
+/// User + system CPU time of the calling thread so far, read from `/proc/thread-self/stat`
+/// as [`cpu_time`] reads a process's.
+pub fn thread_cpu_time(ticks_per_sec: u64) -> Result<Duration> {
+    stat_cpu_time("/proc/thread-self/stat", ticks_per_sec)
+}
+
+fn stat_cpu_time(path: &str, ticks_per_sec: u64) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) is in parentheses and may hold spaces: split after it.
     let rest = stat
         .rfind(')')
