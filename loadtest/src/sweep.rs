@@ -411,3 +411,60 @@ fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
     (value * scale).round() / scale
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(percent: Option<u32>, target_rate: Option<f64>, p50_us: u64) -> Phase {
+        Phase {
+            percent,
+            target_rate,
+            reached_rate: target_rate.unwrap_or(200.0),
+            deliveries: 1000,
+            p50_us,
+            p99_us: 2 * p50_us,
+            p999_us: 3 * p50_us,
+            max_us: 4 * p50_us,
+            cpu_us_per_delivery: None,
+        }
+    }
+
+    #[test]
+    fn markdown_has_a_row_a_phase_and_the_plot() {
+        let sweep = Sweep {
+            setup: "standalone",
+            path: "gRPC Publish -> gateway -> 10 subscribers".into(),
+            command: "herald-loadtest sweep --steps 2".into(),
+            machine: "2 CPUs".into(),
+            measured_at_unix: 0,
+            subscribers: 10,
+            publications_per_phase: 100,
+            payload_bytes: 100,
+            window: 1,
+            latency: LATENCY,
+            max_rate: 200.0,
+            phases: vec![
+                phase(None, None, 1500),
+                phase(Some(50), Some(100.0), 800),
+                phase(Some(100), Some(200.0), 1200),
+            ],
+        };
+        let markdown = to_markdown(&sweep, Some("sweep-standalone.svg"));
+        let rows: Vec<&str> = markdown.lines().filter(|l| l.starts_with("| ")).collect();
+        assert_eq!(rows.len(), 4, "{markdown}");
+        assert_eq!(
+            rows[1],
+            "| max | as fast as possible | 200.0 | 1000 | 1.500 | 3.000 | 4.500 | 6.000 | – |"
+        );
+        assert_eq!(
+            rows[2],
+            "| 50% | 100.0 | 100.0 | 1000 | 0.800 | 1.600 | 2.400 | 3.200 | – |"
+        );
+        assert!(markdown.contains("`herald-loadtest sweep --steps 2`"));
+        assert!(
+            markdown.ends_with("](sweep-standalone.svg)\n"),
+            "{markdown}"
+        );
+    }
+}
