@@ -26,6 +26,7 @@ use crate::report::{Report, machine, ms};
 #[command(mut_arg("channel", |arg| arg
     .default_value("bench:sweep")
     .help("The channel prefix: each phase publishes on `<channel>-<phase>`")))]
+#[command(mut_arg("publications", |arg| arg.help("Publications to send over gRPC in each phase")))]
 #[command(mut_arg("rate", |arg| arg.hide(true)))]
 pub struct SweepArgs {
     #[command(flatten)]
