@@ -25,6 +25,13 @@ pub struct ClusterArgs {
     load: LoadArgs,
     #[command(flatten)]
     spawn: SpawnArgs,
+    #[command(flatten)]
+    backends: BackendArgs,
+}
+
+/// Where the cluster's NATS and Redis come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
     /// The `nats-server` binary [default: on PATH, else /usr/bin or /usr/sbin]
     #[arg(long, value_name = "PATH")]
     nats_server_bin: Option<PathBuf>,
@@ -34,31 +41,31 @@ pub struct ClusterArgs {
 }
 
 /// Everything a run spawns; each process is killed when dropped.
-struct Cluster {
+pub struct Cluster {
     nats: NatsServer,
     redis: RedisServer,
     /// Takes the publications.
-    a: Target,
+    pub a: Target,
     /// Holds the subscribers.
-    b: Target,
+    pub b: Target,
 }
 
 impl Cluster {
-    async fn start(args: &ClusterArgs) -> Result<Cluster> {
+    pub async fn start(spawn: &SpawnArgs, backends: &BackendArgs) -> Result<Cluster> {
         let options = |binary: &Option<PathBuf>| -> Result<ServerOptions> {
             Ok(ServerOptions {
                 binary: binary.clone(),
                 dir: Some(run_dir()?),
-                ready_timeout: Duration::from_secs(args.spawn.ready_timeout),
+                ready_timeout: Duration::from_secs(spawn.ready_timeout),
             })
         };
         let started = Instant::now();
-        let nats = NatsServer::start_with(&options(&args.nats_server_bin)?)
+        let nats = NatsServer::start_with(&options(&backends.nats_server_bin)?)
             .await
             .context("the cluster scenario runs its own NATS (or pass --nats-server-bin)")?;
         announce(nats.process(), &nats.url(), started);
         let started = Instant::now();
-        let redis = RedisServer::start_with(&options(&args.redis_server_bin)?)
+        let redis = RedisServer::start_with(&options(&backends.redis_server_bin)?)
             .await
             .context("the cluster scenario runs its own Redis (or pass --redis-server-bin)")?;
         announce(redis.process(), &redis.url(), started);
@@ -76,7 +83,7 @@ impl Cluster {
                 env: &env,
                 config: BENCH_CONFIG,
             };
-            Target::spawn(&args.spawn, &credentials, &spec).await
+            Target::spawn(spawn, &credentials, &spec).await
         };
         let a = node("node A", "a").await?;
         let b = node("node B", "b").await?;
@@ -93,7 +100,7 @@ impl Cluster {
         ]
     }
 
-    fn check_alive(&mut self) -> Result<()> {
+    pub fn check_alive(&mut self) -> Result<()> {
         self.a.check_alive()?;
         self.b.check_alive()?;
         for backend in [self.nats.process_mut(), self.redis.process_mut()] {
@@ -140,9 +147,10 @@ fn announce(process: Option<&Process>, url: &str, started: Instant) {
 pub async fn run(args: ClusterArgs) -> Result<()> {
     args.load.check()?;
     let ticks = procfs::clock_ticks_per_sec();
-    process::run_with(Cluster::start(&args).await?, async |cluster| {
-        measure(&args.load, cluster, ticks).await
-    })
+    process::run_with(
+        Cluster::start(&args.spawn, &args.backends).await?,
+        async |cluster| measure(&args.load, cluster, ticks).await,
+    )
     .await
 }
 

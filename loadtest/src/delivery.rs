@@ -27,7 +27,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 pub const EVENT: &str = "loadtest";
 
 /// The subscribers and the publications.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Subscribers, all on one channel
     #[arg(long, default_value_t = 1000)]
@@ -123,16 +123,7 @@ pub async fn subscribe(
         .map(|pid| procfs::cpu_time(Some(pid), ticks))
         .transpose()?;
     let started = Instant::now();
-    let readers = connect_all(
-        target,
-        load.client,
-        n,
-        load.concurrency,
-        &format!("{scenario}-"),
-        |_| load.channel.clone(),
-        |conn, cancelled| receive(conn, load.publications, cancelled),
-    )
-    .await?;
+    let subscribers = connect(target, load, scenario).await?;
     let connect_time = started.elapsed();
     report.line("subscribers connected+subscribed", n);
     report.line("connect phase", secs(connect_time));
@@ -155,6 +146,22 @@ pub async fn subscribe(
             );
         }
     }
+    Ok(subscribers)
+}
+
+/// Connects and subscribes every subscriber (users `<scenario>-<i>`) to `target`, each
+/// read by its own task until it has every publication; reports nothing.
+pub async fn connect(target: &mut Target, load: &LoadArgs, scenario: &str) -> Result<Subscribers> {
+    let readers = connect_all(
+        target,
+        load.client,
+        load.subscribers,
+        load.concurrency,
+        &format!("{scenario}-"),
+        |_| load.channel.clone(),
+        |conn, cancelled| receive(conn, load.publications, cancelled),
+    )
+    .await?;
     Ok(Subscribers(readers))
 }
 
@@ -217,10 +224,25 @@ impl Published {
     }
 }
 
-/// Sends every publication, at most `window` RPCs in flight (and at `rate`, when set).
+/// Sends every publication, at most `window` RPCs in flight (and at `rate`, when set),
+/// saying so on stderr.
 pub async fn publish(grpc: &Grpc, load: &LoadArgs) -> Result<Published> {
+    eprintln!("publishing {} publications", load.publications);
+    let published = send(grpc, load, |_| {}).await?;
+    eprintln!(
+        "published in {:.2?}; waiting for deliveries",
+        published.publish_time
+    );
+    Ok(published)
+}
+
+/// [`publish`] without a word, calling `on_sent` with the count sent so far after each.
+pub async fn send(
+    grpc: &Grpc,
+    load: &LoadArgs,
+    mut on_sent: impl FnMut(usize),
+) -> Result<Published> {
     let m = load.publications;
-    eprintln!("publishing {m} publications");
     let first_publish = Instant::now();
     let mut rpc_latency = micros_histogram();
     let mut in_flight = JoinSet::new();
@@ -254,12 +276,12 @@ pub async fn publish(grpc: &Grpc, load: &LoadArgs) -> Result<Published> {
                 )),
             }
         });
+        on_sent(seq + 1);
     }
     while let Some(joined) = in_flight.join_next().await {
         record(&mut rpc_latency, joined??);
     }
     let publish_time = first_publish.elapsed();
-    eprintln!("published in {publish_time:.2?}; waiting for deliveries");
     Ok(Published {
         rpc_latency,
         first_publish,

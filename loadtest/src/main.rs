@@ -8,6 +8,8 @@
 //!   publications on node A, over a `nats-server` and a `redis-server` of its own.
 //! - `hostile`: a million generated hostile frames (mutated commands, forged tokens,
 //!   forbidden requests, floods, slowloris) while healthy subscribers count deliveries.
+//! - `sweep`: latency against load: the maximum publication rate, then fixed-rate phases
+//!   from 10% to 100% of it, standalone or across the cluster; JSON, Markdown and an SVG plot.
 //! - `presence`: the Redis presence state of N connections in one channel, without a
 //!   gateway: listing and refresh times, commands and memory per connection.
 //!
@@ -25,10 +27,12 @@ mod floor;
 mod gateway;
 mod hostile;
 mod idle;
+mod plot;
 mod presence;
 mod process;
 mod procfs;
 mod report;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -62,6 +66,9 @@ enum Scenario {
     /// N connections' presence in Redis (its own redis-server, no gateway): time to list
     /// the members and to refresh every connection, commands and memory per connection.
     Presence(presence::PresenceArgs),
+    /// Latency against load: the maximum publication rate, then fixed-rate phases from
+    /// 1/steps to 100% of it; p50/p99/p99.9 of publish -> receipt as JSON, Markdown, SVG.
+    Sweep(sweep::SweepArgs),
 }
 
 #[tokio::main]
@@ -83,6 +90,7 @@ async fn run() -> Result<()> {
             Scenario::Cluster(args) => cluster::run(args).await,
             Scenario::Hostile(args) => hostile::run(args).await,
             Scenario::Presence(args) => presence::run(args).await,
+            Scenario::Sweep(args) => sweep::run(args).await,
         }
     };
     // On Ctrl-C, return normally so what the scenario spawned is killed on drop.
