@@ -75,21 +75,10 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     eprintln!("gateway RSS before connecting: {rss_before} KiB; connecting {n} connections");
 
     let started = Instant::now();
-    let prefix = &args.channel_prefix;
-    let channels = args.channels;
     let Readers {
         tasks: mut holders,
         cancel,
-    } = connect_all(
-        target,
-        args.client,
-        n,
-        args.concurrency,
-        "idle-",
-        |i| format!("{prefix}{}", i % channels),
-        hold,
-    )
-    .await?;
+    } = connect_idle(args, target).await?;
     let connect_time = started.elapsed();
     let connect_cpu = procfs::cpu_time(Some(pid), ticks)? - cpu_before;
     eprintln!(
@@ -156,16 +145,7 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
             .is_some()
         {}
         let started = Instant::now();
-        let readers = connect_all(
-            target,
-            args.client,
-            n,
-            args.concurrency,
-            "idle-",
-            |i| format!("{prefix}{}", i % channels),
-            hold,
-        )
-        .await?;
+        let readers = connect_idle(args, target).await?;
         let reconnect_time = started.elapsed();
         (holders, cancel) = (readers.tasks, readers.cancel);
         tokio::time::sleep(settle).await;
@@ -186,6 +166,23 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
         args.channels, args.storms
     );
     Ok(())
+}
+
+/// Connects every idle client (user `idle-<i>`, on channel `<prefix><i % channels>`), each
+/// held by [`hold`].
+async fn connect_idle(args: &IdleArgs, target: &mut Target) -> Result<Readers<Option<CloseInfo>>> {
+    let prefix = &args.channel_prefix;
+    let channels = args.channels;
+    connect_all(
+        target,
+        args.client,
+        args.connections,
+        args.concurrency,
+        "idle-",
+        |i| format!("{prefix}{}", i % channels),
+        hold,
+    )
+    .await
 }
 
 /// Keeps `conn` open and read (so pings are answered) until the run ends (`None`) or the

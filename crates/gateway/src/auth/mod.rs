@@ -281,9 +281,16 @@ impl Authenticator {
     }
 
     /// Signs a subscription token with the HS256 secret.
+    /// Its audience and issuer, when the claims leave them empty, are the ones this node
+    /// requires, as for connection tokens.
     pub fn sign_subscription(&self, claims: &SubscriptionClaims) -> Option<String> {
         let (_, encoding) = self.hmac.as_ref()?;
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, encoding).ok()
+        let claims = SubscriptionClaims {
+            aud: claims.aud.clone().or_else(|| self.audience.clone()),
+            iss: claims.iss.clone().or_else(|| self.issuer.clone()),
+            ..claims.clone()
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding).ok()
     }
 }
 

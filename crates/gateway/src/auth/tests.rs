@@ -108,6 +108,19 @@ fn enforces_audience_and_issuer_when_configured() {
     assert!(auth.verify(&wrong_aud.sign(&alice).unwrap()).is_err());
     let no_iss = requiring(Some("herald"), None);
     assert!(auth.verify(&no_iss.sign(&alice).unwrap()).is_err());
+
+    // Subscription tokens the node signs carry them too.
+    let subscription = SubscriptionClaims {
+        sub: "alice".into(),
+        channel: "private:x".into(),
+        exp: unix_seconds() + 3600,
+        aud: None,
+        iss: None,
+    };
+    let signed = auth.sign_subscription(&subscription).unwrap();
+    assert!(auth.verify_subscription(&signed).is_ok());
+    let signed = wrong_aud.sign_subscription(&subscription).unwrap();
+    assert!(auth.verify_subscription(&signed).is_err());
 }
 
 fn verified(sub: &str, orgs: &[&str], channels: &[&str]) -> Claims {

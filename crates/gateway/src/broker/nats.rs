@@ -222,7 +222,7 @@ impl Broker for NatsBroker {
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
-        // Fail fast rather than wait out the flush timeout, which every other subscriber of
+        // Fail fast rather than wait out the round trip's timeout, which every other subscriber of
         // the channel would queue behind.
         if !self.is_connected() {
             return Err(BrokerError::Unavailable("NATS is not connected".into()));
