@@ -38,13 +38,18 @@ use tokio::time::Instant;
 use crate::broker::Event;
 use crate::connections::Connection;
 use crate::metrics;
+use crate::pace::Pace;
 use crate::state::{Position, State, is_unpublished};
+use crate::wire::Shared;
 
 /// Server-side unsubscribe codes (in the `unsubscribe` push), kept in the protocol crate.
 pub use herald_protocol::codes::unsubscribe_code;
 
 /// Channels whose positions one periodic check reads in one round trip.
 const POSITION_CHECK_BATCH: usize = 1000;
+
+/// Shards of the channel map.
+const CHANNEL_SHARDS: usize = 128;
 
 /// Publications buffered for a pending subscriber before it is closed as a slow consumer.
 const MAX_PENDING: usize = 10_000;
@@ -119,6 +124,8 @@ struct ChannelEntry {
     gap_fill_running: bool,
     /// A publication arrived in another epoch; the state is being asked which is current.
     epoch_check_running: bool,
+    /// Whether the fan-out writes to sockets itself or queues for the writers.
+    pace: Pace,
 }
 
 impl ChannelEntry {
@@ -147,7 +154,9 @@ impl Hub {
         let (idle, idle_rx) = mpsc::unbounded_channel();
         (
             Arc::new(Hub {
-                channels: DashMap::new(),
+                // A direct fan-out holds its channel's shard while it writes: more shards
+                // than DashMap's default, so fewer other channels wait for it.
+                channels: DashMap::with_shard_amount(CHANNEL_SHARDS),
                 state,
                 gap_wait,
                 idle,
@@ -568,7 +577,10 @@ impl Hub {
 
     /// Queues one publication to every subscriber of the entry, encoded once.
     fn fan_out(&self, entry: &mut ChannelEntry, publication: &Publication) {
-        let bytes = encode_publication(publication);
+        let shared = Shared::new(encode_publication(publication));
+        let bytes = shared.message();
+        let started = Instant::now();
+        let direct = entry.pace.direct(started);
         let mut delivered = 0u64;
         let mut stale_epoch = false;
         for subscriber in &mut entry.subscribers {
@@ -595,9 +607,18 @@ impl Hub {
                 }
                 subscriber.offset = publication.offset;
             }
-            if subscriber.connection.send(bytes.clone()) {
+            let outbox = &subscriber.connection.outbox;
+            let sent = if direct {
+                outbox.send_shared(&shared)
+            } else {
+                outbox.send(bytes.clone())
+            };
+            if sent {
                 delivered += 1;
             }
+        }
+        if direct {
+            entry.pace.took(started.elapsed());
         }
         metrics::counter!(metrics::DELIVERIES).increment(delivered);
         if stale_epoch {
@@ -756,7 +777,7 @@ mod tests {
     impl Fixture {
         /// A connection whose subscribe is reading state: added to the hub, not active.
         fn pending(&self, id: &str) -> Registration {
-            let outbox = Arc::new(Outbox::new(1 << 20));
+            let outbox = Arc::new(Outbox::new(1 << 20, None));
             let claims = Claims {
                 sub: Arc::from(id),
                 exp: i64::MAX,

@@ -16,6 +16,7 @@ pub mod hub;
 mod metrics;
 pub mod node;
 mod outbox;
+mod pace;
 mod paging;
 mod presence;
 pub mod random;
@@ -23,6 +24,7 @@ mod server;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod wire;
 
 pub use config::Config;
 pub use server::Server;

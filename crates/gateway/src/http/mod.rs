@@ -8,6 +8,7 @@ mod admit;
 mod dev;
 mod sse;
 mod ws;
+mod ws_io;
 
 use std::sync::Arc;
 

@@ -103,6 +103,7 @@ pub async fn stream(
         token,
         pending: slot.take(),
         permits: state.permits.clone(),
+        direct: None,
     };
     let id: Arc<str> = Arc::from(random_token(24));
     let (commands, incoming) = mpsc::channel::<ClientFrame>(INCOMING_QUEUE);
@@ -144,6 +145,8 @@ fn frames_to_events(mut frames: mpsc::Receiver<ServerFrame>) -> impl Stream<Item
             }),
             // EventSource dispatches no event without data.
             ServerFrame::Ping => Some(Event::default().event("ping").data("{}")),
+            // WebSocket-only: SSE has no client pings and no direct writes.
+            ServerFrame::Pong(_) | ServerFrame::Framed(_) => Some(Event::default().comment("")),
             ServerFrame::Close { code, reason } => {
                 *closed = true;
                 Some(close_event(code.code(), &reason))

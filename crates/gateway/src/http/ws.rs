@@ -8,71 +8,221 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Query, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::extract::{Extension, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::HttpState;
 use super::admission::PendingSlot;
 use super::admit::{Refusal, admit};
+use super::ws_io::{DirectWrite, FrameSink, ReadOnly};
+use crate::config::Limits;
 use crate::metrics;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
 use crate::session::{self, Incoming, Outgoing, Upgrade};
+use crate::wire::DirectSocket;
+
+/// Bytes tungstenite reads from the socket at a time; a command is small.
+const READ_BUFFER_BYTES: usize = 1024;
 
 pub async fn upgrade(
     State(state): State<HttpState>,
     Extension(slot): Extension<PendingSlot>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    request: Request,
 ) -> Response {
-    let node = &state.node;
-    let limits = &node.config().limits;
-    let upgrade = upgrade
-        .protocols([SUBPROTOCOL_JSON])
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(1 << 20))
-        // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:
-        // refused by tungstenite before it is buffered.
-        .max_message_size(limits.max_message_bytes.saturating_mul(2))
-        .max_frame_size(limits.max_message_bytes.saturating_mul(2));
-
-    let admitted = admit(&state, &headers, &query);
+    let (mut parts, _) = request.into_parts();
+    let accept = match accept_key(&parts.headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return HandshakeRefusal::NotUpgradable.into_response();
+    };
+    let protocol = subprotocol(&parts.headers);
+    let admitted = admit(&state, &parts.headers, &query);
     // The connection stays pending, now as this session's, until its handshake ends.
     let pending = slot.take();
-    let node = node.clone();
+    let node = state.node.clone();
     let permits = state.permits.clone();
-    upgrade.on_upgrade(move |socket| {
-        state.spawn_session(async move {
-            match admitted {
-                Ok(token) => {
-                    let upgrade = Upgrade {
-                        token,
-                        pending,
-                        permits,
-                    };
-                    let (sink, stream) = frames(socket);
-                    session::run(node, sink, stream, upgrade).await
-                }
-                Err(refusal) => {
-                    drop(pending);
-                    refuse(socket, refusal).await
+    state.spawn_session(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let config = socket_config(&node.config().limits);
+        match admitted {
+            Ok(token) => {
+                let upgrade = |direct| Upgrade {
+                    token,
+                    pending,
+                    permits,
+                    direct,
+                };
+                match split(upgraded, config).await {
+                    Socket::Tcp(sink, stream, direct) => {
+                        session::run(node, sink, stream, upgrade(Some(direct))).await
+                    }
+                    Socket::Other(sink, stream) => {
+                        session::run(node, sink, stream, upgrade(None)).await
+                    }
                 }
             }
-        });
-        std::future::ready(())
-    })
+            Err(refusal) => {
+                drop(pending);
+                match split(upgraded, config).await {
+                    Socket::Tcp(sink, stream, _) => refuse(sink, stream, refusal).await,
+                    Socket::Other(sink, stream) => refuse(sink, stream, refusal).await,
+                }
+            }
+        }
+    });
+    switching_protocols(accept, protocol)
 }
 
-async fn refuse(socket: WebSocket, refusal: Refusal) {
+/// Why a request to `/ws` is not a WebSocket handshake we can accept.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeRefusal {
+    #[error("Connection header did not include 'upgrade'")]
+    ConnectionHeader,
+    #[error("`Upgrade` header did not include 'websocket'")]
+    UpgradeHeader,
+    #[error("`Sec-WebSocket-Version` header did not include '13'")]
+    Version,
+    #[error("`Sec-WebSocket-Key` header missing")]
+    KeyMissing,
+    #[error("WebSocket request couldn't be upgraded since no upgrade state was present")]
+    NotUpgradable,
+}
+
+impl IntoResponse for HandshakeRefusal {
+    fn into_response(self) -> Response {
+        let status = match self {
+            HandshakeRefusal::NotUpgradable => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, self.to_string()).into_response()
+    }
+}
+
+/// Checks the handshake's headers (RFC 6455 §4.2.1) and answers the client's key.
+fn accept_key(headers: &HeaderMap) -> Result<String, HandshakeRefusal> {
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err(HandshakeRefusal::ConnectionHeader);
+    }
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err(HandshakeRefusal::UpgradeHeader);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return Err(HandshakeRefusal::Version);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(HandshakeRefusal::KeyMissing)?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitively).
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|offered| offered.trim().eq_ignore_ascii_case(token))
+}
+
+/// The subprotocol we speak, if the client offered it. A client that offers none (or only
+/// others) gets the JSON protocol, without the header.
+fn subprotocol(headers: &HeaderMap) -> Option<&'static str> {
+    [SUBPROTOCOL_JSON]
+        .into_iter()
+        .find(|ours| header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, ours))
+}
+
+fn switching_protocols(accept: String, protocol: Option<&'static str>) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
+}
+
+fn socket_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:
+        // refused by tungstenite before it is buffered.
+        .max_message_size(Some(limits.max_message_bytes.saturating_mul(2)))
+        .max_frame_size(Some(limits.max_message_bytes.saturating_mul(2)))
+}
+
+/// An upgraded connection's two directions as session frames.
+enum Socket<T, O, I> {
+    /// Plain TCP: the fan-out may write to the socket directly.
+    Tcp(FrameSink<DirectWrite>, T, DirectSocket),
+    /// TLS (or anything else hyper serves): only the writer writes.
+    Other(O, I),
+}
+
+async fn split(
+    upgraded: Upgraded,
+    config: WebSocketConfig,
+) -> Socket<impl Incoming, impl Outgoing, impl Incoming> {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            let direct = DirectSocket::new(write);
+            let stream = incoming(read, parts.read_buf, config).await;
+            Socket::Tcp(FrameSink::new(DirectWrite(direct.clone())), stream, direct)
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            let stream = incoming(read, Bytes::new(), config).await;
+            Socket::Other(FrameSink::new(write), stream)
+        }
+    }
+}
+
+/// The client's frames, parsed by tungstenite from the read half (and what hyper read past
+/// the request head).
+async fn incoming<R: AsyncRead + Unpin + Send>(
+    read: R,
+    already_read: Bytes,
+    config: WebSocketConfig,
+) -> impl Incoming {
+    let socket = WebSocketStream::from_partially_read(
+        ReadOnly(read),
+        already_read.to_vec(),
+        Role::Server,
+        Some(config),
+    )
+    .await;
+    socket.map(|message| message.map(client_frame).map_err(transport_error))
+}
+
+async fn refuse(mut sink: impl Outgoing, mut stream: impl Incoming, refusal: Refusal) {
     let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-    let (mut sink, mut stream) = frames(socket);
     if let Some(push) = refusal.disconnect_push()
         && sink.send(ServerFrame::Text(push)).await.is_err()
     {
@@ -85,38 +235,14 @@ async fn refuse(socket: WebSocket, refusal: Refusal) {
     if sink.send(close).await.is_ok() {
         session::await_close_reply(&mut stream).await;
     }
-}
-
-/// The socket as session frames: tungstenite's messages in, ours out.
-fn frames(socket: WebSocket) -> (impl Outgoing, impl Incoming) {
-    let (sink, stream) = socket.split();
-    let sink = sink
-        .sink_map_err(transport_error)
-        .with(|frame| std::future::ready(message(frame)));
-    let stream = stream.map(|message| message.map(client_frame).map_err(transport_error));
-    (sink, stream)
-}
-
-fn message(frame: ServerFrame) -> Result<Message, TransportError> {
-    Ok(match frame {
-        // Every frame is JSON we encoded, so this check never fails; it is the price of not
-        // using `unsafe`.
-        ServerFrame::Text(text) => Message::Text(
-            Utf8Bytes::try_from(text).map_err(|_| TransportError::gone("a frame not UTF-8"))?,
-        ),
-        ServerFrame::Ping => Message::Ping(Bytes::new()),
-        ServerFrame::Close { code, reason } => Message::Close(Some(CloseFrame {
-            code: code.code(),
-            reason: reason.into(),
-        })),
-    })
+    let _ = sink.close().await;
 }
 
 fn client_frame(message: Message) -> ClientFrame {
     match message {
         Message::Text(text) => ClientFrame::Text(text.into()),
-        Message::Binary(_) => ClientFrame::Binary,
-        Message::Ping(_) => ClientFrame::Ping,
+        Message::Binary(_) | Message::Frame(_) => ClientFrame::Binary,
+        Message::Ping(payload) => ClientFrame::Ping(payload),
         Message::Pong(_) => ClientFrame::Pong,
         Message::Close(_) => ClientFrame::Close,
     }
@@ -125,12 +251,11 @@ fn client_frame(message: Message) -> ClientFrame {
 /// How a connection whose frame tungstenite refused is closed: over its (looser) size cap
 /// 4009, a WebSocket protocol violation or invalid UTF-8 in a text frame 4000, as any other
 /// bad frame. A transport error (reset, EOF) needs no close.
-fn transport_error(error: axum::Error) -> TransportError {
+fn transport_error(error: tokio_tungstenite::tungstenite::Error) -> TransportError {
     use tokio_tungstenite::tungstenite::Error;
-    let error = error.into_inner();
-    let close = match error.downcast_ref::<Error>() {
-        Some(Error::Capacity(_)) => Some(CloseCode::MessageTooLarge),
-        Some(Error::Protocol(_) | Error::Utf8(_)) => Some(CloseCode::BadRequest),
+    let close = match &error {
+        Error::Capacity(_) => Some(CloseCode::MessageTooLarge),
+        Error::Protocol(_) | Error::Utf8(_) => Some(CloseCode::BadRequest),
         _ => None,
     };
     TransportError {

@@ -12,8 +12,9 @@ pub enum ClientFrame {
     Text(Bytes),
     /// Binary data, which the JSON protocol has no use for.
     Binary,
-    /// The client's own ping, answered by its transport: it costs a rate-limit token.
-    Ping,
+    /// The client's own ping, with its payload: the session answers it, and it costs a
+    /// rate-limit token.
+    Ping(Bytes),
     /// The answer to the session's heartbeat.
     Pong,
     /// The client closed.
@@ -27,6 +28,10 @@ pub enum ServerFrame {
     Text(Bytes),
     /// The heartbeat, which the client answers with a pong.
     Ping,
+    /// The answer to the client's ping.
+    Pong(Bytes),
+    /// Bytes already framed for the transport: the rest of a direct write.
+    Framed(Bytes),
     /// The last frame.
     Close { code: CloseCode, reason: String },
 }

@@ -22,6 +22,7 @@ pub use crate::error::Failure;
 use crate::http::PendingPermit;
 use crate::metrics;
 use crate::node::Node;
+use crate::wire::DirectSocket;
 use frame::{ClientFrame, ServerFrame, TransportError};
 use rate_limit::{RateLimiter, Verdict};
 
@@ -41,6 +42,8 @@ pub struct Upgrade {
     /// The node's connection limit: a successful `connect` takes a permit, held while the
     /// connection lives.
     pub permits: Option<Arc<Semaphore>>,
+    /// A plain TCP WebSocket's socket, which the fan-out may write to directly.
+    pub direct: Option<DirectSocket>,
 }
 
 /// How a command answered.
@@ -67,14 +70,15 @@ pub async fn run(
     upgrade: Upgrade,
 ) {
     let limits = &node.config().limits;
-    let outbox = Arc::new(Outbox::new(limits.client_queue_bytes));
-    let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
-    let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
     let Upgrade {
         token,
         pending,
         permits,
+        direct,
     } = upgrade;
+    let outbox = Arc::new(Outbox::new(limits.client_queue_bytes, direct));
+    let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
+    let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
     // Boxed: the handshake's state would otherwise stay part of every idle session's task.
     let handshake = tokio::select! {
@@ -316,8 +320,11 @@ async fn read_commands(
                     node.connections().pong(connection);
                 }
             }
-            // The transport answers it; it costs a rate-limit token like a command.
-            ClientFrame::Ping => return Some(Vec::new()),
+            // It costs a rate-limit token like a command.
+            ClientFrame::Ping(payload) => {
+                outbox.pong(payload);
+                return Some(Vec::new());
+            }
             ClientFrame::Close => return None,
         }
     }

@@ -63,8 +63,13 @@ async fn send_batch(
             return false;
         }
         match control {
-            Outbound::Ping => {
-                if sink.feed(ServerFrame::Ping).await.is_err() {
+            Outbound::Ping | Outbound::Pong(_) | Outbound::Framed(_) => {
+                let frame = match control {
+                    Outbound::Pong(payload) => ServerFrame::Pong(payload),
+                    Outbound::Framed(bytes) => ServerFrame::Framed(bytes),
+                    _ => ServerFrame::Ping,
+                };
+                if sink.feed(frame).await.is_err() {
                     return false;
                 }
             }

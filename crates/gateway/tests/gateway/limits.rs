@@ -339,3 +339,40 @@ async fn websocket_protocol_violations_close_4000() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn a_client_ping_gets_its_payload_back_and_a_client_close_is_answered() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    // The session writes every frame itself (tungstenite only reads), so it answers pings
+    // and the client's close in order with everything else.
+    let gateway = TestGateway::start().await;
+    let mut socket = raw_member(&gateway, "alice").await;
+    socket
+        .send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = within("the pong", async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Pong(payload))) => return payload,
+                Some(Ok(_)) => continue,
+                other => panic!("no pong: {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(&pong[..], b"are you there");
+
+    socket
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(raw_close_code(&mut socket).await, Some(1000));
+}
