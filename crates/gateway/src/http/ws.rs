@@ -217,7 +217,9 @@ async fn incoming<R: AsyncRead + Unpin + Send>(
         Some(config),
     )
     .await;
-    socket.map(|message| message.map(client_frame).map_err(transport_error))
+    // Boxed, apart from the session task: inline, it took the task to a larger allocation
+    // size class (idle connections measured 6.17 KiB each inline, 5.22 KiB boxed).
+    Box::pin(socket.map(|message| message.map(client_frame).map_err(transport_error)))
 }
 
 async fn refuse(mut sink: impl Outgoing, mut stream: impl Incoming, refusal: Refusal) {
