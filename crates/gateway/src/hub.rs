@@ -1,6 +1,7 @@
 //! Local fan-out: channel → this node's subscribers.
 //!
-//! Each publication is encoded once and the bytes are shared by every subscriber; pushing
+//! Each publication is encoded once per codec in use (JSON, protobuf: see [`SharedPush`])
+//! and the bytes are shared by every subscriber of that codec; pushing
 //! to a subscriber is a non-blocking queue push (see [`Connection::send`]), done while
 //! holding only the channel's map shard, never across an `.await`.
 //!
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use herald_protocol::reply::{encode_publication, encode_unsubscribe};
+use herald_protocol::reply::encode_unsubscribe;
 use herald_protocol::{ChannelName, CloseCode, Publication};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -38,6 +39,7 @@ use tokio::time::Instant;
 use crate::broker::Event;
 use crate::connections::Connection;
 use crate::metrics;
+use crate::shared_push::SharedPush;
 use crate::state::{Position, State, is_unpublished};
 
 /// Server-side unsubscribe codes (in the `unsubscribe` push), kept in the protocol crate.
@@ -83,7 +85,7 @@ impl Interest {
 struct Buffered {
     offset: u64,
     epoch: Arc<str>,
-    bytes: Bytes,
+    push: SharedPush,
 }
 
 struct Subscriber {
@@ -233,7 +235,7 @@ impl Hub {
         for buffered in subscriber.pending.take().unwrap_or_default() {
             subscriber.adopt(buffered.offset, &buffered.epoch);
             if buffered.offset == 0 {
-                connection.send(buffered.bytes);
+                connection.send(buffered.push.bytes(connection.codec));
             } else if buffered.epoch != subscriber.epoch
                 || buffered.offset > subscriber.offset.saturating_add(1)
             {
@@ -244,7 +246,7 @@ impl Hub {
                 break;
             } else if buffered.offset > subscriber.offset {
                 subscriber.offset = buffered.offset;
-                connection.send(buffered.bytes);
+                connection.send(buffered.push.bytes(connection.codec));
             }
         }
         if resubscribe {
@@ -549,6 +551,7 @@ impl Hub {
         let Some(entry) = self.channels.get(&event.channel) else {
             return;
         };
+        let push = SharedPush::json(event.push.clone());
         let mut delivered = 0u64;
         for subscriber in &entry.subscribers {
             let connection = &subscriber.connection;
@@ -559,7 +562,7 @@ impl Hub {
             {
                 continue;
             }
-            if subscriber.connection.send(event.push.clone()) {
+            if connection.send(push.bytes(connection.codec)) {
                 delivered += 1;
             }
         }
@@ -568,7 +571,7 @@ impl Hub {
 
     /// Queues one publication to every subscriber of the entry, encoded once.
     fn fan_out(&self, entry: &mut ChannelEntry, publication: &Publication) {
-        let bytes = encode_publication(publication);
+        let push = SharedPush::publication(publication);
         let mut delivered = 0u64;
         let mut stale_epoch = false;
         for subscriber in &mut entry.subscribers {
@@ -580,7 +583,7 @@ impl Hub {
                 pending.push(Buffered {
                     offset: publication.offset,
                     epoch: publication.epoch.clone(),
-                    bytes: bytes.clone(),
+                    push: push.clone(),
                 });
                 continue;
             }
@@ -595,7 +598,8 @@ impl Hub {
                 }
                 subscriber.offset = publication.offset;
             }
-            if subscriber.connection.send(bytes.clone()) {
+            let connection = &subscriber.connection;
+            if connection.send(push.bytes(connection.codec)) {
                 delivered += 1;
             }
         }
@@ -616,11 +620,11 @@ impl Hub {
         entry: &mut ChannelEntry,
         matches: impl Fn(&Subscriber) -> bool,
     ) {
-        let push = encode_unsubscribe(
+        let push = SharedPush::json(encode_unsubscribe(
             channel.as_str(),
             unsubscribe_code::RESUBSCRIBE,
             "resubscribe",
-        );
+        ));
         entry.subscribers.retain(|subscriber| {
             if subscriber.pending.is_some() || !matches(subscriber) {
                 return true;
@@ -628,8 +632,9 @@ impl Hub {
             if subscriber.connection.remove_subscription(channel) {
                 metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
             }
-            subscriber.connection.send(push.clone());
-            subscriber.connection.evicted(channel);
+            let connection = &subscriber.connection;
+            connection.send(push.bytes(connection.codec));
+            connection.evicted(channel);
             false
         });
         if entry.subscribers.iter().all(|s| s.pending.is_some()) {
@@ -646,6 +651,7 @@ impl Hub {
 mod tests {
     use std::time::Duration;
 
+    use herald_protocol::Codec;
     use herald_protocol::reply::ServerMessage;
     use serde_json::value::RawValue;
 
@@ -766,7 +772,7 @@ mod tests {
             };
             let registration = self
                 .connections
-                .register(Arc::from(id), Arc::new(claims), outbox)
+                .register(Arc::from(id), Arc::new(claims), outbox, Codec::Json)
                 .unwrap();
             registration.connection.add_subscription(&channel());
             self.hub.add(&channel(), registration.connection.clone());

@@ -283,7 +283,7 @@ fn reply(id: u64, kind: PbReply) -> Bytes {
     )
 }
 
-fn push(channel: &str, kind: PbPush) -> Bytes {
+fn push_frame(channel: &str, kind: PbPush) -> Bytes {
     reply(
         0,
         PbReply::Push(pb::Push {
@@ -315,7 +315,7 @@ pub fn encode_error(id: u64, code: ErrorCode, message: &str) -> Bytes {
 
 /// A publication push: encoded once per publication per node.
 pub fn encode_publication(p: &Publication) -> Bytes {
-    push(p.channel.as_str(), PbPush::Pub(publication(p)))
+    push_frame(p.channel.as_str(), PbPush::Pub(publication(p)))
 }
 
 pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
@@ -329,11 +329,11 @@ pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
             last_seen: s.last_seen,
         }),
     };
-    push(channel, kind)
+    push_frame(channel, kind)
 }
 
 pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
-    push(
+    push_frame(
         channel,
         PbPush::Unsubscribe(pb::ServerUnsubscribe {
             code,
@@ -343,7 +343,7 @@ pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
 }
 
 pub fn encode_disconnect(code: CloseCode, reason: &str) -> Bytes {
-    push(
+    push_frame(
         "",
         PbPush::Disconnect(pb::ServerDisconnect {
             code: code.code().into(),
@@ -351,6 +351,52 @@ pub fn encode_disconnect(code: CloseCode, reason: &str) -> Bytes {
             reconnect: code.reconnect() != Reconnect::No,
         }),
     )
+}
+
+/// The binary form of a JSON push (`{"push":{...}}`), for pushes that reach a node as JSON:
+/// presence events from other nodes. Fails on anything but one push this module decodes.
+pub fn transcode_push(json: &[u8]) -> Result<Bytes, String> {
+    let message: ServerMessage = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    let push = message.push.ok_or("not a push")?;
+    let kind = if let Some(p) = push.publication {
+        PbPush::Pub(pb::Publication {
+            event: p.event,
+            data: p.data.get().as_bytes().to_vec(),
+            offset: p.offset,
+            epoch: p.epoch,
+            ts: p.ts,
+            from: p.from.unwrap_or_default(),
+        })
+    } else if let Some(m) = push.join {
+        PbPush::Join(member(&m))
+    } else if let Some(m) = push.leave {
+        PbPush::Leave(member(&m))
+    } else if let Some(t) = push.typing {
+        PbPush::Typing(typing(&t))
+    } else if let Some(s) = push.status {
+        PbPush::Status(pb::UserStatus {
+            user: s.user.to_string(),
+            status: s.status.as_str().to_owned(),
+            last_seen: s.last_seen,
+        })
+    } else if let Some(u) = push.unsubscribe {
+        PbPush::Unsubscribe(pb::ServerUnsubscribe {
+            code: u.code,
+            reason: u.reason,
+        })
+    } else if let Some(d) = push.disconnect {
+        PbPush::Disconnect(pb::ServerDisconnect {
+            code: d.code.into(),
+            reason: d.reason,
+            reconnect: d.reconnect,
+        })
+    } else {
+        return Err("push of an unknown kind".to_owned());
+    };
+    Ok(push_frame(
+        push.channel.as_deref().unwrap_or_default(),
+        kind,
+    ))
 }
 
 fn publication(p: &Publication) -> pb::Publication {
@@ -740,6 +786,25 @@ mod tests {
             reply::encode_event("org:a", &status),
             encode_event("org:a", &status),
         );
+    }
+
+    #[test]
+    fn json_pushes_transcode_to_their_binary_form() {
+        let typing = ChannelEvent::Typing(TypingPush {
+            user: "bob".into(),
+            info: Some(Arc::from(RawValue::from_string("[1]".into()).unwrap())),
+            active: false,
+        });
+        let pushes = [
+            reply::encode_event("org:a:ch:b", &typing),
+            reply::encode_publication(&publication(Some("alice"))),
+            reply::encode_unsubscribe("a:b", 3000, "resubscribe"),
+            reply::encode_disconnect(CloseCode::SlowConsumer, "slow"),
+        ];
+        for json in pushes {
+            same(json.clone(), transcode_push(&json).unwrap());
+        }
+        assert!(transcode_push(br#"{"id":1,"result":{}}"#).is_err());
     }
 
     #[test]

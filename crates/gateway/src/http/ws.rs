@@ -1,4 +1,5 @@
-//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol,
+//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol
+//! (`herald.v1.proto` when the client offers it, else JSON: the session's codec),
 //! takes a token from the request if there is one, and hands the socket to a session, with
 //! the connection's pending slot (released when its handshake ends) and the node's
 //! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade
@@ -14,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
+use herald_protocol::{CloseCode, Codec};
 
 use super::HttpState;
 use super::admission::PendingSlot;
@@ -33,7 +34,7 @@ pub async fn upgrade(
     let node = &state.node;
     let limits = &node.config().limits;
     let upgrade = upgrade
-        .protocols([SUBPROTOCOL_JSON])
+        .protocols(Codec::ALL.map(Codec::subprotocol))
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.max_message_bytes.saturating_mul(4).max(1 << 20))
@@ -48,6 +49,7 @@ pub async fn upgrade(
     let node = node.clone();
     let permits = state.permits.clone();
     upgrade.on_upgrade(move |socket| {
+        let codec = Codec::negotiated(socket.protocol().and_then(|p| p.to_str().ok()));
         state.spawn_session(async move {
             match admitted {
                 Ok(token) => {
@@ -55,13 +57,14 @@ pub async fn upgrade(
                         token,
                         pending,
                         permits,
+                        codec,
                     };
                     let (sink, stream) = frames(socket);
                     session::run(node, sink, stream, upgrade).await
                 }
                 Err(refusal) => {
                     drop(pending);
-                    refuse(socket, refusal).await
+                    refuse(socket, codec, refusal).await
                 }
             }
         });
@@ -69,12 +72,16 @@ pub async fn upgrade(
     })
 }
 
-async fn refuse(socket: WebSocket, refusal: Refusal) {
+async fn refuse(socket: WebSocket, codec: Codec, refusal: Refusal) {
     let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
     let (mut sink, mut stream) = frames(socket);
-    if let Some(push) = refusal.disconnect_push()
-        && sink.send(ServerFrame::Text(push)).await.is_err()
+    let frame = |push| match codec.is_binary() {
+        true => ServerFrame::Binary(push),
+        false => ServerFrame::Text(push),
+    };
+    if let Some(push) = refusal.disconnect_push(codec)
+        && sink.send(frame(push)).await.is_err()
     {
         return;
     }
@@ -104,6 +111,7 @@ fn message(frame: ServerFrame) -> Result<Message, TransportError> {
         ServerFrame::Text(text) => Message::Text(
             Utf8Bytes::try_from(text).map_err(|_| TransportError::gone("a frame not UTF-8"))?,
         ),
+        ServerFrame::Binary(data) => Message::Binary(data),
         ServerFrame::Ping => Message::Ping(Bytes::new()),
         ServerFrame::Close { code, reason } => Message::Close(Some(CloseFrame {
             code: code.code(),
@@ -115,7 +123,7 @@ fn message(frame: ServerFrame) -> Result<Message, TransportError> {
 fn client_frame(message: Message) -> ClientFrame {
     match message {
         Message::Text(text) => ClientFrame::Text(text.into()),
-        Message::Binary(_) => ClientFrame::Binary,
+        Message::Binary(data) => ClientFrame::Binary(data),
         Message::Ping(_) => ClientFrame::Ping,
         Message::Pong(_) => ClientFrame::Pong,
         Message::Close(_) => ClientFrame::Close,

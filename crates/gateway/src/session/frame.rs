@@ -8,10 +8,10 @@ use herald_protocol::CloseCode;
 /// What the client sent.
 #[derive(Debug)]
 pub enum ClientFrame {
-    /// One or more newline-separated commands; the session checks the bytes are UTF-8.
+    /// One or more newline-separated JSON commands; the session checks the bytes are UTF-8.
     Text(Bytes),
-    /// Binary data, which the JSON protocol has no use for.
-    Binary,
+    /// One or more length-delimited protobuf commands (`herald.v1.proto`).
+    Binary(Bytes),
     /// The client's own ping, answered by its transport: it costs a rate-limit token.
     Ping,
     /// The answer to the session's heartbeat.
@@ -25,6 +25,8 @@ pub enum ClientFrame {
 pub enum ServerFrame {
     /// One or more newline-separated JSON messages.
     Text(Bytes),
+    /// One or more length-delimited protobuf messages (`herald.v1.proto`).
+    Binary(Bytes),
     /// The heartbeat, which the client answers with a pong.
     Ping,
     /// The last frame.

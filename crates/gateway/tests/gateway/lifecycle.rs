@@ -252,6 +252,7 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
             token: None,
             pending: None,
             permits: None,
+            codec: herald_protocol::Codec::Json,
         };
         within(
             "the session to end",
@@ -269,7 +270,7 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
                     }
                 }
                 ServerFrame::Close { code, .. } => close = Some(code.code()),
-                ServerFrame::Ping => {}
+                ServerFrame::Ping | ServerFrame::Binary(_) => {}
             }
         }
         let disconnect = disconnect
