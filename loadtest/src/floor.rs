@@ -370,10 +370,11 @@ mod tests {
         };
         frame.clear();
         encode(&binary, 7, &mut frame).unwrap();
-        // FIN + binary opcode; no mask bit, 7-bit length.
-        assert_eq!(frame[0], 0x82);
-        assert_eq!(usize::from(frame[1]), frame.len() - 2);
-        let decoded = herald_protocol::binary::decode_frame(&frame[2..])
+        // FIN + binary opcode; no mask bit, 16-bit length.
+        assert_eq!(frame[..2], [0x82, 126]);
+        let length = usize::from(u16::from_be_bytes([frame[2], frame[3]]));
+        assert_eq!(length, frame.len() - 4);
+        let decoded = herald_protocol::binary::decode_frame(&frame[4..])
             .remove(0)
             .unwrap();
         assert_eq!(decoded.push.unwrap().publication.unwrap().offset, 8);
