@@ -762,6 +762,11 @@ mod tests {
     impl Fixture {
         /// A connection whose subscribe is reading state: added to the hub, not active.
         fn pending(&self, id: &str) -> Registration {
+            self.pending_in(id, Codec::Json)
+        }
+
+        /// [`Fixture::pending`] speaking `codec`.
+        fn pending_in(&self, id: &str, codec: Codec) -> Registration {
             let outbox = Arc::new(Outbox::new(1 << 20));
             let claims = Claims {
                 sub: Arc::from(id),
@@ -772,7 +777,7 @@ mod tests {
             };
             let registration = self
                 .connections
-                .register(Arc::from(id), Arc::new(claims), outbox, Codec::Json)
+                .register(Arc::from(id), Arc::new(claims), outbox, codec)
                 .unwrap();
             registration.connection.add_subscription(&channel());
             self.hub.add(&channel(), registration.connection.clone());
@@ -780,7 +785,12 @@ mod tests {
         }
 
         fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
-            let registration = self.pending(id);
+            self.subscriber_in(id, Codec::Json, position, epoch)
+        }
+
+        /// [`Fixture::subscriber`] speaking `codec`.
+        fn subscriber_in(&self, id: &str, codec: Codec, position: u64, epoch: &str) -> Subscriber {
+            let registration = self.pending_in(id, codec);
             let position = Position {
                 offset: position,
                 epoch: epoch.into(),
@@ -838,6 +848,46 @@ mod tests {
             ts: 0,
             from: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_publication_is_encoded_once_per_codec_in_use() {
+        let fixture = fixture();
+        let subscribers = [
+            ("a", Codec::Json),
+            ("b", Codec::Proto),
+            ("c", Codec::Proto),
+            ("d", Codec::Json),
+        ]
+        .map(|(id, codec)| fixture.subscriber_in(id, codec, 0, "e1"));
+        let take = |subscriber: &Subscriber| -> Vec<Bytes> {
+            let outbox = &subscriber.registration.connection.outbox;
+            outbox
+                .take_now()
+                .into_iter()
+                .filter_map(|item| match item {
+                    Outbound::Message(bytes) => Some(bytes),
+                    _ => None,
+                })
+                .collect()
+        };
+        for subscriber in &subscribers {
+            take(subscriber);
+        }
+        fixture.hub.deliver(publication(1, "e1"));
+        let pushes: Vec<Bytes> = subscribers
+            .iter()
+            .map(|subscriber| take(subscriber).remove(0))
+            .collect();
+        // The same bytes for every subscriber of a codec: encoded once each.
+        assert_eq!(pushes[0].as_ptr(), pushes[3].as_ptr());
+        assert_eq!(pushes[1].as_ptr(), pushes[2].as_ptr());
+        let json: ServerMessage = serde_json::from_slice(&pushes[0]).unwrap();
+        assert_eq!(json.push.unwrap().publication.unwrap().offset, 1);
+        let binary = herald_protocol::binary::decode_frame(&pushes[1])
+            .remove(0)
+            .unwrap();
+        assert_eq!(binary.push.unwrap().publication.unwrap().offset, 1);
     }
 
     #[tokio::test]
