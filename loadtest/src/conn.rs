@@ -6,12 +6,16 @@
 //!   before every read, which made the load generator spend most of its CPU in `memset` and
 //!   compete with the gateway for the machine's cores.
 //! - `rust`: `herald_client::Client` (its own background task per connection), to compare.
+//!
+//! Either speaks JSON (`herald.v1.json`) or the binary subprotocol (`herald.v1.proto`).
 
 use std::collections::VecDeque;
 
 use futures_util::{SinkExt, StreamExt};
-use herald_client::{Client, CloseInfo, Push};
+use herald_client::{Client, CloseInfo, ConnectOptions, Push};
+use herald_protocol::command::parse_command;
 use herald_protocol::reply::ServerMessage;
+use herald_protocol::{Codec, binary};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -28,6 +32,31 @@ pub enum ClientKind {
     Lean,
     /// The `herald-client` crate.
     Rust,
+}
+
+/// Which client the subscribers use, speaking which codec.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSpec {
+    pub kind: ClientKind,
+    pub codec: Codec,
+}
+
+/// The subprotocol the subscribers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `herald.v1.json`: text frames of JSON.
+    Json,
+    /// `herald.v1.proto`: binary frames of protobuf.
+    Proto,
+}
+
+impl Protocol {
+    pub fn codec(self) -> Codec {
+        match self {
+            Protocol::Json => Codec::Json,
+            Protocol::Proto => Codec::Proto,
+        }
+    }
 }
 
 /// A push, or how the connection ended.
@@ -53,16 +82,23 @@ impl Conn {
     /// Opens a connection to `ws_url`, authenticates with `token` and subscribes to `channel`.
     pub async fn open(
         kind: ClientKind,
+        codec: Codec,
         ws_url: &str,
         token: &str,
         channel: &str,
     ) -> Result<Conn, (&'static str, OpenError)> {
         match kind {
-            ClientKind::Lean => LeanConn::open(ws_url, token, channel)
+            ClientKind::Lean => LeanConn::open(ws_url, codec, token, channel)
                 .await
                 .map(|conn| Conn::Lean(Box::new(conn))),
             ClientKind::Rust => {
-                let (client, _) = Client::connect(ws_url, token)
+                let mut options = ConnectOptions::new(ws_url);
+                options.subprotocols = vec![codec.subprotocol().to_owned()];
+                let client = Client::open(options)
+                    .await
+                    .map_err(|e| ("upgrade", e.into()))?;
+                client
+                    .handshake(Some(token))
                     .await
                     .map_err(|e| ("connect", e.into()))?;
                 client
@@ -76,8 +112,8 @@ impl Conn {
 
     /// A lean connection to `ws_url` that only upgrades: the floor server pushes
     /// publications without `connect` or `subscribe`.
-    pub async fn upgrade(ws_url: &str) -> Result<Conn, OpenError> {
-        LeanConn::upgrade(ws_url)
+    pub async fn upgrade(ws_url: &str, codec: Codec) -> Result<Conn, OpenError> {
+        LeanConn::upgrade(ws_url, codec)
             .await
             .map(|conn| Conn::Lean(Box::new(conn)))
     }
@@ -97,16 +133,18 @@ impl Conn {
 /// The lean client: a WebSocket, and the pushes of the last frame not yet taken.
 pub struct LeanConn {
     socket: Socket,
+    codec: Codec,
     queued: VecDeque<Push>,
 }
 
 impl LeanConn {
     async fn open(
         ws_url: &str,
+        codec: Codec,
         token: &str,
         channel: &str,
     ) -> Result<LeanConn, (&'static str, OpenError)> {
-        let mut conn = LeanConn::upgrade(ws_url)
+        let mut conn = LeanConn::upgrade(ws_url, codec)
             .await
             .map_err(|e| ("upgrade", e))?;
         conn.call(1, "connect", serde_json::json!({ "token": token }))
@@ -118,11 +156,11 @@ impl LeanConn {
         Ok(conn)
     }
 
-    async fn upgrade(ws_url: &str) -> Result<LeanConn, OpenError> {
+    async fn upgrade(ws_url: &str, codec: Codec) -> Result<LeanConn, OpenError> {
         let mut request = ws_url.into_client_request()?;
         request.headers_mut().insert(
             "sec-websocket-protocol",
-            HeaderValue::from_static(herald_protocol::SUBPROTOCOL_JSON),
+            HeaderValue::from_static(codec.subprotocol()),
         );
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -131,6 +169,7 @@ impl LeanConn {
             tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         Ok(LeanConn {
             socket,
+            codec,
             queued: VecDeque::new(),
         })
     }
@@ -143,10 +182,19 @@ impl LeanConn {
         params: serde_json::Value,
     ) -> Result<(), OpenError> {
         let command = serde_json::json!({ "id": id, method: params }).to_string();
-        self.socket.send(Message::text(command)).await?;
+        let message = match self.codec {
+            Codec::Json => Message::text(command),
+            Codec::Proto => {
+                let command = parse_command(&command)?.map_err(|e| e.message)?;
+                Message::binary(binary::encode_command(command))
+            }
+        };
+        self.socket.send(message).await?;
         loop {
-            let text = match self.socket.next().await {
-                Some(Ok(Message::Text(text))) => text,
+            let messages = match self.socket.next().await {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    server_messages(&message)
+                }
                 Some(Ok(Message::Close(frame))) => {
                     let close = frame.map_or("without a close frame".to_owned(), |f| {
                         format!("{} {:?}", u16::from(f.code), f.reason.as_str())
@@ -158,8 +206,8 @@ impl LeanConn {
                 None => return Err("connection closed".into()),
             };
             let mut replied = None;
-            for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
-                let message: ServerMessage = serde_json::from_str(line)?;
+            for message in messages {
+                let message = message?;
                 if let Some(push) = message.push {
                     self.queued.push_back(push);
                 } else if message.id == Some(id) {
@@ -183,11 +231,11 @@ impl LeanConn {
                 return Event::Push(push);
             }
             match self.socket.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+                Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    for message in server_messages(&message) {
                         if let Ok(ServerMessage {
                             push: Some(push), ..
-                        }) = serde_json::from_str(line)
+                        }) = message
                         {
                             self.queued.push_back(push);
                         }
@@ -212,5 +260,22 @@ impl LeanConn {
                 }
             }
         }
+    }
+}
+
+/// The messages of a data frame: newline-separated JSON in a text frame, length-delimited
+/// protobuf in a binary one.
+fn server_messages(message: &Message) -> Vec<Result<ServerMessage, OpenError>> {
+    match message {
+        Message::Text(text) => text
+            .split('\n')
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| serde_json::from_str(line).map_err(Into::into))
+            .collect(),
+        Message::Binary(data) => binary::decode_frame(data)
+            .into_iter()
+            .map(|message| message.map_err(Into::into))
+            .collect(),
+        _ => Vec::new(),
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::conn::{ClientKind, Conn};
+use crate::conn::{ClientSpec, Conn};
 use crate::gateway::Target;
 
 /// Longest one connection may take to upgrade, connect and subscribe.
@@ -40,7 +40,7 @@ pub struct Readers<T> {
 /// flight have finished, with a count of what succeeded.
 pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     target: &mut Target,
-    kind: ClientKind,
+    client: ClientSpec,
     n: usize,
     concurrency: usize,
     sub_prefix: &str,
@@ -63,7 +63,7 @@ pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'stat
             let token = target.token(&format!("{sub_prefix}{next}"), &channel)?;
             let ws_url = ws_url.clone();
             tasks.spawn(async move {
-                match tokio::time::timeout(CONNECT_TIMEOUT, open(kind, &ws_url, &token, &channel))
+                match tokio::time::timeout(CONNECT_TIMEOUT, open(client, &ws_url, &token, &channel))
                     .await
                 {
                     Ok(result) => result,
@@ -141,12 +141,12 @@ pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'stat
 
 /// Opens one connection, sends `connect` and subscribes.
 async fn open(
-    kind: ClientKind,
+    client: ClientSpec,
     ws_url: &str,
     token: &str,
     channel: &str,
 ) -> Result<Conn, (FailureKind, String)> {
-    Conn::open(kind, ws_url, token, channel)
+    Conn::open(client.kind, client.codec, ws_url, token, channel)
         .await
         .map_err(|(step, error)| classify(step, channel, &*error))
 }

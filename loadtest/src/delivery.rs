@@ -14,7 +14,7 @@ use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::conn::{ClientKind, Conn, Event};
+use crate::conn::{ClientKind, ClientSpec, Conn, Event, Protocol};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::Target;
 use crate::procfs;
@@ -53,6 +53,9 @@ pub struct LoadArgs {
     /// Subscriber implementation
     #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
     pub client: ClientKind,
+    /// Subprotocol of the subscribers (and of the floor's frames)
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    pub protocol: Protocol,
     /// Seconds to wait for every delivery after the last publish
     #[arg(long, default_value_t = 60)]
     pub delivery_timeout: u64,
@@ -70,8 +73,13 @@ impl LoadArgs {
     /// The title of the report: `<scenario>: N subscribers x M publications of ...`.
     pub fn title(&self, scenario: &str) -> String {
         format!(
-            "{scenario}: {} subscribers x {} publications of {} bytes on {} ({:?} client)",
-            self.subscribers, self.publications, self.payload_bytes, self.channel, self.client
+            "{scenario}: {} subscribers x {} publications of {} bytes on {} ({:?} client, {})",
+            self.subscribers,
+            self.publications,
+            self.payload_bytes,
+            self.channel,
+            self.client,
+            self.protocol.codec().subprotocol()
         )
     }
 }
@@ -154,7 +162,10 @@ pub async fn subscribe(
 pub async fn connect(target: &mut Target, load: &LoadArgs, scenario: &str) -> Result<Subscribers> {
     let readers = connect_all(
         target,
-        load.client,
+        ClientSpec {
+            kind: load.client,
+            codec: load.protocol.codec(),
+        },
         load.subscribers,
         load.concurrency,
         &format!("{scenario}-"),

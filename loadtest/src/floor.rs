@@ -3,8 +3,9 @@
 //! The load generator accepts N WebSocket connections of its own on loopback, and one plain
 //! thread writes each publication to every socket with one `send(2)` (std's
 //! `TcpStream::write`, the call tokio makes for the gateway's sockets): the frame Herald
-//! would send (the `{"push":...}` JSON of `herald_protocol`'s encoder, with the event, epoch
-//! and offsets of a real delivery of the gateway phase, in one unmasked text frame), at the
+//! would send (the push of `herald_protocol`'s encoder in the run's codec, with the event,
+//! epoch and offsets of a real delivery of the gateway phase, in one unmasked text frame for
+//! JSON or binary frame for protobuf), at the
 //! gateway phase's publication rate. Subscribers count deliveries as they do for the
 //! gateway; the thread's CPU per delivery is what Herald's is compared with.
 
@@ -14,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use herald_protocol::Codec;
 use herald_protocol::channel::ChannelName;
 use herald_protocol::publication::Publication;
-use herald_protocol::reply::{ReceivedPublication, encode_publication};
+use herald_protocol::reply::ReceivedPublication;
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -46,6 +48,7 @@ struct Shape {
     /// Whether the gateway numbered its publications (a channel with history).
     offsets: bool,
     payload_bytes: usize,
+    codec: Codec,
 }
 
 /// The floor phase, measured.
@@ -121,6 +124,7 @@ pub async fn measure(
         epoch: sample.epoch.as_str().into(),
         offsets: sample.offset != 0,
         payload_bytes: load.payload_bytes,
+        codec: load.protocol.codec(),
     };
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -128,7 +132,7 @@ pub async fn measure(
     let ws_url = format!("ws://{}/floor", listener.local_addr()?);
     eprintln!("floor: connecting {n} subscribers to {ws_url}");
     let accepting = tokio::spawn(accept_all(listener, n));
-    let conns = match connect_all(&ws_url, n, load.concurrency).await {
+    let conns = match connect_all(&ws_url, shape.codec, n, load.concurrency).await {
         Ok(conns) => conns,
         Err(error) => {
             accepting.abort();
@@ -216,7 +220,12 @@ fn echo_protocol(request: &Request, mut response: Response) -> Result<Response, 
 }
 
 /// Opens `n` connections to the floor server, at most `concurrency` at a time.
-async fn connect_all(ws_url: &str, n: usize, concurrency: usize) -> Result<Vec<Conn>> {
+async fn connect_all(
+    ws_url: &str,
+    codec: Codec,
+    n: usize,
+    concurrency: usize,
+) -> Result<Vec<Conn>> {
     let ws_url: Arc<str> = ws_url.into();
     let mut opening = JoinSet::new();
     let mut conns = Vec::with_capacity(n);
@@ -225,7 +234,7 @@ async fn connect_all(ws_url: &str, n: usize, concurrency: usize) -> Result<Vec<C
         while next < n && opening.len() < concurrency.max(1) {
             let ws_url = ws_url.clone();
             opening.spawn(async move {
-                tokio::time::timeout(CONNECT_TIMEOUT, Conn::upgrade(&ws_url)).await
+                tokio::time::timeout(CONNECT_TIMEOUT, Conn::upgrade(&ws_url, codec)).await
             });
             next += 1;
         }
@@ -289,7 +298,8 @@ fn write_frames(
     })
 }
 
-/// Publication `seq` as the gateway encodes it (once per publication), in a text frame.
+/// Publication `seq` as the gateway encodes it (once per publication) in the shape's
+/// codec, in a text frame (JSON) or a binary one (protobuf).
 fn encode(shape: &Shape, seq: usize, frame: &mut Vec<u8>) -> Result<()> {
     let data = RawValue::from_string(delivery::payload(seq, shape.payload_bytes))?;
     let publication = Publication {
@@ -301,9 +311,13 @@ fn encode(shape: &Shape, seq: usize, frame: &mut Vec<u8>) -> Result<()> {
         ts: unix_millis(),
         from: None,
     };
+    let opcode = match shape.codec.is_binary() {
+        true => Data::Binary,
+        false => Data::Text,
+    };
     Frame::message(
-        encode_publication(&publication),
-        OpCode::Data(Data::Text),
+        shape.codec.publication(&publication),
+        OpCode::Data(opcode),
         true,
     )
     .format(frame)?;
@@ -331,6 +345,7 @@ mod tests {
             epoch: "1764590000000.k3x9".into(),
             offsets: true,
             payload_bytes: 100,
+            codec: Codec::Json,
         };
         let mut frame = Vec::new();
         encode(&shape, 7, &mut frame).unwrap();
@@ -348,5 +363,20 @@ mod tests {
         assert_eq!(publication.offset, 8);
         assert!(publication.data.get().starts_with(r#"{"seq":7,"#));
         assert_eq!(publication.data.get().len(), 100);
+
+        let binary = Shape {
+            codec: Codec::Proto,
+            ..shape
+        };
+        frame.clear();
+        encode(&binary, 7, &mut frame).unwrap();
+        // FIN + binary opcode; no mask bit, 16-bit length.
+        assert_eq!(frame[..2], [0x82, 126]);
+        let length = usize::from(u16::from_be_bytes([frame[2], frame[3]]));
+        assert_eq!(length, frame.len() - 4);
+        let decoded = herald_protocol::binary::decode_frame(&frame[4..])
+            .remove(0)
+            .unwrap();
+        assert_eq!(decoded.push.unwrap().publication.unwrap().offset, 8);
     }
 }

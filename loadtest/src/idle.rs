@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use herald_client::CloseInfo;
 use tokio::sync::watch;
 
-use crate::conn::{ClientKind, Conn, Event};
+use crate::conn::{ClientKind, ClientSpec, Conn, Event};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::{Target, TargetArgs};
 use crate::procfs;
@@ -175,7 +175,10 @@ async fn connect_idle(args: &IdleArgs, target: &mut Target) -> Result<Readers<Op
     let channels = args.channels;
     connect_all(
         target,
-        args.client,
+        ClientSpec {
+            kind: args.client,
+            codec: herald_protocol::Codec::Json,
+        },
         args.connections,
         args.concurrency,
         "idle-",

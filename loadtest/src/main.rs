@@ -12,6 +12,8 @@
 //!   from 10% to 100% of it, standalone or across the cluster; JSON, Markdown and an SVG plot.
 //! - `presence`: the Redis presence state of N connections in one channel, without a
 //!   gateway: listing and refresh times, commands and memory per connection.
+//! - `wire`: bytes per delivery in JSON and protobuf, encoding time, and what
+//!   permessage-deflate would save, without a gateway.
 //!
 //! By default each scenario spawns the `herald` binary next to this executable on free
 //! loopback ports with generated credentials (and `cluster` its NATS and Redis), and kills
@@ -33,6 +35,7 @@ mod process;
 mod procfs;
 mod report;
 mod sweep;
+mod wire;
 
 use std::process::ExitCode;
 
@@ -69,6 +72,9 @@ enum Scenario {
     /// Latency against load: the maximum publication rate, then fixed-rate phases from
     /// 1/steps to 100% of it; p50/p99/p99.9 of publish -> receipt as JSON, Markdown, SVG.
     Sweep(sweep::SweepArgs),
+    /// Bytes per delivery in JSON and protobuf, encoding time, and what permessage-deflate
+    /// would save (each message alone, or with context takeover), without a gateway.
+    Wire(wire::WireArgs),
 }
 
 #[tokio::main]
@@ -91,6 +97,7 @@ async fn run() -> Result<()> {
             Scenario::Hostile(args) => hostile::run(args).await,
             Scenario::Presence(args) => presence::run(args).await,
             Scenario::Sweep(args) => sweep::run(args).await,
+            Scenario::Wire(args) => wire::run(args),
         }
     };
     // On Ctrl-C, return normally so what the scenario spawned is killed on drop.

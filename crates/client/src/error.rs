@@ -34,6 +34,9 @@ pub enum ClientError {
     /// A reply could not be decoded.
     #[error("cannot decode reply: {0}")]
     Decode(String),
+    /// A command that its codec cannot carry (a method or params the protobuf form lacks).
+    #[error("cannot encode command: {0}")]
+    Encode(String),
     /// A request got no reply within the request timeout.
     #[error("request timed out")]
     Timeout,

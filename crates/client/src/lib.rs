@@ -1,9 +1,11 @@
-//! Async Rust client of the Herald client protocol v1 (JSON subprotocol `herald.v1.json`),
-//! used by the integration tests and the load generator.
+//! Async Rust client of the Herald client protocol v1, used by the integration tests and the
+//! load generator. JSON (`herald.v1.json`) by default; the binary subprotocol
+//! (`herald.v1.proto`) with [`ConnectOptions::binary`]: the client then speaks whichever the
+//! server selected.
 //!
 //! Shape: [`Client::open`] upgrades the WebSocket and hands the socket to one background
 //! task, which owns it. The task writes the frames the [`Client`] queues on a channel, reads
-//! server frames (unless [paused](Client::pause_reading)), splits them on `\n`, routes each
+//! server frames (unless [paused](Client::pause_reading)), splits them into messages, routes each
 //! reply by id to the request waiting for it and queues pushes for [`Client::next_push`].
 //! Each request registers a oneshot under a fresh id before its command is queued. When the
 //! connection ends, the task records the close frame (see [`Client::closed`]) and fails
@@ -42,7 +44,8 @@ pub use herald_protocol::reply::{
     TypingPush,
 };
 
-use wire::{Incoming, decode_frame, encode_command, object};
+use herald_protocol::Codec;
+use wire::{Incoming, decode_binary_frame, decode_frame, encode_message, object};
 
 type Reply = Result<Box<RawValue>, ClientError>;
 
@@ -68,6 +71,12 @@ impl ConnectOptions {
             subprotocols: vec![herald_protocol::SUBPROTOCOL_JSON.to_owned()],
             request_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// Offers the binary subprotocol `herald.v1.proto` instead of JSON.
+    pub fn binary(mut self) -> Self {
+        self.subprotocols = vec![herald_protocol::SUBPROTOCOL_PROTO.to_owned()];
+        self
     }
 
     /// Adds an upgrade request header.
@@ -130,6 +139,7 @@ pub struct Client {
     next_id: AtomicU64,
     request_timeout: Duration,
     subprotocol: Option<String>,
+    codec: Codec,
     task: JoinHandle<()>,
 }
 
@@ -178,6 +188,7 @@ impl Client {
             .get("sec-websocket-protocol")
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
+        let codec = Codec::negotiated(subprotocol.as_deref());
 
         let shared = Arc::new(Shared {
             pending: Mutex::new(Some(HashMap::new())),
@@ -200,6 +211,7 @@ impl Client {
             next_id: AtomicU64::new(1),
             request_timeout: options.request_timeout,
             subprotocol,
+            codec,
             task,
         }
     }
@@ -210,6 +222,11 @@ impl Client {
         let client = Self::open(ConnectOptions::new(url)).await?;
         let result = client.handshake(Some(token)).await?;
         Ok((client, result))
+    }
+
+    /// The codec in use: that of the subprotocol the server selected.
+    pub fn codec(&self) -> Codec {
+        self.codec
     }
 
     /// The subprotocol the server selected, if any.
@@ -377,7 +394,7 @@ impl Client {
             shared: &self.shared,
             id,
         };
-        self.send(Message::text(encode_command(id, method, &params)))?;
+        self.send(encode_message(self.codec, id, method, &params)?)?;
         match tokio::time::timeout(self.request_timeout, reply).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ClientError::Closed(self.shared.close_info())),
@@ -523,14 +540,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             frame = socket.next(), if reading => match frame {
-                Some(Ok(Message::Text(text))) => route(&shared, push_tx.as_ref(), &text),
+                Some(Ok(Message::Text(text))) => route(&shared, push_tx.as_ref(), decode_frame(&text)),
+                Some(Ok(Message::Binary(data))) => route(&shared, push_tx.as_ref(), decode_binary_frame(&data)),
                 Some(Ok(Message::Close(frame))) => {
                     close_info = frame.map(|f| CloseInfo { code: f.code.into(), reason: f.reason.to_string() });
                     shared.finish(close_info.clone());
                     push_tx = None;
                     deadline.get_or_insert_with(|| Instant::now() + grace);
                 }
-                Some(Ok(Message::Binary(data))) => tracing::debug!(len = data.len(), "ignoring binary frame"),
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(error)) => {
                     tracing::debug!(%error, "websocket read failed");
@@ -560,8 +577,12 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn route(shared: &Shared, push_tx: Option<&mpsc::UnboundedSender<Push>>, text: &str) {
-    for message in decode_frame(text) {
+fn route(
+    shared: &Shared,
+    push_tx: Option<&mpsc::UnboundedSender<Push>>,
+    messages: impl Iterator<Item = Result<Incoming, String>>,
+) {
+    for message in messages {
         match message {
             Ok(Incoming::Push(push)) => {
                 if let Some(push_tx) = push_tx {

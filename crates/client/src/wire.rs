@@ -1,8 +1,11 @@
-//! Encoding commands and decoding server frames; no I/O.
+//! Encoding commands and decoding server frames, in either codec; no I/O.
 
+use herald_protocol::command::parse_command;
 use herald_protocol::reply::{Push, ServerMessage};
+use herald_protocol::{Codec, binary};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::ClientError;
 
@@ -20,6 +23,26 @@ pub(crate) fn encode_command(id: u64, method: &str, params: &Value) -> String {
     format!("{{\"id\":{id},{}:{params}}}", Value::from(method))
 }
 
+/// A command as one WebSocket message of `codec`. The protobuf form is made from the
+/// command parsed as the server parses JSON, so both codecs take the same methods and
+/// params; one that does not parse cannot be encoded.
+pub(crate) fn encode_message(
+    codec: Codec,
+    id: u64,
+    method: &str,
+    params: &Value,
+) -> Result<Message, ClientError> {
+    let json = encode_command(id, method, params);
+    match codec {
+        Codec::Json => Ok(Message::text(json)),
+        Codec::Proto => match parse_command(&json) {
+            Ok(Ok(command)) => Ok(Message::binary(binary::encode_command(command))),
+            Ok(Err(error)) => Err(ClientError::Encode(error.message)),
+            Err(error) => Err(ClientError::Encode(error.to_string())),
+        },
+    }
+}
+
 /// Decodes a text frame: one message per non-empty line. A line that does not decode
 /// yields an error and does not stop the others.
 pub(crate) fn decode_frame(text: &str) -> impl Iterator<Item = Result<Incoming, String>> + '_ {
@@ -28,8 +51,19 @@ pub(crate) fn decode_frame(text: &str) -> impl Iterator<Item = Result<Incoming, 
         .map(decode_line)
 }
 
+/// Decodes a binary frame (`herald.v1.proto`): length-delimited messages. A message that
+/// does not decode yields an error and ends the frame.
+pub(crate) fn decode_binary_frame(frame: &[u8]) -> impl Iterator<Item = Result<Incoming, String>> {
+    binary::decode_frame(frame)
+        .into_iter()
+        .map(|message| message.and_then(incoming))
+}
+
 fn decode_line(line: &str) -> Result<Incoming, String> {
-    let message: ServerMessage = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    incoming(serde_json::from_str(line).map_err(|e| e.to_string())?)
+}
+
+fn incoming(message: ServerMessage) -> Result<Incoming, String> {
     if let Some(push) = message.push {
         return Ok(Incoming::Push(Box::new(push)));
     }
@@ -108,6 +142,35 @@ mod tests {
         match &messages[4] {
             Ok(Incoming::Push(push)) => {
                 assert_eq!(push.disconnect.as_ref().map(|d| d.code), Some(4200))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encodes_and_decodes_the_binary_codec() {
+        let params = object([("channel", Some("a:b".into())), ("limit", Some(5.into()))]);
+        let Message::Binary(frame) = encode_message(Codec::Proto, 7, "history", &params).unwrap()
+        else {
+            panic!("a binary message")
+        };
+        let command = binary::parse_frame(&frame).unwrap().remove(0).unwrap();
+        assert_eq!(command.id, 7);
+        assert!(matches!(
+            command.method,
+            herald_protocol::Method::History(ref h) if h.channel == "a:b" && h.limit == Some(5)
+        ));
+        assert!(matches!(
+            encode_message(Codec::Proto, 8, "dance", &Value::Null),
+            Err(ClientError::Encode(_))
+        ));
+        let reply = binary::encode_result(3, &herald_protocol::reply::PingResult { ts: 9 });
+        let push = binary::encode_disconnect(herald_protocol::CloseCode::Shutdown, "bye");
+        let messages: Vec<_> = decode_binary_frame(&[reply, push].concat()).collect();
+        match &messages[..] {
+            [Ok(Incoming::Reply(3, Ok(raw))), Ok(Incoming::Push(push))] => {
+                assert_eq!(raw.get(), r#"{"ts":9}"#);
+                assert_eq!(push.disconnect.as_ref().map(|d| d.code), Some(4200));
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
-use herald_protocol::{ChannelName, CloseCode};
+use herald_protocol::{ChannelName, CloseCode, Codec};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -29,6 +29,8 @@ pub struct Connection {
     /// Replaced by `refresh` (same `sub`); read without a lock, also by fan-out.
     claims: ArcSwap<Claims>,
     pub outbox: Arc<Outbox>,
+    /// How its messages are encoded, chosen by the WebSocket subprotocol.
+    pub codec: Codec,
     /// Token expiry, Unix seconds (moves on `refresh`).
     expires_at: AtomicI64,
     /// Milliseconds since the registry's start: when the outstanding ping was sent (0 =
@@ -318,6 +320,7 @@ impl Connections {
         id: Arc<str>,
         claims: Arc<Claims>,
         outbox: Arc<Outbox>,
+        codec: Codec,
     ) -> Result<Registration, LimitError> {
         {
             let mut count = self.per_user.entry(claims.sub.clone()).or_insert(0);
@@ -331,6 +334,7 @@ impl Connections {
             expires_at: AtomicI64::new(claims.exp),
             claims: ArcSwap::new(claims),
             outbox,
+            codec,
             ping_sent_at: AtomicU64::new(0),
             next_ping_at: AtomicU64::new(
                 self.now_ms() + self.heartbeat.interval.as_millis() as u64,

@@ -1,6 +1,7 @@
 //! Local fan-out: channel → this node's subscribers.
 //!
-//! Each publication is encoded once and the bytes are shared by every subscriber; pushing
+//! Each publication is encoded once per codec in use (JSON, protobuf: see [`SharedPush`])
+//! and the bytes are shared by every subscriber of that codec; pushing
 //! to a subscriber is a non-blocking queue push (see [`Connection::send`]), done while
 //! holding only the channel's map shard, never across an `.await`.
 //!
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use herald_protocol::reply::{encode_publication, encode_unsubscribe};
+use herald_protocol::reply::encode_unsubscribe;
 use herald_protocol::{ChannelName, CloseCode, Publication};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -39,8 +40,8 @@ use crate::broker::Event;
 use crate::connections::Connection;
 use crate::metrics;
 use crate::pace::Pace;
+use crate::shared_push::SharedPush;
 use crate::state::{Position, State, is_unpublished};
-use crate::wire::Shared;
 
 /// Server-side unsubscribe codes (in the `unsubscribe` push), kept in the protocol crate.
 pub use herald_protocol::codes::unsubscribe_code;
@@ -88,7 +89,7 @@ impl Interest {
 struct Buffered {
     offset: u64,
     epoch: Arc<str>,
-    bytes: Bytes,
+    push: SharedPush,
 }
 
 struct Subscriber {
@@ -242,7 +243,7 @@ impl Hub {
         for buffered in subscriber.pending.take().unwrap_or_default() {
             subscriber.adopt(buffered.offset, &buffered.epoch);
             if buffered.offset == 0 {
-                connection.send(buffered.bytes);
+                connection.send(buffered.push.bytes(connection.codec));
             } else if buffered.epoch != subscriber.epoch
                 || buffered.offset > subscriber.offset.saturating_add(1)
             {
@@ -253,7 +254,7 @@ impl Hub {
                 break;
             } else if buffered.offset > subscriber.offset {
                 subscriber.offset = buffered.offset;
-                connection.send(buffered.bytes);
+                connection.send(buffered.push.bytes(connection.codec));
             }
         }
         if resubscribe {
@@ -558,6 +559,7 @@ impl Hub {
         let Some(entry) = self.channels.get(&event.channel) else {
             return;
         };
+        let push = SharedPush::json(event.push.clone());
         let mut delivered = 0u64;
         for subscriber in &entry.subscribers {
             let connection = &subscriber.connection;
@@ -568,7 +570,7 @@ impl Hub {
             {
                 continue;
             }
-            if subscriber.connection.send(event.push.clone()) {
+            if connection.send(push.bytes(connection.codec)) {
                 delivered += 1;
             }
         }
@@ -577,8 +579,7 @@ impl Hub {
 
     /// Queues one publication to every subscriber of the entry, encoded once.
     fn fan_out(&self, entry: &mut ChannelEntry, publication: &Publication) {
-        let shared = Shared::new(encode_publication(publication));
-        let bytes = shared.message();
+        let push = SharedPush::publication(publication);
         let started = Instant::now();
         let direct = entry.pace.direct(started);
         let mut delivered = 0u64;
@@ -592,7 +593,7 @@ impl Hub {
                 pending.push(Buffered {
                     offset: publication.offset,
                     epoch: publication.epoch.clone(),
-                    bytes: bytes.clone(),
+                    push: push.clone(),
                 });
                 continue;
             }
@@ -607,11 +608,11 @@ impl Hub {
                 }
                 subscriber.offset = publication.offset;
             }
-            let outbox = &subscriber.connection.outbox;
+            let connection = &subscriber.connection;
             let sent = if direct {
-                outbox.send_shared(&shared)
+                connection.outbox.send_shared(push.shared(connection.codec))
             } else {
-                outbox.send(bytes.clone())
+                connection.send(push.bytes(connection.codec))
             };
             if sent {
                 delivered += 1;
@@ -637,11 +638,11 @@ impl Hub {
         entry: &mut ChannelEntry,
         matches: impl Fn(&Subscriber) -> bool,
     ) {
-        let push = encode_unsubscribe(
+        let push = SharedPush::json(encode_unsubscribe(
             channel.as_str(),
             unsubscribe_code::RESUBSCRIBE,
             "resubscribe",
-        );
+        ));
         entry.subscribers.retain(|subscriber| {
             if subscriber.pending.is_some() || !matches(subscriber) {
                 return true;
@@ -649,8 +650,9 @@ impl Hub {
             if subscriber.connection.remove_subscription(channel) {
                 metrics::gauge!(metrics::SUBSCRIPTIONS).decrement(1.0);
             }
-            subscriber.connection.send(push.clone());
-            subscriber.connection.evicted(channel);
+            let connection = &subscriber.connection;
+            connection.send(push.bytes(connection.codec));
+            connection.evicted(channel);
             false
         });
         if entry.subscribers.iter().all(|s| s.pending.is_some()) {
@@ -667,6 +669,7 @@ impl Hub {
 mod tests {
     use std::time::Duration;
 
+    use herald_protocol::Codec;
     use herald_protocol::reply::ServerMessage;
     use serde_json::value::RawValue;
 
@@ -777,6 +780,11 @@ mod tests {
     impl Fixture {
         /// A connection whose subscribe is reading state: added to the hub, not active.
         fn pending(&self, id: &str) -> Registration {
+            self.pending_in(id, Codec::Json)
+        }
+
+        /// [`Fixture::pending`] speaking `codec`.
+        fn pending_in(&self, id: &str, codec: Codec) -> Registration {
             let outbox = Arc::new(Outbox::new(1 << 20, None));
             let claims = Claims {
                 sub: Arc::from(id),
@@ -787,7 +795,7 @@ mod tests {
             };
             let registration = self
                 .connections
-                .register(Arc::from(id), Arc::new(claims), outbox)
+                .register(Arc::from(id), Arc::new(claims), outbox, codec)
                 .unwrap();
             registration.connection.add_subscription(&channel());
             self.hub.add(&channel(), registration.connection.clone());
@@ -795,7 +803,12 @@ mod tests {
         }
 
         fn subscriber(&self, id: &str, position: u64, epoch: &str) -> Subscriber {
-            let registration = self.pending(id);
+            self.subscriber_in(id, Codec::Json, position, epoch)
+        }
+
+        /// [`Fixture::subscriber`] speaking `codec`.
+        fn subscriber_in(&self, id: &str, codec: Codec, position: u64, epoch: &str) -> Subscriber {
+            let registration = self.pending_in(id, codec);
             let position = Position {
                 offset: position,
                 epoch: epoch.into(),
@@ -853,6 +866,46 @@ mod tests {
             ts: 0,
             from: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_publication_is_encoded_once_per_codec_in_use() {
+        let fixture = fixture();
+        let subscribers = [
+            ("a", Codec::Json),
+            ("b", Codec::Proto),
+            ("c", Codec::Proto),
+            ("d", Codec::Json),
+        ]
+        .map(|(id, codec)| fixture.subscriber_in(id, codec, 0, "e1"));
+        let take = |subscriber: &Subscriber| -> Vec<Bytes> {
+            let outbox = &subscriber.registration.connection.outbox;
+            outbox
+                .take_now()
+                .into_iter()
+                .filter_map(|item| match item {
+                    Outbound::Message(bytes) => Some(bytes),
+                    _ => None,
+                })
+                .collect()
+        };
+        for subscriber in &subscribers {
+            take(subscriber);
+        }
+        fixture.hub.deliver(publication(1, "e1"));
+        let pushes: Vec<Bytes> = subscribers
+            .iter()
+            .map(|subscriber| take(subscriber).remove(0))
+            .collect();
+        // The same bytes for every subscriber of a codec: encoded once each.
+        assert_eq!(pushes[0].as_ptr(), pushes[3].as_ptr());
+        assert_eq!(pushes[1].as_ptr(), pushes[2].as_ptr());
+        let json: ServerMessage = serde_json::from_slice(&pushes[0]).unwrap();
+        assert_eq!(json.push.unwrap().publication.unwrap().offset, 1);
+        let binary = herald_protocol::binary::decode_frame(&pushes[1])
+            .remove(0)
+            .unwrap();
+        assert_eq!(binary.push.unwrap().publication.unwrap().offset, 1);
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ mod presence;
 pub mod random;
 mod server;
 pub mod session;
+mod shared_push;
 pub mod state;
 pub mod tls;
 pub mod wire;

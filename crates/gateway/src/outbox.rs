@@ -413,7 +413,7 @@ mod tests {
     async fn a_shared_message_is_written_directly_only_while_nothing_is_queued() {
         use tokio::io::AsyncReadExt;
         let (outbox, mut client) = direct_outbox().await;
-        let first = Shared::new(Bytes::from_static(b"first"));
+        let first = Shared::new(Bytes::from_static(b"first"), false);
         assert!(outbox.send_shared(&first));
         let mut received = vec![0u8; first.frame().len()];
         tokio::time::timeout(
@@ -428,12 +428,12 @@ mod tests {
 
         // A reply is queued: the writer's turn, so the next publication queues behind it.
         assert!(outbox.send(Bytes::from_static(b"reply")));
-        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"second"))));
+        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"second"), false)));
         let taken = outbox.take_now();
         assert_eq!(messages(&taken), [&b"reply"[..], b"second"]);
         // The writer wrote them and finds the queue empty: the fan-out's turn again.
         assert!(outbox.take_now().is_empty());
-        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"third"))));
+        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"third"), false)));
         assert!(outbox.take_now().is_empty(), "written directly again");
     }
 
@@ -441,7 +441,7 @@ mod tests {
     async fn what_a_full_socket_does_not_take_goes_first_to_the_writer() {
         let (outbox, _client) = direct_outbox().await;
         // The client never reads: the kernel's buffers fill, and a write takes part or none.
-        let big = Shared::new(Bytes::from(vec![b'x'; 1 << 20]));
+        let big = Shared::new(Bytes::from(vec![b'x'; 1 << 20]), false);
         let mut direct = 0;
         while outbox.turn() == Turn::Idle {
             assert!(outbox.send_shared(&big));
@@ -449,7 +449,7 @@ mod tests {
             assert!(direct < 1000, "a socket that never fills");
         }
         assert!(outbox.send(Bytes::from_static(b"after")));
-        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"later"))));
+        assert!(outbox.send_shared(&Shared::new(Bytes::from_static(b"later"), false)));
         let taken = outbox.take_now();
         assert_eq!(messages(&taken)[1..], [&b"after"[..], b"later"]);
         assert!(

@@ -19,13 +19,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 /// WebSocket text frame once some connection wrote it directly.
 pub struct Shared {
     message: Bytes,
+    /// A binary frame (protobuf), or a text frame (JSON).
+    binary: bool,
     frame: OnceLock<Bytes>,
 }
 
 impl Shared {
-    pub fn new(message: Bytes) -> Shared {
+    pub fn new(message: Bytes, binary: bool) -> Shared {
         Shared {
             message,
+            binary,
             frame: OnceLock::new(),
         }
     }
@@ -35,11 +38,16 @@ impl Shared {
         &self.message
     }
 
-    /// The message as one WebSocket text frame, encoded on first use.
+    /// The message as one WebSocket frame, encoded on first use.
     pub fn frame(&self) -> &Bytes {
         self.frame.get_or_init(|| {
+            let data = if self.binary {
+                Data::Binary
+            } else {
+                Data::Text
+            };
             let mut frame = BytesMut::with_capacity(self.message.len() + MAX_HEADER_BYTES);
-            put_frame(&mut frame, OpCode::Data(Data::Text), &self.message);
+            put_frame(&mut frame, OpCode::Data(data), &self.message);
             frame.freeze()
         })
     }
@@ -117,7 +125,7 @@ mod tests {
     fn a_shared_frame_is_a_final_unmasked_text_frame_of_the_message() {
         for len in [0usize, 125, 126, 65_535, 65_536] {
             let message = Bytes::from(vec![b'x'; len]);
-            let shared = Shared::new(message.clone());
+            let shared = Shared::new(message.clone(), false);
             let frame = shared.frame().clone();
             let mut cursor = std::io::Cursor::new(&frame[..]);
             let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();

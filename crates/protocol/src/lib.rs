@@ -4,7 +4,9 @@
 //! error codes and close codes. Pure data and encoding, no I/O, so the gateway, the Rust
 //! client and the load generator share one definition.
 
+pub mod binary;
 pub mod channel;
+pub mod codec;
 pub mod codes;
 pub mod command;
 pub mod json;
@@ -13,12 +15,10 @@ pub mod publication;
 pub mod reply;
 
 pub use channel::{ChannelError, ChannelName};
+pub use codec::{Codec, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};
 pub use codes::{CloseCode, ErrorCode, Reconnect};
 pub use command::{Command, CommandError, FrameError, Method};
 pub use publication::Publication;
-
-/// The JSON subprotocol, the default when a client names none.
-pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
 
 /// Default limit for one client message and for one publication's data, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::binary::ResultBody;
 use crate::codes::{CloseCode, ErrorCode, Reconnect};
 use crate::command::StreamPosition;
 use crate::presence::{Member, Status, Typer, UserStatus};
@@ -237,7 +238,7 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("reply serializes"))
 }
 
-pub fn encode_result<T: Serialize>(id: u64, result: &T) -> Bytes {
+pub fn encode_result<T: ResultBody>(id: u64, result: &T) -> Bytes {
     to_bytes(&ResultFrame { id, result })
 }
 
@@ -311,7 +312,7 @@ pub fn encode_disconnect(code: CloseCode, reason: &str) -> Bytes {
 }
 
 /// A publication as a client receives it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceivedPublication {
     pub event: String,
     pub data: Box<RawValue>,
@@ -321,7 +322,7 @@ pub struct ReceivedPublication {
     pub epoch: String,
     #[serde(default)]
     pub ts: i64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
 }
 

@@ -47,9 +47,15 @@ pub async fn subscribe(target: &Target, channel: &str, n: usize) -> Result<Subsc
     let mut progress = Vec::new();
     for i in 0..n {
         let token = target.token(&format!("healthy-{i}"), channel)?;
-        let conn = Conn::open(ClientKind::Lean, &target.ws_url, &token, channel)
-            .await
-            .map_err(|(step, error)| anyhow::anyhow!("healthy subscriber {i}: {step}: {error}"))?;
+        let conn = Conn::open(
+            ClientKind::Lean,
+            herald_protocol::Codec::Json,
+            &target.ws_url,
+            &token,
+            channel,
+        )
+        .await
+        .map_err(|(step, error)| anyhow::anyhow!("healthy subscriber {i}: {step}: {error}"))?;
         let (count, counted) = watch::channel(0);
         progress.push(counted);
         tasks.spawn(receive(conn, count, stopped.clone()));

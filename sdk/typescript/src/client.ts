@@ -72,6 +72,8 @@ export class HeraldClient {
   /** Bumped for each transport; callbacks of older ones are ignored. */
   private generation = 0;
   private transport: Transport | null = null;
+  /** The binary codec, loaded on the first connect with `protocol: "protobuf"`. */
+  private codec: typeof import("./codec.js") | null = null;
   private transportKind: TransportKind | null = null;
   private session: ConnectResult | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
@@ -418,13 +420,31 @@ export class HeraldClient {
     }
     if (generation !== this.generation) return;
     const kind = this.transports.pick();
+    if (kind === "websocket" && this.options.protocol === "protobuf" && !this.codec) {
+      try {
+        this.codec = await import("./codec.js");
+      } catch (error) {
+        if (generation !== this.generation) return;
+        this.events.emit(
+          "error",
+          new HeraldError(
+            "transport",
+            `loading the protobuf codec failed: ${describe(error)}`,
+            true,
+          ),
+        );
+        this.afterClose("backoff", false);
+        return;
+      }
+      if (generation !== this.generation) return;
+    }
     this.transportKind = kind;
     const handlers = {
       onOpen: () => {
         if (generation === this.generation) this.opened(generation, token);
       },
-      onFrame: (text: string) => {
-        if (generation === this.generation) this.frame(text);
+      onFrame: (frame: string | Uint8Array) => {
+        if (generation === this.generation) this.frame(frame);
       },
       onClose: (close: TransportClose) => {
         if (generation === this.generation) this.closed(close, kind);
@@ -435,6 +455,7 @@ export class HeraldClient {
         this.options.WebSocket as NonNullable<ResolvedOptions["WebSocket"]>,
         this.options.url,
         handlers,
+        this.codec?.encodeBinaryCommands,
       );
     } else {
       const derived = sseEndpoints(this.options.url);
@@ -516,8 +537,10 @@ export class HeraldClient {
     });
   }
 
-  private frame(text: string): void {
-    for (const message of decodeFrame(text)) {
+  private frame(frame: string | Uint8Array): void {
+    const messages =
+      typeof frame === "string" ? decodeFrame(frame) : (this.codec?.decodeBinaryFrame(frame) ?? []);
+    for (const message of messages) {
       if (message.push) this.push(message.push);
       else if (typeof message.id === "number") this.commands.reply(message);
     }

@@ -28,7 +28,7 @@ export type {
 } from "./events.js";
 export { HeraldError, type LocalErrorCode } from "./errors.js";
 export type { Unsubscribe } from "./emitter.js";
-export type { HeraldOptions, TransportMode } from "./options.js";
+export type { HeraldOptions, ProtocolMode, TransportMode } from "./options.js";
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export {
   Subscription,

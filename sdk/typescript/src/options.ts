@@ -5,6 +5,9 @@ import type { WebSocketConstructor } from "./transport/websocket.js";
 /** Which transport to use. */
 export type TransportMode = "auto" | "websocket" | "sse";
 
+/** Which encoding the WebSocket speaks: JSON text frames, or protobuf binary frames. */
+export type ProtocolMode = "json" | "protobuf";
+
 /** Options of {@link createClient}. Only `url` and `getToken` are required. */
 export interface HeraldOptions {
   /** The WebSocket URL, e.g. `wss://rt.example.com/ws`. The SSE fallback uses the same host. */
@@ -24,6 +27,11 @@ export interface HeraldOptions {
    * WebSocket handshakes in a row fail (and back to WebSocket when SSE fails to open).
    */
   transport?: TransportMode;
+  /**
+   * `json` (default, subprotocol `herald.v1.json`) or `protobuf` (`herald.v1.proto`: binary
+   * frames, smaller and cheaper to decode). The SSE fallback always speaks JSON.
+   */
+  protocol?: ProtocolMode;
   /** The SSE stream URL. Default: `url` with an http(s) scheme and `/sse` for `/ws`. */
   sseUrl?: string;
   /** The SSE command URL. Default: `url` with an http(s) scheme and `/rpc` for `/ws`. */
@@ -66,6 +74,7 @@ export interface ResolvedOptions {
   WebSocket: WebSocketConstructor | undefined;
   fetch: FetchLike | undefined;
   transport: TransportMode;
+  protocol: ProtocolMode;
   sseUrl: string | undefined;
   rpcUrl: string | undefined;
   backoff: BackoffOptions;
@@ -104,6 +113,7 @@ export function resolveOptions(options: HeraldOptions): ResolvedOptions {
     WebSocket: options.WebSocket ?? globals.WebSocket,
     fetch: options.fetch ?? (globals.fetch ? globals.fetch.bind(globalThis) : undefined),
     transport: options.transport ?? "auto",
+    protocol: options.protocol ?? "json",
     sseUrl: options.sseUrl,
     rpcUrl: options.rpcUrl,
     backoff: { ...DEFAULT_BACKOFF, ...definedOnly(options.backoff ?? {}) },

@@ -6,8 +6,11 @@
  * @packageDocumentation
  */
 
-/** The WebSocket subprotocol this SDK speaks. */
+/** The WebSocket subprotocol this SDK speaks by default. */
 export const SUBPROTOCOL = "herald.v1.json";
+
+/** The binary subprotocol (`protocol: "protobuf"`), whose codec is in `codec.ts`. */
+export const SUBPROTOCOL_PROTO = "herald.v1.proto";
 
 /** A position in a channel's history: the last offset seen and the channel's epoch. */
 export interface StreamPosition {

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use herald_protocol::CloseCode;
-use herald_protocol::reply::encode_disconnect;
+use herald_protocol::{CloseCode, Codec};
 
 use super::HttpState;
 
@@ -52,11 +51,11 @@ impl Refusal {
     /// The `disconnect` push sent before the close, if any. A draining node tells a new
     /// connection exactly what it tells the open ones it closes (for clients behind proxies
     /// that drop close frames).
-    pub(crate) fn disconnect_push(&self) -> Option<Bytes> {
+    pub(crate) fn disconnect_push(&self, codec: Codec) -> Option<Bytes> {
         match self {
             Refusal::Draining => {
                 let code = self.close_code();
-                Some(encode_disconnect(code, code.reason()))
+                Some(codec.disconnect(code, code.reason()))
             }
             Refusal::Origin => None,
         }

@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, Stream, StreamExt, stream};
+use herald_protocol::Codec;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
@@ -104,6 +105,7 @@ pub async fn stream(
         pending: slot.take(),
         permits: state.permits.clone(),
         direct: None,
+        codec: Codec::Json,
     };
     let id: Arc<str> = Arc::from(random_token(24));
     let (commands, incoming) = mpsc::channel::<ClientFrame>(INCOMING_QUEUE);
@@ -144,6 +146,8 @@ fn frames_to_events(mut frames: mpsc::Receiver<ServerFrame>) -> impl Stream<Item
                 Err(_) => Event::default().comment(""),
             }),
             // EventSource dispatches no event without data.
+            // The SSE transport's sessions are JSON: they never send binary frames.
+            ServerFrame::Binary(_) => Some(Event::default().comment("")),
             ServerFrame::Ping => Some(Event::default().event("ping").data("{}")),
             // WebSocket-only: SSE has no client pings and no direct writes.
             ServerFrame::Pong(_) | ServerFrame::Framed(_) => Some(Event::default().comment("")),
@@ -168,7 +172,7 @@ fn refuse(refusal: &Refusal) -> Response {
     let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
     let push = refusal
-        .disconnect_push()
+        .disconnect_push(Codec::Json)
         .and_then(|push| String::from_utf8(push.to_vec()).ok())
         .map(|push| Event::default().data(push));
     let events = push

@@ -1,4 +1,5 @@
-//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol,
+//! `GET /ws`: the WebSocket upgrade. Checks the Origin allowlist, picks the subprotocol
+//! (`herald.v1.proto` when the client offers it, else JSON: the session's codec),
 //! takes a token from the request if there is one, and hands the socket to a session, with
 //! the connection's pending slot (released when its handshake ends) and the node's
 //! connection limit (a permit taken when `connect` succeeds). Refusals after the upgrade
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{CloseCode, SUBPROTOCOL_JSON};
+use herald_protocol::{CloseCode, Codec};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
@@ -51,6 +52,7 @@ pub async fn upgrade(
         return HandshakeRefusal::NotUpgradable.into_response();
     };
     let protocol = subprotocol(&parts.headers);
+    let codec = Codec::negotiated(protocol);
     let admitted = admit(&state, &parts.headers, &query);
     // The connection stays pending, now as this session's, until its handshake ends.
     let pending = slot.take();
@@ -68,6 +70,7 @@ pub async fn upgrade(
                     pending,
                     permits,
                     direct,
+                    codec,
                 };
                 match split(upgraded, config).await {
                     Socket::Tcp(sink, stream, direct) => {
@@ -81,8 +84,8 @@ pub async fn upgrade(
             Err(refusal) => {
                 drop(pending);
                 match split(upgraded, config).await {
-                    Socket::Tcp(sink, stream, _) => refuse(sink, stream, refusal).await,
-                    Socket::Other(sink, stream) => refuse(sink, stream, refusal).await,
+                    Socket::Tcp(sink, stream, _) => refuse(sink, stream, codec, refusal).await,
+                    Socket::Other(sink, stream) => refuse(sink, stream, codec, refusal).await,
                 }
             }
         }
@@ -142,10 +145,11 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .any(|offered| offered.trim().eq_ignore_ascii_case(token))
 }
 
-/// The subprotocol we speak, if the client offered it. A client that offers none (or only
-/// others) gets the JSON protocol, without the header.
+/// The subprotocol we speak, if the client offered one: the binary one first. A client that
+/// offers none (or only others) gets the JSON protocol, without the header.
 fn subprotocol(headers: &HeaderMap) -> Option<&'static str> {
-    [SUBPROTOCOL_JSON]
+    Codec::ALL
+        .map(Codec::subprotocol)
         .into_iter()
         .find(|ours| header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, ours))
 }
@@ -222,11 +226,20 @@ async fn incoming<R: AsyncRead + Unpin + Send>(
     Box::pin(socket.map(|message| message.map(client_frame).map_err(transport_error)))
 }
 
-async fn refuse(mut sink: impl Outgoing, mut stream: impl Incoming, refusal: Refusal) {
+async fn refuse(
+    mut sink: impl Outgoing,
+    mut stream: impl Incoming,
+    codec: Codec,
+    refusal: Refusal,
+) {
     let code = refusal.close_code();
     metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-    if let Some(push) = refusal.disconnect_push()
-        && sink.send(ServerFrame::Text(push)).await.is_err()
+    let frame = |push| match codec.is_binary() {
+        true => ServerFrame::Binary(push),
+        false => ServerFrame::Text(push),
+    };
+    if let Some(push) = refusal.disconnect_push(codec)
+        && sink.send(frame(push)).await.is_err()
     {
         return;
     }
@@ -243,7 +256,9 @@ async fn refuse(mut sink: impl Outgoing, mut stream: impl Incoming, refusal: Ref
 fn client_frame(message: Message) -> ClientFrame {
     match message {
         Message::Text(text) => ClientFrame::Text(text.into()),
-        Message::Binary(_) | Message::Frame(_) => ClientFrame::Binary,
+        Message::Binary(data) => ClientFrame::Binary(data),
+        // Only ever built to be sent, never read.
+        Message::Frame(frame) => ClientFrame::Binary(frame.into_payload()),
         Message::Ping(payload) => ClientFrame::Ping(payload),
         Message::Pong(_) => ClientFrame::Pong,
         Message::Close(_) => ClientFrame::Close,

@@ -135,6 +135,7 @@ impl<W: AsyncWrite + Unpin> Sink<ServerFrame> for FrameSink<W> {
         let buffer = &mut self.buffer;
         match frame {
             ServerFrame::Text(text) => put_frame(buffer, OpCode::Data(Data::Text), &text),
+            ServerFrame::Binary(data) => put_frame(buffer, OpCode::Data(Data::Binary), &data),
             ServerFrame::Ping => put_frame(buffer, OpCode::Control(Control::Ping), &[]),
             ServerFrame::Pong(payload) => {
                 put_frame(buffer, OpCode::Control(Control::Pong), &payload)

@@ -8,10 +8,10 @@ use herald_protocol::CloseCode;
 /// What the client sent.
 #[derive(Debug)]
 pub enum ClientFrame {
-    /// One or more newline-separated commands; the session checks the bytes are UTF-8.
+    /// One or more newline-separated JSON commands; the session checks the bytes are UTF-8.
     Text(Bytes),
-    /// Binary data, which the JSON protocol has no use for.
-    Binary,
+    /// One or more length-delimited protobuf commands (`herald.v1.proto`).
+    Binary(Bytes),
     /// The client's own ping, with its payload: the session answers it, and it costs a
     /// rate-limit token.
     Ping(Bytes),
@@ -26,6 +26,8 @@ pub enum ClientFrame {
 pub enum ServerFrame {
     /// One or more newline-separated JSON messages.
     Text(Bytes),
+    /// One or more length-delimited protobuf messages (`herald.v1.proto`).
+    Binary(Bytes),
     /// The heartbeat, which the client answers with a pong.
     Ping,
     /// The answer to the client's ping.

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::codes::unsubscribe_code;
-use herald_protocol::command::{ConnectRequest, parse_frame};
-use herald_protocol::reply::{ConnectResult, encode_error, encode_result};
-use herald_protocol::{CloseCode, Command, ErrorCode, Method};
+use herald_protocol::command::ConnectRequest;
+use herald_protocol::reply::ConnectResult;
+use herald_protocol::{CloseCode, Codec, Command, ErrorCode, Method};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -44,6 +44,8 @@ pub struct Upgrade {
     pub permits: Option<Arc<Semaphore>>,
     /// A plain TCP WebSocket's socket, which the fan-out may write to directly.
     pub direct: Option<DirectSocket>,
+    /// The codec of the negotiated subprotocol.
+    pub codec: Codec,
 }
 
 /// How a command answered.
@@ -75,14 +77,15 @@ pub async fn run(
         pending,
         permits,
         direct,
+        codec,
     } = upgrade;
     let outbox = Arc::new(Outbox::new(limits.client_queue_bytes, direct));
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
-    let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), frame_cap));
+    let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), codec, frame_cap));
     let connect_timeout = tokio::time::sleep(limits.connect_timeout);
     // Boxed: the handshake's state would otherwise stay part of every idle session's task.
     let handshake = tokio::select! {
-        result = Box::pin(handshake(&node, &mut stream, &outbox, token, permits.as_ref())) => result,
+        result = Box::pin(handshake(&node, &mut stream, &outbox, codec, token, permits.as_ref())) => result,
         () = connect_timeout => {
             outbox.close(CloseCode::Unauthorized);
             None
@@ -164,12 +167,13 @@ async fn handshake(
     node: &Arc<Node>,
     stream: &mut impl Incoming,
     outbox: &Arc<Outbox>,
+    codec: Codec,
     upgrade_token: Option<String>,
     permits: Option<&Arc<Semaphore>>,
 ) -> Option<Handshake> {
     let mut limiter = RateLimiter::per_minute(node.config().limits.commands_per_minute);
     loop {
-        let commands = read_commands(node, stream, outbox, None).await?;
+        let commands = read_commands(node, stream, outbox, codec, None).await?;
         // A frame without commands (blank lines, a ping) costs a token too.
         if commands.is_empty() && limiter.check() != Verdict::Allow {
             outbox.close(CloseCode::TooManyRequests);
@@ -184,31 +188,31 @@ async fn handshake(
                     Err(error) => error.id,
                 };
                 let failure = Failure::code(ErrorCode::TooManyRequests);
-                refuse(outbox, id, failure, CloseCode::TooManyRequests);
+                refuse(outbox, codec, id, failure, CloseCode::TooManyRequests);
                 return None;
             }
             let command = match command {
                 Ok(command) => command,
                 Err(error) => {
-                    outbox.send(encode_error(error.id, error.code, &error.message));
+                    outbox.send(codec.error(error.id, error.code, &error.message));
                     continue;
                 }
             };
             let Method::Connect(request) = command.method else {
                 count_command(command.method.name(), Err(ErrorCode::Unauthorized));
                 let failure = Failure::new(ErrorCode::Unauthorized, "connect first");
-                refuse(outbox, command.id, failure, CloseCode::Unauthorized);
+                refuse(outbox, codec, command.id, failure, CloseCode::Unauthorized);
                 return None;
             };
-            return match connect(node, outbox, request, upgrade_token, permits) {
+            return match connect(node, outbox, codec, request, upgrade_token, permits) {
                 Ok((registration, result, permit)) => {
                     count_command("connect", Ok(()));
-                    outbox.send(encode_result(command.id, &result));
+                    outbox.send(codec.result(command.id, &result));
                     Some((registration, limiter, commands.collect(), permit))
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));
-                    refuse(outbox, command.id, failure, close);
+                    refuse(outbox, codec, command.id, failure, close);
                     None
                 }
             };
@@ -217,14 +221,15 @@ async fn handshake(
 }
 
 /// Answers a command with an error, then closes the connection.
-fn refuse(outbox: &Outbox, id: u64, failure: Failure, close: CloseCode) {
-    outbox.send(encode_error(id, failure.code, &failure.message));
+fn refuse(outbox: &Outbox, codec: Codec, id: u64, failure: Failure, close: CloseCode) {
+    outbox.send(codec.error(id, failure.code, &failure.message));
     outbox.close(close);
 }
 
 fn connect(
     node: &Arc<Node>,
     outbox: &Arc<Outbox>,
+    codec: Codec,
     request: ConnectRequest,
     upgrade_token: Option<String>,
     permits: Option<&Arc<Semaphore>>,
@@ -258,7 +263,7 @@ fn connect(
     let user = claims.sub.to_string();
     let registration = node
         .connections()
-        .register(id.clone(), Arc::new(claims), outbox.clone())
+        .register(id.clone(), Arc::new(claims), outbox.clone(), codec)
         .map_err(|error| {
             (
                 Failure::new(ErrorCode::LimitExceeded, error.to_string()),
@@ -276,12 +281,14 @@ fn connect(
     Ok((registration, result, permit))
 }
 
-/// Reads the next text frame and parses its commands (none for a client ping). `None` when the connection ended or
-/// was closed for a bad frame.
+/// Reads the next data frame and parses its commands (none for a client ping). `None` when
+/// the connection ended or was closed for a bad frame: one that does not parse, or a text
+/// frame on the binary subprotocol or a binary one on JSON (4000).
 async fn read_commands(
     node: &Node,
     stream: &mut impl Incoming,
     outbox: &Outbox,
+    codec: Codec,
     connection: Option<&Connection>,
 ) -> Option<Commands> {
     loop {
@@ -295,25 +302,24 @@ async fn read_commands(
             }
             None => return None,
         };
+        let binary = matches!(frame, ClientFrame::Binary(_));
         match frame {
-            ClientFrame::Text(text) => {
-                if text.len() > node.config().limits.max_message_bytes {
+            ClientFrame::Text(data) | ClientFrame::Binary(data) => {
+                if binary != codec.is_binary() {
+                    outbox.close(CloseCode::BadRequest);
+                    return None;
+                }
+                if data.len() > node.config().limits.max_message_bytes {
                     outbox.close(CloseCode::MessageTooLarge);
                     return None;
                 }
-                // Not UTF-8 is what a binary frame is on the JSON subprotocol.
-                let parsed = std::str::from_utf8(&text).map(parse_frame);
-                match parsed {
-                    Ok(Ok(commands)) => return Some(commands),
-                    Ok(Err(_)) | Err(_) => {
+                match codec.parse_frame(&data) {
+                    Ok(commands) => return Some(commands),
+                    Err(_) => {
                         outbox.close(CloseCode::BadRequest);
                         return None;
                     }
                 }
-            }
-            ClientFrame::Binary => {
-                outbox.close(CloseCode::BadRequest);
-                return None;
             }
             ClientFrame::Pong => {
                 if let Some(connection) = connection {
@@ -354,7 +360,7 @@ impl Session {
                     Box::pin(self.leave_evicted()).await;
                     continue;
                 }
-                commands = read_commands(&node, stream, &connection.outbox, Some(&connection)) => commands,
+                commands = read_commands(&node, stream, &connection.outbox, connection.codec, Some(&connection)) => commands,
                 _ = &mut *writer => return,
             };
             let Some(commands) = commands else { return };
@@ -386,7 +392,7 @@ impl Session {
             Verdict::Allow => {}
             Verdict::Reject => {
                 count_command(method, Err(ErrorCode::TooManyRequests));
-                connection.send(encode_error(
+                connection.send(connection.codec.error(
                     id,
                     ErrorCode::TooManyRequests,
                     "too many requests",
@@ -403,7 +409,7 @@ impl Session {
             Ok(command) => command,
             Err(error) => {
                 count_command("invalid", Err(error.code));
-                connection.send(encode_error(error.id, error.code, &error.message));
+                connection.send(connection.codec.error(error.id, error.code, &error.message));
                 return;
             }
         };
@@ -425,7 +431,11 @@ impl Session {
             Ok(Answer::Sent) => count_command(method, Ok(())),
             Err(failure) => {
                 count_command(method, Err(failure.code));
-                connection.send(encode_error(command.id, failure.code, &failure.message));
+                connection.send(
+                    connection
+                        .codec
+                        .error(command.id, failure.code, &failure.message),
+                );
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A connection's writer: takes everything queued at once, coalesces consecutive messages
-//! into text frames (newline-separated, up to a size cap), and sends pings and the close
-//! frame. One flush per batch.
+//! into data frames (up to a size cap: text frames of newline-separated JSON, or binary
+//! frames of length-delimited protobuf), and sends pings and the close frame. One flush per
+//! batch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,8 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use herald_protocol::CloseCode;
-use herald_protocol::reply::encode_disconnect;
+use herald_protocol::{CloseCode, Codec};
 
 use super::Outgoing;
 use super::frame::{ServerFrame, TransportError};
@@ -19,14 +19,19 @@ use crate::outbox::{Outbound, Outbox};
 /// closing, before it gives up and drops the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(mut sink: impl Outgoing, outbox: Arc<Outbox>, max_frame_bytes: usize) {
+pub async fn run(
+    mut sink: impl Outgoing,
+    outbox: Arc<Outbox>,
+    codec: Codec,
+    max_frame_bytes: usize,
+) {
     loop {
         let batch = outbox.take().await;
         // Biased: a batch that is sent at once never polls (and never registers) the
         // give-up future, so the common case costs nothing extra.
         let keep_going = tokio::select! {
             biased;
-            keep_going = send_batch(&mut sink, batch, max_frame_bytes) => keep_going,
+            keep_going = send_batch(&mut sink, batch, codec, max_frame_bytes) => keep_going,
             () = give_up(&outbox) => false,
         };
         if !keep_going {
@@ -42,14 +47,15 @@ pub async fn run(mut sink: impl Outgoing, outbox: Arc<Outbox>, max_frame_bytes: 
 async fn send_batch(
     sink: &mut impl Outgoing,
     batch: VecDeque<Outbound>,
+    codec: Codec,
     max_frame_bytes: usize,
 ) -> bool {
-    let mut frame = FrameBuilder::new(max_frame_bytes);
+    let mut frame = FrameBuilder::new(max_frame_bytes, codec.separator());
     for item in batch {
         let control = match item {
             Outbound::Message(message) => {
                 if let Some(full) = frame.push(message)
-                    && feed_text(sink, full).await.is_err()
+                    && feed_data(sink, codec, full).await.is_err()
                 {
                     return false;
                 }
@@ -58,7 +64,7 @@ async fn send_batch(
             control => control,
         };
         if let Some(pending) = frame.finish()
-            && feed_text(sink, pending).await.is_err()
+            && feed_data(sink, codec, pending).await.is_err()
         {
             return false;
         }
@@ -74,7 +80,13 @@ async fn send_batch(
                 }
             }
             Outbound::Close(code, reason) => {
-                close(sink, code, reason.as_deref().unwrap_or(code.reason())).await;
+                close(
+                    sink,
+                    codec,
+                    code,
+                    reason.as_deref().unwrap_or(code.reason()),
+                )
+                .await;
                 return false;
             }
             Outbound::Finish | Outbound::Message(_) => {
@@ -84,25 +96,27 @@ async fn send_batch(
         }
     }
     if let Some(pending) = frame.finish()
-        && feed_text(sink, pending).await.is_err()
+        && feed_data(sink, codec, pending).await.is_err()
     {
         return false;
     }
     sink.flush().await.is_ok()
 }
 
-/// Joins consecutive messages with `\n` up to a size cap. A lone message is passed through
-/// without copying.
+/// Joins consecutive messages with the codec's separator up to a size cap. A lone message
+/// is passed through without copying.
 struct FrameBuilder {
     max: usize,
+    separator: &'static [u8],
     first: Option<Bytes>,
     joined: Option<BytesMut>,
 }
 
 impl FrameBuilder {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, separator: &'static [u8]) -> Self {
         Self {
             max,
+            separator,
             first: None,
             joined: None,
         }
@@ -119,21 +133,23 @@ impl FrameBuilder {
     /// Adds a message; returns the frame built so far if this message does not fit in it.
     fn push(&mut self, message: Bytes) -> Option<Bytes> {
         let size = self.size();
-        let full = if size > 0 && size + 1 + message.len() > self.max {
+        let full = if size > 0 && size + self.separator.len() + message.len() > self.max {
             self.finish()
         } else {
             None
         };
         match (&mut self.joined, self.first.take()) {
             (Some(joined), _) => {
-                joined.put_u8(b'\n');
+                joined.put_slice(self.separator);
                 joined.put_slice(&message);
             }
             (None, None) => self.first = Some(message),
             (None, Some(first)) => {
-                let mut joined = BytesMut::with_capacity((first.len() + 1 + message.len()) * 2);
+                let mut joined = BytesMut::with_capacity(
+                    (first.len() + self.separator.len() + message.len()) * 2,
+                );
                 joined.put_slice(&first);
-                joined.put_u8(b'\n');
+                joined.put_slice(self.separator);
                 joined.put_slice(&message);
                 self.joined = Some(joined);
             }
@@ -156,13 +172,21 @@ async fn give_up(outbox: &Outbox) {
     tokio::time::sleep(CLOSE_GRACE).await;
 }
 
-async fn feed_text(sink: &mut impl Outgoing, frame: Bytes) -> Result<(), TransportError> {
-    sink.feed(ServerFrame::Text(frame)).await
+async fn feed_data(
+    sink: &mut impl Outgoing,
+    codec: Codec,
+    frame: Bytes,
+) -> Result<(), TransportError> {
+    let frame = match codec.is_binary() {
+        true => ServerFrame::Binary(frame),
+        false => ServerFrame::Text(frame),
+    };
+    sink.feed(frame).await
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
-async fn close(sink: &mut impl Outgoing, code: CloseCode, reason: &str) {
-    let _ = feed_text(sink, encode_disconnect(code, reason)).await;
+async fn close(sink: &mut impl Outgoing, codec: Codec, code: CloseCode, reason: &str) {
+    let _ = feed_data(sink, codec, codec.disconnect(code, reason)).await;
     let frame = ServerFrame::Close {
         code,
         reason: reason.to_owned(),
@@ -181,7 +205,7 @@ mod tests {
 
     #[test]
     fn coalesces_up_to_the_cap_and_passes_lone_messages_through() {
-        let mut frame = FrameBuilder::new(1 << 16);
+        let mut frame = FrameBuilder::new(1 << 16, b"\n");
         for n in 0..5 {
             assert!(frame.push(message(n)).is_none());
         }
@@ -196,7 +220,7 @@ mod tests {
         let out = frame.finish().unwrap();
         assert_eq!(out.as_ptr(), lone.as_ptr(), "a lone message is not copied");
 
-        let mut small = FrameBuilder::new(16);
+        let mut small = FrameBuilder::new(16, b"\n");
         assert!(small.push(message(0)).is_none());
         assert!(small.push(message(1)).is_none());
         assert_eq!(

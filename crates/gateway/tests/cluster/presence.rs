@@ -477,3 +477,36 @@ async fn an_event_header_nats_cannot_encode_is_an_error_not_a_panic() {
         .await
         .expect("the broker still publishes");
 }
+
+/// A binary (`herald.v1.proto`) subscriber on node B gets the presence events node A raises:
+/// they cross NATS as JSON and B transcodes them once for its binary subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_events_from_another_node_reach_binary_subscribers() {
+    use herald_client::ConnectOptions;
+    use herald_testkit::tokens::{claims, sign};
+
+    let cluster = Cluster::start().await;
+    let channel = "org:acme:ch:binary";
+    let alice = within(
+        "upgrade",
+        Client::open(ConnectOptions::new(cluster.ws_url(1)).binary()),
+    )
+    .await
+    .expect("upgrade");
+    let token = sign(&claims("alice", &["acme"], &["org:acme:*"], 3600));
+    within("connect", alice.handshake(Some(&token)))
+        .await
+        .expect("connect over protobuf");
+    assert_eq!(alice.codec(), herald_protocol::Codec::Proto);
+    within("subscribe", alice.subscribe(channel)).await.unwrap();
+
+    let bob = connect(&cluster, 0, "bob").await;
+    within("subscribe", bob.subscribe(channel)).await.unwrap();
+    let join = next_push(&alice, "bob's join from node A", |p| p.join.is_some()).await;
+    let member = join.join.unwrap();
+    assert_eq!(&*member.user, "bob");
+    assert_eq!(member.info.unwrap().get(), r#"{"name":"BOB"}"#);
+    within("typing", bob.typing(channel, true)).await.unwrap();
+    let typing = next_push(&alice, "bob typing on node A", |p| p.typing.is_some()).await;
+    assert!(typing.typing.unwrap().active);
+}

@@ -253,6 +253,7 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
             pending: None,
             permits: None,
             direct: None,
+            codec: herald_protocol::Codec::Json,
         };
         within(
             "the session to end",
@@ -270,7 +271,10 @@ async fn a_handshake_that_completes_during_the_drain_is_closed_4200() {
                     }
                 }
                 ServerFrame::Close { code, .. } => close = Some(code.code()),
-                ServerFrame::Ping | ServerFrame::Pong(_) | ServerFrame::Framed(_) => {}
+                ServerFrame::Ping
+                | ServerFrame::Pong(_)
+                | ServerFrame::Framed(_)
+                | ServerFrame::Binary(_) => {}
             }
         }
         let disconnect = disconnect

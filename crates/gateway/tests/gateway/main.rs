@@ -3,6 +3,7 @@
 mod common;
 
 mod admission;
+mod binary;
 mod channels;
 mod connect;
 mod framing;

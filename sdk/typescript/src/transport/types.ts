@@ -11,8 +11,11 @@ export interface TransportClose {
 export interface TransportHandlers {
   /** The transport is open: commands may be sent (the first one must be `connect`). */
   onOpen(): void;
-  /** A server frame: one or more newline-separated JSON messages. */
-  onFrame(text: string): void;
+  /**
+   * A server frame: one or more newline-separated JSON messages (text), or length-delimited
+   * protobuf messages (binary, `herald.v1.proto`).
+   */
+  onFrame(frame: string | Uint8Array): void;
   /** The transport ended by itself. Not called after {@link Transport.close}. */
   onClose(close: TransportClose): void;
 }

@@ -1,4 +1,4 @@
-import { SUBPROTOCOL } from "../protocol.js";
+import { SUBPROTOCOL, SUBPROTOCOL_PROTO } from "../protocol.js";
 import type { Transport, TransportHandlers } from "./types.js";
 
 /**
@@ -12,7 +12,9 @@ export interface WebSocketLike {
   onmessage: ((event: any) => void) | null;
   onclose: ((event: any) => void) | null;
   onerror: ((event: any) => void) | null;
-  send(data: string): void;
+  /** Set to `arraybuffer` for the binary subprotocol. */
+  binaryType?: string;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 
@@ -25,19 +27,24 @@ export type WebSocketConstructor = new (
 const OPEN = 1;
 
 /**
- * Opens a WebSocket to `url` with the `herald.v1.json` subprotocol. The token never goes in
- * the URL: the client sends it in the `connect` command.
+ * Opens a WebSocket to `url` with the `herald.v1.json` subprotocol, or `herald.v1.proto`
+ * given the binary codec's command encoder: then commands go out as binary frames and binary
+ * frames come in. The token never goes in the URL: the client sends it in the `connect`
+ * command.
  */
 export function createWebSocketTransport(
   WebSocketImpl: WebSocketConstructor,
   url: string,
   handlers: TransportHandlers,
+  encodeBinary?: (commands: string) => Uint8Array,
 ): Transport {
+  const binary = encodeBinary !== undefined;
   let opened = false;
   let done = false;
   let socket: WebSocketLike;
   try {
-    socket = new WebSocketImpl(url, SUBPROTOCOL);
+    socket = new WebSocketImpl(url, binary ? SUBPROTOCOL_PROTO : SUBPROTOCOL);
+    if (binary) socket.binaryType = "arraybuffer";
   } catch (error) {
     // A malformed URL throws synchronously; report it like a failed handshake.
     done = true;
@@ -61,8 +68,9 @@ export function createWebSocketTransport(
   };
   socket.onmessage = (event: { data: unknown }) => {
     if (done) return;
-    // The JSON subprotocol only carries text frames; anything else is ignored.
-    if (typeof event.data === "string") handlers.onFrame(event.data);
+    // Each subprotocol carries one kind of data frame; anything else is ignored.
+    if (!binary && typeof event.data === "string") handlers.onFrame(event.data);
+    if (binary && event.data instanceof ArrayBuffer) handlers.onFrame(new Uint8Array(event.data));
   };
   socket.onerror = () => {
     // A close event always follows; it carries what there is to know.
@@ -77,7 +85,9 @@ export function createWebSocketTransport(
   return {
     kind: "websocket",
     send(text: string) {
-      if (!done && socket.readyState === OPEN) socket.send(text);
+      if (!done && socket.readyState === OPEN) {
+        socket.send(encodeBinary ? encodeBinary(text) : text);
+      }
     },
     close(code = 1000, reason = "") {
       if (done) return;

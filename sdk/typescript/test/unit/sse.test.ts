@@ -91,7 +91,7 @@ describe("SSE transport", () => {
     let opened = 0;
     const transport = createSseTransport(server.fetch, sseEndpoints("ws://h:1/ws"), {
       onOpen: () => (opened += 1),
-      onFrame: (text) => frames.push(text),
+      onFrame: (text) => frames.push(String(text)),
       onClose: (close) => closes.push(close),
     });
     await realTick();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::HistoryRequest;
-use herald_protocol::reply::{HistoryResult, encode_result};
+use herald_protocol::reply::HistoryResult;
 
 use super::subscribe::authorize_member;
 use crate::connections::Connection;
@@ -41,5 +41,5 @@ pub async fn apply(
         epoch: page.position.epoch.to_string(),
         more: page.more,
     };
-    Ok(Answer::Result(encode_result(id, &result)))
+    Ok(Answer::Result(connection.codec.result(id, &result)))
 }

@@ -36,7 +36,7 @@ pub async fn dispatch(
         Method::History(request) => history::apply(node, connection, id, request).await,
         Method::Refresh(request) => refresh::apply(node, connection, id, request).await,
         Method::SubRefresh(request) => sub_refresh::apply(node, connection, id, request),
-        Method::Ping(_) => Ok(ping::apply(id)),
+        Method::Ping(_) => Ok(ping::apply(connection.codec, id)),
         Method::Presence(request) => presence::apply(node, connection, id, request).await,
         Method::PresenceStats(request) => presence::stats(node, connection, id, request).await,
         Method::SetStatus(request) => set_status::apply(node, connection, id, request).await,

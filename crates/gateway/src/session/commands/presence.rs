@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::{ChannelRequest, PresenceRequest};
-use herald_protocol::reply::{PresenceMember, PresenceResult, PresenceStatsResult, encode_result};
+use herald_protocol::reply::{PresenceMember, PresenceResult, PresenceStatsResult};
 use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::config::ChannelOptions;
@@ -34,7 +34,7 @@ pub async fn apply(
     };
     let members = node.presence().members(&channel).await?;
     let result = page(members, after, node.config().limits.reply_bytes());
-    Ok(Answer::Result(encode_result(id, &result)))
+    Ok(Answer::Result(connection.codec.result(id, &result)))
 }
 
 /// The members after `after`, oldest first, up to `budget` bytes (at least one member).
@@ -113,7 +113,7 @@ pub async fn stats(
     let channel = subscribed_channel(node, connection, &request.channel, |o| o.presence)?;
     let (users, clients) = node.presence().stats(&channel).await?;
     let result = PresenceStatsResult { users, clients };
-    Ok(Answer::Result(encode_result(id, &result)))
+    Ok(Answer::Result(connection.codec.result(id, &result)))
 }
 
 /// A channel the connection is subscribed to and whose options allow `feature`: only

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use herald_protocol::ErrorCode;
 use herald_protocol::command::PublishRequest;
-use herald_protocol::reply::{PublishResult, encode_result};
+use herald_protocol::reply::PublishResult;
 
 use super::subscribe::authorize_member;
 use crate::connections::Connection;
@@ -34,7 +34,7 @@ pub async fn apply(
         idempotency_key: None,
     };
     let position = node.publish(publish).await?;
-    Ok(Answer::Result(encode_result(
+    Ok(Answer::Result(connection.codec.result(
         id,
         &PublishResult {
             offset: position.offset,

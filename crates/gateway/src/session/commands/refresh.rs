@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::RefreshRequest;
-use herald_protocol::reply::{RefreshResult, encode_result};
+use herald_protocol::reply::RefreshResult;
 use herald_protocol::{ChannelName, ErrorCode};
 
 use super::unsubscribe::end_subscription;
@@ -44,10 +44,9 @@ pub async fn apply(
         .await;
     }
     node.presence().orgs_changed(connection, &before).await;
-    Ok(Answer::Result(encode_result(
-        id,
-        &RefreshResult { expires },
-    )))
+    Ok(Answer::Result(
+        connection.codec.result(id, &RefreshResult { expires }),
+    ))
 }
 
 /// The connection's subscriptions that its (new) claims do not allow, leaving out those

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use herald_protocol::ErrorCode;
 use herald_protocol::command::SetStatusRequest;
-use herald_protocol::reply::{EmptyResult, encode_result};
+use herald_protocol::reply::EmptyResult;
 
 use crate::connections::Connection;
 use crate::node::Node;
@@ -28,5 +28,5 @@ pub async fn apply(
         }
     };
     node.presence().set_status(connection, status).await?;
-    Ok(Answer::Result(encode_result(id, &EmptyResult {})))
+    Ok(Answer::Result(connection.codec.result(id, &EmptyResult {})))
 }

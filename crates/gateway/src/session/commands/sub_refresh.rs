@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::SubRefreshRequest;
-use herald_protocol::reply::{RefreshResult, encode_result};
+use herald_protocol::reply::RefreshResult;
 use herald_protocol::{ChannelName, ErrorCode};
 
 use crate::connections::Connection;
@@ -36,8 +36,9 @@ pub fn apply(
             "not subscribed to this channel with a subscription token",
         ));
     }
-    Ok(Answer::Result(encode_result(
-        id,
-        &RefreshResult { expires: token.exp },
-    )))
+    Ok(Answer::Result(
+        connection
+            .codec
+            .result(id, &RefreshResult { expires: token.exp }),
+    ))
 }

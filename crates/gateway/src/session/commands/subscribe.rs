@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::{StreamPosition, SubscribeRequest};
-use herald_protocol::reply::{SubscribeResult, TypingPush, encode_result};
+use herald_protocol::reply::{SubscribeResult, TypingPush};
 use herald_protocol::{ChannelName, ErrorCode, Publication};
 
 use crate::auth::{AuthError, SubscriptionClaims, check_subscribe};
@@ -61,7 +61,12 @@ pub async fn apply(
             return Err(error.into());
         }
     };
-    if !node.activate(&channel, connection, encode_result(id, &result), &position) {
+    if !node.activate(
+        &channel,
+        connection,
+        connection.codec.result(id, &result),
+        &position,
+    ) {
         // The connection closed meanwhile: undo the join, or it stays a ghost member.
         node.presence().left(&channel, connection).await;
         leave(node, connection, &channel).await;

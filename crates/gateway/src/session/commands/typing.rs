@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use herald_protocol::command::TypingRequest;
-use herald_protocol::reply::{EmptyResult, encode_result};
+use herald_protocol::reply::EmptyResult;
 
 use super::presence::subscribed_channel;
 use crate::connections::Connection;
@@ -21,5 +21,5 @@ pub async fn apply(
     node.presence()
         .typing(&channel, connection, request.active)
         .await?;
-    Ok(Answer::Result(encode_result(id, &EmptyResult {})))
+    Ok(Answer::Result(connection.codec.result(id, &EmptyResult {})))
 }

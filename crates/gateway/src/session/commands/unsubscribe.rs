@@ -9,7 +9,7 @@ use std::sync::Arc;
 use herald_protocol::ChannelName;
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::UnsubscribeRequest;
-use herald_protocol::reply::{EmptyResult, encode_result, encode_unsubscribe};
+use herald_protocol::reply::EmptyResult;
 
 use crate::connections::Connection;
 use crate::metrics;
@@ -24,7 +24,7 @@ pub async fn apply(
 ) -> Result<Answer, Failure> {
     let channel = ChannelName::parse(&request.channel)?;
     leave(node, connection, &channel, None).await;
-    Ok(Answer::Result(encode_result(id, &EmptyResult {})))
+    Ok(Answer::Result(connection.codec.result(id, &EmptyResult {})))
 }
 
 /// Ends a subscription from the server's side: the client gets an `unsubscribe` push with
@@ -52,7 +52,7 @@ async fn leave(
     }
     // Out of the hub first, so no publication of the channel follows the push.
     if let Some(code) = push {
-        connection.send(encode_unsubscribe(
+        connection.send(connection.codec.unsubscribe(
             channel.as_str(),
             code,
             unsubscribe_code::reason(code),

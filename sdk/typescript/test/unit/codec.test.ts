@@ -1,0 +1,111 @@
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { sizeDelimitedEncode, sizeDelimitedPeek } from "@bufbuild/protobuf/wire";
+import { describe, expect, it } from "vitest";
+import { decodeBinaryFrame, encodeBinaryCommands } from "../../src/codec.js";
+import { CommandSchema, ReplySchema, type Command } from "../../src/gen/herald/v1/client_pb.js";
+import { encodeCommand } from "../../src/protocol.js";
+
+function commands(frame: Uint8Array): Command[] {
+  const out: Command[] = [];
+  let rest = frame;
+  while (rest.length > 0) {
+    const peek = sizeDelimitedPeek(rest);
+    if (peek.eof) throw new Error("truncated");
+    out.push(fromBinary(CommandSchema, rest.subarray(peek.offset, peek.offset + peek.size)));
+    rest = rest.subarray(peek.offset + peek.size);
+  }
+  return out;
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+describe("the binary codec", () => {
+  it("turns JSON command lines into length-delimited Commands", () => {
+    const text = [
+      encodeCommand(1, "subscribe", { channel: "a:b", recover: { offset: 7, epoch: "e" } }),
+      encodeCommand(2, "publish", { channel: "a:b", event: "x", data: { n: [1, "é"] } }),
+      encodeCommand(3, "history", { channel: "a:b", limit: 0, sinceOffset: 2 }),
+      encodeCommand(4, "typing", { channel: "a:b", active: true }),
+    ].join("\n");
+    const [subscribe, publish, history, typing] = commands(encodeBinaryCommands(text));
+    expect(subscribe?.id).toBe(1n);
+    expect(subscribe?.method).toMatchObject({
+      case: "subscribe",
+      value: { channel: "a:b", recover: { offset: 7n, epoch: "e" } },
+    });
+    const data = publish?.method.case === "publish" ? publish.method.value.data : undefined;
+    expect(JSON.parse(new TextDecoder().decode(data))).toEqual({ n: [1, "é"] });
+    expect(history?.method).toMatchObject({ value: { limit: 0, sinceOffset: 2n } });
+    expect(typing?.method).toMatchObject({ case: "typing", value: { active: true } });
+    expect(() => encodeBinaryCommands(encodeCommand(5, "dance", {}))).toThrow(TypeError);
+  });
+
+  it("decodes replies and pushes into the JSON shapes", () => {
+    const reply = (init: Parameters<typeof create<typeof ReplySchema>>[1]) =>
+      sizeDelimitedEncode(ReplySchema, create(ReplySchema, init));
+    const frame = concat(
+      reply({
+        id: 3n,
+        kind: { case: "result", value: { result: { case: "ping", value: { ts: 9n } } } },
+      }),
+      reply({ id: 4n, kind: { case: "result", value: {} } }),
+      reply({
+        id: 5n,
+        kind: { case: "error", value: { code: 103, message: "permission denied" } },
+      }),
+      reply({
+        kind: {
+          case: "push",
+          value: {
+            channel: "a:b",
+            kind: {
+              case: "pub",
+              value: {
+                event: "e",
+                data: new TextEncoder().encode('{"x":1}'),
+                offset: 6n,
+                epoch: "ep",
+                ts: 1700000000000n,
+              },
+            },
+          },
+        },
+      }),
+      reply({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme:ch:x",
+            kind: { case: "join", value: { user: "bob", client: "c1", joinedAt: 5n } },
+          },
+        },
+      }),
+    );
+    expect(decodeBinaryFrame(frame)).toEqual([
+      { id: 3, result: { ts: 9 } },
+      { id: 4, result: {} },
+      { id: 5, error: { code: 103, message: "permission denied", temporary: false } },
+      {
+        push: {
+          channel: "a:b",
+          pub: { event: "e", data: { x: 1 }, offset: 6, epoch: "ep", ts: 1700000000000 },
+        },
+      },
+      { push: { channel: "org:acme:ch:x", join: { user: "bob", client: "c1", joinedAt: 5 } } },
+    ]);
+    const invalid: unknown[] = [];
+    const truncated = decodeBinaryFrame(frame.subarray(0, frame.length - 1), (e) =>
+      invalid.push(e),
+    );
+    expect(truncated).toHaveLength(4);
+    expect(invalid).toHaveLength(1);
+  });
+});
