@@ -18,6 +18,7 @@ pub mod node;
 mod outbox;
 mod paging;
 mod presence;
+mod presence_diff;
 pub mod random;
 mod server;
 pub mod session;
