@@ -33,7 +33,7 @@ use crate::broker::{Broker, Event, Exclude};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
-use crate::presence_diff::{DIFF_INTERVAL, Diffs};
+use crate::presence_diff::{DIFF_INTERVAL, DIFF_PUSH_BYTES, Diffs};
 use crate::state::UserStatus;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
@@ -527,9 +527,9 @@ impl PresenceService {
     }
 
     /// Pushes the joins and leaves collected for big channels, one diff a channel (split
-    /// when it is larger than a reply may be).
+    /// into pushes of [`DIFF_PUSH_BYTES`]).
     async fn push_diffs(&self) {
-        let budget = self.config.limits.reply_bytes();
+        let budget = DIFF_PUSH_BYTES.min(self.config.limits.reply_bytes());
         for (channel, diff) in self.diffs.take() {
             for push in crate::presence_diff::encode(&channel, diff, budget) {
                 let event = Event {

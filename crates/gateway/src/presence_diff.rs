@@ -25,6 +25,10 @@ use crate::state::Member;
 /// How often a big channel's collected joins and leaves go out.
 pub const DIFF_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Members' bytes in one `presence` push: no more than the writer coalesces into a frame,
+/// so a crowd's diff never makes a connection allocate (and keep) a bigger write buffer.
+pub const DIFF_PUSH_BYTES: usize = 16 * 1024;
+
 /// One connection's net change to a channel's presence since the last diff.
 enum Net {
     Joined(Member),
@@ -148,8 +152,7 @@ impl Diffs {
 
 /// A diff as `presence` pushes of at most `budget` bytes of members each (at least one
 /// member), leaves before joins across them, so that applying them in order (each one's
-/// leaves, then its joins) applies the diff. A push fits the connection queue's reply
-/// budget and the broker's message size.
+/// leaves, then its joins) applies the diff.
 pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<Bytes> {
     let mut pushes = Vec::new();
     let mut part = PresenceDiff::default();
