@@ -529,7 +529,9 @@ impl PresenceService {
     /// Pushes the joins and leaves collected for big channels, one diff a channel (split
     /// into pushes of [`DIFF_PUSH_BYTES`]).
     async fn push_diffs(&self) {
-        let budget = DIFF_PUSH_BYTES.min(self.config.limits.reply_bytes());
+        // The writer's frame cap is the same 16 KiB, lowered with the message size limit.
+        let limits = &self.config.limits;
+        let budget = DIFF_PUSH_BYTES.min(limits.max_message_bytes);
         for (channel, diff) in self.diffs.take() {
             for push in crate::presence_diff::encode(&channel, diff, budget) {
                 let event = Event {
