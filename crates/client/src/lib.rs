@@ -39,9 +39,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 pub use error::{ClientError, CloseInfo};
 pub use herald_protocol::command::StreamPosition;
 pub use herald_protocol::reply::{
-    ConnectResult, ErrorBody, HistoryResult, PingResult, PresenceMember, PresenceResult,
-    PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult, SubscribeResult,
-    TypingPush,
+    ConnectResult, ErrorBody, HistoryResult, PingResult, PresenceDiff, PresenceMember,
+    PresenceResult, PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult,
+    SubscribeResult, TypingPush,
 };
 
 use herald_protocol::Codec;

@@ -19,6 +19,7 @@ mod outbox;
 mod pace;
 mod paging;
 mod presence;
+mod presence_diff;
 pub mod random;
 mod server;
 pub mod session;

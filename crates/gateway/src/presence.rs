@@ -11,6 +11,9 @@
 //! (Redis restarted empty or flushed) or swept (the node was cut off from Redis longer than
 //! the TTL). The refresher re-creates what is missing and announces it once, as a `join`
 //! and a `status` push; it keeps the statuses users set through this node for that.
+//!
+//! On a channel with more members than the push limit, joins and leaves go out as batched
+//! diffs instead (see [`crate::presence_diff`]), so a crowd joining costs a push a second.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -30,6 +33,7 @@ use crate::broker::{Broker, Event, Exclude};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
+use crate::presence_diff::{DIFF_INTERVAL, DIFF_PUSH_BYTES, Diffs};
 use crate::state::UserStatus;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
@@ -92,6 +96,8 @@ pub struct PresenceService {
     /// (org, user) → the status the user last set through this node, kept while the user
     /// has a connection here, so that re-created entries come back with it.
     statuses: DashMap<(Arc<str>, Arc<str>), Status>,
+    /// Joins and leaves of big channels, pushed as one diff a channel every [`DIFF_INTERVAL`].
+    diffs: Diffs,
 }
 
 impl PresenceService {
@@ -102,6 +108,7 @@ impl PresenceService {
         node_id: Arc<str>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            diffs: Diffs::new(config.presence_push_limit),
             state,
             broker,
             config,
@@ -175,7 +182,14 @@ impl PresenceService {
             info: connection.claims().info.clone(),
             joined_at: unix_millis(),
         };
-        if self.state.join(channel, &member, self.ttl()).await? && options.join_leave {
+        let joined = self
+            .state
+            .join_counted(channel, &member, self.ttl())
+            .await?;
+        if let Some(members) = joined
+            && options.join_leave
+            && !self.diffs.join(channel, &member, members)
+        {
             // The joiner's own connection learns it joined from its subscribe reply.
             let event = ChannelEvent::Join(PresenceMember::new(&member, None));
             self.push(
@@ -206,10 +220,12 @@ impl PresenceService {
         if !options.presence {
             return;
         }
-        match self.state.leave(channel, &connection.id).await {
-            Ok(Some(member)) if options.join_leave => {
-                let event = ChannelEvent::Leave(PresenceMember::new(&member, None));
-                self.push(channel, &event, None).await;
+        match self.state.leave_counted(channel, &connection.id).await {
+            Ok(Some((member, left))) if options.join_leave => {
+                if !self.diffs.leave(channel, &member, left + 1) {
+                    let event = ChannelEvent::Leave(PresenceMember::new(&member, None));
+                    self.push(channel, &event, None).await;
+                }
             }
             Ok(_) => {}
             Err(error) => {
@@ -486,6 +502,18 @@ impl PresenceService {
         });
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DIFF_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
+                isolated("presence diffs", service.push_diffs()).await;
+            }
+        });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(TYPING_SWEEP_INTERVAL);
             loop {
                 tick.tick().await;
@@ -496,6 +524,26 @@ impl PresenceService {
                 isolated("status flush", service.flush_statuses()).await;
             }
         });
+    }
+
+    /// Pushes the joins and leaves collected for big channels, one diff a channel (split
+    /// into pushes of [`DIFF_PUSH_BYTES`]).
+    async fn push_diffs(&self) {
+        // The writer's frame cap is the same 16 KiB, lowered with the message size limit.
+        let limits = &self.config.limits;
+        let budget = DIFF_PUSH_BYTES.min(limits.max_message_bytes);
+        for (channel, diff) in self.diffs.take() {
+            for push in crate::presence_diff::encode(&channel, diff, budget) {
+                let event = Event {
+                    channel: channel.clone(),
+                    push,
+                    exclude: None,
+                };
+                if let Err(error) = self.broker.publish_event(&event).await {
+                    tracing::debug!(%channel, %error, "presence diff not pushed");
+                }
+            }
+        }
     }
 
     /// Extends the entries of every live connection, in batches of one round trip each,
@@ -582,6 +630,8 @@ impl PresenceService {
             .iter()
             .map(|connection| (&*connection.id, connection))
             .collect();
+        // A channel has at least as many members as were restored in it at once.
+        let restored_in = count_by_channel(restored.members.iter().map(|(channel, _)| channel));
         for (channel, member) in restored.members {
             let still_member = registered.contains(&member.client)
                 && by_id
@@ -597,7 +647,8 @@ impl PresenceService {
                 .config
                 .channel_rule(&channel)
                 .is_some_and(|(_, options)| options.join_leave);
-            if join_leave {
+            let at_least = restored_in.get(&channel).copied().unwrap_or(1);
+            if join_leave && !self.diffs.join(&channel, &member, at_least) {
                 let event = ChannelEvent::Join(PresenceMember::new(&member, None));
                 let exclude = Some(Exclude::Client(member.client.clone()));
                 self.push(&channel, &event, exclude).await;
@@ -623,19 +674,25 @@ impl PresenceService {
                 return;
             }
         };
+        // A channel had at least as many members as expired in it at once.
+        let expired_in = count_by_channel(expired.iter().filter_map(|expired| match expired {
+            Expired::Left { channel, .. } => Some(channel),
+            Expired::Offline(_) => None,
+        }));
         for expired in expired {
-            isolated("presence sweep", self.report_expired(expired)).await;
+            isolated("presence sweep", self.report_expired(expired, &expired_in)).await;
         }
     }
 
-    async fn report_expired(&self, expired: Expired) {
+    async fn report_expired(&self, expired: Expired, expired_in: &HashMap<ChannelName, u64>) {
         match expired {
             Expired::Left { channel, member } => {
                 let join_leave = self
                     .config
                     .channel_rule(&channel)
                     .is_some_and(|(_, options)| options.join_leave);
-                if join_leave {
+                let at_least = expired_in.get(&channel).copied().unwrap_or(1);
+                if join_leave && !self.diffs.leave(&channel, &member, at_least) {
                     let event = ChannelEvent::Leave(PresenceMember::new(&member, None));
                     self.push(&channel, &event, None).await;
                 }
@@ -688,6 +745,16 @@ async fn isolated(what: &'static str, work: impl Future<Output = ()>) {
     if AssertUnwindSafe(work).catch_unwind().await.is_err() {
         tracing::error!(job = what, "presence job panicked on one entry; skipped it");
     }
+}
+
+fn count_by_channel<'a>(
+    channels: impl Iterator<Item = &'a ChannelName>,
+) -> HashMap<ChannelName, u64> {
+    let mut counts = HashMap::new();
+    for channel in channels {
+        *counts.entry(channel.clone()).or_default() += 1;
+    }
+    counts
 }
 
 fn distinct_users(members: &[Member]) -> Vec<Arc<str>> {

@@ -29,8 +29,9 @@ use crate::presence::{Status, UserStatus};
 use crate::publication::Publication;
 use crate::reply::{
     ChannelEvent, ConnectResult, DisconnectPush, EmptyResult, ErrorBody, HistoryResult, PingResult,
-    PresenceMember, PresenceResult, PresenceStatsResult, PublishResult, Push, ReceivedPublication,
-    RefreshResult, ServerMessage, SubscribeResult, TypingPush, UnsubscribePush,
+    PresenceDiff, PresenceMember, PresenceResult, PresenceStatsResult, PublishResult, Push,
+    ReceivedPublication, RefreshResult, ServerMessage, SubscribeResult, TypingPush,
+    UnsubscribePush,
 };
 
 /// `herald.v1.client`, generated from `proto/herald/v1/client.proto`.
@@ -322,6 +323,10 @@ pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
     let kind = match event {
         ChannelEvent::Join(m) => PbPush::Join(member(m)),
         ChannelEvent::Leave(m) => PbPush::Leave(member(m)),
+        ChannelEvent::Presence(diff) => PbPush::Presence(pb::PresenceDiff {
+            joins: diff.joins.iter().map(member).collect(),
+            leaves: diff.leaves.iter().map(member).collect(),
+        }),
         ChannelEvent::Typing(t) => PbPush::Typing(typing(t)),
         ChannelEvent::Status(s) => PbPush::Status(pb::UserStatus {
             user: s.user.to_string(),
@@ -371,6 +376,11 @@ pub fn transcode_push(json: &[u8]) -> Result<Bytes, String> {
         PbPush::Join(member(&m))
     } else if let Some(m) = push.leave {
         PbPush::Leave(member(&m))
+    } else if let Some(diff) = push.presence {
+        PbPush::Presence(pb::PresenceDiff {
+            joins: diff.joins.iter().map(member).collect(),
+            leaves: diff.leaves.iter().map(member).collect(),
+        })
     } else if let Some(t) = push.typing {
         PbPush::Typing(typing(&t))
     } else if let Some(s) = push.status {
@@ -598,6 +608,7 @@ fn push_of(p: pb::Push) -> Result<Push, String> {
         disconnect: None,
         join: None,
         leave: None,
+        presence: None,
         typing: None,
         status: None,
     };
@@ -618,6 +629,20 @@ fn push_of(p: pb::Push) -> Result<Push, String> {
         }
         PbPush::Join(m) => push.join = Some(member_of(m)?),
         PbPush::Leave(m) => push.leave = Some(member_of(m)?),
+        PbPush::Presence(diff) => {
+            push.presence = Some(PresenceDiff {
+                joins: diff
+                    .joins
+                    .into_iter()
+                    .map(member_of)
+                    .collect::<Result<_, _>>()?,
+                leaves: diff
+                    .leaves
+                    .into_iter()
+                    .map(member_of)
+                    .collect::<Result<_, _>>()?,
+            })
+        }
         PbPush::Typing(t) => push.typing = Some(typing_of(t)?),
         PbPush::Status(s) => {
             push.status = Some(UserStatus {
@@ -795,8 +820,20 @@ mod tests {
             info: Some(Arc::from(RawValue::from_string("[1]".into()).unwrap())),
             active: false,
         });
+        let member = |client: &str| PresenceMember {
+            user: "bob".into(),
+            client: client.into(),
+            info: None,
+            status: None,
+            joined_at: 5,
+        };
+        let diff = ChannelEvent::Presence(PresenceDiff {
+            joins: vec![member("c1"), member("c2")],
+            leaves: vec![member("c0")],
+        });
         let pushes = [
             reply::encode_event("org:a:ch:b", &typing),
+            reply::encode_event("org:a:ch:b", &diff),
             reply::encode_publication(&publication(Some("alice"))),
             reply::encode_unsubscribe("a:b", 3000, "resubscribe"),
             reply::encode_disconnect(CloseCode::SlowConsumer, "slow"),

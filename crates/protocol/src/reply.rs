@@ -93,6 +93,18 @@ pub struct PresenceResult {
     pub cursor: Option<String>,
 }
 
+/// `presence` push: the net changes to a big channel's presence since the last one, sent
+/// instead of one `join` or `leave` push per connection once the channel has more members
+/// than the node's push limit. Apply `leaves` first, then `joins`: a connection that left
+/// and joined again within the interval is in both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceDiff {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<PresenceMember>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaves: Vec<PresenceMember>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresenceStatsResult {
     /// Distinct users.
@@ -131,6 +143,7 @@ fn is_false(b: &bool) -> bool {
 pub enum ChannelEvent {
     Join(PresenceMember),
     Leave(PresenceMember),
+    Presence(PresenceDiff),
     Typing(TypingPush),
     Status(UserStatus),
 }
@@ -264,7 +277,7 @@ pub fn encode_publication(publication: &Publication) -> Bytes {
     })
 }
 
-/// `{"push":{"channel":C,"join"|"leave"|"typing"|"status":{...}}}`.
+/// `{"push":{"channel":C,"join"|"leave"|"presence"|"typing"|"status":{...}}}`.
 pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
     #[derive(Serialize)]
     struct EventFrame<'a> {
@@ -362,6 +375,8 @@ pub struct Push {
     pub join: Option<PresenceMember>,
     #[serde(default)]
     pub leave: Option<PresenceMember>,
+    #[serde(default)]
+    pub presence: Option<PresenceDiff>,
     #[serde(default)]
     pub typing: Option<TypingPush>,
     #[serde(default)]

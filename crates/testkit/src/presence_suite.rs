@@ -2,9 +2,9 @@
 //! standalone node (in-memory state; "node 1" is node 0 again) and a two-node cluster
 //! (Redis state, NATS between the nodes), so both implementations behave alike.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herald_api::v1::{PresenceRequest, UserStatusRequest};
 use herald_client::{Client, Push};
@@ -366,4 +366,85 @@ pub async fn refresh_moves_status_and_presence_with_the_claims(d: &impl Deployme
         .into_inner()
         .statuses;
     assert_eq!(statuses[0].status, "online");
+}
+
+/// A crowd on a deployment whose presence push limit is `limit` (a few): the joins and
+/// leaves past it come as a few batched `presence` diffs, not one push each, and applying
+/// every push keeps a watcher's member list equal to the `presence` reply.
+pub async fn a_crowd_gets_batched_presence_diffs(d: &impl Deployment, limit: usize) {
+    let channel = "org:acme:ch:crowd";
+    let watcher = connect(d, 1, "watcher").await;
+    watcher.subscribe(channel).await.unwrap();
+    let clients = |result: herald_client::PresenceResult| -> BTreeSet<String> {
+        result
+            .members
+            .iter()
+            .map(|m| m.client.to_string())
+            .collect()
+    };
+    let mut seen = clients(watcher.presence(channel).await.unwrap());
+    let started = Instant::now();
+    let mut crowd = Vec::new();
+    for i in 0..60 {
+        let client = connect(d, i % 2, &format!("user-{i}")).await;
+        client.subscribe(channel).await.unwrap();
+        crowd.push(client);
+    }
+    for client in &crowd[..10] {
+        client.unsubscribe(channel).await.unwrap();
+    }
+    // Leaves and comes back within the interval: a diff holds both, the leave applied first.
+    crowd[10].unsubscribe(channel).await.unwrap();
+    crowd[10].subscribe(channel).await.unwrap();
+    crowd.remove(11).close().await.unwrap();
+    let expected = 1 + 60 - 10 - 1;
+
+    let (mut single, mut diffs) = (0, 0);
+    within("the watcher's list to match the presence reply", async {
+        loop {
+            let quiet = Duration::from_millis(300);
+            match tokio::time::timeout(quiet, watcher.next_push()).await {
+                Ok(Some(push)) => {
+                    if let Some(joined) = push.join {
+                        single += 1;
+                        seen.insert(joined.client.to_string());
+                    }
+                    if let Some(left) = push.leave {
+                        single += 1;
+                        seen.remove(&*left.client);
+                    }
+                    if let Some(diff) = push.presence {
+                        diffs += 1;
+                        for left in diff.leaves {
+                            seen.remove(&*left.client);
+                        }
+                        for joined in diff.joins {
+                            seen.insert(joined.client.to_string());
+                        }
+                    }
+                }
+                Ok(None) => panic!("the watcher's connection closed"),
+                // Nothing came for a while: has every change arrived?
+                Err(_) => {
+                    let reply = clients(watcher.presence(channel).await.unwrap());
+                    if reply.len() == expected && reply == seen {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    // Joins up to the limit are pushed one by one (the watcher is the first member).
+    assert!(
+        single < limit,
+        "{single} join/leave pushes with a limit of {limit}"
+    );
+    // The rest: at most one diff a second per node (two nodes at most), and more than one
+    // change each.
+    let seconds = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        diffs >= 1 && diffs <= 2 * seconds,
+        "{diffs} presence diffs in about {seconds} s"
+    );
 }

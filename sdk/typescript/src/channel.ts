@@ -6,6 +6,7 @@ import {
   type StreamPosition,
   type HistoryResult,
   type SubscribeResult,
+  type WirePresenceDiff,
   type WirePresenceMember,
   type WirePublication,
   type WireTyper,
@@ -284,6 +285,11 @@ export class ChannelState {
     if (this.phase !== "subscribed") return;
     if (kind === "join") this.presence.join(wire);
     else this.presence.leave(wire);
+  }
+
+  /** A `presence` push (batched joins and leaves) for this channel. */
+  presenceDiff(diff: WirePresenceDiff): void {
+    if (this.phase === "subscribed") this.presence.diff(diff);
   }
 
   /** A `typing` push for this channel. */

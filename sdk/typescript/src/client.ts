@@ -568,6 +568,7 @@ export class HeraldClient {
       channel.serverUnsubscribe(push.unsubscribe.code, push.unsubscribe.reason);
     else if (push.join) channel.presenceEvent("join", push.join);
     else if (push.leave) channel.presenceEvent("leave", push.leave);
+    else if (push.presence) channel.presenceDiff(push.presence);
     else if (push.typing) channel.typingEvent(push.typing);
   }
 

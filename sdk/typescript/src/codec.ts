@@ -288,6 +288,12 @@ function push(p: Push): WirePush {
     case "leave":
       out.leave = member(value);
       break;
+    case "presence":
+      out.presence = {
+        ...(value.joins.length > 0 ? { joins: value.joins.map(member) } : {}),
+        ...(value.leaves.length > 0 ? { leaves: value.leaves.map(member) } : {}),
+      };
+      break;
     case "typing":
       out.typing = typer(value);
       break;

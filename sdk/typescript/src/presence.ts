@@ -1,6 +1,11 @@
 import { Emitter, type Unsubscribe } from "./emitter.js";
 import { HeraldError } from "./errors.js";
-import { ErrorCodes, type PresenceResult, type WirePresenceMember } from "./protocol.js";
+import {
+  ErrorCodes,
+  type PresenceResult,
+  type WirePresenceDiff,
+  type WirePresenceMember,
+} from "./protocol.js";
 
 /** A user's status: `offline` means the user has no connection left. */
 export type PresenceStatus = "online" | "away" | "busy" | "offline";
@@ -65,13 +70,16 @@ export interface PresenceHost {
 }
 
 type Change =
-  { kind: "join"; wire: WirePresenceMember } | { kind: "leave"; wire: WirePresenceMember };
+  | { kind: "join"; wire: WirePresenceMember }
+  | { kind: "leave"; wire: WirePresenceMember }
+  | { kind: "diff"; diff: WirePresenceDiff };
 
 /**
  * A channel's live member list: the `presence` command after each (re)subscribe, then
- * `join` and `leave` pushes, and `status` pushes from `org:<org>` for the statuses. Pushes
- * that arrive while the list is being fetched are applied after it. Tracking starts the
- * first time someone reads the list or listens, so channels nobody watches cost no command.
+ * `join` and `leave` pushes (or, on a big channel, `presence` pushes batching them), and
+ * `status` pushes from `org:<org>` for the statuses. Pushes that arrive while the list is
+ * being fetched are applied after it. Tracking starts the first time someone reads the list
+ * or listens, so channels nobody watches cost no command.
  */
 export class PresenceTracker {
   private readonly emitter = new Emitter<PresenceEvents>();
@@ -152,6 +160,12 @@ export class PresenceTracker {
   leave(wire: WirePresenceMember): void {
     if (this.buffered) this.buffered.push({ kind: "leave", wire });
     else if (this.apply({ kind: "leave", wire })) this.emitter.emit("update", this.members);
+  }
+
+  /** A `presence` push: a big channel's joins and leaves, batched. */
+  diff(diff: WirePresenceDiff): void {
+    if (this.buffered) this.buffered.push({ kind: "diff", diff });
+    else if (this.apply({ kind: "diff", diff })) this.emitter.emit("update", this.members);
   }
 
   /**
@@ -237,8 +251,9 @@ export class PresenceTracker {
     }
   }
 
-  /** Applies a join or leave; emits `join`/`leave` when it changed the list. */
+  /** Applies a join, leave or diff; emits `join`/`leave` for each member it changed. */
   private apply(change: Change): boolean {
+    if (change.kind === "diff") return this.applyDiff(change.diff);
     const index = this.members.findIndex((m) => m.clientId === change.wire.client);
     if (change.kind === "join") {
       if (index >= 0) return false;
@@ -252,6 +267,35 @@ export class PresenceTracker {
     const member = this.members[index] as PresenceMember;
     this.members = Object.freeze(this.members.filter((_, i) => i !== index));
     this.emitter.emit("leave", member);
+    return true;
+  }
+
+  /**
+   * Applies a diff's leaves, then its joins, in one pass over the list (a diff can hold
+   * thousands of members; one by one would copy the list for each).
+   */
+  private applyDiff(diff: WirePresenceDiff): boolean {
+    const leaving = new Set((diff.leaves ?? []).map((wire) => wire.client));
+    const left: PresenceMember[] = [];
+    const members: PresenceMember[] = [];
+    for (const member of this.members) {
+      if (leaving.has(member.clientId)) left.push(member);
+      else members.push(member);
+    }
+    const present = new Set(members.map((member) => member.clientId));
+    const statuses = new Map(members.map((member) => [member.userId, member.status]));
+    const joined: PresenceMember[] = [];
+    for (const wire of diff.joins ?? []) {
+      if (present.has(wire.client)) continue;
+      const member = toMember(wire, statuses.get(wire.user));
+      present.add(member.clientId);
+      members.push(member);
+      joined.push(member);
+    }
+    if (left.length === 0 && joined.length === 0) return false;
+    this.members = Object.freeze(members);
+    for (const member of left) this.emitter.emit("leave", member);
+    for (const member of joined) this.emitter.emit("join", member);
     return true;
   }
 }

@@ -107,6 +107,16 @@ export interface WirePresenceMember {
   joinedAt: number;
 }
 
+/**
+ * `presence` push: a big channel's joins and leaves of the last second, batched (the gateway
+ * sends these instead of `join`/`leave` pushes once a channel has more members than its push
+ * limit). Apply `leaves`, then `joins`; either is absent when empty.
+ */
+export interface WirePresenceDiff {
+  joins?: WirePresenceMember[];
+  leaves?: WirePresenceMember[];
+}
+
 /** `presence` result. */
 export interface PresenceResult {
   members: WirePresenceMember[];
@@ -140,6 +150,7 @@ export interface WirePush {
   disconnect?: { code: number; reason: string; reconnect: boolean };
   join?: WirePresenceMember;
   leave?: WirePresenceMember;
+  presence?: WirePresenceDiff;
   typing?: WireTyper;
   status?: WireStatus;
 }

@@ -372,6 +372,7 @@ struct EventPush<'a> {
     channel: &'a str,
     join: Option<IgnoredAny>,
     leave: Option<IgnoredAny>,
+    presence: Option<IgnoredAny>,
     typing: Option<IgnoredAny>,
     status: Option<IgnoredAny>,
 }
@@ -388,6 +389,7 @@ fn deliver_event(
     let kinds = [
         frame.push.join.is_some(),
         frame.push.leave.is_some(),
+        frame.push.presence.is_some(),
         frame.push.typing.is_some(),
         frame.push.status.is_some(),
     ];

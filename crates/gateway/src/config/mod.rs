@@ -248,6 +248,8 @@ pub struct Config {
     /// refreshed them (it refreshes every third of it).
     #[serde(rename = "presence_ttl_seconds", serialize_with = "as_secs")]
     pub presence_ttl: Duration,
+    /// Members above which a channel's joins and leaves go out as batched diffs; 0 = never.
+    pub presence_push_limit: u64,
     /// Cluster mode: NATS for fan-out between nodes (with `redis_url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_url: Option<BackendUrl>,
@@ -315,6 +317,7 @@ impl Config {
             drain: Duration::from_secs(v.drain_seconds),
             gap_wait: Duration::from_millis(v.gap_wait_ms),
             presence_ttl: Duration::from_secs(v.presence_ttl_seconds),
+            presence_push_limit: v.presence_push_limit,
             nats_url: v.nats_url,
             redis_url: v.redis_url,
             limits,

@@ -123,6 +123,11 @@ settings! {
         doc: "presence and online-status entries expire this long after their node last refreshed them; each node refreshes its connections' entries every third of it and sweeps expired ones as often, so a dead node's users leave within about 1⅓ × this",
         helm: Helm::Value("herald.presenceTtlSeconds"),
     }
+    presence_push_limit: u64 {
+        default: Text("100"),
+        doc: "on a channel with more presence members than this (connections, cluster-wide), `join` and `leave` pushes give way to one `presence` diff push a second per node (0 = always one push per join or leave)",
+        helm: Helm::Value("herald.presencePushLimit"),
+    }
     nats_url: Option<BackendUrl> {
         default: Unset("none (standalone)"),
         doc: "NATS server URL(s), comma-separated (`nats://user:pass@host:4222`, `tls://…`); cluster mode, together with `HERALD_REDIS_URL`",

@@ -93,38 +93,40 @@ impl MemoryState {
 
 #[async_trait]
 impl Presence for MemoryState {
-    async fn join(
+    async fn join_counted(
         &self,
         channel: &ChannelName,
         member: &Member,
         ttl: Duration,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<u64>, StateError> {
         let now = unix_millis();
         let mut maps = self.presence();
         let members = maps.channels.entry(channel.clone()).or_default();
         match members.get_mut(&member.client) {
-            Some((_, expires)) if *expires > now => Ok(false),
+            Some((_, expires)) if *expires > now => Ok(None),
             _ => {
                 members.insert(member.client.clone(), (member.clone(), expiry(now, ttl)));
-                Ok(true)
+                // Entries expired but not swept yet count too: a threshold needs no more.
+                Ok(Some(members.len() as u64))
             }
         }
     }
 
-    async fn leave(
+    async fn leave_counted(
         &self,
         channel: &ChannelName,
         client: &str,
-    ) -> Result<Option<Member>, StateError> {
+    ) -> Result<Option<(Member, u64)>, StateError> {
         let mut maps = self.presence();
         let Some(members) = maps.channels.get_mut(channel) else {
             return Ok(None);
         };
         let left = members.remove(client).map(|(member, _)| member);
+        let count = members.len() as u64;
         if members.is_empty() {
             maps.channels.remove(channel);
         }
-        Ok(left)
+        Ok(left.map(|member| (member, count)))
     }
 
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError> {

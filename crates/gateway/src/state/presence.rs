@@ -82,20 +82,44 @@ pub enum Expired {
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Adds a connection to a channel's presence, expiring after `ttl` unless refreshed.
-    /// False when the connection was already a member.
+    /// The channel's members with it (in memory, expired entries not swept yet count too),
+    /// or None when it was already a member.
+    async fn join_counted(
+        &self,
+        channel: &ChannelName,
+        member: &Member,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StateError>;
+
+    /// Removes a connection from a channel's presence: its entry if it was a member, and
+    /// the members left (counted as [`Self::join_counted`] does).
+    async fn leave_counted(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+    ) -> Result<Option<(Member, u64)>, StateError>;
+
+    /// [`Self::join_counted`] without the count: false when it was already a member.
     async fn join(
         &self,
         channel: &ChannelName,
         member: &Member,
         ttl: Duration,
-    ) -> Result<bool, StateError>;
+    ) -> Result<bool, StateError> {
+        Ok(self.join_counted(channel, member, ttl).await?.is_some())
+    }
 
-    /// Removes a connection from a channel's presence; its entry if it was a member.
+    /// [`Self::leave_counted`] without the count.
     async fn leave(
         &self,
         channel: &ChannelName,
         client: &str,
-    ) -> Result<Option<Member>, StateError>;
+    ) -> Result<Option<Member>, StateError> {
+        Ok(self
+            .leave_counted(channel, client)
+            .await?
+            .map(|(member, _)| member))
+    }
 
     /// The channel's members (unexpired), one entry per connection, oldest first.
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError>;

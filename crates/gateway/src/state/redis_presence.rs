@@ -104,6 +104,7 @@ const SWEEP_SCRIPT_LIMIT: i64 = 1000;
 struct Scripts {
     join: Script,
     remove: Script,
+    leave: Script,
     live: Script,
     typing: Script,
     connected: Script,
@@ -121,6 +122,7 @@ struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     join: Script::from_lua(include_str!("lua/presence_join.lua")),
     remove: Script::from_lua(include_str!("lua/presence_remove.lua")),
+    leave: Script::from_lua(include_str!("lua/presence_leave.lua")),
     live: Script::from_lua(include_str!("lua/presence_live.lua")),
     typing: Script::from_lua(include_str!("lua/presence_typing.lua")),
     connected: Script::from_lua(include_str!("lua/presence_connected.lua")),
@@ -453,12 +455,12 @@ impl RedisState {
 
 #[async_trait]
 impl Presence for RedisState {
-    async fn join(
+    async fn join_counted(
         &self,
         channel: &ChannelName,
         member: &Member,
         ttl: Duration,
-    ) -> Result<bool, StateError> {
+    ) -> Result<Option<u64>, StateError> {
         timed("presence_join", async {
             let now = unix_millis();
             let expiry = now.saturating_add(millis(ttl));
@@ -479,30 +481,32 @@ impl Presence for RedisState {
             // Also when it was a member already: a retry after this step failed lands here.
             self.index(Swept::Channels, channel.as_str(), expiry)
                 .await?;
-            Ok(number(&reply)? == 1)
+            let members = number(&reply)?;
+            Ok((members > 0).then_some(members as u64))
         })
         .await
     }
 
-    async fn leave(
+    async fn leave_counted(
         &self,
         channel: &ChannelName,
         client: &str,
-    ) -> Result<Option<Member>, StateError> {
+    ) -> Result<Option<(Member, u64)>, StateError> {
         timed("presence_leave", async {
             let keys = vec![
                 members_key(channel.as_str()),
                 members_expiry_key(channel.as_str()),
             ];
+            let args = vec![Value::from(client), Value::from(unix_millis())];
             let reply = self
-                .eval(&SCRIPTS.remove, keys, vec![Value::from(client)])
+                .eval(&SCRIPTS.leave, keys, args)
                 .await
                 .map_err(unavailable)?;
-            let [member, _] = array::<2>(reply)?;
+            let [member, left] = array::<2>(reply)?;
             if member.is_null() {
                 return Ok(None);
             }
-            Ok(Some(parse(text(&member)?)?))
+            Ok(Some((parse(text(&member)?)?, number(&left)?.max(0) as u64)))
         })
         .await
     }

@@ -83,6 +83,23 @@ async fn a_thousand_members_join_and_leave() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_gets_batched_presence_diffs() {
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let limit = [("HERALD_PRESENCE_PUSH_LIMIT", "5")];
+    let nodes = vec![
+        Node::start_with("node-a", &nats, &redis, &limit).await,
+        Node::start_with("node-b", &nats, &redis, &limit).await,
+    ];
+    let cluster = Cluster {
+        _nats: nats,
+        redis,
+        nodes,
+    };
+    suite::a_crowd_gets_batched_presence_diffs(&cluster, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_users_leave_and_go_offline_once() {
     let mut cluster = Cluster::start().await;
     let channel = "org:acme:ch:survivors";

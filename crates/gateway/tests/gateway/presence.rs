@@ -49,6 +49,12 @@ async fn a_thousand_members_join_and_leave() {
     suite::a_thousand_members_join_and_leave(&TestGateway::start().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_gets_batched_presence_diffs() {
+    let gateway = TestGateway::with(|config| config.presence_push_limit = 5).await;
+    suite::a_crowd_gets_batched_presence_diffs(&gateway, 5).await;
+}
+
 /// The `status` pushes about `user` among `pushes`.
 fn statuses_of<'a>(pushes: &'a [herald_client::Push], user: &str) -> Vec<&'a str> {
     pushes

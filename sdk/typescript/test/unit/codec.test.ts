@@ -88,6 +88,18 @@ describe("the binary codec", () => {
           },
         },
       }),
+      reply({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme:ch:x",
+            kind: {
+              case: "presence",
+              value: { joins: [], leaves: [{ user: "eve", client: "c9", joinedAt: 7n }] },
+            },
+          },
+        },
+      }),
     );
     expect(decodeBinaryFrame(frame)).toEqual([
       { id: 3, result: { ts: 9 } },
@@ -100,12 +112,18 @@ describe("the binary codec", () => {
         },
       },
       { push: { channel: "org:acme:ch:x", join: { user: "bob", client: "c1", joinedAt: 5 } } },
+      {
+        push: {
+          channel: "org:acme:ch:x",
+          presence: { leaves: [{ user: "eve", client: "c9", joinedAt: 7 }] },
+        },
+      },
     ]);
     const invalid: unknown[] = [];
     const truncated = decodeBinaryFrame(frame.subarray(0, frame.length - 1), (e) =>
       invalid.push(e),
     );
-    expect(truncated).toHaveLength(4);
+    expect(truncated).toHaveLength(5);
     expect(invalid).toHaveLength(1);
   });
 });

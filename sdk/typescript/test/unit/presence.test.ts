@@ -77,6 +77,49 @@ describe("presence", () => {
     expect(updates.at(-1)).toEqual(["c2", "c3"]);
   });
 
+  it("applies batched presence diffs: leaves first, then joins, one update each", async () => {
+    const { socket, sub, updates } = await tracked();
+    // A diff that races the presence reply is applied after it.
+    socket.receive({
+      push: { channel: CHANNEL, presence: { joins: [wire("bob", "c2"), wire("cy", "c3")] } },
+    });
+    socket.reply("presence", {
+      members: [wire("ann", "c1", { status: "away" }), wire("bob", "c2")],
+    });
+    await flush();
+    expect(updates).toEqual([["c1", "c2", "c3"]]);
+    const joins: string[] = [];
+    const leaves: string[] = [];
+    sub.presence.onJoin((m) => joins.push(m.clientId));
+    sub.presence.onLeave((m) => leaves.push(m.clientId));
+    // c3 left and came back (a resubscribe): in both lists; a second tab of ann's joins
+    // with her status.
+    socket.receive({
+      push: {
+        channel: CHANNEL,
+        presence: {
+          leaves: [wire("bob", "c2"), wire("cy", "c3")],
+          joins: [wire("cy", "c3", { joinedAt: 2000 }), wire("ann", "c4")],
+        },
+      },
+    });
+    expect(leaves).toEqual(["c2", "c3"]);
+    expect(joins).toEqual(["c3", "c4"]);
+    const members = sub.presence.getMembers();
+    expect(members.map((m) => m.clientId)).toEqual(["c1", "c3", "c4"]);
+    expect(members[1]?.joinedAt).toBe(2000);
+    expect(members[2]?.status).toBe("away");
+    expect(updates).toHaveLength(2);
+    // Nothing new (a member already known, a leave of one not there): no update.
+    socket.receive({
+      push: {
+        channel: CHANNEL,
+        presence: { joins: [wire("ann", "c1")], leaves: [wire("x", "c9")] },
+      },
+    });
+    expect(updates).toHaveLength(2);
+  });
+
   it("reads every page of a big member list before showing it", async () => {
     const { socket, updates } = await tracked();
     socket.receive({ push: { channel: CHANNEL, leave: wire("ann", "c1") } });

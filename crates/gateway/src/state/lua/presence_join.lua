@@ -4,7 +4,8 @@
 --
 -- KEYS[1] members hash (client -> member JSON)   KEYS[2] expiry sorted set (client -> ms)
 -- ARGV[1] client   ARGV[2] member JSON   ARGV[3] expiry, ms   ARGV[4] now, ms
--- Returns 1 when added, 0 when it was a live member already.
+-- Returns the live members with it when added (at least 1), 0 when it was a live member
+-- already.
 local members, expiry = KEYS[1], KEYS[2]
 -- Every key expires: it outlives the latest entry written to it by twice that entry's TTL,
 -- time for the sweeper to report the entries of a node that stopped refreshing them.
@@ -20,4 +21,4 @@ redis.call('HSET', members, ARGV[1], ARGV[2])
 redis.call('ZADD', expiry, ARGV[3], ARGV[1])
 keep(members, tonumber(ARGV[3]), tonumber(ARGV[4]))
 keep(expiry, tonumber(ARGV[3]), tonumber(ARGV[4]))
-return 1
+return redis.call('ZCOUNT', expiry, '(' .. ARGV[4], '+inf')
