@@ -6,14 +6,21 @@
 //! them, queueing is cheaper: the fan-out only pushes, the writers run on every core, and
 //! each writes what piled up for its connection in one frame. A channel writes directly
 //! while the time since its previous publication is at least [`HEADROOM`] times what its
-//! last direct fan-out took.
+//! last direct fan-out took. While it queues, that estimate decays, so a channel whose
+//! publications slowed down, or whose one slow fan-out was a hiccup (the thread descheduled),
+//! tries a direct fan-out again soon and measures anew.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How much longer than a direct fan-out the pause between publications must be.
-const HEADROOM: f64 = 1.5;
+/// How much longer than a direct fan-out the pause between publications must be. Over 1,
+/// so that a publisher that waits for each fan-out (standalone, one publish in flight)
+/// gets coalescing rather than one direct fan-out after another.
+const HEADROOM: f64 = 1.2;
+
+/// What a queued fan-out leaves of the direct estimate.
+const DECAY: f64 = 0.9;
 
 #[derive(Default)]
 pub struct Pace {
@@ -29,7 +36,11 @@ impl Pace {
             .last_fan_out
             .replace(now)
             .map_or(Duration::MAX, |last| now.saturating_duration_since(last));
-        since >= self.direct_took.mul_f64(HEADROOM)
+        let direct = since >= self.direct_took.mul_f64(HEADROOM);
+        if !direct {
+            self.direct_took = self.direct_took.mul_f64(DECAY);
+        }
+        direct
     }
 
     /// Records how long a direct fan-out took.
@@ -55,9 +66,25 @@ mod tests {
         );
         assert!(!pace.direct(at(120)), "20 ms apart: the writers coalesce");
         assert!(
-            !pace.direct(at(160)),
-            "40 ms apart: not 1.5x the 30 ms it took"
+            !pace.direct(at(150)),
+            "30 ms apart: not 1.2x the 30 ms it took"
         );
-        assert!(pace.direct(at(260)), "publications slowed down again");
+        assert!(pace.direct(at(250)), "publications slowed down again");
+    }
+
+    #[test]
+    fn a_slow_fan_out_is_measured_again_after_a_few_queued_ones() {
+        let start = Instant::now();
+        let mut pace = Pace::default();
+        assert!(pace.direct(start));
+        // One fan-out took far longer than usual: the thread was descheduled.
+        pace.took(Duration::from_millis(500));
+        let queued = (1..100)
+            .take_while(|n| !pace.direct(start + Duration::from_millis(100 * n)))
+            .count();
+        assert!(
+            (10..30).contains(&queued),
+            "{queued} publications 100 ms apart queued before a direct fan-out"
+        );
     }
 }
