@@ -14,7 +14,7 @@ use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::conn::{ClientKind, Conn, Event};
+use crate::conn::{ClientKind, Conn, Event, Opening, Stage};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::Target;
 use crate::procfs;
@@ -154,7 +154,10 @@ pub async fn subscribe(
 pub async fn connect(target: &mut Target, load: &LoadArgs, scenario: &str) -> Result<Subscribers> {
     let readers = connect_all(
         target,
-        load.client,
+        Opening {
+            kind: load.client,
+            stage: Stage::Subscribe,
+        },
         load.subscribers,
         load.concurrency,
         &format!("{scenario}-"),
