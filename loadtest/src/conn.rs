@@ -10,13 +10,15 @@
 //! Either speaks JSON (`herald.v1.json`) or the binary subprotocol (`herald.v1.proto`).
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 
 use futures_util::{SinkExt, StreamExt};
 use herald_client::{Client, CloseInfo, ConnectOptions, Push};
-use herald_protocol::command::parse_command;
-use herald_protocol::reply::ServerMessage;
+use herald_protocol::command::{StreamPosition, parse_command};
+use herald_protocol::reply::{ReceivedPublication, ServerMessage, SubscribeResult};
 use herald_protocol::{Codec, binary};
-use tokio::net::TcpStream;
+use serde_json::value::RawValue;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -34,11 +36,25 @@ pub enum ClientKind {
     Rust,
 }
 
-/// Which client the subscribers use, speaking which codec.
+/// How far a connection goes before it is held: the stages of an idle connection's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage {
+    /// TCP connected, no HTTP request: the server's accepted socket and HTTP connection.
+    Tcp,
+    /// WebSocket upgraded, no `connect`: the session before its handshake.
+    Upgrade,
+    /// `connect` answered: an authenticated session, no subscription.
+    Connect,
+    /// Subscribed to its channel.
+    Subscribe,
+}
+
+/// Which client opens a connection, speaking which codec, and how far it goes.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientSpec {
+pub struct Opening {
     pub kind: ClientKind,
     pub codec: Codec,
+    pub stage: Stage,
 }
 
 /// The subprotocol the subscribers speak.
@@ -73,6 +89,8 @@ pub enum Event {
 pub enum Conn {
     Lean(Box<LeanConn>),
     Rust(Box<Client>),
+    /// A TCP connection that never sent a request ([`Stage::Tcp`]).
+    Tcp(TcpStream),
 }
 
 /// Errors of opening a connection; the source chain keeps I/O errors for classification.
@@ -87,13 +105,54 @@ impl Conn {
         token: &str,
         channel: &str,
     ) -> Result<Conn, (&'static str, OpenError)> {
-        match kind {
-            ClientKind::Lean => LeanConn::open(ws_url, codec, token, channel)
+        let opening = Opening {
+            kind,
+            codec,
+            stage: Stage::Subscribe,
+        };
+        Conn::open_until(opening, ws_url, token, channel).await
+    }
+
+    /// [`Conn::open`], stopping after `stage` (the lean client only, before subscribing).
+    pub async fn open_until(
+        opening: Opening,
+        ws_url: &str,
+        token: &str,
+        channel: &str,
+    ) -> Result<Conn, (&'static str, OpenError)> {
+        match (opening.kind, opening.stage) {
+            (ClientKind::Lean, Stage::Tcp) => {
+                let server = ws_url
+                    .into_client_request()
+                    .map_err(|e| ("tcp", e.into()))?
+                    .uri()
+                    .authority()
+                    .map(|a| a.to_string())
+                    .ok_or(("tcp", "no host in the WebSocket URL".into()))?;
+                TcpStream::connect(server)
+                    .await
+                    .map(Conn::Tcp)
+                    .map_err(|e| ("tcp", e.into()))
+            }
+            (ClientKind::Lean, Stage::Upgrade) => LeanConn::upgrade(ws_url, opening.codec)
+                .await
+                .map(|conn| Conn::Lean(Box::new(conn)))
+                .map_err(|e| ("upgrade", e)),
+            (ClientKind::Lean, Stage::Connect) => LeanConn::connected(ws_url, opening.codec, token)
                 .await
                 .map(|conn| Conn::Lean(Box::new(conn))),
-            ClientKind::Rust => {
+            (ClientKind::Lean, Stage::Subscribe) => {
+                LeanConn::open(ws_url, opening.codec, token, channel)
+                    .await
+                    .map(|conn| Conn::Lean(Box::new(conn)))
+            }
+            (ClientKind::Rust, Stage::Tcp | Stage::Upgrade | Stage::Connect) => Err((
+                "open",
+                "only the lean client stops before subscribing".into(),
+            )),
+            (ClientKind::Rust, Stage::Subscribe) => {
                 let mut options = ConnectOptions::new(ws_url);
-                options.subprotocols = vec![codec.subprotocol().to_owned()];
+                options.subprotocols = vec![opening.codec.subprotocol().to_owned()];
                 let client = Client::open(options)
                     .await
                     .map_err(|e| ("upgrade", e.into()))?;
@@ -126,8 +185,34 @@ impl Conn {
                 Some(push) => Event::Push(push),
                 None => Event::Closed(client.closed().await),
             },
+            Conn::Tcp(stream) => {
+                // Nothing is sent on it: whatever comes (an HTTP error, EOF) ends it.
+                let mut buffer = [0; 256];
+                let _ = tokio::io::AsyncReadExt::read(stream, &mut buffer).await;
+                Event::Closed(None)
+            }
         }
     }
+}
+
+/// The upgrade request for `ws_url`, asking for `codec`'s subprotocol.
+fn request(
+    ws_url: &str,
+    codec: Codec,
+) -> Result<tungstenite::handshake::client::Request, tungstenite::Error> {
+    let mut request = ws_url.into_client_request()?;
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(codec.subprotocol()),
+    );
+    Ok(request)
+}
+
+/// A 4 KiB read buffer (see the module doc) and no write buffering.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
 }
 
 /// The lean client: a WebSocket, and the pushes of the last frame not yet taken.
@@ -144,43 +229,108 @@ impl LeanConn {
         token: &str,
         channel: &str,
     ) -> Result<LeanConn, (&'static str, OpenError)> {
+        LeanConn::open_from(None, ws_url, codec, token, channel, None)
+            .await
+            .map(|(conn, _)| conn)
+    }
+
+    /// Opens a connection from `source` (an address of this host; `None`: the kernel's
+    /// choice) to `ws_url`, authenticates with `token` and subscribes to `channel`,
+    /// recovering from `recover` when given; returns the subscribe result.
+    pub async fn open_from(
+        source: Option<(IpAddr, SocketAddr)>,
+        ws_url: &str,
+        codec: Codec,
+        token: &str,
+        channel: &str,
+        recover: Option<&StreamPosition>,
+    ) -> Result<(LeanConn, SubscribeResult<ReceivedPublication>), (&'static str, OpenError)> {
+        let mut conn = match source {
+            Some((source, server)) => LeanConn::upgrade_from(source, server, ws_url, codec).await,
+            None => LeanConn::upgrade(ws_url, codec).await,
+        }
+        .map_err(|e| ("upgrade", e))?;
+        conn.call(1, "connect", serde_json::json!({ "token": token }))
+            .await
+            .map_err(|e| ("connect", e))?;
+        let subscribe = match recover {
+            Some(position) => serde_json::json!({ "channel": channel, "recover": position }),
+            None => serde_json::json!({ "channel": channel }),
+        };
+        let result = conn
+            .call(2, "subscribe", subscribe)
+            .await
+            .map_err(|e| ("subscribe", e))?;
+        let result = serde_json::from_str(result.as_ref().map_or("null", |r| r.get()))
+            .map_err(|e| ("subscribe", e.into()))?;
+        Ok((conn, result))
+    }
+
+    /// Upgrades and authenticates, without subscribing.
+    async fn connected(
+        ws_url: &str,
+        codec: Codec,
+        token: &str,
+    ) -> Result<LeanConn, (&'static str, OpenError)> {
         let mut conn = LeanConn::upgrade(ws_url, codec)
             .await
             .map_err(|e| ("upgrade", e))?;
         conn.call(1, "connect", serde_json::json!({ "token": token }))
             .await
             .map_err(|e| ("connect", e))?;
-        conn.call(2, "subscribe", serde_json::json!({ "channel": channel }))
-            .await
-            .map_err(|e| ("subscribe", e))?;
         Ok(conn)
     }
 
     async fn upgrade(ws_url: &str, codec: Codec) -> Result<LeanConn, OpenError> {
-        let mut request = ws_url.into_client_request()?;
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static(codec.subprotocol()),
-        );
-        let config = WebSocketConfig::default()
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-        Ok(LeanConn {
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(
+            request(ws_url, codec)?,
+            Some(config()),
+            true,
+        )
+        .await?;
+        Ok(LeanConn::new(socket, codec))
+    }
+
+    /// Upgrades over a TCP connection to `server` bound to `source` first, so that many
+    /// connections spread over loopback addresses (127.0.0.x) do not run out of ports.
+    async fn upgrade_from(
+        source: IpAddr,
+        server: SocketAddr,
+        ws_url: &str,
+        codec: Codec,
+    ) -> Result<LeanConn, OpenError> {
+        let socket = match source {
+            IpAddr::V4(_) => TcpSocket::new_v4()?,
+            IpAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(server).await?;
+        stream.set_nodelay(true)?;
+        let (socket, _) = tokio_tungstenite::client_async_with_config(
+            request(ws_url, codec)?,
+            MaybeTlsStream::Plain(stream),
+            Some(config()),
+        )
+        .await?;
+        Ok(LeanConn::new(socket, codec))
+    }
+
+    fn new(socket: Socket, codec: Codec) -> LeanConn {
+        LeanConn {
             socket,
             codec,
             queued: VecDeque::new(),
-        })
+        }
     }
 
-    /// Sends a command and waits for its reply; queues pushes that arrive meanwhile.
+    /// Sends a command and waits for its reply (its result, if any); queues pushes that
+    /// arrive meanwhile.
     async fn call(
         &mut self,
         id: u64,
         method: &str,
         params: serde_json::Value,
-    ) -> Result<(), OpenError> {
+    ) -> Result<Option<Box<RawValue>>, OpenError> {
         let command = serde_json::json!({ "id": id, method: params }).to_string();
         let message = match self.codec {
             Codec::Json => Message::text(command),
@@ -215,7 +365,7 @@ impl LeanConn {
                         Some(error) => {
                             Err(format!("server error {}: {}", error.code, error.message))
                         }
-                        None => Ok(()),
+                        None => Ok(message.result),
                     });
                 }
             }
@@ -225,7 +375,9 @@ impl LeanConn {
         }
     }
 
-    async fn next_event(&mut self) -> Event {
+    /// The next push, or how the connection ended. Cancel-safe: a push read is queued
+    /// before this returns.
+    pub async fn next_event(&mut self) -> Event {
         loop {
             if let Some(push) = self.queued.pop_front() {
                 return Event::Push(push);

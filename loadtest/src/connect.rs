@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::conn::{ClientSpec, Conn};
+use crate::conn::{Conn, Opening};
 use crate::gateway::Target;
 
 /// Longest one connection may take to upgrade, connect and subscribe.
@@ -34,13 +34,13 @@ pub struct Readers<T> {
 }
 
 /// Connects `n` clients (users `<sub_prefix><i>`), subscribing client `i` to
-/// `channel_of(i)`, at most `concurrency` at a time, and hands each to a task
+/// `channel_of(i)` (or stopping at an earlier stage), at most `concurrency` at a time, and hands each to a task
 /// `read(conn, cancelled)` as soon as it is subscribed (so it is read from at once,
 /// answering the server's pings). Fails on the first failed connection, after the ones in
 /// flight have finished, with a count of what succeeded.
 pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     target: &mut Target,
-    client: ClientSpec,
+    opening: Opening,
     n: usize,
     concurrency: usize,
     sub_prefix: &str,
@@ -63,8 +63,11 @@ pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'stat
             let token = target.token(&format!("{sub_prefix}{next}"), &channel)?;
             let ws_url = ws_url.clone();
             tasks.spawn(async move {
-                match tokio::time::timeout(CONNECT_TIMEOUT, open(client, &ws_url, &token, &channel))
-                    .await
+                match tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    open(opening, &ws_url, &token, &channel),
+                )
+                .await
                 {
                     Ok(result) => result,
                     Err(_) => Err((
@@ -139,14 +142,14 @@ pub async fn connect_all<T: Send + 'static, F: Future<Output = T> + Send + 'stat
     )
 }
 
-/// Opens one connection, sends `connect` and subscribes.
+/// Opens one connection, sends `connect` and subscribes (up to `stage`).
 async fn open(
-    client: ClientSpec,
+    opening: Opening,
     ws_url: &str,
     token: &str,
     channel: &str,
 ) -> Result<Conn, (FailureKind, String)> {
-    Conn::open(client.kind, client.codec, ws_url, token, channel)
+    Conn::open_until(opening, ws_url, token, channel)
         .await
         .map_err(|(step, error)| classify(step, channel, &*error))
 }

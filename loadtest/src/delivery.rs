@@ -14,7 +14,7 @@ use herald_testkit::grpc::Grpc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::conn::{ClientKind, ClientSpec, Conn, Event, Protocol};
+use crate::conn::{ClientKind, Conn, Event, Opening, Protocol, Stage};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::Target;
 use crate::procfs;
@@ -44,6 +44,9 @@ pub struct LoadArgs {
     /// Publish RPCs in flight at once
     #[arg(long, default_value_t = 1)]
     pub window: usize,
+    /// Subprotocol of the subscribers (and of the floor's frames)
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    pub protocol: Protocol,
     /// The channel
     #[arg(long, default_value = "bench:fanout")]
     pub channel: String,
@@ -53,9 +56,6 @@ pub struct LoadArgs {
     /// Subscriber implementation
     #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
     pub client: ClientKind,
-    /// Subprotocol of the subscribers (and of the floor's frames)
-    #[arg(long, value_enum, default_value_t = Protocol::Json)]
-    pub protocol: Protocol,
     /// Seconds to wait for every delivery after the last publish
     #[arg(long, default_value_t = 60)]
     pub delivery_timeout: u64,
@@ -162,9 +162,10 @@ pub async fn subscribe(
 pub async fn connect(target: &mut Target, load: &LoadArgs, scenario: &str) -> Result<Subscribers> {
     let readers = connect_all(
         target,
-        ClientSpec {
+        Opening {
             kind: load.client,
             codec: load.protocol.codec(),
+            stage: Stage::Subscribe,
         },
         load.subscribers,
         load.concurrency,

@@ -31,6 +31,17 @@ pub struct SpawnArgs {
     /// Seconds to wait for a spawned gateway's /readyz
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub ready_timeout: u64,
+    /// An environment variable for the spawned gateway on top of the generated ones (e.g.
+    /// `HERALD_CONNECT_TIMEOUT_SECONDS=120`); repeatable
+    #[arg(long = "gateway-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub gateway_env: Vec<(String, String)>,
+}
+
+fn parse_env(assignment: &str) -> Result<(String, String), String> {
+    match assignment.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{assignment:?} is not KEY=VALUE")),
+    }
 }
 
 impl SpawnArgs {
@@ -166,6 +177,7 @@ impl Target {
             &args.bin()?,
             credentials,
             node,
+            &args.gateway_env,
             Duration::from_secs(args.ready_timeout),
         )
         .await?;
@@ -264,6 +276,7 @@ impl Spawned {
         bin: &std::path::Path,
         credentials: &Credentials,
         node: &NodeSpec<'_>,
+        extra_env: &[(String, String)],
         ready_timeout: Duration,
     ) -> Result<Spawned> {
         let [http_addr, grpc_addr, metrics_addr] =
@@ -294,7 +307,8 @@ impl Spawned {
             .env("HERALD_CLIENT_QUEUE_BYTES", (64 << 20).to_string())
             // Plain log lines, for the log tail printed on errors.
             .env("NO_COLOR", "1")
-            .envs(node.env.iter().map(|(key, value)| (key, value)));
+            .envs(node.env.iter().map(|(key, value)| (key, value)))
+            .envs(extra_env.iter().map(|(key, value)| (key, value)));
         let mut process = Process::spawn(node.name, command, run_dir.join(node.log_file))?;
         eprintln!(
             "spawned {} pid {}: ws://{http_addr}/ws, gRPC {grpc_addr}, log {}",

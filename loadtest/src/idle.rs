@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use herald_client::CloseInfo;
 use tokio::sync::watch;
 
-use crate::conn::{ClientKind, ClientSpec, Conn, Event};
+use crate::conn::{ClientKind, Conn, Event, Opening, Stage};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::{Target, TargetArgs};
 use crate::procfs;
@@ -30,6 +30,11 @@ pub struct IdleArgs {
     /// Client implementation
     #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
     client: ClientKind,
+    /// How far each connection goes before it is held (the lean client): measuring each
+    /// stage gives the breakdown of a connection's memory. Stopping before `connect` needs
+    /// a longer connect timeout: `--gateway-env HERALD_CONNECT_TIMEOUT_SECONDS=600`
+    #[arg(long, value_enum, default_value_t = Stage::Subscribe)]
+    stage: Stage,
     /// Seconds to let the gateway settle before each RSS reading
     #[arg(long, default_value_t = 2)]
     settle: u64,
@@ -64,8 +69,8 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     };
     let settle = Duration::from_secs(args.settle);
     let mut report = Report::new(format!(
-        "idle: {n} connections over {} channels ({}0..), {:?} client",
-        args.channels, args.channel_prefix, args.client
+        "idle: {n} connections over {} channels ({}0..), {:?} client, up to {:?}",
+        args.channels, args.channel_prefix, args.client, args.stage
     ));
 
     tokio::time::sleep(settle).await;
@@ -162,8 +167,8 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     let _ = cancel.send(true);
     drop(holders);
     println!(
-        "RESULT scenario=idle connections={n} rss_kib_per_connection={per_connection:.2} channels={} storms={} rss_kib_per_connection_after_storms={after_storms:.2}",
-        args.channels, args.storms
+        "RESULT scenario=idle connections={n} stage={:?} rss_kib_per_connection={per_connection:.2} channels={} storms={} rss_kib_per_connection_after_storms={after_storms:.2}",
+        args.stage, args.channels, args.storms
     );
     Ok(())
 }
@@ -175,9 +180,10 @@ async fn connect_idle(args: &IdleArgs, target: &mut Target) -> Result<Readers<Op
     let channels = args.channels;
     connect_all(
         target,
-        ClientSpec {
+        Opening {
             kind: args.client,
             codec: herald_protocol::Codec::Json,
+            stage: args.stage,
         },
         args.connections,
         args.concurrency,

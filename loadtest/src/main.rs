@@ -10,10 +10,12 @@
 //!   forbidden requests, floods, slowloris) while healthy subscribers count deliveries.
 //! - `sweep`: latency against load: the maximum publication rate, then fixed-rate phases
 //!   from 10% to 100% of it, standalone or across the cluster; JSON, Markdown and an SVG plot.
-//! - `presence`: the Redis presence state of N connections in one channel, without a
-//!   gateway: listing and refresh times, commands and memory per connection.
 //! - `wire`: bytes per delivery in JSON and protobuf, encoding time, and what
 //!   permessage-deflate would save, without a gateway.
+//! - `storm`: a reconnect storm the server drives: N subscribed clients dropped at once
+//!   with gRPC `Disconnect` reconnect and recover what they missed; time, connects/s, RSS.
+//! - `presence`: the Redis presence state of N connections in one channel, without a
+//!   gateway: listing and refresh times, commands and memory per connection.
 //!
 //! By default each scenario spawns the `herald` binary next to this executable on free
 //! loopback ports with generated credentials (and `cluster` its NATS and Redis), and kills
@@ -34,6 +36,7 @@ mod presence;
 mod process;
 mod procfs;
 mod report;
+mod storm;
 mod sweep;
 mod wire;
 
@@ -72,6 +75,10 @@ enum Scenario {
     /// Latency against load: the maximum publication rate, then fixed-rate phases from
     /// 1/steps to 100% of it; p50/p99/p99.9 of publish -> receipt as JSON, Markdown, SVG.
     Sweep(sweep::SweepArgs),
+    /// A reconnect storm the server drives: N subscribed clients dropped at once with gRPC
+    /// Disconnect (4200) reconnect and recover the publications they missed; time until
+    /// all have recovered, connects/s, gateway RSS per connection after it against steady.
+    Storm(storm::StormArgs),
     /// Bytes per delivery in JSON and protobuf, encoding time, and what permessage-deflate
     /// would save (each message alone, or with context takeover), without a gateway.
     Wire(wire::WireArgs),
@@ -97,6 +104,7 @@ async fn run() -> Result<()> {
             Scenario::Hostile(args) => hostile::run(args).await,
             Scenario::Presence(args) => presence::run(args).await,
             Scenario::Sweep(args) => sweep::run(args).await,
+            Scenario::Storm(args) => storm::run(args).await,
             Scenario::Wire(args) => wire::run(args),
         }
     };

@@ -558,18 +558,11 @@ impl PresenceService {
             .filter_map(|connection| {
                 let user = connection.claims().sub.clone();
                 let live = LiveConnection {
-                    channels: connection
-                        .subscriptions
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .iter()
-                        .filter(|channel| {
-                            self.config
-                                .channel_rule(channel)
-                                .is_some_and(|(_, options)| options.presence)
-                        })
-                        .cloned()
-                        .collect(),
+                    channels: connection.subscriptions_where(|channel| {
+                        self.config
+                            .channel_rule(channel)
+                            .is_some_and(|(_, options)| options.presence)
+                    }),
                     orgs: connection.claims().orgs.clone(),
                     statuses: connection
                         .claims()

@@ -69,48 +69,32 @@ pub async fn run(
     node: Arc<Node>,
     sink: impl Outgoing,
     mut stream: impl Incoming,
-    upgrade: Upgrade,
+    mut upgrade: Upgrade,
 ) {
     let limits = &node.config().limits;
-    let Upgrade {
-        token,
-        pending,
-        permits,
-        direct,
-        codec,
-    } = upgrade;
-    let outbox = Arc::new(Outbox::new(limits.client_queue_bytes, direct));
+    let codec = upgrade.codec;
+    let outbox = Arc::new(Outbox::new(
+        limits.client_queue_bytes,
+        upgrade.direct.take(),
+    ));
     let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
     let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), codec, frame_cap));
-    let connect_timeout = tokio::time::sleep(limits.connect_timeout);
-    // Boxed: the handshake's state would otherwise stay part of every idle session's task.
-    let handshake = tokio::select! {
-        result = Box::pin(handshake(&node, &mut stream, &outbox, codec, token, permits.as_ref())) => result,
-        () = connect_timeout => {
-            outbox.close(CloseCode::Unauthorized);
-            None
-        }
-        () = node.draining() => {
-            outbox.close(CloseCode::Shutdown);
-            None
-        }
-        _ = &mut writer => None,
-    };
-    // Authenticated, or on its way out: no longer pending either way.
-    drop(pending);
-    // The drain closes the connections registered when it starts; one whose handshake
-    // completes after that (or in the same instant) is closed here, at once, the same way.
-    let handshake = handshake.filter(|_| {
-        let draining = node.is_draining();
-        if draining {
-            outbox.close(CloseCode::Shutdown);
-        }
-        !draining
-    });
+    // Boxed: the handshake's timer and selects would otherwise stay part of every idle
+    // session's task.
+    let handshake = Box::pin(authenticate(
+        &node,
+        &mut stream,
+        &outbox,
+        upgrade,
+        &mut writer,
+    ))
+    .await;
     let mut permit = None;
     if let Some((registration, limiter, rest, node_permit)) = handshake {
         permit = node_permit;
-        node.presence().opened(&registration.connection).await;
+        // Boxed: presence's state and broker futures would otherwise size every idle
+        // session's task for this one call.
+        Box::pin(node.presence().opened(&registration.connection)).await;
         let mut session = Session {
             node: node.clone(),
             registration,
@@ -133,6 +117,48 @@ pub async fn run(
     if outbox.is_closing() {
         Box::pin(await_close_reply(&mut stream)).await;
     }
+}
+
+/// The handshake, bounded by the connect timeout and the drain: the registered connection,
+/// or `None` after closing it (or when the writer stopped).
+async fn authenticate(
+    node: &Arc<Node>,
+    stream: &mut impl Incoming,
+    outbox: &Arc<Outbox>,
+    upgrade: Upgrade,
+    writer: &mut JoinHandle<()>,
+) -> Option<Handshake> {
+    let Upgrade {
+        token,
+        pending,
+        permits,
+        codec,
+        ..
+    } = upgrade;
+    let connect_timeout = tokio::time::sleep(node.config().limits.connect_timeout);
+    let handshake = tokio::select! {
+        result = handshake(node, stream, outbox, codec, token, permits.as_ref()) => result,
+        () = connect_timeout => {
+            outbox.close(CloseCode::Unauthorized);
+            None
+        }
+        () = node.draining() => {
+            outbox.close(CloseCode::Shutdown);
+            None
+        }
+        _ = writer => None,
+    };
+    // Authenticated, or on its way out: no longer pending either way.
+    drop(pending);
+    // The drain closes the connections registered when it starts; one whose handshake
+    // completes after that (or in the same instant) is closed here, at once, the same way.
+    handshake.filter(|_| {
+        let draining = node.is_draining();
+        if draining {
+            outbox.close(CloseCode::Shutdown);
+        }
+        !draining
+    })
 }
 
 /// After sending a close frame, reads (and discards) until the client's close reply, for a
@@ -513,5 +539,54 @@ fn error_label(code: ErrorCode) -> &'static str {
         ErrorCode::TokenExpired => "token_expired",
         ErrorCode::TooManyRequests => "too_many_requests",
         ErrorCode::Unavailable => "unavailable",
+    }
+}
+
+/// What an idle connection's state weighs, in the parts the gateway allocates for it (the
+/// README's breakdown of an idle connection's memory lists these). Run with `--nocapture`
+/// to see them; the bounds catch a change that makes every idle connection bigger.
+#[cfg(test)]
+mod sizes {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::mem::size_of;
+
+    use futures_util::sink::{Drain, SinkMapErr};
+    use futures_util::stream::Pending;
+
+    use super::*;
+    use crate::auth::Claims;
+
+    type Sink = SinkMapErr<Drain<ServerFrame>, fn(Infallible) -> TransportError>;
+    type Source = Pending<Result<ClientFrame, TransportError>>;
+
+    fn returned<A, B, C, D, F: Future>(_: fn(A, B, C, D) -> F) -> usize {
+        size_of::<F>()
+    }
+
+    #[test]
+    fn an_idle_connection_stays_small() {
+        // The transport's halves here are empty stand-ins: the parsed WebSocket stream lives
+        // in its own allocation (http/ws.rs boxes it).
+        let session = returned::<Arc<Node>, Sink, Source, Upgrade, _>(run);
+        let writer = returned::<Sink, Arc<Outbox>, herald_protocol::Codec, usize, _>(writer::run);
+        let parts = [
+            ("session task future (without the transport)", session),
+            ("writer task future (without the transport)", writer),
+            ("Connection", size_of::<Connection>()),
+            ("Outbox", size_of::<Outbox>()),
+            ("Claims", size_of::<Claims>()),
+        ];
+        for (name, size) in parts {
+            println!("{name}: {size} bytes");
+        }
+        // jemalloc size classes: a boxed session of up to 768 bytes takes 768, not 896; a
+        // connection of up to 176 bytes (plus the Arc's two counts) takes 192, not 224.
+        // (The binary codec and the direct socket took them past 640 and 144.)
+        assert!(
+            session <= 768,
+            "the session task future grew to {session} bytes"
+        );
+        assert!(size_of::<Connection>() <= 176, "Connection grew");
     }
 }

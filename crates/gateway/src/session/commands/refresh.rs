@@ -54,12 +54,8 @@ pub async fn apply(
 fn revoked(node: &Node, connection: &Connection) -> Vec<ChannelName> {
     let claims: Arc<Claims> = connection.claims();
     let tokens = &node.connections().subscription_tokens;
-    let subscriptions = connection
-        .subscriptions
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    subscriptions
+    connection
+        .subscriptions()
         .into_iter()
         .filter(|channel| tokens.expiry(&connection.id, channel).is_none())
         .filter(|channel| match node.config().channel_rule(channel) {
