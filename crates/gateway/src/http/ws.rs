@@ -34,8 +34,9 @@ use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
 use crate::session::{self, Incoming, Outgoing, Upgrade};
 use crate::wire::DirectSocket;
 
-/// Bytes tungstenite reads from the socket at a time; a command is small.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Bytes tungstenite reads from the socket at a time, and the read buffer an idle connection
+/// keeps: a command is small (a larger frame reserves its length while it is read).
+const READ_BUFFER_BYTES: usize = 256;
 
 pub async fn upgrade(
     State(state): State<HttpState>,

@@ -588,5 +588,10 @@ mod sizes {
             "the session task future grew to {session} bytes"
         );
         assert!(size_of::<Connection>() <= 176, "Connection grew");
+        // Its batch and close paths are boxed: an idle writer keeps only its wait.
+        assert!(
+            writer <= 256,
+            "the writer task future grew to {writer} bytes"
+        );
     }
 }

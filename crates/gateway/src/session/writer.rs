@@ -28,11 +28,13 @@ pub async fn run(
     loop {
         let batch = outbox.take().await;
         // Biased: a batch that is sent at once never polls (and never registers) the
-        // give-up future, so the common case costs nothing extra.
+        // give-up future, so the common case costs nothing extra. Boxed, both: an idle
+        // writer (most of them, most of the time: publications are written directly) then
+        // keeps only its wait for the queue.
         let keep_going = tokio::select! {
             biased;
-            keep_going = send_batch(&mut sink, batch, codec, max_frame_bytes) => keep_going,
-            () = give_up(&outbox) => false,
+            keep_going = Box::pin(send_batch(&mut sink, batch, codec, max_frame_bytes)) => keep_going,
+            () = Box::pin(give_up(&outbox)) => false,
         };
         if !keep_going {
             break;
