@@ -599,7 +599,10 @@ impl Hub {
             }
             if publication.offset != 0 {
                 subscriber.adopt(publication.offset, &publication.epoch);
-                if subscriber.epoch != publication.epoch {
+                // Usually the same allocation: no need to compare the strings.
+                if !Arc::ptr_eq(&subscriber.epoch, &publication.epoch)
+                    && subscriber.epoch != publication.epoch
+                {
                     stale_epoch = true;
                     continue;
                 }

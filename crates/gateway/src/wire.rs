@@ -87,9 +87,11 @@ impl DirectSocket {
     }
 
     /// Writes what the socket takes now, without waiting: the number of bytes written, or
-    /// `WouldBlock` when it takes none.
+    /// `WouldBlock` when it takes none. One `send(2)`, without tokio's readiness check (a
+    /// cache miss per subscriber in the fan-out's loop); a socket that turns out full makes
+    /// the writer's next write find that itself, which clears tokio's readiness.
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.try_write(bytes)
+        socket2::SockRef::from(self.stream()).send(bytes)
     }
 
     pub fn poll_write(
