@@ -622,7 +622,7 @@ impl Hub {
             }
         }
         if direct {
-            entry.pace.took(started.elapsed());
+            entry.pace.took(started, started.elapsed());
         }
         metrics::counter!(metrics::DELIVERIES).increment(delivered);
         if stale_epoch {

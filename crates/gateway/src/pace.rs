@@ -6,9 +6,10 @@
 //! them, queueing is cheaper: the fan-out only pushes, the writers run on every core, and
 //! each writes what piled up for its connection in one frame. A channel writes directly
 //! while the time since its previous publication is at least [`HEADROOM`] times what its
-//! last direct fan-out took. While it queues, that estimate decays, so a channel whose
-//! publications slowed down, or whose one slow fan-out was a hiccup (the thread descheduled),
-//! tries a direct fan-out again soon and measures anew.
+//! last direct fan-out took. That estimate halves every [`HALF_LIFE`] since it was
+//! measured, so a channel whose publications slowed down, or whose one slow fan-out was a
+//! hiccup (the thread descheduled), tries a direct fan-out again and measures anew; by time,
+//! not by count, so a fast channel pays for such a probe about once a second.
 
 use std::time::Duration;
 
@@ -19,14 +20,15 @@ use tokio::time::Instant;
 /// gets coalescing rather than one direct fan-out after another.
 const HEADROOM: f64 = 1.2;
 
-/// What a queued fan-out leaves of the direct estimate.
-const DECAY: f64 = 0.9;
+/// How fast the direct estimate fades.
+const HALF_LIFE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub struct Pace {
     last_fan_out: Option<Instant>,
-    /// How long the channel's last direct fan-out took.
+    /// How long the channel's last direct fan-out took, and when it ended.
     direct_took: Duration,
+    measured_at: Option<Instant>,
 }
 
 impl Pace {
@@ -36,16 +38,17 @@ impl Pace {
             .last_fan_out
             .replace(now)
             .map_or(Duration::MAX, |last| now.saturating_duration_since(last));
-        let direct = since >= self.direct_took.mul_f64(HEADROOM);
-        if !direct {
-            self.direct_took = self.direct_took.mul_f64(DECAY);
-        }
-        direct
+        let age = self
+            .measured_at
+            .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        let fading = 0.5f64.powf(age.as_secs_f64() / HALF_LIFE.as_secs_f64());
+        since >= self.direct_took.mul_f64(HEADROOM * fading)
     }
 
-    /// Records how long a direct fan-out took.
-    pub fn took(&mut self, elapsed: Duration) {
+    /// Records how long the direct fan-out that started at `started` took.
+    pub fn took(&mut self, started: Instant, elapsed: Duration) {
         self.direct_took = elapsed;
+        self.measured_at = Some(started + elapsed);
     }
 }
 
@@ -58,7 +61,7 @@ mod tests {
         let start = Instant::now();
         let mut pace = Pace::default();
         assert!(pace.direct(start), "the first publication");
-        pace.took(Duration::from_millis(30));
+        pace.took(start, Duration::from_millis(30));
         let at = |ms| start + Duration::from_millis(ms);
         assert!(
             pace.direct(at(100)),
@@ -73,17 +76,18 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_fan_out_is_measured_again_after_a_few_queued_ones() {
+    fn a_slow_fan_out_is_measured_again_after_a_few_seconds() {
         let start = Instant::now();
         let mut pace = Pace::default();
         assert!(pace.direct(start));
         // One fan-out took far longer than usual: the thread was descheduled.
-        pace.took(Duration::from_millis(500));
+        pace.took(start, Duration::from_millis(500));
         let queued = (1..100)
             .take_while(|n| !pace.direct(start + Duration::from_millis(100 * n)))
             .count();
+        // 600 ms (1.2 x 500) fades below 100 ms after 2.6 s.
         assert!(
-            (10..30).contains(&queued),
+            (20..32).contains(&queued),
             "{queued} publications 100 ms apart queued before a direct fan-out"
         );
     }
