@@ -16,9 +16,10 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -26,7 +27,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
-use futures_util::{SinkExt, Stream, StreamExt, stream};
+use futures_util::{Stream, StreamExt, stream};
 use herald_protocol::Codec;
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -37,7 +38,7 @@ use super::admit::{Refusal, admit};
 use crate::metrics;
 use crate::random::random_token;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
-use crate::session::{self, Upgrade};
+use crate::session::{self, Outgoing, Upgrade};
 
 /// Commands a session may have waiting before `/rpc` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -117,8 +118,7 @@ pub async fn stream(
     };
     state.sse.by_id.insert(id.clone(), entry);
 
-    let sink =
-        PollSender::new(outgoing).sink_map_err(|_| TransportError::gone("SSE stream closed"));
+    let sink = outgoing_sink(outgoing);
     let reader = incoming_frames(incoming, pong).map(Ok);
     let sessions = state.sse.clone();
     let session_id = id.clone();
@@ -158,6 +158,41 @@ fn frames_to_events(mut frames: mpsc::Receiver<ServerFrame>) -> impl Stream<Item
         };
         std::future::ready(event)
     })
+}
+
+/// The session's frames into the event stream's queue. Not `sink_map_err` (nor
+/// `sink_err_into`, built on it): the writer may see a closed stream twice (a failed send,
+/// then its close), and their mapping panics the second time.
+fn outgoing_sink(outgoing: mpsc::Sender<ServerFrame>) -> impl Outgoing {
+    EventSink(PollSender::new(outgoing))
+}
+
+struct EventSink(PollSender<ServerFrame>);
+
+fn stream_closed<T>(_: tokio_util::sync::PollSendError<T>) -> TransportError {
+    TransportError::gone("SSE stream closed")
+}
+
+impl futures_util::Sink<ServerFrame> for EventSink {
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(stream_closed)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: ServerFrame) -> Result<(), Self::Error> {
+        Pin::new(&mut self.0)
+            .start_send(frame)
+            .map_err(stream_closed)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(stream_closed)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(stream_closed)
+    }
 }
 
 fn close_event(code: u16, reason: &str) -> Event {
@@ -253,5 +288,15 @@ mod tests {
             .expect("the pong wakes the reader")
             .unwrap();
         assert!(matches!(message, Some(ClientFrame::Pong)));
+    }
+
+    #[tokio::test]
+    async fn a_closed_event_stream_is_an_error_every_time_not_a_panic() {
+        use futures_util::SinkExt;
+        let (outgoing, frames) = mpsc::channel::<ServerFrame>(1);
+        drop(frames);
+        let mut sink = outgoing_sink(outgoing);
+        assert!(sink.send(ServerFrame::Ping).await.is_err());
+        assert!(sink.send(ServerFrame::Ping).await.is_err(), "and again");
     }
 }
