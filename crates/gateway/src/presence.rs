@@ -33,7 +33,7 @@ use crate::broker::{Broker, Event, Exclude};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
-use crate::presence_diff::{DIFF_INTERVAL, DIFF_PUSH_BYTES, Diffs};
+use crate::presence_diff::{DIFF_INTERVAL, Diffs};
 use crate::state::UserStatus;
 use crate::state::presence::TYPING_TTL;
 use crate::state::{
@@ -527,11 +527,10 @@ impl PresenceService {
     }
 
     /// Pushes the joins and leaves collected for big channels, one diff a channel (split
-    /// into pushes of [`DIFF_PUSH_BYTES`]).
+    /// into pushes of at most the writer's frame cap, so a diff is never a bigger frame than
+    /// the writer builds anyway).
     async fn push_diffs(&self) {
-        // The writer's frame cap is the same 16 KiB, lowered with the message size limit.
-        let limits = &self.config.limits;
-        let budget = DIFF_PUSH_BYTES.min(limits.max_message_bytes);
+        let budget = crate::session::frame_cap(&self.config.limits);
         for (channel, diff) in self.diffs.take() {
             for push in crate::presence_diff::encode(&channel, diff, budget) {
                 let event = Event {

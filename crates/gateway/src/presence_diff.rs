@@ -25,10 +25,6 @@ use crate::state::Member;
 /// How often a big channel's collected joins and leaves go out.
 pub const DIFF_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Members' bytes in one `presence` push: no more than the writer coalesces into a frame,
-/// so a crowd's diff never makes a connection allocate (and keep) a bigger write buffer.
-pub const DIFF_PUSH_BYTES: usize = 16 * 1024;
-
 /// One connection's net change to a channel's presence since the last diff.
 enum Net {
     Joined(Member),

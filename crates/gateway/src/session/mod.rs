@@ -29,9 +29,14 @@ use rate_limit::{RateLimiter, Verdict};
 /// How long to wait for a client's reply to our close frame.
 const CLOSE_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Coalesced frames stop growing past this. tungstenite keeps its write buffer at the size
-/// of the largest frame it ever sent, so this also bounds what a busy connection retains.
+/// Coalesced frames stop growing past this: it bounds the batch a writer builds (and
+/// releases once written), and big channels' presence diffs are cut to it.
 const COALESCE_BYTES: usize = 16 * 1024;
+
+/// The largest frame a writer coalesces messages into, lower with a lower message limit.
+pub(crate) fn frame_cap(limits: &crate::config::Limits) -> usize {
+    COALESCE_BYTES.min(limits.max_message_bytes)
+}
 
 /// What the upgrade request carried.
 pub struct Upgrade {
@@ -77,7 +82,7 @@ pub async fn run(
         limits.client_queue_bytes,
         upgrade.direct.take(),
     ));
-    let frame_cap = COALESCE_BYTES.min(limits.max_message_bytes);
+    let frame_cap = frame_cap(limits);
     let mut writer = tokio::spawn(writer::run(sink, outbox.clone(), codec, frame_cap));
     // Boxed: the handshake's timer and selects would otherwise stay part of every idle
     // session's task.
