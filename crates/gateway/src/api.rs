@@ -16,6 +16,7 @@ use crate::config::Secret;
 use crate::metrics;
 use crate::node::{Node, PublishRequest};
 use crate::paging::history_page;
+use crate::server_subscriptions;
 use crate::state::Position;
 
 /// A `History` response carries about this much publication data at most (and at least
@@ -229,6 +230,34 @@ impl Herald for HeraldApi {
             })
         })();
         observe("Disconnect", result)
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<api::SubscribeRequest>,
+    ) -> Result<Response<api::SubscribeResponse>, Status> {
+        let request = request.into_inner();
+        let client = Some(request.client.as_str()).filter(|c| !c.is_empty());
+        let result =
+            server_subscriptions::subscribe(&self.node, &request.user, &request.channel, client)
+                .await
+                .map(|()| api::SubscribeResponse {})
+                .map_err(Status::from);
+        observe("Subscribe", result)
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: Request<api::UnsubscribeRequest>,
+    ) -> Result<Response<api::UnsubscribeResponse>, Status> {
+        let request = request.into_inner();
+        let client = Some(request.client.as_str()).filter(|c| !c.is_empty());
+        let result =
+            server_subscriptions::unsubscribe(&self.node, &request.user, &request.channel, client)
+                .await
+                .map(|()| api::UnsubscribeResponse {})
+                .map_err(Status::from);
+        observe("Unsubscribe", result)
     }
 
     async fn info(

@@ -408,7 +408,16 @@ impl Connections {
             .collect()
     }
 
+    /// One connection by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Connection>> {
+        self.by_id.get(id).map(|entry| entry.value().clone())
+    }
+
     pub fn of_user(&self, user: &str) -> Vec<Arc<Connection>> {
+        // Most nodes of a cluster hold none of a given user's connections: skip the scan.
+        if !self.per_user.contains_key(user) {
+            return Vec::new();
+        }
         self.by_id
             .iter()
             .filter(|entry| &*entry.claims.load().sub == user)

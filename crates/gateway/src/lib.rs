@@ -22,6 +22,7 @@ mod presence;
 mod presence_diff;
 pub mod random;
 mod server;
+mod server_subscriptions;
 pub mod session;
 mod shared_push;
 pub mod state;

@@ -12,7 +12,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, KeyError};
-use crate::broker::{Broker, BrokerError, MemoryBroker, NatsBroker, NatsError};
+use crate::broker::{
+    Broker, BrokerError, CHANGE_QUEUE, MemoryBroker, NatsBroker, NatsError, SubscriptionChange,
+};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
 use crate::connections::{Connection, Connections, Heartbeat};
@@ -22,8 +24,8 @@ use crate::hub::{Hub, Interest};
 use crate::metrics;
 use crate::presence::PresenceService;
 use crate::state::{
-    Append, Appended, Duplicate, HistoryPolicy, HistorySlice, MemoryState, Position, Presence,
-    RedisState, Settlement, State, StateError,
+    Append, Appended, Duplicate, HistoryPolicy, HistorySlice, Kept, KeptSubscriptions, MemoryKept,
+    MemoryState, Position, Presence, RedisState, Settlement, State, StateError,
 };
 
 /// How often a cluster node compares its channels' delivered positions with Redis.
@@ -52,6 +54,14 @@ pub struct PublishRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// What a node stores and sends through: in memory standalone, NATS and Redis in a cluster.
+struct Backends {
+    broker: Arc<dyn Broker>,
+    state: Arc<dyn State>,
+    presence: Arc<dyn Presence>,
+    kept: Arc<dyn KeptSubscriptions>,
+}
+
 /// The node's core: what sessions and the gRPC API may do, as operations. The backends
 /// (hub, broker, state) stay behind it.
 pub struct Node {
@@ -61,6 +71,7 @@ pub struct Node {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     state: Arc<dyn State>,
+    kept: Arc<dyn KeptSubscriptions>,
     connections: Arc<Connections>,
     presence: Arc<PresenceService>,
     started: Instant,
@@ -75,18 +86,18 @@ impl Node {
         let memory = MemoryState::new();
         let state: Arc<dyn State> = Arc::new(memory.clone());
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+        let (changes, received) = mpsc::channel(CHANGE_QUEUE);
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone(), changes));
         // In-process backends are always up; the same alerts then work in both modes.
         metrics::gauge!(metrics::BROKER_UP).set(1.0);
         metrics::gauge!(metrics::STATE_UP).set(1.0);
-        Ok(Self::new(
-            config,
-            hub,
-            idle,
+        let backends = Backends {
             broker,
             state,
-            Arc::new(memory),
-        )?)
+            presence: Arc::new(memory),
+            kept: Arc::new(MemoryKept::default()),
+        };
+        Ok(Self::new(config, hub, idle, backends, received)?)
     }
 
     /// A cluster node: NATS between nodes, Redis for offsets and history. Starts even when
@@ -103,19 +114,27 @@ impl Node {
             .await
             .map_err(NodeError::Redis)?;
         let presence: Arc<dyn Presence> = Arc::new(redis.clone());
+        let kept: Arc<dyn KeptSubscriptions> = Arc::new(redis.clone());
         let state: Arc<dyn State> = Arc::new(redis);
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let reconnected = Arc::new(Notify::new());
+        let (changes, received) = mpsc::channel(CHANGE_QUEUE);
         let nats = NatsBroker::connect(
             nats_url.expose(),
             &config.node_id,
             hub.clone(),
             limits,
             reconnected.clone(),
+            changes,
         )
         .await?;
-        let broker: Arc<dyn Broker> = Arc::new(nats);
-        let node = Self::new(config, hub.clone(), idle, broker, state, presence)?;
+        let backends = Backends {
+            broker: Arc::new(nats),
+            state,
+            presence,
+            kept,
+        };
+        let node = Self::new(config, hub.clone(), idle, backends, received)?;
         tokio::spawn(check_positions(Arc::downgrade(&hub), reconnected));
         Ok(node)
     }
@@ -124,10 +143,15 @@ impl Node {
         config: Config,
         hub: Arc<Hub>,
         idle: mpsc::UnboundedReceiver<ChannelName>,
-        broker: Arc<dyn Broker>,
-        state: Arc<dyn State>,
-        presence: Arc<dyn Presence>,
+        backends: Backends,
+        changes: mpsc::Receiver<SubscriptionChange>,
     ) -> Result<Arc<Node>, KeyError> {
+        let Backends {
+            broker,
+            state,
+            presence,
+            kept,
+        } = backends;
         let heartbeat = Heartbeat {
             interval: config.limits.ping_interval,
             timeout: config.limits.pong_timeout,
@@ -150,12 +174,17 @@ impl Node {
             hub,
             broker,
             state,
+            kept,
             connections,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
         });
         tokio::spawn(drop_idle_interest(Arc::downgrade(&node), idle));
+        tokio::spawn(crate::server_subscriptions::apply_changes(
+            Arc::downgrade(&node),
+            changes,
+        ));
         Ok(node)
     }
 
@@ -203,6 +232,36 @@ impl Node {
     /// Ready to take connections: not draining, backends reachable.
     pub fn is_ready(&self) -> bool {
         !self.is_draining() && self.broker.is_healthy() && self.state.is_healthy()
+    }
+
+    /// Keeps a server-side subscription of `user`, at most `max_subscriptions` of them.
+    pub async fn keep_subscription(
+        &self,
+        user: &str,
+        channel: &ChannelName,
+    ) -> Result<Kept, StateError> {
+        let max = self.config.limits.max_subscriptions;
+        let ttl = self.config.server_subscription_ttl;
+        self.kept.keep(user, channel, max, ttl).await
+    }
+
+    pub async fn forget_subscription(
+        &self,
+        user: &str,
+        channel: &ChannelName,
+    ) -> Result<(), StateError> {
+        self.kept.forget(user, channel).await
+    }
+
+    /// The server-side subscriptions kept for `user`; reading them keeps them longer.
+    pub async fn kept_subscriptions(&self, user: &str) -> Result<Vec<ChannelName>, StateError> {
+        let ttl = self.config.server_subscription_ttl;
+        self.kept.kept(user, ttl).await
+    }
+
+    /// Hands a server-side subscription change to every node, this one included.
+    pub async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+        self.broker.publish_change(change).await
     }
 
     /// The namespace rule and options of a channel name.

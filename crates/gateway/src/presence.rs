@@ -774,7 +774,7 @@ mod tests {
     use herald_protocol::Publication;
 
     use super::*;
-    use crate::broker::BrokerError;
+    use crate::broker::{BrokerError, SubscriptionChange};
     use crate::config::ConfigArgs;
     use crate::state::MemoryState;
 
@@ -795,6 +795,9 @@ mod tests {
                 assert_ne!(&**user, "bad", "a header value the broker cannot encode");
                 self.pushed_for.lock().unwrap().push(user.to_string());
             }
+            Ok(())
+        }
+        async fn publish_change(&self, _: &SubscriptionChange) -> Result<(), BrokerError> {
             Ok(())
         }
         async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {

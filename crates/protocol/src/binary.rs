@@ -76,14 +76,16 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
             token: non_empty(r.token),
             name: non_empty(r.name),
             version: non_empty(r.version),
+            subs: r
+                .subs
+                .into_iter()
+                .map(|(channel, p)| (channel, position_of(p)))
+                .collect(),
         }),
         Some(PbMethod::Subscribe(r)) => Method::Subscribe(SubscribeRequest {
             channel: r.channel,
             token: non_empty(r.token),
-            recover: r.recover.map(|p| StreamPosition {
-                offset: p.offset,
-                epoch: p.epoch,
-            }),
+            recover: r.recover.map(position_of),
         }),
         Some(PbMethod::Unsubscribe(r)) => {
             Method::Unsubscribe(UnsubscribeRequest { channel: r.channel })
@@ -127,6 +129,20 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
     Ok(Command { id, method })
 }
 
+fn position_of(p: pb::StreamPosition) -> StreamPosition {
+    StreamPosition {
+        offset: p.offset,
+        epoch: p.epoch,
+    }
+}
+
+fn pb_position(p: StreamPosition) -> pb::StreamPosition {
+    pb::StreamPosition {
+        offset: p.offset,
+        epoch: p.epoch,
+    }
+}
+
 /// One command, length-delimited (the client side).
 pub fn encode_command(command: Command) -> Vec<u8> {
     let method = match command.method {
@@ -134,14 +150,16 @@ pub fn encode_command(command: Command) -> Vec<u8> {
             token: r.token.unwrap_or_default(),
             name: r.name.unwrap_or_default(),
             version: r.version.unwrap_or_default(),
+            subs: r
+                .subs
+                .into_iter()
+                .map(|(channel, p)| (channel, pb_position(p)))
+                .collect(),
         }),
         Method::Subscribe(r) => PbMethod::Subscribe(pb::SubscribeRequest {
             channel: r.channel,
             token: r.token.unwrap_or_default(),
-            recover: r.recover.map(|p| pb::StreamPosition {
-                offset: p.offset,
-                epoch: p.epoch,
-            }),
+            recover: r.recover.map(pb_position),
         }),
         Method::Unsubscribe(r) => {
             PbMethod::Unsubscribe(pb::UnsubscribeRequest { channel: r.channel })
@@ -202,16 +220,20 @@ impl ResultBody for ConnectResult {
 
 impl ResultBody for SubscribeResult<Publication> {
     fn to_proto(&self) -> Option<PbResult> {
-        Some(PbResult::Subscribe(pb::SubscribeResult {
-            offset: self.offset,
-            epoch: self.epoch.clone(),
-            recoverable: self.recoverable,
-            recovered: self.recovered,
-            publications: self.publications.iter().map(publication).collect(),
-            more: self.more,
-            typing: self.typing.iter().map(typing).collect(),
-            expires: self.expires,
-        }))
+        Some(PbResult::Subscribe(subscribed(self)))
+    }
+}
+
+fn subscribed(result: &SubscribeResult<Publication>) -> pb::SubscribeResult {
+    pb::SubscribeResult {
+        offset: result.offset,
+        epoch: result.epoch.clone(),
+        recoverable: result.recoverable,
+        recovered: result.recovered,
+        publications: result.publications.iter().map(publication).collect(),
+        more: result.more,
+        typing: result.typing.iter().map(typing).collect(),
+        expires: result.expires,
     }
 }
 
@@ -345,6 +367,11 @@ pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
             reason: reason.to_owned(),
         }),
     )
+}
+
+/// The server subscribed the connection to `channel` (a server-side subscription).
+pub fn encode_subscribe(channel: &str, result: &SubscribeResult<Publication>) -> Bytes {
+    push_frame(channel, PbPush::Subscribe(subscribed(result)))
 }
 
 pub fn encode_disconnect(code: CloseCode, reason: &str) -> Bytes {
@@ -522,20 +549,7 @@ fn result_json(result: Option<PbResult>) -> Result<Box<RawValue>, String> {
             ping: r.ping,
             expires: r.expires,
         }),
-        Some(PbResult::Subscribe(r)) => json(&SubscribeResult {
-            offset: r.offset,
-            epoch: r.epoch,
-            recoverable: r.recoverable,
-            recovered: r.recovered,
-            publications: publications(r.publications)?,
-            more: r.more,
-            typing: r
-                .typing
-                .into_iter()
-                .map(typing_of)
-                .collect::<Result<_, _>>()?,
-            expires: r.expires,
-        }),
+        Some(PbResult::Subscribe(r)) => json(&subscribed_of(r)?),
         Some(PbResult::Publish(r)) => json(&PublishResult {
             offset: r.offset,
             epoch: r.epoch,
@@ -562,6 +576,27 @@ fn result_json(result: Option<PbResult>) -> Result<Box<RawValue>, String> {
             clients: r.clients,
         }),
     }
+}
+
+fn subscribed_of(r: pb::SubscribeResult) -> Result<SubscribeResult<ReceivedPublication>, String> {
+    Ok(SubscribeResult {
+        offset: r.offset,
+        epoch: r.epoch,
+        recoverable: r.recoverable,
+        recovered: r.recovered,
+        publications: r
+            .publications
+            .into_iter()
+            .map(received)
+            .collect::<Result<_, _>>()?,
+        more: r.more,
+        typing: r
+            .typing
+            .into_iter()
+            .map(typing_of)
+            .collect::<Result<_, _>>()?,
+        expires: r.expires,
+    })
 }
 
 fn received(p: pb::Publication) -> Result<ReceivedPublication, String> {
@@ -611,8 +646,10 @@ fn push_of(p: pb::Push) -> Result<Push, String> {
         presence: None,
         typing: None,
         status: None,
+        subscribe: None,
     };
     match p.kind.ok_or("push of an unknown kind")? {
+        PbPush::Subscribe(r) => push.subscribe = Some(subscribed_of(r)?),
         PbPush::Pub(p) => push.publication = Some(received(p)?),
         PbPush::Unsubscribe(u) => {
             push.unsubscribe = Some(UnsubscribePush {

@@ -9,7 +9,7 @@ use crate::binary::{self, ResultBody};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::command::{self, Command, CommandError, FrameError};
 use crate::publication::Publication;
-use crate::reply::{self, ChannelEvent};
+use crate::reply::{self, ChannelEvent, SubscribeResult};
 
 /// The JSON subprotocol, the default when a client names none.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -104,6 +104,14 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_unsubscribe(channel, code, reason),
             Codec::Proto => binary::encode_unsubscribe(channel, code, reason),
+        }
+    }
+
+    /// The `subscribe` push of a server-side subscription.
+    pub fn subscribe(self, channel: &str, result: &SubscribeResult<Publication>) -> Bytes {
+        match self {
+            Codec::Json => reply::encode_subscribe(channel, result),
+            Codec::Proto => binary::encode_subscribe(channel, result),
         }
     }
 

@@ -125,13 +125,16 @@ pub enum CloseCode {
     MessageTooLarge = 4009,
     TooManyRequests = 4100,
     ConnectionLimit = 4101,
+    /// The node could not set the connection up (its state backend failed restoring the
+    /// user's server-side subscriptions): reconnect after backoff, recovering.
+    Unavailable = 4102,
     Shutdown = 4200,
     SlowConsumer = 4201,
     NoPong = 4202,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 11] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::TokenExpired,
@@ -139,6 +142,7 @@ impl CloseCode {
         Self::MessageTooLarge,
         Self::TooManyRequests,
         Self::ConnectionLimit,
+        Self::Unavailable,
         Self::Shutdown,
         Self::SlowConsumer,
         Self::NoPong,
@@ -162,6 +166,7 @@ impl CloseCode {
             Self::MessageTooLarge => "message too large",
             Self::TooManyRequests => "too many requests",
             Self::ConnectionLimit => "connection limit",
+            Self::Unavailable => "temporarily unavailable",
             Self::Shutdown => "server shutdown",
             Self::SlowConsumer => "slow consumer",
             Self::NoPong => "no pong",

@@ -64,6 +64,10 @@ pub struct ConnectRequest {
     pub name: Option<String>,
     #[serde(default)]
     pub version: Option<String>,
+    /// The positions of the server-side subscriptions the client holds, to recover from
+    /// when the server restores them after the reply.
+    #[serde(default)]
+    pub subs: HashMap<String, StreamPosition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]

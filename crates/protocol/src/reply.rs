@@ -234,6 +234,8 @@ struct PushRef<'a> {
     unsubscribe: Option<UnsubscribePush>,
     #[serde(skip_serializing_if = "Option::is_none")]
     disconnect: Option<DisconnectPush>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscribe: Option<&'a SubscribeResult<Publication>>,
 }
 
 impl PushRef<'_> {
@@ -242,6 +244,7 @@ impl PushRef<'_> {
         publication: None,
         unsubscribe: None,
         disconnect: None,
+        subscribe: None,
     };
 }
 
@@ -304,6 +307,18 @@ pub fn encode_unsubscribe(channel: &str, code: u32, reason: &str) -> Bytes {
                 code,
                 reason: reason.to_owned(),
             }),
+            ..PushRef::EMPTY
+        },
+    })
+}
+
+/// The server subscribed the connection to `channel` (a server-side subscription): the
+/// body of a subscribe result; the channel's publications follow it.
+pub fn encode_subscribe(channel: &str, result: &SubscribeResult<Publication>) -> Bytes {
+    to_bytes(&PushFrame {
+        push: PushRef {
+            channel: Some(channel),
+            subscribe: Some(result),
             ..PushRef::EMPTY
         },
     })
@@ -381,6 +396,9 @@ pub struct Push {
     pub typing: Option<TypingPush>,
     #[serde(default)]
     pub status: Option<UserStatus>,
+    /// The server subscribed the connection to the push's channel.
+    #[serde(default)]
+    pub subscribe: Option<SubscribeResult<ReceivedPublication>>,
 }
 
 #[cfg(test)]

@@ -1,20 +1,22 @@
-//! In-process broker: a publication goes straight to this node's hub.
+//! In-process broker: a publication goes straight to this node's hub, a subscription
+//! change to the node.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
-use super::{Broker, BrokerError, Event};
+use super::{Broker, BrokerError, ChangeSender, Event, SubscriptionChange, hand_over};
 use crate::hub::Hub;
 
 pub struct MemoryBroker {
     hub: Arc<Hub>,
+    changes: ChangeSender,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    pub fn new(hub: Arc<Hub>, changes: ChangeSender) -> Self {
+        Self { hub, changes }
     }
 }
 
@@ -27,6 +29,11 @@ impl Broker for MemoryBroker {
 
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
         self.hub.deliver_event(event);
+        Ok(())
+    }
+
+    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+        hand_over(&self.changes, change.clone());
         Ok(())
     }
 

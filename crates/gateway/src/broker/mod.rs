@@ -53,6 +53,33 @@ impl Exclude {
     }
 }
 
+/// A change to a user's server-side subscriptions (gRPC `Subscribe` / `Unsubscribe`), for
+/// that user's connections on every node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionChange {
+    pub user: String,
+    pub channel: String,
+    /// One connection instead of all of the user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Subscribe, or unsubscribe.
+    pub subscribe: bool,
+}
+
+/// Where a node's broker hands the subscription changes it receives.
+pub type ChangeSender = tokio::sync::mpsc::Sender<SubscriptionChange>;
+
+/// How many received subscription changes may wait for the node to apply them.
+pub const CHANGE_QUEUE: usize = 4096;
+
+/// Hands a received change to the node; dropped (and logged) when the node is that far
+/// behind: the user's kept subscriptions are restored at their next connect anyway.
+fn hand_over(changes: &ChangeSender, change: SubscriptionChange) {
+    if let Err(error) = changes.try_send(change) {
+        tracing::warn!(%error, "subscription change dropped: the node is behind");
+    }
+}
+
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Hands one publication to every interested node (this one included).
@@ -60,6 +87,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Hands one presence event to every interested node (this one included). At most once.
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError>;
+
+    /// Hands a subscription change to every node (this one included). At most once.
+    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError>;
 
     /// This node now has local subscribers of `channel`.
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;

@@ -10,6 +10,10 @@
 //!
 //! A node subscribes to both with one wildcard subscription, `herald.*.<segments>`.
 //!
+//! Server-side subscription changes travel on one subject every node subscribes to,
+//! `herald.control` (two tokens, so no channel's `herald.*.<segments>` matches it), node to
+//! node like `herald.node.…`.
+//!
 //! Interest is owned by the hub's channel entry, which serialises changes per channel
 //! ([`crate::hub::Interest`]); this broker only keeps the subscription tasks, under a lock
 //! that is never held across an await.
@@ -31,7 +35,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError, Event, Exclude};
+use super::{Broker, BrokerError, ChangeSender, Event, Exclude, SubscriptionChange, hand_over};
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
@@ -42,6 +46,8 @@ pub const NODE_SUBJECT_PREFIX: &str = "herald.node";
 pub const APP_SUBJECT_PREFIX: &str = "herald.app";
 /// What a node subscribes to per channel: both of the above.
 const ANY_SUBJECT_PREFIX: &str = "herald.*";
+/// Server-side subscription changes, JSON [`SubscriptionChange`]s.
+pub const CONTROL_SUBJECT: &str = "herald.control";
 
 /// Marks a NATS message as a presence event (a JSON push frame) rather than an envelope.
 const EVENT_HEADER: &str = "Herald-Event";
@@ -66,7 +72,15 @@ pub struct NatsBroker {
     /// One reader task per subscribed channel; the task owns the NATS subscription, so
     /// aborting it unsubscribes.
     readers: Mutex<HashMap<ChannelName, JoinHandle<()>>>,
+    /// Reads `herald.control` into the node's change queue.
+    changes: JoinHandle<()>,
     connected: Arc<AtomicBool>,
+}
+
+impl Drop for NatsBroker {
+    fn drop(&mut self) {
+        self.changes.abort();
+    }
 }
 
 impl NatsBroker {
@@ -80,6 +94,7 @@ impl NatsBroker {
         hub: Arc<Hub>,
         limits: EnvelopeLimits,
         reconnected: Arc<Notify>,
+        changes: ChangeSender,
     ) -> Result<NatsBroker, NatsError> {
         let connected = Arc::new(AtomicBool::new(false));
         metrics::gauge!(metrics::BROKER_UP).set(0.0);
@@ -120,11 +135,17 @@ impl NatsBroker {
             .connect(url)
             .await
             .map_err(|e| NatsError::Url(e.to_string()))?;
+        // Queued until the first connection, and renewed by the client on every reconnect.
+        let control = client
+            .subscribe(CONTROL_SUBJECT)
+            .await
+            .map_err(|e| NatsError::Url(e.to_string()))?;
         Ok(NatsBroker {
             client,
             hub,
             limits,
             readers: Mutex::new(HashMap::new()),
+            changes: tokio::spawn(read_changes(control, changes)),
             connected,
         })
     }
@@ -180,15 +201,9 @@ impl Broker for NatsBroker {
                 .map_err(|e| e.to_string())?;
             self.client.flush().await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
-            Ok(Ok(())) => {
-                metrics::histogram!(metrics::NATS_PUBLISH_DURATION)
-                    .record(started.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Ok(Err(error)) => Err(BrokerError::Unavailable(format!("NATS publish: {error}"))),
-            Err(_) => Err(BrokerError::Unavailable("NATS publish timed out".into())),
-        }
+        bounded(sent).await?;
+        metrics::histogram!(metrics::NATS_PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
@@ -214,11 +229,23 @@ impl Broker for NatsBroker {
             headers,
             event.push.clone(),
         );
-        match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(BrokerError::Unavailable(format!("NATS publish: {error}"))),
-            Err(_) => Err(BrokerError::Unavailable("NATS publish timed out".into())),
+        bounded(sent).await
+    }
+
+    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+        if !self.is_connected() {
+            return Err(BrokerError::Unavailable("NATS is not connected".into()));
         }
+        let body =
+            serde_json::to_vec(change).map_err(|e| BrokerError::Unencodable(e.to_string()))?;
+        let sent = async {
+            self.client
+                .publish(CONTROL_SUBJECT, body.into())
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client.flush().await.map_err(|e| e.to_string())
+        };
+        bounded(sent).await
     }
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
@@ -264,6 +291,27 @@ impl Broker for NatsBroker {
 
     fn is_healthy(&self) -> bool {
         self.is_connected()
+    }
+}
+
+/// Bounds a send to NATS by `PUBLISH_TIMEOUT`.
+async fn bounded<E: std::fmt::Display>(
+    send: impl Future<Output = Result<(), E>>,
+) -> Result<(), BrokerError> {
+    match tokio::time::timeout(PUBLISH_TIMEOUT, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(BrokerError::Unavailable(format!("NATS publish: {error}"))),
+        Err(_) => Err(BrokerError::Unavailable("NATS publish timed out".into())),
+    }
+}
+
+/// Hands every subscription change on `herald.control` to the node.
+async fn read_changes(mut control: async_nats::Subscriber, changes: ChangeSender) {
+    while let Some(message) = control.next().await {
+        match serde_json::from_slice::<SubscriptionChange>(&message.payload) {
+            Ok(change) => hand_over(&changes, change),
+            Err(error) => tracing::debug!(%error, "dropped an invalid subscription change"),
+        }
     }
 }
 

@@ -128,6 +128,11 @@ settings! {
         doc: "on a channel with more presence members than this (connections, cluster-wide), `join` and `leave` pushes give way to one `presence` diff push a second per node (0 = always one push per join or leave)",
         helm: Helm::Value("herald.presencePushLimit"),
     }
+    server_subscription_ttl_seconds: u64 where (at_least(1)) {
+        default: Text("86400"),
+        doc: "a user's server-side subscriptions (gRPC `Subscribe` without `client`) are kept this long after the last `Subscribe` or the user's last connect, and restored on every connect of the user meanwhile",
+        helm: Helm::Value("herald.serverSubscriptionTtlSeconds"),
+    }
     nats_url: Option<BackendUrl> {
         default: Unset("none (standalone)"),
         doc: "NATS server URL(s), comma-separated (`nats://user:pass@host:4222`, `tls://…`); cluster mode, together with `HERALD_REDIS_URL`",

@@ -2,16 +2,17 @@
 //! reader loop that checks limits and hands each command to its own module in
 //! `commands/`, while a separate writer task drains the connection's queue.
 
-mod commands;
+pub(crate) mod commands;
 pub mod frame;
 mod rate_limit;
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::codes::unsubscribe_code;
-use herald_protocol::command::ConnectRequest;
+use herald_protocol::command::{ConnectRequest, StreamPosition};
 use herald_protocol::reply::ConnectResult;
 use herald_protocol::{CloseCode, Codec, Command, ErrorCode, Method};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,6 +23,7 @@ pub use crate::error::Failure;
 use crate::http::PendingPermit;
 use crate::metrics;
 use crate::node::Node;
+use crate::server_subscriptions;
 use crate::wire::DirectSocket;
 use frame::{ClientFrame, ServerFrame, TransportError};
 use rate_limit::{RateLimiter, Verdict};
@@ -95,11 +97,11 @@ pub async fn run(
     ))
     .await;
     let mut permit = None;
-    if let Some((registration, limiter, rest, node_permit)) = handshake {
+    if let Some((registration, limiter, rest, node_permit, subs)) = handshake {
         permit = node_permit;
-        // Boxed: presence's state and broker futures would otherwise size every idle
-        // session's task for this one call.
-        Box::pin(node.presence().opened(&registration.connection)).await;
+        // Boxed: presence's state and broker futures, and `subs`, would otherwise size
+        // every idle session's task for this one call.
+        Box::pin(open(&node, &registration.connection, subs)).await;
         let mut session = Session {
             node: node.clone(),
             registration,
@@ -122,6 +124,15 @@ pub async fn run(
     if outbox.is_closing() {
         Box::pin(await_close_reply(&mut stream)).await;
     }
+}
+
+/// Sets a new connection up: its user's status, then its server-side subscriptions, before
+/// the commands that followed `connect` (one that unsubscribes from a restored
+/// subscription finds it there).
+async fn open(node: &Arc<Node>, connection: &Arc<Connection>, subs: Option<Box<Positions>>) {
+    node.presence().opened(connection).await;
+    let subs = subs.map(|subs| *subs).unwrap_or_default();
+    server_subscriptions::restore(node, connection, subs).await;
 }
 
 /// The handshake, bounded by the connect timeout and the drain: the registered connection,
@@ -184,13 +195,20 @@ pub(crate) async fn await_close_reply(stream: &mut impl Incoming) {
 type Commands = Vec<Result<Command, herald_protocol::CommandError>>;
 
 /// A completed handshake: the registration, the session's rate limiter, the commands that
-/// followed `connect` in its frame, and the node connection-limit permit.
+/// followed `connect` in its frame, the node connection-limit permit, and the positions of
+/// the server-side subscriptions the client holds (`connect.subs`).
 type Handshake = (
     Registration,
     RateLimiter,
     Commands,
     Option<OwnedSemaphorePermit>,
+    // Boxed (and absent when empty, as it mostly is): the handshake's result stays part of
+    // every idle session's task.
+    Option<Box<Positions>>,
 );
+
+/// `connect.subs`: the positions of the server-side subscriptions a client holds.
+type Positions = HashMap<String, StreamPosition>;
 
 /// Reads until a valid `connect`. Returns the registered connection and the commands that
 /// followed `connect` in its frame, or `None` after closing it.
@@ -229,17 +247,20 @@ async fn handshake(
                     continue;
                 }
             };
-            let Method::Connect(request) = command.method else {
+            let Method::Connect(mut request) = command.method else {
                 count_command(command.method.name(), Err(ErrorCode::Unauthorized));
                 let failure = Failure::new(ErrorCode::Unauthorized, "connect first");
                 refuse(outbox, codec, command.id, failure, CloseCode::Unauthorized);
                 return None;
             };
+            let subs = Some(std::mem::take(&mut request.subs))
+                .filter(|subs| !subs.is_empty())
+                .map(Box::new);
             return match connect(node, outbox, codec, request, upgrade_token, permits) {
                 Ok((registration, result, permit)) => {
                     count_command("connect", Ok(()));
                     outbox.send(codec.result(command.id, &result));
-                    Some((registration, limiter, commands.collect(), permit))
+                    Some((registration, limiter, commands.collect(), permit, subs))
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));

@@ -2,6 +2,7 @@
 //! the cluster implementation (Redis) implements the same trait, so the hub and the
 //! session never know which one runs.
 
+mod kept_subscriptions;
 mod memory;
 mod memory_presence;
 pub mod presence;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
+pub use kept_subscriptions::{Kept, KeptSubscriptions, MemoryKept};
 pub use memory::MemoryState;
 pub use presence::{
     Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, Typer, UserStatus,

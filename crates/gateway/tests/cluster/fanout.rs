@@ -93,21 +93,24 @@ async fn the_same_idempotency_key_on_two_nodes_publishes_once() {
 async fn a_node_subscribes_to_nats_only_for_channels_with_local_subscribers() {
     let (nats, _redis, nodes) = cluster(3).await;
     let channel = "org:acme:ch:interest";
+    // Each node's one standing subscription: `herald.control`, server-side subscription
+    // changes.
+    let control = nodes.len() as u64;
     assert_eq!(
         nats.subscriptions().await,
-        0,
-        "no interest before subscribers"
+        control,
+        "no channel interest before subscribers"
     );
 
     let on_a = Follower::start("a1", vec![nodes[0].ws_url.clone()], channel).await;
     let also_on_a = Follower::start("a2", vec![nodes[0].ws_url.clone()], channel).await;
     assert_eq!(
         nats.subscriptions().await,
-        1,
+        control + 1,
         "one subject per node, not per socket"
     );
     let on_b = Follower::start("b1", vec![nodes[1].ws_url.clone()], channel).await;
-    assert_eq!(nats.subscriptions().await, 2);
+    assert_eq!(nats.subscriptions().await, control + 2);
 
     let mut grpc = nodes[2].grpc().await;
     for n in 1..=5 {
@@ -124,7 +127,7 @@ async fn a_node_subscribes_to_nats_only_for_channels_with_local_subscribers() {
 
     drop((on_a, also_on_a, on_b));
     within("interest to drop after the last subscriber left", async {
-        while nats.subscriptions().await != 0 {
+        while nats.subscriptions().await != control {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     })

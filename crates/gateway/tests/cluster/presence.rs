@@ -464,12 +464,14 @@ async fn an_event_header_nats_cannot_encode_is_an_error_not_a_panic() {
     let nats = herald_testkit::backends::NatsServer::start().await;
     let (hub, _idle) = Hub::new(Arc::new(MemoryState::new()), Duration::from_millis(100));
     let notify = Arc::new(tokio::sync::Notify::new());
+    let (changes, _received) = tokio::sync::mpsc::channel(1);
     let broker = NatsBroker::connect(
         &nats.url(),
         "node-a",
         hub,
         crate::redis_state::LIMITS,
         notify,
+        changes,
     )
     .await
     .unwrap();

@@ -12,6 +12,7 @@ mod subscribe;
 mod typing;
 mod unsubscribe;
 
+pub use subscribe::join;
 pub use unsubscribe::end_subscription;
 
 use std::sync::Arc;

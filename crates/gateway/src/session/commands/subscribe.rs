@@ -28,58 +28,78 @@ pub async fn apply(
 ) -> Result<Answer, Failure> {
     let (channel, options, token) =
         authorize_with_token(node, connection, &request.channel, request.token.as_deref())?;
-    if connection.is_subscribed(&channel) {
-        return Err(Failure::code(ErrorCode::AlreadySubscribed));
+    let expires = token.as_ref().map(|token| token.exp);
+    let codec = connection.codec;
+    join(
+        node,
+        connection,
+        &channel,
+        &options,
+        request.recover.as_ref(),
+        expires,
+        |result| codec.result(id, result),
+    )
+    .await?;
+    if let Some(expires) = expires {
+        // Made with a subscription token: it ends at the token's `exp` unless refreshed.
+        node.connections()
+            .subscription_tokens
+            .insert(&connection.id, &channel, expires);
     }
-    if connection.subscription_count() >= node.config().limits.max_subscriptions {
+    Ok(Answer::Sent)
+}
+
+/// Subscribes an authorized connection: the client's `subscribe` and the server-side
+/// subscriptions share it. `announce` encodes the subscribe result (a reply or a push),
+/// which is queued before any publication of the channel.
+pub async fn join(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    channel: &ChannelName,
+    options: &ChannelOptions,
+    recover: Option<&StreamPosition>,
+    expires: Option<i64>,
+    announce: impl FnOnce(&SubscribeResult<Publication>) -> bytes::Bytes,
+) -> Result<(), Failure> {
+    if connection.subscription_count() >= node.config().limits.max_subscriptions
+        && !connection.is_subscribed(channel)
+    {
         return Err(Failure::new(
             ErrorCode::LimitExceeded,
             "too many subscriptions",
         ));
     }
-    connection.add_subscription(&channel);
-    if let Err(error) = node.add_subscriber(&channel, connection.clone()).await {
-        leave(node, connection, &channel).await;
+    if !connection.add_subscription(channel) {
+        return Err(Failure::code(ErrorCode::AlreadySubscribed));
+    }
+    if let Err(error) = node.add_subscriber(channel, connection.clone()).await {
+        leave(node, connection, channel).await;
         return Err(error.into());
     }
     let read = async {
-        let (position, mut result) =
-            read_state(node, &channel, &options, request.recover.as_ref()).await?;
+        let (position, mut result) = read_state(node, channel, options, recover).await?;
         if options.typing {
-            result.typing = typers(node, connection, &channel).await?;
+            result.typing = typers(node, connection, channel).await?;
         }
-        result.expires = token.as_ref().map(|token| token.exp);
-        node.presence()
-            .joined(&channel, &options, connection)
-            .await?;
+        result.expires = expires;
+        node.presence().joined(channel, options, connection).await?;
         Ok::<_, StateError>((position, result))
     };
     let (position, result) = match read.await {
         Ok(read) => read,
         Err(error) => {
-            leave(node, connection, &channel).await;
+            leave(node, connection, channel).await;
             return Err(error.into());
         }
     };
-    if !node.activate(
-        &channel,
-        connection,
-        connection.codec.result(id, &result),
-        &position,
-    ) {
+    if !node.activate(channel, connection, announce(&result), &position) {
         // The connection closed meanwhile: undo the join, or it stays a ghost member.
-        node.presence().left(&channel, connection).await;
-        leave(node, connection, &channel).await;
+        node.presence().left(channel, connection).await;
+        leave(node, connection, channel).await;
         return Err(Failure::code(ErrorCode::Unavailable));
     }
     metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
-    if let Some(token) = token {
-        // Made with a subscription token: it ends at the token's `exp` unless refreshed.
-        node.connections()
-            .subscription_tokens
-            .insert(&connection.id, &channel, token.exp);
-    }
-    Ok(Answer::Sent)
+    Ok(())
 }
 
 /// Who is typing in the channel, other than the subscriber's user.

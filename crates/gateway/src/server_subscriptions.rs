@@ -1,0 +1,224 @@
+//! Server-side subscriptions: the app's backend subscribes a user's connections (all of
+//! them, on every node, or one connection) to a channel over gRPC, its own decision with no
+//! token claim. Each connection gets a `subscribe` push, then the channel's publications,
+//! as after a client `subscribe`; an `Unsubscribe` ends them with an `unsubscribe` push
+//! (code 2000).
+//!
+//! A user-wide subscription is also kept in the state, so the user's later connections are
+//! put back in it right after `connect`, recovering from the positions the client sends in
+//! `connect.subs`. Changes reach every node over the broker (at most once: a node that
+//! misses one restores the kept subscription at the user's next connect).
+//!
+//! When a subscription cannot be joined for a temporary reason (the state backend failed),
+//! the connection closes with 4102 and the client reconnects after backoff, recovering: a
+//! client is never left believing it is subscribed when it is not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use herald_protocol::codes::unsubscribe_code;
+use herald_protocol::command::StreamPosition;
+use herald_protocol::{ChannelName, CloseCode, ErrorCode};
+use tokio::sync::mpsc;
+
+use crate::broker::{BrokerError, SubscriptionChange};
+use crate::connections::Connection;
+use crate::error::PublishError;
+use crate::node::Node;
+use crate::session::Failure;
+use crate::session::commands::{end_subscription, join};
+use crate::state::{Kept, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerSubscriptionError {
+    #[error("user is required")]
+    NoUser,
+    #[error(transparent)]
+    Channel(#[from] PublishError),
+    #[error("the user already has the most server-side subscriptions allowed ({0})")]
+    Full(usize),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl From<ServerSubscriptionError> for tonic::Status {
+    fn from(error: ServerSubscriptionError) -> Self {
+        match error {
+            ServerSubscriptionError::NoUser => tonic::Status::invalid_argument(error.to_string()),
+            ServerSubscriptionError::Channel(error) => error.into(),
+            ServerSubscriptionError::Full(_) => {
+                tonic::Status::resource_exhausted(error.to_string())
+            }
+            ServerSubscriptionError::State(error) => error.into(),
+            ServerSubscriptionError::Broker(error) => tonic::Status::unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Subscribes `user`'s connections (or the one connection `client`) to `channel`.
+pub async fn subscribe(
+    node: &Node,
+    user: &str,
+    channel: &str,
+    client: Option<&str>,
+) -> Result<(), ServerSubscriptionError> {
+    change(node, user, channel, client, true).await
+}
+
+/// Ends `user`'s subscriptions (or the one connection's) of `channel`.
+pub async fn unsubscribe(
+    node: &Node,
+    user: &str,
+    channel: &str,
+    client: Option<&str>,
+) -> Result<(), ServerSubscriptionError> {
+    change(node, user, channel, client, false).await
+}
+
+async fn change(
+    node: &Node,
+    user: &str,
+    channel: &str,
+    client: Option<&str>,
+    subscribe: bool,
+) -> Result<(), ServerSubscriptionError> {
+    if user.is_empty() {
+        return Err(ServerSubscriptionError::NoUser);
+    }
+    let (channel, _, _) = node.channel(channel)?;
+    if client.is_none() {
+        if subscribe {
+            if node.keep_subscription(user, &channel).await? == Kept::Full {
+                let max = node.config().limits.max_subscriptions;
+                return Err(ServerSubscriptionError::Full(max));
+            }
+        } else {
+            node.forget_subscription(user, &channel).await?;
+        }
+    }
+    let change = SubscriptionChange {
+        user: user.to_owned(),
+        channel: channel.to_string(),
+        client: client.map(str::to_owned),
+        subscribe,
+    };
+    node.publish_change(&change).await?;
+    Ok(())
+}
+
+/// Applies the changes the broker hands over to this node's connections, until the node
+/// is gone.
+pub async fn apply_changes(node: Weak<Node>, mut changes: mpsc::Receiver<SubscriptionChange>) {
+    while let Some(change) = changes.recv().await {
+        let Some(node) = node.upgrade() else { return };
+        let Ok(channel) = ChannelName::parse(&change.channel) else {
+            continue;
+        };
+        let connections = match &change.client {
+            Some(client) => node
+                .connections()
+                .get(client)
+                .filter(|connection| *connection.claims().sub == *change.user)
+                .into_iter()
+                .collect(),
+            None => node.connections().of_user(&change.user),
+        };
+        for connection in connections {
+            // One task each: a join reads the state, and one slow connection must not hold
+            // up the others or the next change.
+            let (node, channel) = (node.clone(), channel.clone());
+            tokio::spawn(async move {
+                if change.subscribe {
+                    enter(&node, &connection, &channel, None).await;
+                } else {
+                    end_subscription(&node, &connection, &channel, unsubscribe_code::SERVER).await;
+                }
+            });
+        }
+    }
+}
+
+/// Puts a connection that just connected back in its user's kept subscriptions,
+/// recovering from `positions` (the client's `connect.subs`); a channel the client holds
+/// that is no longer kept gets an `unsubscribe` push (2000).
+pub async fn restore(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    positions: HashMap<String, StreamPosition>,
+) {
+    let user = connection.claims().sub.clone();
+    let kept = match node.kept_subscriptions(&user).await {
+        Ok(kept) => kept,
+        Err(error) => {
+            tracing::warn!(client = %connection.id, %error, "could not read kept subscriptions");
+            connection.close(CloseCode::Unavailable);
+            return;
+        }
+    };
+    for channel in &kept {
+        if !enter(node, connection, channel, positions.get(channel.as_str())).await {
+            return;
+        }
+    }
+    // At most as many as a connection may hold: the map came from the client.
+    let max = node.config().limits.max_subscriptions;
+    for name in positions.keys().take(max) {
+        if !kept.iter().any(|channel| channel.as_str() == name) {
+            let code = unsubscribe_code::SERVER;
+            let reason = unsubscribe_code::reason(code);
+            connection.send(connection.codec.unsubscribe(name, code, reason));
+        }
+    }
+}
+
+/// Subscribes one connection server-side. False when the connection was closed for it.
+async fn enter(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    channel: &ChannelName,
+    recover: Option<&StreamPosition>,
+) -> bool {
+    let options = match node.channel(channel.as_str()) {
+        Ok((_, _, options)) => options.clone(),
+        // Its namespace is gone from the configuration since it was kept.
+        Err(error) => {
+            tell_ended(connection, channel, &error.to_string());
+            return true;
+        }
+    };
+    let codec = connection.codec;
+    let joined = join(
+        node,
+        connection,
+        channel,
+        &options,
+        recover,
+        None,
+        |result| codec.subscribe(channel.as_str(), result),
+    )
+    .await;
+    match joined {
+        Ok(()) => true,
+        Err(Failure {
+            code: ErrorCode::AlreadySubscribed,
+            ..
+        }) => true,
+        Err(failure) if failure.code.temporary() => {
+            tracing::warn!(client = %connection.id, %channel, message = %failure.message, "server-side subscribe failed");
+            connection.close(CloseCode::Unavailable);
+            false
+        }
+        Err(failure) => {
+            tell_ended(connection, channel, &failure.message);
+            true
+        }
+    }
+}
+
+/// Tells the client a server-side subscription cannot be held (2000, with why).
+fn tell_ended(connection: &Connection, channel: &ChannelName, reason: &str) {
+    let code = unsubscribe_code::SERVER;
+    connection.send(connection.codec.unsubscribe(channel.as_str(), code, reason));
+}

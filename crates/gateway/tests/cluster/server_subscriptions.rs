@@ -1,0 +1,117 @@
+//! Server-side subscriptions across nodes: a `Subscribe` on one node reaches the user's
+//! connections on every node over NATS; the kept subscription lives in Redis, so a
+//! reconnect to another node restores it and recovers; `Unsubscribe` anywhere ends it.
+
+use herald_api::v1::{SubscribeRequest, UnsubscribeRequest};
+use herald_client::{Client, ConnectOptions, ReceivedPublication};
+use herald_protocol::reply::SubscribeResult;
+use herald_testkit::client::{next_publication, next_push};
+use herald_testkit::tokens::{claims, sign};
+use herald_testkit::within;
+use serde_json::json;
+
+use crate::nodes::cluster;
+
+const ROOM: &str = "org:acme:room:42";
+
+fn token(user: &str) -> String {
+    sign(&claims(user, &["acme"], &[], 3600))
+}
+
+async fn connect(url: &str, user: &str, subs: serde_json::Value) -> Client {
+    let client = within("upgrade", Client::open(ConnectOptions::new(url)))
+        .await
+        .expect("upgrade");
+    within(
+        "connect",
+        client.request("connect", json!({"token": token(user), "subs": subs})),
+    )
+    .await
+    .expect("connects");
+    client
+}
+
+async fn subscribed(client: &Client) -> SubscribeResult<ReceivedPublication> {
+    let push = next_push(client, "a subscribe push", |push| push.subscribe.is_some()).await;
+    assert_eq!(push.channel.as_deref(), Some(ROOM));
+    push.subscribe.expect("a subscribe push")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_on_one_node_reaches_the_user_on_another_and_survives_a_move() {
+    let (_nats, _redis, nodes) = cluster(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let on_b = connect(&b.ws_url, "alice", json!({})).await;
+    let on_a = connect(&a.ws_url, "alice", json!({})).await;
+
+    let mut grpc_a = a.grpc().await;
+    let request = SubscribeRequest {
+        user: "alice".into(),
+        channel: ROOM.into(),
+        client: String::new(),
+    };
+    within("Subscribe on node A", grpc_a.subscribe(request))
+        .await
+        .expect("Subscribe");
+    subscribed(&on_b).await;
+    subscribed(&on_a).await;
+    let mut epoch = String::new();
+    for n in 1..=2 {
+        a.publish(&mut grpc_a, ROOM, n, "").await.expect("publish");
+        for client in [&on_b, &on_a] {
+            let publication = next_publication(client).await;
+            assert_eq!(publication.offset, n);
+            epoch = publication.epoch;
+        }
+    }
+
+    // Alice's phone drops off node B, misses two, and comes back through node A.
+    within("close", on_b.close()).await.expect("closes");
+    for n in 3..=4 {
+        a.publish(&mut grpc_a, ROOM, n, "").await.expect("publish");
+    }
+    let moved = connect(
+        &a.ws_url,
+        "alice",
+        json!({ ROOM: {"offset": 2, "epoch": epoch} }),
+    )
+    .await;
+    let restored = subscribed(&moved).await;
+    assert!(
+        restored.recovered,
+        "kept in Redis, recovered on another node"
+    );
+    let offsets: Vec<u64> = restored.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [3, 4]);
+
+    // Unsubscribe through node B ends it on node A's connections.
+    let mut grpc_b = b.grpc().await;
+    let request = UnsubscribeRequest {
+        user: "alice".into(),
+        channel: ROOM.into(),
+        client: String::new(),
+    };
+    within("Unsubscribe on node B", grpc_b.unsubscribe(request))
+        .await
+        .expect("Unsubscribe");
+    for client in [&moved, &on_a] {
+        let push = next_push(client, "an unsubscribe push", |push| {
+            push.unsubscribe.is_some()
+        })
+        .await;
+        assert_eq!(push.unsubscribe.unwrap().code, 2000);
+    }
+    let later = connect(&b.ws_url, "alice", json!({})).await;
+    // Nothing kept any more: the first push after a public publication is that one.
+    within("subscribe", later.subscribe("public:later"))
+        .await
+        .expect("subscribe");
+    b.publish(&mut grpc_b, "public:later", 1, "")
+        .await
+        .expect("publish");
+    let push = within("next push", later.next_push()).await.expect("open");
+    assert!(
+        push.publication.is_some(),
+        "no restored subscription: {push:?}"
+    );
+}
