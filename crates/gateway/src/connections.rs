@@ -201,7 +201,9 @@ struct TokenSubscription {
     notified: bool,
 }
 
-/// Subscriptions made with a subscription token, by connection, with their expiries. Only
+/// Subscriptions made with a subscription token, by connection, with their expiries; also
+/// server-side subscriptions, with an expiry of `i64::MAX`: neither is the claims' to
+/// revoke. Only
 /// connections that have one are in it: the others pay nothing, and the sweep scans it only
 /// once the earliest expiry has come.
 pub struct SubscriptionTokens {

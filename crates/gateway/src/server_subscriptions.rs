@@ -173,6 +173,10 @@ pub async fn restore(
     }
 }
 
+/// A server-side subscription is kept beside those made with a subscription token (which a
+/// `refresh` leaves alone too), with an expiry that never comes.
+const NEVER_EXPIRES: i64 = i64::MAX;
+
 /// Subscribes one connection server-side. False when the connection was closed for it.
 async fn enter(
     node: &Arc<Node>,
@@ -189,6 +193,10 @@ async fn enter(
         }
     };
     let codec = connection.codec;
+    // Authorised by the backend, not the claims: a `refresh` must not revoke it. Marked
+    // first, so no `refresh` finds it joined but unmarked.
+    let marks = &node.connections().subscription_tokens;
+    marks.insert(&connection.id, channel, NEVER_EXPIRES);
     let joined = join(
         node,
         connection,
@@ -199,6 +207,12 @@ async fn enter(
         |result| codec.subscribe(channel.as_str(), result),
     )
     .await;
+    if joined
+        .as_ref()
+        .is_err_and(|failure| failure.code != ErrorCode::AlreadySubscribed)
+    {
+        marks.remove(&connection.id, channel);
+    }
     match joined {
         Ok(()) => true,
         Err(Failure {

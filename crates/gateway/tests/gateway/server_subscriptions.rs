@@ -252,6 +252,26 @@ async fn unsubscribe_ends_it_on_every_connection_and_forgets_it() {
 }
 
 #[tokio::test]
+async fn a_refresh_does_not_revoke_what_the_backend_granted() {
+    let gateway = TestGateway::start().await;
+    let (alice, _) = connect(&gateway, "alice").await;
+    let mut grpc = gateway.grpc().await;
+    subscribe(&mut grpc, "alice", ROOM, "").await;
+    subscribed(&alice, ROOM).await;
+    // The new token grants nothing more than the old: the room stays, by the backend's say.
+    within("refresh", alice.refresh(&token(&gateway, "alice")))
+        .await
+        .expect("refreshes");
+    gateway.publish(ROOM, "message", json!({})).await;
+    let push = within("next push", alice.next_push()).await.expect("open");
+    assert_eq!(
+        push.publication.map(|p| p.offset),
+        Some(1),
+        "still subscribed after the refresh, no 2403"
+    );
+}
+
+#[tokio::test]
 async fn bad_requests_are_refused_with_the_reason() {
     let gateway = TestGateway::with(|config| config.limits.max_subscriptions = 2).await;
     let mut grpc = gateway.grpc().await;
