@@ -20,6 +20,7 @@ use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::StreamPosition;
 use herald_protocol::{ChannelName, CloseCode, ErrorCode};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::broker::{BrokerError, SubscriptionChange};
 use crate::connections::Connection;
@@ -109,35 +110,52 @@ async fn change(
 }
 
 /// Applies the changes the broker hands over to this node's connections, until the node
-/// is gone.
+/// is gone. One task per change, so a slow state read holds up no other user; a user's
+/// changes run one after the other, so a `Subscribe` then `Unsubscribe` ends unsubscribed.
 pub async fn apply_changes(node: Weak<Node>, mut changes: mpsc::Receiver<SubscriptionChange>) {
+    let mut last_of_user: HashMap<String, JoinHandle<()>> = HashMap::new();
     while let Some(change) = changes.recv().await {
         let Some(node) = node.upgrade() else { return };
-        let Ok(channel) = ChannelName::parse(&change.channel) else {
-            continue;
-        };
-        let connections = match &change.client {
-            Some(client) => node
-                .connections()
-                .get(client)
-                .filter(|connection| *connection.claims().sub == *change.user)
-                .into_iter()
-                .collect(),
-            None => node.connections().of_user(&change.user),
-        };
-        for connection in connections {
-            // One task each: a join reads the state, and one slow connection must not hold
-            // up the others or the next change.
-            let (node, channel) = (node.clone(), channel.clone());
-            tokio::spawn(async move {
-                if change.subscribe {
-                    enter(&node, &connection, &channel, None).await;
-                } else {
-                    end_subscription(&node, &connection, &channel, unsubscribe_code::SERVER).await;
-                }
-            });
+        if last_of_user.len() >= PRUNE_USERS_ABOVE {
+            last_of_user.retain(|_, task| !task.is_finished());
         }
+        let previous = last_of_user.remove(&change.user);
+        let user = change.user.clone();
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            apply(&node, change).await;
+        });
+        last_of_user.insert(user, task);
     }
+}
+
+/// Users whose last change task is remembered before finished ones are dropped.
+const PRUNE_USERS_ABOVE: usize = 1024;
+
+/// Applies one change to the connections it names on this node, concurrently.
+async fn apply(node: &Arc<Node>, change: SubscriptionChange) {
+    let Ok(channel) = ChannelName::parse(&change.channel) else {
+        return;
+    };
+    let connections = match &change.client {
+        Some(client) => node
+            .connections()
+            .get(client)
+            .filter(|connection| *connection.claims().sub == *change.user)
+            .into_iter()
+            .collect(),
+        None => node.connections().of_user(&change.user),
+    };
+    let each = connections.iter().map(|connection| async {
+        if change.subscribe {
+            enter(node, connection, &channel, None).await;
+        } else {
+            end_subscription(node, connection, &channel, unsubscribe_code::SERVER).await;
+        }
+    });
+    futures_util::future::join_all(each).await;
 }
 
 /// Puts a connection that just connected back in its user's kept subscriptions,

@@ -252,6 +252,32 @@ async fn unsubscribe_ends_it_on_every_connection_and_forgets_it() {
 }
 
 #[tokio::test]
+async fn a_user_s_changes_apply_in_order() {
+    let gateway = TestGateway::start().await;
+    let (alice, _) = connect(&gateway, "alice").await;
+    let mut grpc = gateway.grpc().await;
+    let rooms: Vec<String> = (0..20).map(|n| format!("org:acme:room:{n}")).collect();
+    for room in &rooms {
+        // Back to back: the unsubscribe must not overtake the subscribe's state reads.
+        subscribe(&mut grpc, "alice", room, "").await;
+        unsubscribe(&mut grpc, "alice", room, "").await;
+    }
+    for room in &rooms {
+        let push = next_push(&alice, "the subscribe push", |push| {
+            push.subscribe.is_some()
+        })
+        .await;
+        assert_eq!(push.channel.as_deref(), Some(room.as_str()));
+        let push = unsubscribed(&alice).await;
+        assert_eq!(push.channel.as_deref(), Some(room.as_str()));
+    }
+    for room in &rooms {
+        gateway.publish(room, "message", json!({})).await;
+    }
+    nothing_of_room_before(&gateway, &alice, "public:after").await;
+}
+
+#[tokio::test]
 async fn a_refresh_does_not_revoke_what_the_backend_granted() {
     let gateway = TestGateway::start().await;
     let (alice, _) = connect(&gateway, "alice").await;
