@@ -5,6 +5,7 @@
 
 mod api;
 pub mod auth;
+mod backend;
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, KeyError};
+use crate::backend::{Backend, BackendSetupError};
 use crate::broker::{Broker, BrokerError, MemoryBroker, NatsBroker, NatsError};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
@@ -39,6 +40,8 @@ pub enum NodeError {
     Nats(#[from] NatsError),
     #[error("HERALD_REDIS_URL: {0}")]
     Redis(StateError),
+    #[error(transparent)]
+    Backend(#[from] BackendSetupError),
 }
 
 /// One publish, from the gRPC API or a client.
@@ -63,6 +66,8 @@ pub struct Node {
     state: Arc<dyn State>,
     connections: Arc<Connections>,
     presence: Arc<PresenceService>,
+    /// The app's backend for `rpc`, when `HERALD_BACKEND_ADDR` is set.
+    backend: Option<Backend>,
     started: Instant,
     draining: AtomicBool,
     /// Cancelled when the node starts draining.
@@ -79,14 +84,7 @@ impl Node {
         // In-process backends are always up; the same alerts then work in both modes.
         metrics::gauge!(metrics::BROKER_UP).set(1.0);
         metrics::gauge!(metrics::STATE_UP).set(1.0);
-        Ok(Self::new(
-            config,
-            hub,
-            idle,
-            broker,
-            state,
-            Arc::new(memory),
-        )?)
+        Self::new(config, hub, idle, broker, state, Arc::new(memory))
     }
 
     /// A cluster node: NATS between nodes, Redis for offsets and history. Starts even when
@@ -127,7 +125,13 @@ impl Node {
         broker: Arc<dyn Broker>,
         state: Arc<dyn State>,
         presence: Arc<dyn Presence>,
-    ) -> Result<Arc<Node>, KeyError> {
+    ) -> Result<Arc<Node>, NodeError> {
+        let backend = config
+            .backend
+            .addr
+            .as_deref()
+            .map(|addr| Backend::new(addr, &config.backend, &config.limits))
+            .transpose()?;
         let heartbeat = Heartbeat {
             interval: config.limits.ping_interval,
             timeout: config.limits.pong_timeout,
@@ -151,6 +155,7 @@ impl Node {
             broker,
             state,
             connections,
+            backend,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -180,6 +185,11 @@ impl Node {
     /// Presence, online status and typing.
     pub fn presence(&self) -> &PresenceService {
         &self.presence
+    }
+
+    /// The app's backend, when configured.
+    pub(crate) fn backend(&self) -> Option<&Backend> {
+        self.backend.as_ref()
     }
 
     pub fn uptime(&self) -> Duration {
