@@ -196,7 +196,12 @@ impl Backend {
             .map_err(|_| BackendError::Timeout)?;
         match response {
             Ok(response) => self.reply(response.into_inner()),
-            Err(status) if status.code() == Code::DeadlineExceeded => Err(BackendError::Timeout),
+            // The backend gave up at the deadline it was told (`grpc-timeout`).
+            Err(status)
+                if status.code() == Code::DeadlineExceeded || Instant::now() >= deadline =>
+            {
+                Err(BackendError::Timeout)
+            }
             Err(status) => Err(BackendError::Unavailable(status.message().to_owned())),
         }
     }

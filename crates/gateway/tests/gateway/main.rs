@@ -14,5 +14,6 @@ mod paging;
 mod presence;
 mod publish;
 mod reauth;
+mod rpc;
 mod sse;
 mod tls;
