@@ -12,3 +12,4 @@ mod paging;
 mod presence;
 mod redis_presence;
 mod redis_state;
+mod rpc;
