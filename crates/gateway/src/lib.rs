@@ -10,6 +10,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 mod connections;
+pub mod dev_backend;
 pub mod envelope;
 mod error;
 mod http;

@@ -267,3 +267,52 @@ async fn rpc_round_trips_over_the_binary_codec() {
         (1403, "refused by the backend".to_owned(), false)
     );
 }
+
+#[tokio::test]
+async fn serve_dev_runs_a_demo_backend_that_publishes_over_grpc() {
+    let served = serve(|herald| {
+        herald.arg("--dev");
+    })
+    .await;
+    let (_, body) = http_get(served.http, "/dev/token?user=ada").await;
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ws_url = format!("ws://{}/ws", served.http);
+    let (ada, _) = within(
+        "connect",
+        herald_client::Client::connect(&ws_url, token["token"].as_str().unwrap()),
+    )
+    .await
+    .unwrap();
+    within("subscribe", ada.subscribe("demo:general"))
+        .await
+        .unwrap();
+    let sent = json!({"channel": "demo:general", "text": " hello <b> "});
+    let reply = within("rpc", ada.rpc("message:send", sent)).await.unwrap();
+    let publication = next_publication(&ada).await;
+    assert_eq!(publication.event, "message");
+    assert_eq!(reply["offset"], publication.offset);
+    let data: serde_json::Value = serde_json::from_str(publication.data.get()).unwrap();
+    assert_eq!(
+        (&data["text"], &data["user"]),
+        (&json!("hello <b>"), &json!("ada"))
+    );
+    assert!(data["ts"].as_i64().is_some_and(|ts| ts > 0), "{data}");
+
+    for (method, data, code) in [
+        (
+            "message:send",
+            json!({"channel": "demo:general", "text": " "}),
+            1400,
+        ),
+        (
+            "message:send",
+            json!({"channel": "org:other:ch:x", "text": "hi"}),
+            1403,
+        ),
+        ("message:send", json!("hi"), 1400),
+        ("message:edit", json!({}), 1404),
+    ] {
+        let result = within("rpc", ada.rpc(method, data)).await;
+        assert_eq!(error_code(result), code, "{method}");
+    }
+}
