@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
 use crate::within;
@@ -31,12 +32,30 @@ pub struct Received {
 /// The backend, serving on a loopback port until dropped.
 pub struct TestBackend {
     pub addr: SocketAddr,
+    tls: bool,
     received: Mutex<mpsc::UnboundedReceiver<Received>>,
     task: JoinHandle<()>,
 }
 
 impl TestBackend {
     pub async fn start() -> TestBackend {
+        Self::serve(None).await
+    }
+
+    /// Over TLS with this certificate chain and key (PEM); [`TestBackend::url`] is then
+    /// `https://127.0.0.1:<port>`.
+    pub async fn start_tls(cert_pem: &str, key_pem: &str) -> TestBackend {
+        Self::serve(Some(Identity::from_pem(cert_pem, key_pem))).await
+    }
+
+    async fn serve(identity: Option<Identity>) -> TestBackend {
+        let tls = identity.is_some();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(identity) = identity {
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .expect("the test backend's TLS configuration");
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("the test backend binds");
@@ -45,21 +64,23 @@ impl TestBackend {
         let service = BackendServer::new(Recorder { sender });
         let task = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
-            let _ = tonic::transport::Server::builder()
+            let _ = server
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await;
         });
         TestBackend {
             addr,
+            tls,
             received: Mutex::new(received),
             task,
         }
     }
 
-    /// `http://<addr>`, for `HERALD_BACKEND_ADDR`.
+    /// `http://<addr>` (`https://` over TLS), for `HERALD_BACKEND_ADDR`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The next request the backend got.

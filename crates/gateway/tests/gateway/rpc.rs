@@ -149,6 +149,29 @@ async fn a_slow_backend_times_out_without_holding_up_the_connection() {
 }
 
 #[tokio::test]
+async fn an_https_backend_is_called_over_tls_trusting_the_configured_ca() {
+    let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+        .expect("certificate generated");
+    let cert = generated.cert.pem();
+    let backend = TestBackend::start_tls(&cert, &generated.signing_key.serialize_pem()).await;
+    let ca = std::env::temp_dir().join(format!(
+        "herald-backend-ca-{}.pem",
+        herald_gateway::random::random_token(10)
+    ));
+    std::fs::write(&ca, &cert).unwrap();
+    let trusting = gateway(&backend, |config| config.backend.tls_ca = Some(ca.clone())).await;
+    let alice = trusting.member("alice").await;
+    let echoed = within("rpc", alice.rpc("echo", json!(1))).await.unwrap();
+    assert_eq!(echoed["user"], "alice");
+    // Without the CA, the webpki roots do not trust a self-signed certificate.
+    let distrusting = gateway(&backend, |_| {}).await;
+    let bob = distrusting.member("bob").await;
+    let (code, _, _) = server_error(within("rpc", bob.rpc("echo", json!(1))).await);
+    assert_eq!(code, 112);
+    let _ = std::fs::remove_file(&ca);
+}
+
+#[tokio::test]
 async fn only_the_allowed_methods_are_called() {
     let backend = TestBackend::start().await;
     let gateway = gateway(&backend, |config| {
