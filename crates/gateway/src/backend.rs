@@ -288,6 +288,78 @@ impl MethodLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, ConfigArgs};
+    use crate::error::Failure;
+
+    fn request(method: &str) -> RpcRequest {
+        RpcRequest {
+            method: method.to_owned(),
+            ..RpcRequest::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_a_slot_within_its_timeout_only() {
+        let config = Config::load(&ConfigArgs::default()).unwrap();
+        let settings = BackendConfig {
+            max_concurrency: 1,
+            timeout: Duration::from_millis(300),
+            ..config.backend
+        };
+        // Never reached: the only slot stays taken.
+        let backend = Backend::new("http://127.0.0.1:1", &settings, &config.limits).unwrap();
+        let _taken = backend.permits.try_acquire().unwrap();
+        let started = Instant::now();
+        let error = backend.call(request("m")).await.unwrap_err();
+        assert!(matches!(error, BackendError::Busy), "{error}");
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(
+            Failure::from(error).code,
+            herald_protocol::ErrorCode::BackendUnavailable
+        );
+    }
+
+    #[test]
+    fn replies_become_data_or_refusals() {
+        let config = Config::load(&ConfigArgs::default()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let backend = Backend::new("http://127.0.0.1:1", &config.backend, &config.limits).unwrap();
+        let data = |text: &str| RpcResponse {
+            data: text.as_bytes().to_vec(),
+            error: None,
+        };
+        let Ok(Reply::Data(spaced)) = backend.reply(data("{ \"a\" :\n [1, 2] }")) else {
+            panic!("data")
+        };
+        assert_eq!(
+            spaced.get(),
+            r#"{"a":[1,2]}"#,
+            "compact, so it fits a JSON line"
+        );
+        let Ok(Reply::Data(none)) = backend.reply(data("")) else {
+            panic!("data")
+        };
+        assert_eq!(none.get(), "null");
+        assert!(matches!(
+            backend.reply(data("{nope")),
+            Err(BackendError::InvalidReply(_))
+        ));
+        let refused = backend.reply(RpcResponse {
+            data: Vec::new(),
+            error: Some(herald_api::v1::RpcError {
+                code: 42,
+                message: "no".into(),
+            }),
+        });
+        assert!(
+            matches!(refused, Ok(Reply::Refused { code: 1000, ref message }) if message == "no"),
+            "{refused:?}"
+        );
+    }
 
     fn list(methods: &[&str]) -> Vec<String> {
         methods.iter().map(|m| m.to_string()).collect()
