@@ -150,15 +150,14 @@ async fn serve(dev: bool, args: &ConfigArgs) -> anyhow::Result<()> {
     // Before binding: once the node answers, a SIGTERM drains it instead of killing it.
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
     // The demo's backend publishes through the gRPC port, which it reaches in plain text.
-    let dev_backend = match dev && config.backend.addr.is_none() && !config.grpc_tls {
-        true => {
-            let backend = DevBackend::bind()
-                .await
-                .context("cannot bind the dev backend")?;
-            config.backend.addr = Some(backend.url()?);
-            Some(backend)
-        }
-        false => None,
+    let dev_backend = if dev && config.backend.addr.is_none() && !config.grpc_tls {
+        let backend = DevBackend::bind()
+            .await
+            .context("cannot bind the dev backend")?;
+        config.backend.addr = Some(backend.url()?);
+        Some(backend)
+    } else {
+        None
     };
     let server = Server::bind(config.clone()).await?;
     if let Some(backend) = dev_backend {
