@@ -3,7 +3,11 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
-    let files = ["herald/v1/api.proto", "herald/v1/client.proto"];
+    let files = [
+        "herald/v1/api.proto",
+        "herald/v1/backend.proto",
+        "herald/v1/client.proto",
+    ];
     let descriptors = protox::compile(files, [proto_root])?;
     tonic_prost_build::configure()
         .build_server(true)

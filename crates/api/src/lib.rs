@@ -1,7 +1,8 @@
-//! Herald's gRPC API (`proto/herald/v1/api.proto`) and the protobuf form of the client
-//! protocol (`proto/herald/v1/client.proto`), generated at build time.
+//! Herald's gRPC API (`proto/herald/v1/api.proto`), the app's backend service Herald calls
+//! (`proto/herald/v1/backend.proto`) and the protobuf form of the client protocol
+//! (`proto/herald/v1/client.proto`), generated at build time.
 
-/// `herald.v1`: the server API for backend services.
+/// `herald.v1`: the server API for backend services, and the `Backend` service they implement.
 pub mod v1 {
     tonic::include_proto!("herald.v1");
 

@@ -377,6 +377,19 @@ impl Client {
         self.request("typing", params).await.map(drop)
     }
 
+    /// Calls `method` of the app's backend with `data` and returns the `data` it answered
+    /// (`null` when none); the backend's own refusals are [`ClientError::Server`] errors with
+    /// its code (at least 1000).
+    pub async fn rpc(&self, method: &str, data: Value) -> Result<Value, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct RpcResult {
+            data: Value,
+        }
+        let params = object([("method", Some(method.into())), ("data", Some(data))]);
+        let result: RpcResult = self.call("rpc", params).await?;
+        Ok(result.data)
+    }
+
     /// Sends the `ping` command (not a WebSocket ping).
     pub async fn ping(&self) -> Result<PingResult, ClientError> {
         self.call("ping", Value::Object(Default::default())).await

@@ -6,6 +6,7 @@ use herald_protocol::{ChannelError, CloseCode, ErrorCode};
 use tonic::Status;
 
 use crate::auth::{AuthError, Denied};
+use crate::backend::BackendError;
 use crate::broker::BrokerError;
 use crate::state::StateError;
 
@@ -81,6 +82,20 @@ impl From<StateError> for Failure {
 impl From<BrokerError> for Failure {
     fn from(error: BrokerError) -> Self {
         Self::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+/// A backend call without a usable answer (the backend's own refusals pass through as they
+/// are, with their code).
+impl From<BackendError> for Failure {
+    fn from(error: BackendError) -> Self {
+        let code = match error {
+            BackendError::Timeout => ErrorCode::BackendTimeout,
+            BackendError::Unavailable(_) | BackendError::Busy | BackendError::InvalidReply(_) => {
+                ErrorCode::BackendUnavailable
+            }
+        };
+        Self::new(code, error.to_string())
     }
 }
 

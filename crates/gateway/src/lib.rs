@@ -5,10 +5,12 @@
 
 mod api;
 pub mod auth;
+mod backend;
 pub mod broker;
 pub mod clock;
 pub mod config;
 mod connections;
+pub mod dev_backend;
 pub mod envelope;
 mod error;
 mod http;

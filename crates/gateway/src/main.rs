@@ -9,6 +9,7 @@ use herald_gateway::auth::{
     Authenticator, Claims, SubscriptionClaims, check_channel_pattern, expires_in,
 };
 use herald_gateway::config::{Config, ConfigArgs, LogFormat, SettingsFormat, settings_listing};
+use herald_gateway::dev_backend::DevBackend;
 
 /// jemalloc returns memory after a burst of connections (a reconnect storm) where the
 /// system allocator keeps it; measured with `herald-loadtest idle --storms`.
@@ -148,7 +149,25 @@ async fn serve(dev: bool, args: &ConfigArgs) -> anyhow::Result<()> {
     config.require_credentials()?;
     // Before binding: once the node answers, a SIGTERM drains it instead of killing it.
     let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+    // The demo's backend publishes through the gRPC port, which it reaches in plain text.
+    let dev_backend = if dev && config.backend.addr.is_none() && !config.grpc_tls {
+        let backend = DevBackend::bind()
+            .await
+            .context("cannot bind the dev backend")?;
+        config.backend.addr = Some(backend.url()?);
+        Some(backend)
+    } else {
+        None
+    };
     let server = Server::bind(config.clone()).await?;
+    if let Some(backend) = dev_backend {
+        let api_key = config
+            .api_keys
+            .first()
+            .map(|k| k.expose())
+            .unwrap_or_default();
+        backend.spawn(server.grpc_addr(), api_key)?;
+    }
     if dev {
         log_dev_help(&config, &server)?;
     }
@@ -222,6 +241,10 @@ fn log_dev_help(config: &Config, server: &Server) -> anyhow::Result<()> {
         Some(_) => ("https", "wss"),
         None => ("http", "ws"),
     };
+    let backend = match &config.backend.addr {
+        Some(addr) => format!("the backend at {addr}"),
+        None => "no backend: set HERALD_BACKEND_ADDR".to_owned(),
+    };
     let grpc_transport = if config.grpc_tls {
         "-insecure"
     } else {
@@ -239,7 +262,9 @@ fn log_dev_help(config: &Config, server: &Server) -> anyhow::Result<()> {
         Connect and subscribe (e.g. with websocat):\n  \
         websocat -H 'Sec-WebSocket-Protocol: herald.v1.json' {ws}://{http}/ws\n  \
         {{\"id\":1,\"connect\":{{\"token\":\"{token}\"}}}}\n  \
-        {{\"id\":2,\"subscribe\":{{\"channel\":\"org:acme:ch:general\"}}}}\n\n\
+        {{\"id\":2,\"subscribe\":{{\"channel\":\"org:acme:ch:general\"}}}}\n  \
+        {{\"id\":3,\"rpc\":{{\"method\":\"message:send\",\"data\":{{\"channel\":\"org:acme:ch:general\",\"text\":\"hi\"}}}}}}\n  \
+        (rpc calls {backend}; the built-in dev backend checks message:send and publishes it over gRPC)\n\n\
         Publish (grpcurl; data is base64 of {{\"text\":\"hello\"}}):\n  \
         grpcurl {grpc_transport} -import-path proto -proto herald/v1/api.proto \\\n    \
         -H 'authorization: Bearer {api_key}' \\\n    \

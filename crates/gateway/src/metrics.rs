@@ -48,6 +48,13 @@ pub const REDIS_DURATION: &str = "herald_redis_duration_seconds";
 pub const REDIS_ERRORS: &str = "herald_redis_errors_total";
 /// Periodic position checks that found undelivered publications (counter).
 pub const POSITION_CHECK_CATCHUPS: &str = "herald_position_check_catchups_total";
+/// Calls of the app's backend for client `rpc` commands, by method (its name for listed
+/// methods and the first 64 seen, `other` after) and result (`ok`, `error`, `unavailable`,
+/// `timeout`, `not_allowed`, `rejected`) (counter).
+pub const BACKEND_REQUESTS: &str = "herald_backend_requests_total";
+/// Backend calls from the command to the answer (a call slot's wait included), by method,
+/// seconds (histogram).
+pub const BACKEND_DURATION: &str = "herald_backend_duration_seconds";
 
 /// HTTP connections that have not authenticated yet: from accept to the end of the
 /// WebSocket or SSE handshake, or to their close (gauge).
@@ -58,6 +65,11 @@ pub const PENDING_REFUSED: &str = "herald_pending_refused_total";
 
 const PUBLISH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// An app's handler: milliseconds to its timeout (5 s by default).
+const BACKEND_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Installs the process-wide recorder once and returns its handle; later calls (several
@@ -75,6 +87,8 @@ pub fn install() -> PrometheusHandle {
                 )
                 .expect("buckets are not empty")
                 .set_buckets_for_metric(Matcher::Full(REDIS_DURATION.into()), PUBLISH_BUCKETS)
+                .expect("buckets are not empty")
+                .set_buckets_for_metric(Matcher::Full(BACKEND_DURATION.into()), BACKEND_BUCKETS)
                 .expect("buckets are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -151,6 +165,15 @@ fn describe() {
     describe_counter!(
         PENDING_REFUSED,
         "Connections closed at accept, pending budget full, by cap (node, address)."
+    );
+    describe_counter!(
+        BACKEND_REQUESTS,
+        "Backend calls for client rpc, by method and result (ok, error, unavailable, timeout, not_allowed, rejected)."
+    );
+    describe_histogram!(
+        BACKEND_DURATION,
+        Unit::Seconds,
+        "Backend calls for client rpc, command to answer, by method."
     );
     describe_counter!(
         POSITION_CHECK_CATCHUPS,

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, KeyError};
+use crate::backend::{Backend, BackendSetupError};
 use crate::broker::{
     Broker, BrokerError, CHANGE_QUEUE, MemoryBroker, NatsBroker, NatsError, SubscriptionChange,
 };
@@ -41,6 +42,8 @@ pub enum NodeError {
     Nats(#[from] NatsError),
     #[error("HERALD_REDIS_URL: {0}")]
     Redis(StateError),
+    #[error(transparent)]
+    Backend(#[from] BackendSetupError),
 }
 
 /// One publish, from the gRPC API or a client.
@@ -54,8 +57,9 @@ pub struct PublishRequest {
     pub idempotency_key: Option<String>,
 }
 
-/// What a node stores and sends through: in memory standalone, NATS and Redis in a cluster.
-struct Backends {
+/// What a node stores in and sends through: in memory standalone, NATS and Redis in a
+/// cluster. (Not the app's backend, which `backend.rs` calls.)
+struct Backplane {
     broker: Arc<dyn Broker>,
     state: Arc<dyn State>,
     presence: Arc<dyn Presence>,
@@ -74,6 +78,8 @@ pub struct Node {
     kept: Arc<dyn KeptSubscriptions>,
     connections: Arc<Connections>,
     presence: Arc<PresenceService>,
+    /// The app's backend for `rpc`, when `HERALD_BACKEND_ADDR` is set.
+    backend: Option<Backend>,
     started: Instant,
     draining: AtomicBool,
     /// Cancelled when the node starts draining.
@@ -91,13 +97,13 @@ impl Node {
         // In-process backends are always up; the same alerts then work in both modes.
         metrics::gauge!(metrics::BROKER_UP).set(1.0);
         metrics::gauge!(metrics::STATE_UP).set(1.0);
-        let backends = Backends {
+        let backplane = Backplane {
             broker,
             state,
             presence: Arc::new(memory),
             kept: Arc::new(MemoryKept::default()),
         };
-        Ok(Self::new(config, hub, idle, backends, received)?)
+        Self::new(config, hub, idle, backplane, received)
     }
 
     /// A cluster node: NATS between nodes, Redis for offsets and history. Starts even when
@@ -128,13 +134,13 @@ impl Node {
             changes,
         )
         .await?;
-        let backends = Backends {
+        let backplane = Backplane {
             broker: Arc::new(nats),
             state,
             presence,
             kept,
         };
-        let node = Self::new(config, hub.clone(), idle, backends, received)?;
+        let node = Self::new(config, hub.clone(), idle, backplane, received)?;
         tokio::spawn(check_positions(Arc::downgrade(&hub), reconnected));
         Ok(node)
     }
@@ -143,15 +149,21 @@ impl Node {
         config: Config,
         hub: Arc<Hub>,
         idle: mpsc::UnboundedReceiver<ChannelName>,
-        backends: Backends,
+        backplane: Backplane,
         changes: mpsc::Receiver<SubscriptionChange>,
-    ) -> Result<Arc<Node>, KeyError> {
-        let Backends {
+    ) -> Result<Arc<Node>, NodeError> {
+        let Backplane {
             broker,
             state,
             presence,
             kept,
-        } = backends;
+        } = backplane;
+        let backend = config
+            .backend
+            .addr
+            .as_deref()
+            .map(|addr| Backend::new(addr, &config.backend, &config.limits))
+            .transpose()?;
         let heartbeat = Heartbeat {
             interval: config.limits.ping_interval,
             timeout: config.limits.pong_timeout,
@@ -176,6 +188,7 @@ impl Node {
             state,
             kept,
             connections,
+            backend,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -209,6 +222,11 @@ impl Node {
     /// Presence, online status and typing.
     pub fn presence(&self) -> &PresenceService {
         &self.presence
+    }
+
+    /// The app's backend, when configured.
+    pub(crate) fn backend(&self) -> Option<&Backend> {
+        self.backend.as_ref()
     }
 
     pub fn uptime(&self) -> Duration {

@@ -22,15 +22,15 @@ use serde_json::value::RawValue;
 use crate::codes::{CloseCode, ErrorCode, Reconnect};
 use crate::command::{
     ChannelRequest, Command, CommandError, ConnectRequest, FrameError, HistoryRequest, Method,
-    PingRequest, PresenceRequest, PublishRequest, RefreshRequest, SetStatusRequest, StreamPosition,
-    SubRefreshRequest, SubscribeRequest, TypingRequest, UnsubscribeRequest,
+    PingRequest, PresenceRequest, PublishRequest, RefreshRequest, RpcRequest, SetStatusRequest,
+    StreamPosition, SubRefreshRequest, SubscribeRequest, TypingRequest, UnsubscribeRequest,
 };
 use crate::presence::{Status, UserStatus};
 use crate::publication::Publication;
 use crate::reply::{
     ChannelEvent, ConnectResult, DisconnectPush, EmptyResult, ErrorBody, HistoryResult, PingResult,
     PresenceDiff, PresenceMember, PresenceResult, PresenceStatsResult, PublishResult, Push,
-    ReceivedPublication, RefreshResult, ServerMessage, SubscribeResult, TypingPush,
+    ReceivedPublication, RefreshResult, RpcResult, ServerMessage, SubscribeResult, TypingPush,
     UnsubscribePush,
 };
 
@@ -91,11 +91,7 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
             Method::Unsubscribe(UnsubscribeRequest { channel: r.channel })
         }
         Some(PbMethod::Publish(r)) => {
-            let data = json_value(r.data).map_err(|reason| CommandError {
-                id,
-                code: ErrorCode::BadRequest,
-                message: format!("bad request: data is not a JSON value: {reason}"),
-            })?;
+            let data = json_value(r.data).map_err(|reason| bad_data(id, reason))?;
             Method::Publish(PublishRequest {
                 channel: r.channel,
                 event: r.event,
@@ -125,6 +121,13 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
             channel: r.channel,
             active: r.active,
         }),
+        Some(PbMethod::Rpc(r)) => {
+            let data = optional_value(r.data).map_err(|reason| bad_data(id, reason))?;
+            Method::Rpc(RpcRequest {
+                method: r.method,
+                data,
+            })
+        }
     };
     Ok(Command { id, method })
 }
@@ -140,6 +143,14 @@ fn pb_position(p: StreamPosition) -> pb::StreamPosition {
     pb::StreamPosition {
         offset: p.offset,
         epoch: p.epoch,
+    }
+}
+
+fn bad_data(id: u64, reason: String) -> CommandError {
+    CommandError {
+        id,
+        code: ErrorCode::BadRequest,
+        message: format!("bad request: data is not a JSON value: {reason}"),
     }
 }
 
@@ -191,6 +202,10 @@ pub fn encode_command(command: Command) -> Vec<u8> {
         Method::Typing(r) => PbMethod::Typing(pb::TypingRequest {
             channel: r.channel,
             active: r.active,
+        }),
+        Method::Rpc(r) => PbMethod::Rpc(pb::RpcRequest {
+            method: r.method,
+            data: json_bytes(r.data.as_deref()),
         }),
     };
     pb::Command {
@@ -290,6 +305,17 @@ impl ResultBody for PresenceStatsResult {
     }
 }
 
+/// `null` travels as empty `data`, as an absent JSON value does elsewhere.
+impl ResultBody for RpcResult {
+    fn to_proto(&self) -> Option<PbResult> {
+        let data = match self.data.get() {
+            "null" => Vec::new(),
+            json => json.as_bytes().to_vec(),
+        };
+        Some(PbResult::Rpc(pb::RpcResult { data }))
+    }
+}
+
 impl ResultBody for EmptyResult {
     fn to_proto(&self) -> Option<PbResult> {
         None
@@ -326,12 +352,17 @@ pub fn encode_result<T: ResultBody>(id: u64, result: &T) -> Bytes {
 }
 
 pub fn encode_error(id: u64, code: ErrorCode, message: &str) -> Bytes {
+    encode_raw_error(id, code.code(), message, code.temporary())
+}
+
+/// An error reply with a code that is not Herald's own: the app's backend's, passed through.
+pub fn encode_raw_error(id: u64, code: u32, message: &str, temporary: bool) -> Bytes {
     reply(
         id,
         PbReply::Error(pb::Error {
-            code: code.code(),
+            code,
             message: message.to_owned(),
-            temporary: code.temporary(),
+            temporary,
         }),
     )
 }
@@ -482,10 +513,15 @@ fn json_value(bytes: Vec<u8>) -> Result<Box<RawValue>, String> {
 }
 
 fn optional_json(bytes: Vec<u8>) -> Result<Option<Arc<RawValue>>, String> {
+    optional_value(bytes).map(|v| v.map(Arc::from))
+}
+
+/// A JSON value from its text in a `bytes` field, empty meaning absent.
+fn optional_value(bytes: Vec<u8>) -> Result<Option<Box<RawValue>>, String> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    json_value(bytes).map(|v| Some(Arc::from(v)))
+    json_value(bytes).map(Some)
 }
 
 /// Decodes a binary server frame (the client side). A message that does not decode ends
@@ -574,6 +610,9 @@ fn result_json(result: Option<PbResult>) -> Result<Box<RawValue>, String> {
         Some(PbResult::PresenceStats(r)) => json(&PresenceStatsResult {
             users: r.users,
             clients: r.clients,
+        }),
+        Some(PbResult::Rpc(r)) => json(&RpcResult {
+            data: optional_json(r.data)?.unwrap_or_else(|| RawValue::NULL.to_owned().into()),
         }),
     }
 }
@@ -719,6 +758,8 @@ mod tests {
             r#"{"id":11,"ping":{}}"#,
             r#"{"id":12,"unsubscribe":{"channel":"c:d"}}"#,
             r#"{"id":13,"refresh":{"token":"t"}}"#,
+            r#"{"id":14,"rpc":{"method":"message:send","data":{"text":"hi","n":[1]}}}"#,
+            r#"{"id":15,"rpc":{"method":"m"}}"#,
         ];
         let frame: Vec<u8> = lines
             .iter()
@@ -799,6 +840,16 @@ mod tests {
         same(
             reply::encode_result(6, &EmptyResult {}),
             encode_result(6, &EmptyResult {}),
+        );
+        for data in [r#"{"offset":3}"#, "null", "0"] {
+            let result = RpcResult {
+                data: RawValue::from_string(data.into()).unwrap().into(),
+            };
+            same(reply::encode_result(8, &result), encode_result(8, &result));
+        }
+        same(
+            reply::encode_raw_error(9, 1404, "unknown method", false),
+            encode_raw_error(9, 1404, "unknown method", false),
         );
         let subscribed = SubscribeResult {
             offset: 6,
@@ -980,7 +1031,10 @@ mod tests {
                         match error.code {
                             ErrorCode::MethodNotFound => prop_assert!(command.method.is_none()),
                             ErrorCode::BadRequest => prop_assert!(
-                                matches!(command.method, Some(PbMethod::Publish(_))),
+                                matches!(
+                                    command.method,
+                                    Some(PbMethod::Publish(_) | PbMethod::Rpc(_))
+                                ),
                                 "{error}"
                             ),
                             other => prop_assert!(false, "undocumented code {other:?}: {error}"),

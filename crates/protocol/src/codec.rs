@@ -86,6 +86,14 @@ impl Codec {
         }
     }
 
+    /// An error reply with a code that is not an [`ErrorCode`]: the app's backend's own.
+    pub fn raw_error(self, id: u64, code: u32, message: &str, temporary: bool) -> Bytes {
+        match self {
+            Codec::Json => reply::encode_raw_error(id, code, message, temporary),
+            Codec::Proto => binary::encode_raw_error(id, code, message, temporary),
+        }
+    }
+
     pub fn publication(self, publication: &Publication) -> Bytes {
         match self {
             Codec::Json => reply::encode_publication(publication),

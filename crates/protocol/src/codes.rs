@@ -20,10 +20,14 @@ pub enum ErrorCode {
     TokenExpired = 109,
     TooManyRequests = 110,
     Unavailable = 111,
+    /// `rpc`: the app's backend could not be reached or did not answer usably.
+    BackendUnavailable = 112,
+    /// `rpc`: the app's backend did not answer within the timeout.
+    BackendTimeout = 113,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         Self::Internal,
         Self::Unauthorized,
         Self::UnknownChannel,
@@ -36,6 +40,8 @@ impl ErrorCode {
         Self::TokenExpired,
         Self::TooManyRequests,
         Self::Unavailable,
+        Self::BackendUnavailable,
+        Self::BackendTimeout,
     ];
 
     pub fn code(self) -> u32 {
@@ -57,6 +63,8 @@ impl ErrorCode {
             Self::TokenExpired => "token expired",
             Self::TooManyRequests => "too many requests",
             Self::Unavailable => "temporarily unavailable",
+            Self::BackendUnavailable => "backend unavailable",
+            Self::BackendTimeout => "backend timeout",
         }
     }
 
@@ -64,7 +72,11 @@ impl ErrorCode {
     pub fn temporary(self) -> bool {
         matches!(
             self,
-            Self::Internal | Self::TooManyRequests | Self::Unavailable
+            Self::Internal
+                | Self::TooManyRequests
+                | Self::Unavailable
+                | Self::BackendUnavailable
+                | Self::BackendTimeout
         )
     }
 
@@ -72,6 +84,11 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|c| c.code() == code)
     }
 }
+
+/// The lowest error code of the app's backend: its `RpcError` codes are passed to the
+/// client as they are from here up, and ones below are raised to it, so they never pass for
+/// Herald's own.
+pub const MIN_BACKEND_CODE: u32 = 1000;
 
 /// Codes of the server's `unsubscribe` push: why the server ended a subscription, and
 /// whether the client subscribes again.
@@ -205,6 +222,9 @@ mod tests {
         assert_eq!(CloseCode::SlowConsumer.reconnect(), Reconnect::Now);
         assert_eq!(ErrorCode::PermissionDenied.code(), 103);
         assert_eq!(ErrorCode::TooManyRequests.code(), 110);
+        assert_eq!(ErrorCode::BackendUnavailable.code(), 112);
+        assert_eq!(ErrorCode::BackendTimeout.code(), 113);
+        assert!(ErrorCode::BackendUnavailable.temporary() && ErrorCode::BackendTimeout.temporary());
         assert!(unsubscribe_code::resubscribe(unsubscribe_code::RESUBSCRIBE));
         assert!(unsubscribe_code::resubscribe(
             unsubscribe_code::TOKEN_EXPIRED

@@ -33,6 +33,7 @@ pub enum Method {
     PresenceStats(ChannelRequest),
     SetStatus(SetStatusRequest),
     Typing(TypingRequest),
+    Rpc(RpcRequest),
 }
 
 impl Method {
@@ -51,6 +52,7 @@ impl Method {
             Self::PresenceStats(_) => "presenceStats",
             Self::SetStatus(_) => "setStatus",
             Self::Typing(_) => "typing",
+            Self::Rpc(_) => "rpc",
         }
     }
 }
@@ -159,6 +161,29 @@ pub struct TypingRequest {
     pub active: bool,
 }
 
+/// `rpc`: a call to the app's backend, answered with the backend's reply.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcRequest {
+    /// The backend's method, checked with [`valid_rpc_method`].
+    pub method: String,
+    /// Any JSON value; absent and `null` are the same.
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+}
+
+/// Longest `rpc` method name, in bytes.
+pub const MAX_RPC_METHOD_BYTES: usize = 64;
+
+/// Whether `method` may name a backend method: 1-64 bytes of `[A-Za-z0-9_.:/-]`, so it is
+/// safe as a metric label and in logs.
+pub fn valid_rpc_method(method: &str) -> bool {
+    (1..=MAX_RPC_METHOD_BYTES).contains(&method.len())
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.:/-".contains(&b))
+}
+
 /// The frame is not JSON: the connection closes with 4000.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("frame is not a JSON object: {0}")]
@@ -215,6 +240,7 @@ pub fn parse_command(line: &str) -> Result<Result<Command, CommandError>, FrameE
         "presenceStats" => params_of(id, params).map(Method::PresenceStats),
         "setStatus" => params_of(id, params).map(Method::SetStatus),
         "typing" => params_of(id, params).map(Method::Typing),
+        "rpc" => params_of(id, params).map(Method::Rpc),
         _ => Err(CommandError {
             id,
             code: ErrorCode::MethodNotFound,
@@ -306,6 +332,31 @@ mod tests {
             panic!("presence")
         };
         assert_eq!(presence.cursor.as_deref(), Some("x"));
+        let cmd = one(r#"{"id":10,"rpc":{"method":"message:send","data":{"text":"hi"}}}"#).unwrap();
+        let Method::Rpc(rpc) = cmd.method else {
+            panic!("rpc")
+        };
+        assert_eq!(rpc.method, "message:send");
+        assert_eq!(rpc.data.unwrap().get(), r#"{"text":"hi"}"#);
+        for no_data in [
+            r#"{"id":11,"rpc":{"method":"m"}}"#,
+            r#"{"id":11,"rpc":{"method":"m","data":null}}"#,
+        ] {
+            let Method::Rpc(rpc) = one(no_data).unwrap().method else {
+                panic!("rpc")
+            };
+            assert!(rpc.data.is_none(), "{no_data}");
+        }
+    }
+
+    #[test]
+    fn rpc_method_names() {
+        for good in ["m", "message:send", "a/b.c_d-e", &"x".repeat(64)] {
+            assert!(valid_rpc_method(good), "{good}");
+        }
+        for bad in ["", "a b", "é", "a\nb", "a*", &"x".repeat(65)] {
+            assert!(!valid_rpc_method(bad), "{bad}");
+        }
     }
 
     #[test]
@@ -336,7 +387,7 @@ mod tests {
         ];
         /// JSON's punctuation and the letters of the method names, so mutants stay close.
         const ALPHABET: &[u8] = br#"{}[]":,\0123456789eE+-.truefalsnl idconectsubrpyhgmak"#;
-        const METHODS: [&str; 12] = [
+        const METHODS: [&str; 13] = [
             "connect",
             "subscribe",
             "unsubscribe",
@@ -349,6 +400,7 @@ mod tests {
             "presenceStats",
             "setStatus",
             "typing",
+            "rpc",
         ];
 
         fn config() -> ProptestConfig {

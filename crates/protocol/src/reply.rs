@@ -176,6 +176,12 @@ pub struct PingResult {
     pub ts: i64,
 }
 
+/// `rpc`: the JSON value the app's backend returned (`null` when it returned none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcResult {
+    pub data: Arc<RawValue>,
+}
+
 /// Results with no fields (`unsubscribe`) serialize as `{}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EmptyResult {}
@@ -259,12 +265,17 @@ pub fn encode_result<T: ResultBody>(id: u64, result: &T) -> Bytes {
 }
 
 pub fn encode_error(id: u64, code: ErrorCode, message: &str) -> Bytes {
+    encode_raw_error(id, code.code(), message, code.temporary())
+}
+
+/// An error reply with a code that is not Herald's own: the app's backend's, passed through.
+pub fn encode_raw_error(id: u64, code: u32, message: &str, temporary: bool) -> Bytes {
     to_bytes(&ErrorFrame {
         id,
         error: ErrorRef {
-            code: code.code(),
+            code,
             message,
-            temporary: code.temporary(),
+            temporary,
         },
     })
 }
@@ -490,6 +501,16 @@ mod tests {
         );
         let bytes = encode_result(5, &PingResult { ts: 7 });
         assert_eq!(&bytes[..], br#"{"id":5,"result":{"ts":7}}"#);
+        let data = RawValue::from_string(r#"{"offset":3}"#.into())
+            .unwrap()
+            .into();
+        let bytes = encode_result(6, &RpcResult { data });
+        assert_eq!(&bytes[..], br#"{"id":6,"result":{"data":{"offset":3}}}"#);
+        let bytes = encode_raw_error(7, 1404, "unknown method", false);
+        assert_eq!(
+            &bytes[..],
+            br#"{"id":7,"error":{"code":1404,"message":"unknown method","temporary":false}}"#
+        );
         let bytes = encode_disconnect(CloseCode::Shutdown, "server shutdown");
         assert_eq!(
             &bytes[..],

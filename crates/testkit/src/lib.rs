@@ -1,7 +1,7 @@
 //! Fixtures shared by Herald's integration tests (`crates/gateway/tests`) and its load
 //! generator (`loadtest`): free loopback ports, spawned processes that die with their value,
 //! bounded waits, real `redis-server`, `nats-server` and `herald serve` processes, tokens and
-//! clients for the test credentials, and the presence suite both test binaries run.
+//! clients for the test credentials, a recording `herald.v1.Backend` for `rpc`, and the presence suite both test binaries run.
 //!
 //! Fixtures a test calls directly panic with a message naming what failed; the building
 //! blocks the load generator uses ([`process::Process`], `start_with`) return errors.
@@ -14,6 +14,7 @@ pub mod http;
 pub mod ports;
 pub mod presence_suite;
 pub mod process;
+pub mod rpc_backend;
 pub mod tokens;
 mod wait;
 

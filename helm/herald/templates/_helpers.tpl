@@ -82,7 +82,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and (not .Values.cluster.enabled) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
 {{- fail "replicaCount > 1 and autoscaling need cluster mode (cluster.enabled with NATS and Redis): standalone nodes share no state" }}
 {{- end }}
-{{- range $key := list "node_id" "http_addr" "grpc_addr" "metrics_addr" "jwt_secret" "jwt_public_key" "jwt_audience" "jwt_issuer" "api_keys" "allowed_origins" "log_format" "drain_seconds" "gap_wait_ms" "presence_ttl_seconds" "nats_url" "redis_url" "max_connections" "max_connections_per_user" "max_subscriptions" "commands_per_minute" "max_message_bytes" "max_json_depth" "client_queue_bytes" "ping_interval_seconds" "pong_timeout_seconds" "connect_timeout_seconds" "tls_cert" "tls_key" "grpc_tls" }}
+{{- range $key := list "node_id" "http_addr" "grpc_addr" "metrics_addr" "jwt_secret" "jwt_public_key" "jwt_audience" "jwt_issuer" "api_keys" "allowed_origins" "log_format" "drain_seconds" "gap_wait_ms" "presence_ttl_seconds" "nats_url" "redis_url" "max_connections" "max_connections_per_user" "max_subscriptions" "commands_per_minute" "max_message_bytes" "max_json_depth" "client_queue_bytes" "ping_interval_seconds" "pong_timeout_seconds" "connect_timeout_seconds" "tls_cert" "tls_key" "grpc_tls" "backend_addr" "backend_timeout_ms" "backend_token" "backend_tls_ca" "backend_methods" "backend_max_concurrency" "rpc_per_minute" }}
 {{- if hasKey $.Values.config $key }}
 {{- fail (printf "config.%s: the chart sets this through an environment variable (which wins over the file); use the chart value instead (see README)" $key) }}
 {{- end }}

@@ -209,6 +209,31 @@ pub struct Limits {
     /// keep-alive connection waits idle for its next request.
     #[serde(rename = "header_read_timeout_seconds", serialize_with = "as_secs")]
     pub header_read_timeout: Duration,
+    /// `rpc` commands a minute per connection (each also a command).
+    pub rpc_per_minute: u32,
+}
+
+/// The app's backend that client `rpc` commands call (see `backend`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendConfig {
+    /// `http://…` or `https://…`; `None`: `rpc` is not configured.
+    #[serde(rename = "backend_addr", skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    /// For one call, from the command to the backend's answer (a concurrency slot included).
+    #[serde(rename = "backend_timeout_ms", serialize_with = "as_millis")]
+    pub timeout: Duration,
+    /// Sent as `authorization: Bearer <token>`.
+    #[serde(rename = "backend_token", skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// CA certificates (PEM) to trust for an `https://` backend; `None`: the webpki roots.
+    #[serde(rename = "backend_tls_ca", skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Allowed methods, `*` suffix = prefix; empty = all.
+    #[serde(rename = "backend_methods")]
+    pub methods: Vec<String>,
+    /// Calls in flight per node.
+    #[serde(rename = "backend_max_concurrency")]
+    pub max_concurrency: usize,
 }
 
 impl Limits {
@@ -262,6 +287,8 @@ pub struct Config {
     pub redis_url: Option<BackendUrl>,
     #[serde(flatten)]
     pub limits: Limits,
+    #[serde(flatten)]
+    pub backend: BackendConfig,
     pub namespaces: Namespaces,
     /// Development mode: generated secrets, loopback only.
     #[serde(skip)]
@@ -301,6 +328,16 @@ impl Config {
             max_pending_connections: v.max_pending_connections,
             max_pending_per_ip: v.max_pending_per_ip,
             header_read_timeout: Duration::from_secs(v.header_read_timeout_seconds),
+            rpc_per_minute: v.rpc_per_minute,
+        };
+        let backend = BackendConfig {
+            // An empty value (a chart leaving it blank) means unset.
+            addr: v.backend_addr.filter(|addr| !addr.is_empty()),
+            timeout: Duration::from_millis(v.backend_timeout_ms),
+            token: v.backend_token.filter(|token| !token.expose().is_empty()),
+            tls_ca: v.backend_tls_ca.filter(|path| !path.as_os_str().is_empty()),
+            methods: v.backend_methods,
+            max_concurrency: v.backend_max_concurrency,
         };
         let config = Config {
             node_id: v.node_id.unwrap_or_else(default_node_id),
@@ -326,6 +363,7 @@ impl Config {
             nats_url: v.nats_url,
             redis_url: v.redis_url,
             limits,
+            backend,
             namespaces,
             dev: false,
             config_file: path,

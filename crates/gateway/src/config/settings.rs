@@ -210,6 +210,76 @@ settings! {
         doc: "HTTP and metrics ports: a request head must arrive within this, and a keep-alive connection idle this long is closed (at least 1)",
         helm: Helm::Value("herald.headerReadTimeoutSeconds"),
     }
+    backend_addr: Option<String> where backend_addr_is_url {
+        default: Unset("none (`rpc` answers 108)"),
+        doc: "the app's `herald.v1.Backend` gRPC endpoint that client `rpc` commands call, `http://host:port` or `https://…` (TLS; see `HERALD_BACKEND_TLS_CA`); see [The app's backend](#the-apps-backend-rpc)",
+        value_name: Some("URL"),
+        helm: Helm::Value("herald.backendAddr"),
+    }
+    backend_timeout_ms: u64 where (at_least(1)) {
+        default: Text("5000"),
+        doc: "an `rpc` the backend has not answered within this (waiting for a concurrency slot included) gets error 113",
+        helm: Helm::Value("herald.backendTimeoutMs"),
+    }
+    backend_token: Option<Secret> {
+        doc: "sent to the backend on every call as `authorization: Bearer <token>`",
+        secret: true,
+        helm: Helm::Value("auth.backendToken"),
+    }
+    backend_tls_ca: Option<PathBuf> {
+        default: Unset("none (the webpki roots)"),
+        doc: "PEM file of the CA certificate(s) to trust for an `https://` backend",
+        value_name: Some("PATH"),
+        helm: Helm::Value("herald.backendTlsCa"),
+    }
+    backend_methods: Vec<String> where backend_methods_are_patterns {
+        default: Unset("empty = all"),
+        doc: "`rpc` methods clients may call, comma-separated; an entry ending in `*` matches by prefix (`message:*`); another method gets error 104",
+        helm: Helm::Value("herald.backendMethods"),
+    }
+    backend_max_concurrency: usize where (at_least(1)) {
+        default: Text("256"),
+        doc: "backend calls in flight per node; more wait for a slot within their timeout",
+        helm: Helm::Value("herald.backendMaxConcurrency"),
+    }
+    rpc_per_minute: u32 where (at_least(1)) {
+        default: Text("60"),
+        doc: "`rpc` commands per minute per connection, a token bucket with bursts of the same size (each also counts against `HERALD_COMMANDS_PER_MINUTE`; over: error 110)",
+        helm: Helm::Value("herald.rpcPerMinute"),
+    }
+}
+
+/// `http://` or `https://` and something after it: tonic takes any URI, and would fail only
+/// at the first call.
+fn backend_addr_is_url(addr: &Option<String>) -> Result<(), String> {
+    let Some(addr) = addr.as_deref().filter(|addr| !addr.is_empty()) else {
+        return Ok(());
+    };
+    let rest = addr
+        .strip_prefix("http://")
+        .or_else(|| addr.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() => Ok(()),
+        _ => Err("must be http://host:port or https://host:port".into()),
+    }
+}
+
+/// Each entry a method name, or a prefix of one followed by `*` (`*` alone: all).
+fn backend_methods_are_patterns(methods: &[String]) -> Result<(), String> {
+    for method in methods {
+        let prefix = method.strip_suffix('*');
+        let valid = match prefix {
+            Some("") => true,
+            Some(prefix) => herald_protocol::command::valid_rpc_method(prefix),
+            None => herald_protocol::command::valid_rpc_method(method),
+        };
+        if !valid {
+            return Err(format!(
+                "{method:?} is not a method name (1-64 of A-Z a-z 0-9 _ . : / -), optionally ending in *"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn node_id_length(id: &Option<String>) -> Result<(), String> {

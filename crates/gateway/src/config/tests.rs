@@ -518,3 +518,74 @@ fn a_bad_flag_is_named_as_the_flag() {
     let err = Config::load(&args).unwrap_err().to_string();
     assert!(err.starts_with("invalid --http-addr: \"nope\""), "{err}");
 }
+
+#[test]
+fn backend_settings_default_load_and_are_checked() {
+    let config = Config::load(&args()).unwrap();
+    let backend = &config.backend;
+    assert_eq!(backend.addr, None);
+    assert_eq!(backend.timeout, Duration::from_millis(5000));
+    assert_eq!(backend.max_concurrency, 256);
+    assert!(backend.methods.is_empty() && backend.token.is_none() && backend.tls_ca.is_none());
+    assert_eq!(config.limits.rpc_per_minute, 60);
+
+    let path = file(
+        "backend_addr = \"https://backend.internal:7000\"\nbackend_methods = [\"message:*\", \"user.get\", \"*\"]\n",
+    );
+    let mut args = self::args();
+    args.config = Some(path.0.clone());
+    args.backend_token = Some("backend-secret".into());
+    args.backend_addr = Some(String::new());
+    let config = Config::load(&args).unwrap();
+    // An empty value (a chart leaving it blank) wins over the file, and means unset.
+    assert_eq!(config.backend.addr, None);
+    assert_eq!(config.backend.methods, ["message:*", "user.get", "*"]);
+    let listing = config.to_env_listing();
+    assert!(
+        listing.contains("HERALD_BACKEND_TOKEN --backend-token ****\n"),
+        "{listing}"
+    );
+
+    for (set, value, key) in [
+        (
+            (|a: &mut ConfigArgs, v: &str| a.backend_addr = Some(v.into())) as fn(&mut _, &_),
+            "ftp://backend",
+            "HERALD_BACKEND_ADDR",
+        ),
+        (
+            |a, v| a.backend_addr = Some(v.into()),
+            "http://",
+            "HERALD_BACKEND_ADDR",
+        ),
+        (
+            |a, v| a.backend_methods = Some(v.into()),
+            "ok,not ok",
+            "HERALD_BACKEND_METHODS",
+        ),
+        (
+            |a, v| a.backend_methods = Some(v.into()),
+            "a*b",
+            "HERALD_BACKEND_METHODS",
+        ),
+        (
+            |a, v| a.backend_timeout_ms = Some(v.into()),
+            "0",
+            "HERALD_BACKEND_TIMEOUT_MS",
+        ),
+        (
+            |a, v| a.backend_max_concurrency = Some(v.into()),
+            "0",
+            "HERALD_BACKEND_MAX_CONCURRENCY",
+        ),
+        (
+            |a, v| a.rpc_per_minute = Some(v.into()),
+            "0",
+            "HERALD_RPC_PER_MINUTE",
+        ),
+    ] {
+        let mut args = self::args();
+        set(&mut args, value);
+        let err = Config::load(&args).unwrap_err().to_string();
+        assert!(err.contains(key), "{value:?}: {err}");
+    }
+}

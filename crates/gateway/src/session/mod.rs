@@ -106,6 +106,7 @@ pub async fn run(
             node: node.clone(),
             registration,
             limiter,
+            rpc: commands::RpcBudget::default(),
         };
         // Commands that came in the same frame as `connect`.
         for command in rest {
@@ -392,6 +393,7 @@ struct Session {
     node: Arc<Node>,
     registration: Registration,
     limiter: RateLimiter,
+    rpc: commands::RpcBudget,
 }
 
 impl Session {
@@ -467,7 +469,13 @@ impl Session {
         };
         // A panic in a command must not end the session's task: its cleanup would never run
         // and the connection would stay registered past its token's expiry.
-        let dispatch = commands::dispatch(&self.node, &connection, command.id, command.method);
+        let dispatch = commands::dispatch(
+            &self.node,
+            &connection,
+            &mut self.rpc,
+            command.id,
+            command.method,
+        );
         let answer = match std::panic::AssertUnwindSafe(dispatch).catch_unwind().await {
             Ok(answer) => answer,
             Err(_) => {
@@ -565,6 +573,8 @@ fn error_label(code: ErrorCode) -> &'static str {
         ErrorCode::TokenExpired => "token_expired",
         ErrorCode::TooManyRequests => "too_many_requests",
         ErrorCode::Unavailable => "unavailable",
+        ErrorCode::BackendUnavailable => "backend_unavailable",
+        ErrorCode::BackendTimeout => "backend_timeout",
     }
 }
 

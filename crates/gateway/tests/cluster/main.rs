@@ -12,4 +12,5 @@ mod paging;
 mod presence;
 mod redis_presence;
 mod redis_state;
+mod rpc;
 mod server_subscriptions;

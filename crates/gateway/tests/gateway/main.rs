@@ -14,6 +14,7 @@ mod paging;
 mod presence;
 mod publish;
 mod reauth;
+mod rpc;
 mod server_subscriptions;
 mod sse;
 mod tls;

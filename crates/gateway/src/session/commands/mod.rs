@@ -6,12 +6,14 @@ mod ping;
 mod presence;
 mod publish;
 mod refresh;
+mod rpc;
 mod set_status;
 mod sub_refresh;
 mod subscribe;
 mod typing;
 mod unsubscribe;
 
+pub use rpc::RpcBudget;
 pub use subscribe::join;
 pub use unsubscribe::end_subscription;
 
@@ -26,6 +28,7 @@ use crate::node::Node;
 pub async fn dispatch(
     node: &Arc<Node>,
     connection: &Arc<Connection>,
+    rpc: &mut RpcBudget,
     id: u64,
     method: Method,
 ) -> Result<Answer, Failure> {
@@ -42,5 +45,6 @@ pub async fn dispatch(
         Method::PresenceStats(request) => presence::stats(node, connection, id, request).await,
         Method::SetStatus(request) => set_status::apply(node, connection, id, request).await,
         Method::Typing(request) => typing::apply(node, connection, id, request).await,
+        Method::Rpc(request) => rpc::apply(node, connection, rpc, id, request),
     }
 }
