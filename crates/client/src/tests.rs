@@ -13,8 +13,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::*;
 
 /// Serves one connection: answers `connect` and `ping` (the latter together with a push, in
-/// one frame), fails `publish`, ignores `silent`, and on `bye` sends a disconnect push and
-/// closes with 4201.
+/// one frame), fails `publish`, answers `rpc` with its data (method `nope` with error 1404),
+/// ignores `silent`, and on `bye` sends a disconnect push and closes with 4201.
 #[allow(clippy::result_large_err)] // the upgrade callback's signature is tungstenite's
 async fn mock_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,6 +44,12 @@ async fn mock_server() -> String {
             } else if command.get("ping").is_some() {
                 let push = json!({"push": {"channel": "a:b", "pub": {"event": "e", "data": [1], "offset": 1, "epoch": "x", "ts": 2}}});
                 format!("{}\n{push}\n", json!({"id": id, "result": {"ts": 7}}))
+            } else if let Some(rpc) = command.get("rpc") {
+                match rpc["method"].as_str() {
+                    Some("nope") => json!({"id": id, "error": {"code": 1404, "message": "unknown method", "temporary": false}}),
+                    _ => json!({"id": id, "result": {"data": rpc["data"]}}),
+                }
+                .to_string()
             } else if command.get("publish").is_some() {
                 json!({"id": id, "error": {"code": 103, "message": "permission denied", "temporary": false}}).to_string()
             } else if command.get("bye").is_some() {
@@ -89,6 +95,14 @@ async fn requests_pushes_and_server_close() {
 
     let error = client.publish("a:b", "e", json!({})).await.unwrap_err();
     assert_eq!(error.server_code(), Some(103));
+    let data = json!({"text": "hi"});
+    assert_eq!(client.rpc("m:send", data.clone()).await.unwrap(), data);
+    assert_eq!(
+        client.rpc("m:send", Value::Null).await.unwrap(),
+        Value::Null
+    );
+    let error = client.rpc("nope", json!(1)).await.unwrap_err();
+    assert_eq!(error.server_code(), Some(1404));
     assert!(matches!(
         client.request("silent", json!({})).await,
         Err(ClientError::Timeout)
