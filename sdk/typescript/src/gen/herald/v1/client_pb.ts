@@ -292,8 +292,9 @@ export type ConnectRequest = Message<"herald.v1.client.ConnectRequest"> & {
   version: string;
 
   /**
-   * The positions of the server-side subscriptions the client had, for recovery after a
-   * reconnect.
+   * The positions of the server-side subscriptions the client holds, by channel: the
+   * server restores the user's server-side subscriptions after the reply, recovering from
+   * these.
    *
    * @generated from field: map<string, herald.v1.client.StreamPosition> subs = 4;
    */
@@ -821,18 +822,20 @@ export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
   messageDesc(file_herald_v1_client, 23);
 
 /**
- * A call to the app's backend (`HERALD_BACKEND_ADDR`).
+ * A call to the app's backend (`herald.v1.Backend/Rpc`), answered with its reply.
  *
  * @generated from message herald.v1.client.RpcRequest
  */
 export type RpcRequest = Message<"herald.v1.client.RpcRequest"> & {
   /**
+   * 1-64 bytes of `[A-Za-z0-9_.:/-]`, e.g. `message:send`.
+   *
    * @generated from field: string method = 1;
    */
   method: string;
 
   /**
-   * JSON
+   * JSON value; empty means `null`.
    *
    * @generated from field: bytes data = 2;
    */
@@ -851,7 +854,7 @@ export const RpcRequestSchema: GenMessage<RpcRequest> = /*@__PURE__*/
  */
 export type RpcResult = Message<"herald.v1.client.RpcResult"> & {
   /**
-   * JSON
+   * The JSON value the backend returned; empty when it returned none (`null`).
    *
    * @generated from field: bytes data = 1;
    */
@@ -1091,7 +1094,8 @@ export type Push = Message<"herald.v1.client.Push"> & {
     case: "presence";
   } | {
     /**
-     * The server subscribed the connection to the channel: the subscribe result body.
+     * The server subscribed the connection to the channel (gRPC `Subscribe`, or restored
+     * after `connect`): the body of a subscribe result.
      *
      * @generated from field: herald.v1.client.SubscribeResult subscribe = 10;
      */
