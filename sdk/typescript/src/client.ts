@@ -331,11 +331,13 @@ export class HeraldClient {
    * unavailable, 113 backend timeout). Offline it waits in the offline queue like a publish
    * (in order with them), and a call sent but not answered when the connection dropped fails
    * with `disconnected` (the backend may or may not have run it).
+   *
+   * @typeParam T - what the method returns (not checked: your backend's contract).
    */
-  async rpc(method: string, data?: unknown, options: RpcOptions = {}): Promise<unknown> {
+  async rpc<T = unknown>(method: string, data?: unknown, options: RpcOptions = {}): Promise<T> {
     const params = data === undefined ? { method } : { method, data };
     const result = await this.sendOrQueue<RpcResult>("rpc", params, options.timeout);
-    return result.data ?? null;
+    return (result.data ?? null) as T;
   }
 
   /**

@@ -52,9 +52,9 @@ export function useOutbox(user: string, feeds: Readonly<Record<string, Feed>>): 
 
   const sendMessage = useCallback(
     (channel: string, item: PendingMessage) => {
-      client.rpc("message:send", { channel, text: item.text }).then(
+      client.rpc<{ offset?: unknown } | null>("message:send", { channel, text: item.text }).then(
         (result) => {
-          const offset = (result as { offset?: unknown } | null)?.offset;
+          const offset = result?.offset;
           if (typeof offset === "number") update(channel, item.id, { offset });
         },
         (error: unknown) => {

@@ -43,7 +43,7 @@ export function useRpc<T = unknown>(method: string): RpcState<T> {
     (data?: unknown, options?: RpcOptions) => {
       const id = ++last.current;
       setState((previous) => ({ ...previous, error: null, loading: true }));
-      const promise = client.rpc(method, data, options) as Promise<T>;
+      const promise = client.rpc<T>(method, data, options);
       // A handler on the promise itself: a caller that ignores it gets no unhandled rejection.
       promise.then(
         (result) => {
