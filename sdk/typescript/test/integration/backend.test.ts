@@ -261,4 +261,48 @@ describe("server-side subscriptions", () => {
     expect(client.getServerSubscriptions()).toEqual([]);
     client.disconnect();
   });
+
+  it("needs no token claim; over protobuf, a handle made before the Subscribe gets its publications", async () => {
+    const channel = "org:acme:ch:server-side-proto";
+    const { client } = makeClient(gateway, "pia", {
+      protocol: "protobuf",
+      claims: { orgs: ["globex"], channels: [] },
+    });
+    client.connect();
+    await reach(client, "connected");
+    // The app listens first; the token does not allow the channel, so its own subscribe fails.
+    const sub = client.subscribe<{ n: { n: number } }>(channel);
+    const refused = waitFor<HeraldError>("the refusal", (cb) => sub.on("error", cb));
+    expect(await refused).toMatchObject({ temporary: false });
+    expect(sub.state).toBe("failed");
+    const first = waitFor<{ n: number }>("a publication", (cb) => sub.on("n", cb));
+    const added = waitFor("server_subscribed", (cb) => client.on("server_subscribed", cb));
+    await env.api.subscribe("pia", channel);
+    await added;
+    await active(sub);
+    expect(sub.serverSide).toBe(true);
+    await env.api.publish(channel, "n", { n: 1 });
+    expect(await first).toEqual({ n: 1 });
+    const removed = waitFor<UnsubscribedInfo>("unsubscribed", (cb) => sub.on("unsubscribed", cb));
+    await env.api.unsubscribe("pia", channel);
+    expect(await removed).toMatchObject({ code: 2000 });
+    client.disconnect();
+  });
+
+  it("one connection's subscription is not kept: after a reconnect the gateway ends it (2000)", async () => {
+    const channel = "org:acme:ch:server-side-one";
+    const { client } = makeClient(gateway, "quinn", { backoff: { jitterMs: 10 } });
+    client.connect();
+    await reach(client, "connected");
+    const added = waitFor("server_subscribed", (cb) => client.on("server_subscribed", cb));
+    await env.api.subscribe("quinn", channel, client.getClientId() ?? "");
+    await added;
+    const removed = waitFor<UnsubscribedInfo>("server_unsubscribed", (cb) =>
+      client.on("server_unsubscribed", cb),
+    );
+    expect(await env.api.disconnect("quinn", 4200, "test: reconnect now")).toBe(1);
+    expect(await removed).toMatchObject({ channel, code: 2000 });
+    expect(client.getServerSubscriptions()).toEqual([]);
+    client.disconnect();
+  });
 });
