@@ -215,6 +215,8 @@ export const CloseCodes = {
   messageTooLarge: 4009,
   tooManyRequests: 4100,
   connectionLimit: 4101,
+  /** Temporarily unavailable (e.g. the state failed while restoring server-side subscriptions). */
+  unavailable: 4102,
   shutdown: 4200,
   slowConsumer: 4201,
   noPong: 4202,
