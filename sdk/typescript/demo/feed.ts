@@ -1,6 +1,8 @@
 /**
  * A room's feed, without React: the publications of a `demo:<room>` channel kept by offset,
- * folded into messages with their reactions. History and live publications overlap (the
+ * folded into messages with their reactions. Messages are published by the demo backend
+ * (the user's `rpc("message:send")`), so a message is known by its offset, and its author is
+ * the `user` the backend put in it. History and live publications overlap (the
  * history is fetched after the subscribe, and a recovery replays what was missed), so the
  * feed is keyed by offset and every fold walks it in offset order: each publication counts
  * once, and a reaction removed after it was added stays removed whatever arrived first.
@@ -22,10 +24,13 @@ export const REACTIONS: readonly { emoji: string; name: string }[] = [
 /** Longest message text accepted, in UTF-16 units (the gateway caps the whole payload at 64 KiB). */
 export const MAX_TEXT = 2000;
 
-/** `message.created` data. */
+/** `message` data, as the demo backend publishes it. */
 export interface MessageData {
-  id: string;
   text: string;
+  /** The sender, from the connection the backend was called on. */
+  user: string;
+  /** Unix ms when the backend published it. */
+  ts?: number;
 }
 
 /** `reaction.added` / `reaction.removed` data. */
@@ -36,7 +41,7 @@ export interface ReactionData {
 
 /** The events of a room, for `herald.subscribe<RoomEvents>(…)`. */
 export type RoomEvents = {
-  "message.created": MessageData;
+  message: MessageData;
   "reaction.added": ReactionData;
   "reaction.removed": ReactionData;
 };
@@ -76,9 +81,10 @@ export interface Reaction {
 
 /** A message as shown. */
 export interface ChatMessage {
+  /** The channel offset as text; a local id for this user's messages not back yet. */
   id: string;
   text: string;
-  /** The sender (stamped by the gateway); "" for messages published by a backend. */
+  /** The sender. */
   from: string;
   /** Server time, Unix ms (local time for messages not sent yet). */
   ts: number;
@@ -94,19 +100,26 @@ export interface ChatMessage {
 
 /** A message of this user's that has not come back as a publication yet. */
 export interface PendingMessage {
+  /** Local, for retries and React keys. */
   id: string;
   text: string;
   ts: number;
   failed: boolean;
+  /** The feed's top when it was sent: its publication comes after. */
+  after: { epoch: string; offset: number };
+  /** Its offset, once the backend answered with it. */
+  offset?: number;
 }
 
-/** Checks `message.created` data from the wire. */
+/** Checks `message` data from the wire. */
 export function asMessage(data: unknown): MessageData | null {
   if (!data || typeof data !== "object") return null;
-  const { id, text } = data as Record<string, unknown>;
-  if (typeof id !== "string" || id.length === 0 || id.length > 100) return null;
+  const { text, user, ts } = data as Record<string, unknown>;
   if (typeof text !== "string" || text.length === 0) return null;
-  return { id, text: text.slice(0, MAX_TEXT) };
+  if (typeof user !== "string" || !USER_NAME.test(user)) return null;
+  const message: MessageData = { text: text.slice(0, MAX_TEXT), user };
+  if (typeof ts === "number" && Number.isFinite(ts)) message.ts = ts;
+  return message;
 }
 
 /** Checks reaction data from the wire. */
@@ -121,9 +134,8 @@ export function asReaction(data: unknown): ReactionData | null {
 }
 
 /**
- * The messages of a feed in offset order, each id once (a message re-sent after an
- * unanswered publish may be in the channel twice), with their reactions applied in order;
- * then this user's pending messages that are not in the feed yet.
+ * The messages of a feed in offset order, with their reactions applied in order; then this
+ * user's pending messages that are not in the feed yet (see {@link arrived}).
  */
 export function foldMessages(
   feed: Feed,
@@ -136,20 +148,20 @@ export function foldMessages(
   const byId = new Map<string, { message: ChatMessage; reactions: Map<string, string[]> }>();
   for (const offset of offsets) {
     const publication = feed.publications.get(offset) as Publication;
-    if (publication.event === "message.created") {
+    if (publication.event === "message") {
       const data = asMessage(publication.data);
-      if (!data || byId.has(data.id)) continue;
+      if (!data) continue;
       const message: ChatMessage = {
-        id: data.id,
+        id: String(offset),
         text: data.text,
-        from: publication.from ?? "",
-        ts: publication.ts,
+        from: data.user,
+        ts: data.ts ?? publication.ts,
         offset,
         status: "sent",
         reactions: [],
       };
       messages.push(message);
-      byId.set(data.id, { message, reactions: new Map() });
+      byId.set(message.id, { message, reactions: new Map() });
     } else if (publication.event === "reaction.added" || publication.event === "reaction.removed") {
       const data = asReaction(publication.data);
       const target = data && byId.get(data.messageId);
@@ -172,8 +184,9 @@ export function foldMessages(
       .filter(([, users]) => users.length > 0)
       .map(([emoji, users]) => ({ emoji, users }));
   }
+  const back = arrived(feed, me, pending);
   for (const item of pending) {
-    if (byId.has(item.id)) continue;
+    if (back.has(item.id)) continue;
     messages.push({
       id: item.id,
       text: item.text,
@@ -187,28 +200,45 @@ export function foldMessages(
   return messages;
 }
 
-/** The ids of the messages in a feed (to drop pending messages that came back). */
-export function messageIds(feed: Feed): Set<string> {
-  const ids = new Set<string>();
-  for (const publication of feed.publications.values()) {
-    if (publication.event !== "message.created") continue;
-    const data = asMessage(publication.data);
-    if (data) ids.add(data.id);
+/**
+ * The ids of the pending messages that are in the feed: the one at the offset the backend
+ * answered with, or before that answer, the first of this user's messages with the same
+ * text published after it was sent (the publication may come before the rpc's reply).
+ */
+export function arrived(feed: Feed, me: string, pending: readonly PendingMessage[]): Set<string> {
+  const back = new Set<string>();
+  if (pending.length === 0) return back;
+  const mine = [...feed.publications.entries()]
+    .filter(([, publication]) => publication.event === "message")
+    .map(([offset, publication]) => ({ offset, data: asMessage(publication.data) }))
+    .filter(({ data }) => data?.user === me)
+    .sort((a, b) => a.offset - b.offset);
+  const claimed = new Set<number>();
+  for (const item of pending) {
+    const sameEpoch = item.after.epoch === feed.epoch;
+    const match =
+      item.offset !== undefined && sameEpoch
+        ? mine.find(({ offset }) => offset === item.offset)
+        : mine.find(
+            ({ offset, data }) =>
+              !claimed.has(offset) &&
+              data?.text === item.text &&
+              (!sameEpoch || offset > item.after.offset),
+          );
+    if (!match) continue;
+    claimed.add(match.offset);
+    back.add(item.id);
   }
-  return ids;
+  return back;
 }
 
 /** How many messages from others a feed holds past `offset`. */
 export function countUnread(feed: Feed, afterOffset: number, me: string): number {
   let count = 0;
   for (const [offset, publication] of feed.publications) {
-    if (
-      offset > afterOffset &&
-      publication.event === "message.created" &&
-      publication.from !== me
-    ) {
-      count += 1;
-    }
+    if (offset <= afterOffset || publication.event !== "message") continue;
+    const data = asMessage(publication.data);
+    if (data && data.user !== me) count += 1;
   }
   return count;
 }

@@ -6,6 +6,9 @@
  * timeout (10 s; longer where the event itself takes longer): the elapsed times are printed at
  * the end, not asserted, so a slow machine is not a failure. How soon the client reconnects
  * after each close code is the unit tests' (test/unit/close-codes.test.ts, on a fake clock).
+ * Messages go through `rpc("message:send")` to the dev backend built into `serve --dev`, which
+ * publishes them over gRPC (the page shows only that backend's `message` events): every
+ * message here, queued ones included, takes that path.
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -79,7 +79,10 @@ export type SubscriptionState =
   | "subscribed"
   /** The gateway refused it for good (see the `error` event); retried after a reconnect. */
   | "failed"
-  /** Ended: unsubscribed by the app, or by the server (2000, 2403, 2401 without `getToken`). */
+  /**
+   * Ended: unsubscribed by the app, or by the server (2000, 2403, 2401 without `getToken`).
+   * A server-side subscription ends only by the server.
+   */
   | "ended";
 
 /** What a channel needs from the client. */
@@ -119,6 +122,11 @@ export class ChannelState {
   phase: SubscriptionState = "pending";
   /** The last position seen; null until the first subscribe on a channel with history. */
   position: StreamPosition | null = null;
+  /**
+   * The server subscribed the connection (a `subscribe` push): it restores the subscription
+   * after reconnects, and it stays without handles until the server ends it.
+   */
+  serverSide = false;
   readonly lifecycle = new Emitter<SubscriptionEvents>();
   readonly presence: PresenceTracker;
   readonly typing: TypingTracker;
@@ -132,6 +140,8 @@ export class ChannelState {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the gateway holds (or is about to hold) this subscription. */
   private onServer = false;
+  /** Connected: the gateway restores this server-side subscription by itself (a push, or 2000). */
+  private awaitingServer = false;
   /** Subscription tokens, for channels that take them. */
   private getToken: SubscriptionTokenSource | undefined;
   /** Sends `subRefresh` before the subscription token expires (only with `getToken`). */
@@ -215,11 +225,16 @@ export class ChannelState {
   /** Brings the gateway in line with the handles: subscribe, unsubscribe, or nothing. */
   sync(): void {
     if (this.phase === "ended") return;
-    if (this.refs === 0) {
+    if (this.refs === 0 && !this.serverSide) {
       this.end();
       return;
     }
-    if (this.phase === "pending" && this.retryTimer === undefined && this.host.isConnected()) {
+    if (
+      this.phase === "pending" &&
+      !this.awaitingServer &&
+      this.retryTimer === undefined &&
+      this.host.isConnected()
+    ) {
       this.subscribe();
     }
   }
@@ -231,6 +246,7 @@ export class ChannelState {
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     this.phase = "pending";
+    this.awaitingServer = this.serverSide;
     this.sync();
   }
 
@@ -256,9 +272,31 @@ export class ChannelState {
     }
   }
 
+  /**
+   * A `subscribe` push: the server subscribed the connection, or restored the server-side
+   * subscription after a reconnect (recovering from the position sent in `connect`). Takes
+   * over from a client subscribe in flight or refused (the gateway answers that one 105).
+   */
+  serverSubscribed(result: SubscribeResult): void {
+    if (this.phase === "ended") return;
+    this.serverSide = true;
+    this.awaitingServer = false;
+    // Subscribed already on this connection: the publications flow on.
+    if (this.phase === "subscribed") return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const attempt = ++this.attemptId;
+    const recover =
+      this.position !== null && this.position.epoch !== "" ? { ...this.position } : undefined;
+    this.phase = "subscribing";
+    this.onServer = true;
+    this.subscribed(result, recover, attempt);
+  }
+
   /** A server-side `unsubscribe` push. */
   serverUnsubscribe(code: number, reason: string): void {
     if (this.phase === "ended") return;
+    this.awaitingServer = false;
     this.tokenRefresher?.stop();
     this.attemptId += 1;
     this.onServer = false;

@@ -27,6 +27,9 @@ import {
   type PublishResult,
   type ReconnectAdvice,
   type RefreshResult,
+  type RpcResult,
+  type StreamPosition,
+  type SubscribeResult,
   type WirePush,
 } from "./protocol.js";
 import { toPublication, type EventMap, type Publication } from "./publication.js";
@@ -39,9 +42,20 @@ import { TransportSelector } from "./transport/select.js";
 import { createWebSocketTransport } from "./transport/websocket.js";
 import type { Typer } from "./typing.js";
 
-interface Queued extends QueuedPublication {
-  resolve: (value: PublishResult) => void;
+/** A command that waits in the offline queue for the next connect. */
+interface Queued {
+  method: "publish" | "rpc";
+  params: unknown;
+  /** The reply timeout once sent. */
+  timeoutMs: number;
+  resolve: (value: unknown) => void;
   reject: (error: HeraldError) => void;
+}
+
+/** Options of {@link HeraldClient.rpc}. */
+export interface RpcOptions {
+  /** How long to wait for the reply once the call is sent, ms. Default: `commandTimeoutMs`. */
+  timeout?: number;
 }
 
 /** How long to wait for the close after a `disconnect` push before closing ourselves. */
@@ -79,6 +93,11 @@ export class HeraldClient {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private disconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private disconnectPush: { code: number; reason: string } | null = null;
+  /**
+   * Pushes that came before the `connect` reply was handled (the gateway may send the
+   * restored server-side subscriptions in the same frame as the reply).
+   */
+  private heldPushes: WirePush[] = [];
 
   private token: string | null = null;
   /** The cached token must not be used again (the gateway said it expired). */
@@ -265,9 +284,18 @@ export class HeraldClient {
     return new Subscription<E>(state);
   }
 
-  /** The channels with at least one live handle. */
+  /** The channels with at least one live handle, and the server-side subscriptions. */
   getChannels(): string[] {
     return [...this.channels.keys()];
+  }
+
+  /**
+   * The channels the server subscribed this client to (gRPC `Subscribe`; see the
+   * `server_subscribed` and `server_unsubscribed` events). `subscribe(channel)` gives a
+   * handle on one without sending anything; dropping handles does not end it, the server does.
+   */
+  getServerSubscriptions(): string[] {
+    return [...this.channels.values()].filter((c) => c.serverSide).map((c) => c.channel);
   }
 
   /**
@@ -292,19 +320,55 @@ export class HeraldClient {
    * (it may or may not have been applied).
    */
   publish(channel: string, event: string, data: unknown): Promise<PublishResult> {
-    if (this.state === "connected")
-      return this.send<PublishResult>("publish", { channel, event, data });
-    return new Promise<PublishResult>((resolve, reject) => {
-      const dropped = this.queue.push({ channel, event, data, resolve, reject });
-      for (const item of dropped) {
+    return this.sendOrQueue<PublishResult>("publish", { channel, event, data });
+  }
+
+  /**
+   * Calls `method` on the app's backend through the gateway (protocol command `rpc`) and
+   * resolves with the `data` it returned (null when none). Fails with a {@link HeraldError}:
+   * the backend's own error code (1000 and up) and message as it sent them, or the gateway's
+   * (104 method not allowed, 108 rpc not configured, 110 too many requests, 112 backend
+   * unavailable, 113 backend timeout). Offline it waits in the offline queue like a publish
+   * (in order with them), and a call sent but not answered when the connection dropped fails
+   * with `disconnected` (the backend may or may not have run it).
+   *
+   * @typeParam T - what the method returns (not checked: your backend's contract).
+   */
+  async rpc<T = unknown>(method: string, data?: unknown, options: RpcOptions = {}): Promise<T> {
+    const params = data === undefined ? { method } : { method, data };
+    const result = await this.sendOrQueue<RpcResult>("rpc", params, options.timeout);
+    return (result.data ?? null) as T;
+  }
+
+  /**
+   * Sends a publish or an rpc now, or queues it for the next connect (dropping the oldest
+   * queued one when full).
+   */
+  private sendOrQueue<T>(
+    method: Queued["method"],
+    params: unknown,
+    timeoutMs = this.options.commandTimeoutMs,
+  ): Promise<T> {
+    if (this.state === "connected") return this.send<T>(method, params, timeoutMs);
+    return new Promise<T>((resolve, reject) => {
+      const queued: Queued = {
+        method,
+        params,
+        timeoutMs,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+      };
+      for (const item of this.queue.push(queued)) {
         item.reject(
-          new HeraldError("queue_overflow", "publish dropped: the offline queue is full", true),
+          new HeraldError(
+            "queue_overflow",
+            `${item.method} dropped: the offline queue is full`,
+            true,
+          ),
         );
-        this.events.emit("queue_overflow", {
-          channel: item.channel,
-          event: item.event,
-          data: item.data,
-        });
+        if (item.method === "publish") {
+          this.events.emit("queue_overflow", { ...(item.params as QueuedPublication) });
+        }
       }
     });
   }
@@ -488,11 +552,15 @@ export class HeraldClient {
 
   /** The transport is open: authenticate. */
   private opened(generation: number, token: string): void {
-    this.send<ConnectResult>("connect", {
-      token,
-      name: this.options.name,
-      version: this.options.version,
-    }).then(
+    const params: {
+      token: string;
+      name: string;
+      version: string;
+      subs?: Record<string, StreamPosition>;
+    } = { token, name: this.options.name, version: this.options.version };
+    const subs = this.serverPositions();
+    if (subs) params.subs = subs;
+    this.send<ConnectResult>("connect", params).then(
       (result) => {
         if (generation === this.generation) this.connected(generation, result);
       },
@@ -505,6 +573,20 @@ export class HeraldClient {
         // Otherwise the gateway closes the connection with the code that says what to do.
       },
     );
+  }
+
+  /**
+   * Where each server-side subscription stands, for the gateway to restore and recover them
+   * (offset 0 and epoch "" on channels without history); undefined when there are none.
+   */
+  private serverPositions(): Record<string, StreamPosition> | undefined {
+    let subs: Record<string, StreamPosition> | undefined;
+    for (const state of this.channels.values()) {
+      if (!state.serverSide) continue;
+      subs ??= {};
+      subs[state.channel] = state.position ? { ...state.position } : { offset: 0, epoch: "" };
+    }
+    return subs;
   }
 
   private connected(generation: number, result: ConnectResult): void {
@@ -520,13 +602,15 @@ export class HeraldClient {
       },
     );
     for (const channel of [...this.channels.values()]) channel.connected();
+    const held = this.heldPushes;
+    this.heldPushes = [];
+    for (const push of held) this.push(push);
     if (this.desiredStatus !== null) {
       this.host.send("setStatus", { status: this.desiredStatus });
     }
     this.waiting.flush((method, params) => this.send(method, params));
     for (const item of this.queue.drain()) {
-      const { channel, event, data } = item;
-      this.send<PublishResult>("publish", { channel, event, data }).then(item.resolve, item.reject);
+      this.send(item.method, item.params, item.timeoutMs).then(item.resolve, item.reject);
     }
     this.events.emit("connected", {
       clientId: result.client,
@@ -541,8 +625,10 @@ export class HeraldClient {
     const messages =
       typeof frame === "string" ? decodeFrame(frame) : (this.codec?.decodeBinaryFrame(frame) ?? []);
     for (const message of messages) {
-      if (message.push) this.push(message.push);
-      else if (typeof message.id === "number") this.commands.reply(message);
+      if (message.push) {
+        if (this.session !== null || message.push.disconnect) this.push(message.push);
+        else this.heldPushes.push(message.push);
+      } else if (typeof message.id === "number") this.commands.reply(message);
     }
   }
 
@@ -561,15 +647,38 @@ export class HeraldClient {
       this.status(name, push.status.user, push.status.status, push.status.lastSeen);
       return;
     }
+    if (push.subscribe) {
+      this.serverSubscribe(name, push.subscribe);
+      return;
+    }
     const channel = this.channels.get(name);
     if (!channel) return;
     if (push.pub) channel.publication(push.pub);
-    else if (push.unsubscribe)
-      channel.serverUnsubscribe(push.unsubscribe.code, push.unsubscribe.reason);
-    else if (push.join) channel.presenceEvent("join", push.join);
+    else if (push.unsubscribe) {
+      const { code, reason } = push.unsubscribe;
+      const serverSide = channel.serverSide;
+      channel.serverUnsubscribe(code, reason);
+      if (serverSide && channel.phase === "ended") {
+        this.events.emit("server_unsubscribed", { channel: name, code, reason });
+      }
+    } else if (push.join) channel.presenceEvent("join", push.join);
     else if (push.leave) channel.presenceEvent("leave", push.leave);
     else if (push.presence) channel.presenceDiff(push.presence);
     else if (push.typing) channel.typingEvent(push.typing);
+  }
+
+  /** A `subscribe` push: the server subscribed this connection to `name`, or restored it. */
+  private serverSubscribe(name: string, result: SubscribeResult): void {
+    let state = this.channels.get(name);
+    if (!state) {
+      state = new ChannelState(name, this.host);
+      this.channels.set(name, state);
+    }
+    const added = !state.serverSide;
+    state.serverSide = true;
+    // Before the subscription activates, so that handles made in the listener see it all.
+    if (added) this.events.emit("server_subscribed", { channel: name });
+    state.serverSubscribed(result);
   }
 
   private status(channel: string, user: string, status: string, lastSeen?: number): void {
@@ -668,6 +777,7 @@ export class HeraldClient {
     this.disconnectPush = null;
     this.transport = null;
     this.session = null;
+    this.heldPushes = [];
     this.commands.failAll(code);
     for (const channel of this.channels.values()) channel.disconnected();
   }

@@ -26,6 +26,7 @@ import {
   PublishRequestSchema,
   RefreshRequestSchema,
   ReplySchema,
+  RpcRequestSchema,
   SetStatusRequestSchema,
   StreamPositionSchema,
   SubRefreshRequestSchema,
@@ -38,10 +39,13 @@ import {
   type Push,
   type Reply,
   type Result,
+  type SubscribeResult,
   type TypingPush,
 } from "./gen/herald/v1/client_pb.js";
 import type {
   ServerMessage,
+  StreamPosition,
+  SubscribeResult as WireSubscribeResult,
   WirePresenceMember,
   WirePublication,
   WirePush,
@@ -68,28 +72,28 @@ function int(value: unknown): bigint {
 function method(name: string, p: Params): Command["method"] {
   const channel = str(p.channel);
   switch (name) {
-    case "connect":
+    case "connect": {
+      const subs = (p.subs ?? {}) as Record<string, Partial<StreamPosition>>;
       return {
         case: name,
         value: create(ConnectRequestSchema, {
           token: str(p.token),
           name: str(p.name),
           version: str(p.version),
+          subs: Object.fromEntries(
+            Object.entries(subs).map(([channel, position]) => [channel, streamPosition(position)]),
+          ),
         }),
       };
+    }
     case "subscribe": {
-      const recover = p.recover as { offset?: unknown; epoch?: unknown } | undefined;
+      const recover = p.recover as Partial<StreamPosition> | undefined;
       return {
         case: name,
         value: create(SubscribeRequestSchema, {
           channel,
           token: str(p.token),
-          recover: recover
-            ? create(StreamPositionSchema, {
-                offset: int(recover.offset),
-                epoch: str(recover.epoch),
-              })
-            : undefined,
+          recover: recover ? streamPosition(recover) : undefined,
         }),
       };
     }
@@ -101,6 +105,14 @@ function method(name: string, p: Params): Command["method"] {
         value: create(PublishRequestSchema, {
           channel,
           event: str(p.event),
+          data: encoder.encode(JSON.stringify(p.data ?? null)),
+        }),
+      };
+    case "rpc":
+      return {
+        case: name,
+        value: create(RpcRequestSchema, {
+          method: str(p.method),
           data: encoder.encode(JSON.stringify(p.data ?? null)),
         }),
       };
@@ -139,6 +151,13 @@ function method(name: string, p: Params): Command["method"] {
     default:
       throw new TypeError(`herald: no binary form for method ${JSON.stringify(name)}`);
   }
+}
+
+function streamPosition(position: Partial<StreamPosition>) {
+  return create(StreamPositionSchema, {
+    offset: int(position.offset),
+    epoch: str(position.epoch),
+  });
 }
 
 /** One or more newline-separated JSON commands as one binary frame. */
@@ -229,16 +248,7 @@ function result(r: Result): unknown {
     case "connect":
       return { ...plain(value), expires: Number(value.expires) };
     case "subscribe":
-      return {
-        offset: Number(value.offset),
-        epoch: value.epoch,
-        recoverable: value.recoverable,
-        recovered: value.recovered,
-        publications: value.publications.map(publication),
-        ...(value.more ? { more: true } : {}),
-        ...(value.typing.length > 0 ? { typing: value.typing.map(typer) } : {}),
-        ...(value.expires !== undefined ? { expires: Number(value.expires) } : {}),
-      };
+      return subscribeResult(value);
     case "publish":
       return { offset: Number(value.offset), epoch: value.epoch };
     case "history":
@@ -259,7 +269,24 @@ function result(r: Result): unknown {
       };
     case "presenceStats":
       return { users: Number(value.users), clients: Number(value.clients) };
+    case "rpc":
+      // Empty: the backend returned no data.
+      return { data: value.data.length === 0 ? null : json(value.data) };
   }
+}
+
+/** A subscribe result, the reply's or the `subscribe` push's. */
+function subscribeResult(value: SubscribeResult): WireSubscribeResult {
+  return {
+    offset: Number(value.offset),
+    epoch: value.epoch,
+    recoverable: value.recoverable,
+    recovered: value.recovered,
+    publications: value.publications.map(publication),
+    ...(value.more ? { more: true } : {}),
+    ...(value.typing.length > 0 ? { typing: value.typing.map(typer) } : {}),
+    ...(value.expires !== undefined ? { expires: Number(value.expires) } : {}),
+  };
 }
 
 /** A generated message's fields without its `$typeName`. */
@@ -303,6 +330,9 @@ function push(p: Push): WirePush {
         status: value.status,
         ...(value.lastSeen !== 0n ? { lastSeen: Number(value.lastSeen) } : {}),
       };
+      break;
+    case "subscribe":
+      out.subscribe = subscribeResult(value);
       break;
   }
   return out;

@@ -4,7 +4,7 @@ import type { WireError } from "./protocol.js";
  * Codes of errors the client raises itself, not the gateway:
  * - `timeout`: no reply within the command timeout;
  * - `disconnected`: the connection ended before the reply, or the client is not connected;
- * - `queue_overflow`: a publish queued while offline was dropped to make room;
+ * - `queue_overflow`: a publish or rpc queued while offline was dropped to make room;
  * - `client_closed`: `disconnect()` was called while the command was pending or queued;
  * - `transport`: the transport failed (a bad handshake, a lost SSE session).
  */
@@ -17,7 +17,10 @@ export type LocalErrorCode =
  * `temporary` says whether the same command may succeed when tried again later.
  */
 export class HeraldError extends Error {
-  /** The protocol's error code (100–111), or a {@link LocalErrorCode}. */
+  /**
+   * The protocol's error code (100–113), the app's backend's own code (1000 and up, from
+   * `rpc`), or a {@link LocalErrorCode}.
+   */
   readonly code: number | LocalErrorCode;
   /** Whether the same command may succeed later. */
   readonly temporary: boolean;

@@ -1,3 +1,4 @@
+import type { UnsubscribedInfo } from "./channel.js";
 import type { HeraldError } from "./errors.js";
 import type { PresenceStatus } from "./presence.js";
 import type { ReconnectAdvice } from "./protocol.js";
@@ -62,7 +63,10 @@ export interface ClientEvents {
   connection_degraded: (info: { latency: number }) => void;
   /** After `connection_degraded`: a round trip is back under `degradedLatencyMs`. */
   connection_recovered: (info: { latency: number }) => void;
-  /** The offline queue was full: its oldest publish was dropped (its promise rejects). */
+  /**
+   * The offline queue was full: its oldest publish was dropped (its promise rejects). A
+   * dropped rpc only rejects its promise (`queue_overflow`).
+   */
   queue_overflow: (dropped: QueuedPublication) => void;
   /** Each ping round trip, ms. */
   latency: (latency: number) => void;
@@ -74,6 +78,15 @@ export interface ClientEvents {
   token_refreshed: (info: { expires: number }) => void;
   /** A user's status changed in an org. */
   status: (change: UserStatusChange) => void;
+  /**
+   * The server subscribed this client to a channel (gRPC `Subscribe`, or restored on the
+   * first connect of this client). `subscribe(info.channel)` gives a handle on it (sending
+   * nothing); listeners added in this callback see the subscription's events and publications
+   * from the start. Restores after a reconnect emit only the subscription's own events.
+   */
+  server_subscribed: (info: { channel: string }) => void;
+  /** The server ended a server-side subscription (gRPC `Unsubscribe`: code 2000). */
+  server_unsubscribed: (info: UnsubscribedInfo) => void;
   /** Something failed that no promise reports (getToken, refresh, a subscribe). */
   error: (error: HeraldError) => void;
 }

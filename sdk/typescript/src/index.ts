@@ -13,7 +13,7 @@
  * @packageDocumentation
  */
 
-export { createClient, HeraldClient } from "./client.js";
+export { createClient, HeraldClient, type RpcOptions } from "./client.js";
 export type {
   ClientEvents,
   ConnectedInfo,
@@ -53,6 +53,7 @@ export {
   UnsubscribeCodes,
   type PublishResult,
   type ReconnectAdvice,
+  type RpcResult,
   type StreamPosition,
 } from "./protocol.js";
 export type { WebSocketConstructor, WebSocketLike } from "./transport/websocket.js";

@@ -74,6 +74,12 @@ export interface PublishResult {
   epoch: string;
 }
 
+/** `rpc` result. */
+export interface RpcResult {
+  /** What the app's backend returned (JSON); null when it returned nothing. */
+  data: unknown;
+}
+
 /** `history` result. */
 export interface HistoryResult {
   publications: WirePublication[];
@@ -153,6 +159,8 @@ export interface WirePush {
   presence?: WirePresenceDiff;
   typing?: WireTyper;
   status?: WireStatus;
+  /** The server subscribed the connection to `channel` (a server-side subscription). */
+  subscribe?: SubscribeResult;
 }
 
 /** Any server message. */
@@ -163,7 +171,10 @@ export interface ServerMessage {
   push?: WirePush;
 }
 
-/** Protocol error codes (in `error` replies). */
+/**
+ * Protocol error codes (in `error` replies). Codes from 1000 up are the app's backend's own,
+ * passed through by `rpc`.
+ */
 export const ErrorCodes = {
   internal: 100,
   unauthorized: 101,
@@ -177,11 +188,15 @@ export const ErrorCodes = {
   tokenExpired: 109,
   tooManyRequests: 110,
   unavailable: 111,
+  /** `rpc`: the app's backend is unreachable or answered nonsense (temporary). */
+  backendUnavailable: 112,
+  /** `rpc`: the app's backend did not answer in time (temporary). */
+  backendTimeout: 113,
 } as const;
 
 /** Server-side `unsubscribe` push codes. */
 export const UnsubscribeCodes = {
-  /** The server ended the subscription: do not resubscribe. */
+  /** The server ended the subscription (gRPC `Unsubscribe`…): do not resubscribe. */
   server: 2000,
   /** The subscription token expired: get a new one and resubscribe, recovering. */
   tokenExpired: 2401,
@@ -200,6 +215,8 @@ export const CloseCodes = {
   messageTooLarge: 4009,
   tooManyRequests: 4100,
   connectionLimit: 4101,
+  /** Temporarily unavailable (e.g. the state failed while restoring server-side subscriptions). */
+  unavailable: 4102,
   shutdown: 4200,
   slowConsumer: 4201,
   noPong: 4202,

@@ -78,6 +78,14 @@ export class Subscription<E extends EventMap = EventMap> {
     return this.released ? "ended" : this.channelState.phase;
   }
 
+  /**
+   * Whether the server subscribed the connection to this channel (gRPC `Subscribe`): it is
+   * restored after reconnects by the gateway, and dropping handles does not end it.
+   */
+  get serverSide(): boolean {
+    return this.channelState.serverSide;
+  }
+
   /** The last position seen (offset and epoch), or null on channels without history. */
   get position(): StreamPosition | null {
     const position = this.channelState.position;

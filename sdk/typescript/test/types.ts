@@ -36,4 +36,10 @@ export function typedEvents(): void {
     (data) => ["message", data.id],
   );
   stop();
+  // rpc resolves with what the backend returned: unknown unless the caller says.
+  void herald.rpc("message:send", { text: "hi" }).then((data) => {
+    // @ts-expect-error: unknown until typed
+    void data.offset;
+  });
+  void herald.rpc<{ offset: number }>("message:send").then((data) => void (data.offset + 1));
 }

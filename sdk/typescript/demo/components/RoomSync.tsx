@@ -21,7 +21,7 @@ export function RoomSync({
   const client = useHerald();
   const add = (_data: unknown, publication: Publication) =>
     dispatch({ type: "publications", channel, publications: [publication] });
-  useChannelEvent(channel, "message.created", add);
+  useChannelEvent(channel, "message", add);
   useChannelEvent(channel, "reaction.added", add);
   useChannelEvent(channel, "reaction.removed", add);
   useEffect(() => {

@@ -1,11 +1,19 @@
 /**
  * The user's own messages until the gateway sends them back: sending, queued while offline
- * (the client sends them on reconnect), or failed with a retry. A message leaves the outbox
- * when its publication is in the room's feed.
+ * (the client sends them on reconnect), or failed with a retry. A message is sent with
+ * `rpc("message:send")` to the demo backend, which publishes it; it leaves the outbox when
+ * its publication is in the room's feed.
  */
 import { useCallback, useEffect, useState } from "react";
 import { useHerald } from "../../src/react/index.js";
-import { EMPTY_FEED, messageIds, newMessageId, type Feed, type PendingMessage } from "../feed.js";
+import {
+  arrived,
+  EMPTY_FEED,
+  newMessageId,
+  topOffset,
+  type Feed,
+  type PendingMessage,
+} from "../feed.js";
 
 export interface Outbox {
   /** Per channel, the messages not yet seen in its feed. */
@@ -24,50 +32,67 @@ export function useOutbox(user: string, feeds: Readonly<Record<string, Feed>>): 
       let changed = false;
       const next: Record<string, readonly PendingMessage[]> = {};
       for (const [channel, items] of Object.entries(previous)) {
-        const ids = messageIds(feeds[channel] ?? EMPTY_FEED);
-        const kept = items.filter((item) => !ids.has(item.id));
+        const back = arrived(feeds[channel] ?? EMPTY_FEED, user, items);
+        const kept = items.filter((item) => !back.has(item.id));
         if (kept.length !== items.length) changed = true;
         next[channel] = kept;
       }
       return changed ? next : previous;
     });
-  }, [feeds]);
+  }, [feeds, user]);
 
-  const publishMessage = useCallback(
+  const update = useCallback(
+    (channel: string, id: string, change: Partial<PendingMessage>) =>
+      setPending((previous) => ({
+        ...previous,
+        [channel]: (previous[channel] ?? []).map((p) => (p.id === id ? { ...p, ...change } : p)),
+      })),
+    [],
+  );
+
+  const sendMessage = useCallback(
     (channel: string, item: PendingMessage) => {
-      client
-        .publish(channel, "message.created", { id: item.id, text: item.text })
-        .catch((error: unknown) => {
-          console.warn("publish failed:", error);
-          setPending((previous) => ({
-            ...previous,
-            [channel]: (previous[channel] ?? []).map((p) =>
-              p.id === item.id ? { ...p, failed: true } : p,
-            ),
-          }));
-        });
+      client.rpc<{ offset?: unknown } | null>("message:send", { channel, text: item.text }).then(
+        (result) => {
+          const offset = result?.offset;
+          if (typeof offset === "number") update(channel, item.id, { offset });
+        },
+        (error: unknown) => {
+          console.warn("message:send failed:", error);
+          update(channel, item.id, { failed: true });
+        },
+      );
     },
-    [client],
+    [client, update],
   );
 
   const send = (channel: string, text: string) => {
-    const item: PendingMessage = { id: newMessageId(user), text, ts: Date.now(), failed: false };
+    const feed = feeds[channel] ?? EMPTY_FEED;
+    const item: PendingMessage = {
+      id: newMessageId(user),
+      text,
+      ts: Date.now(),
+      failed: false,
+      after: { epoch: feed.epoch, offset: topOffset(feed) },
+    };
     setPending((previous) => ({
       ...previous,
       [channel]: [...(previous[channel] ?? []), item],
     }));
-    publishMessage(channel, item);
+    sendMessage(channel, item);
   };
 
   const retry = (channel: string, id: string) => {
     const item = pending[channel]?.find((p) => p.id === id);
     if (!item) return;
-    const again = { ...item, failed: false };
-    setPending((previous) => ({
-      ...previous,
-      [channel]: (previous[channel] ?? []).map((p) => (p.id === id ? again : p)),
-    }));
-    publishMessage(channel, again);
+    const feed = feeds[channel] ?? EMPTY_FEED;
+    const again: PendingMessage = {
+      ...item,
+      failed: false,
+      after: { epoch: feed.epoch, offset: topOffset(feed) },
+    };
+    update(channel, id, again);
+    sendMessage(channel, again);
   };
 
   return { pending, send, retry };

@@ -150,3 +150,35 @@ export function useConnectionState(): ConnectionSnapshot {
   }, [client]);
   return useSyncExternalStore(subscribe, read, read);
 }
+
+/**
+ * The channels the server subscribed this client to (`herald.getServerSubscriptions()`),
+ * re-rendering when the server adds or removes one. Use `useChannelEvent`, `usePresence` and
+ * `useTyping` on them as on any channel: they subscribe nothing more.
+ */
+export function useServerSubscriptions(): readonly string[] {
+  const client = useHerald();
+  const last = useRef<readonly string[]>([]);
+  const subscribe = useCallback(
+    (onChange: () => void) => {
+      const offs = [
+        client.on("server_subscribed", onChange),
+        client.on("server_unsubscribed", onChange),
+      ];
+      return () => {
+        for (const off of offs) off();
+      };
+    },
+    [client],
+  );
+  const read = useCallback((): readonly string[] => {
+    const next = client.getServerSubscriptions();
+    const previous = last.current;
+    if (previous.length === next.length && previous.every((channel, i) => channel === next[i])) {
+      return previous;
+    }
+    last.current = next;
+    return next;
+  }, [client]);
+  return useSyncExternalStore(subscribe, read, read);
+}

@@ -8,6 +8,8 @@
  * const members = usePresence("org:acme:ch:general");
  * const { typers, setTyping } = useTyping("org:acme:ch:general");
  * const { state, latency, degraded } = useConnectionState();
+ * const { call, data, error, loading } = useRpc("message:send");
+ * const channels = useServerSubscriptions();
  * ```
  *
  * @packageDocumentation
@@ -18,8 +20,10 @@ export {
   useChannelEvent,
   useConnectionState,
   usePresence,
+  useServerSubscriptions,
   useTyping,
   type ConnectionSnapshot,
   type TypingState,
 } from "./hooks.js";
 export { useInvalidateOn } from "./query.js";
+export { useRpc, type RpcState } from "./rpc.js";

@@ -19,6 +19,8 @@ interface HeraldStub extends grpc.Client {
   >;
   Disconnect: Unary<{ user: string; code: number; reason: string }, { connections: number }>;
   Info: Unary<Record<string, never>, { nodes: { id: string; connections: number }[] }>;
+  Subscribe: Unary<{ user: string; channel: string; client?: string }, Record<string, never>>;
+  Unsubscribe: Unary<{ user: string; channel: string; client?: string }, Record<string, never>>;
 }
 
 export interface Api {
@@ -29,6 +31,10 @@ export interface Api {
   ): Promise<{ offset: number; epoch: string }>;
   disconnect(user: string, code: number, reason?: string): Promise<number>;
   connections(): Promise<number>;
+  /** A server-side subscription of every connection of `user` (or of connection `client`). */
+  subscribe(user: string, channel: string, client?: string): Promise<void>;
+  /** Ends a server-side subscription of `user` (or of connection `client`). */
+  unsubscribe(user: string, channel: string, client?: string): Promise<void>;
   close(): void;
 }
 
@@ -61,6 +67,12 @@ export function connectApi(address: string, apiKey: string): Api {
       (await call(stub.Disconnect, { user, code, reason })).connections,
     connections: async () =>
       (await call(stub.Info, {})).nodes.reduce((sum, node) => sum + Number(node.connections), 0),
+    subscribe: async (user, channel, client) => {
+      await call(stub.Subscribe, { user, channel, client });
+    },
+    unsubscribe: async (user, channel, client) => {
+      await call(stub.Unsubscribe, { user, channel, client });
+    },
     close: () => stub.close(),
   };
 }

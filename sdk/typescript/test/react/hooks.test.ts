@@ -8,8 +8,11 @@ import {
   useConnectionState,
   useInvalidateOn,
   usePresence,
+  useRpc,
+  useServerSubscriptions,
   useTyping,
   type ConnectionSnapshot,
+  type RpcState,
   type TypingState,
 } from "../../src/react/index.js";
 import { connectedClient, FakeWebSocket, fakeClient, flush } from "../helpers/fake-websocket.js";
@@ -139,5 +142,92 @@ describe("React hooks", () => {
       },
     });
     expect(queryClient.invalidateQueries).toHaveBeenCalledWith({ queryKey: ["message", "m7"] });
+  });
+
+  it("useRpc: loading, then the data or the error of the last call", async () => {
+    const { client, socket } = await connectedClient();
+    const rpc: { current?: RpcState<{ offset: number }> } = {};
+    render(
+      client,
+      createElement(Probe<RpcState<{ offset: number }>>, {
+        hook: () => useRpc<{ offset: number }>("message:send"),
+        out: rpc,
+      }),
+    );
+    expect(rpc.current).toMatchObject({ data: undefined, error: null, loading: false });
+    let first: Promise<{ offset: number }> | undefined;
+    act(() => {
+      first = rpc.current?.call({ text: "hi" });
+    });
+    expect(rpc.current?.loading).toBe(true);
+    expect(socket.command("rpc").params).toEqual({ method: "message:send", data: { text: "hi" } });
+    await act(async () => {
+      socket.reply("rpc", { data: { offset: 3 } });
+      await flush();
+    });
+    expect(await first).toEqual({ offset: 3 });
+    expect(rpc.current).toMatchObject({ data: { offset: 3 }, error: null, loading: false });
+    act(() => {
+      // Ignored: the error lands in the state, not in an unhandled rejection.
+      void rpc.current?.call({ text: "" });
+    });
+    await act(async () => {
+      socket.fail("rpc", 1422, false, "text is empty");
+      await flush();
+    });
+    expect(rpc.current?.loading).toBe(false);
+    expect(rpc.current?.data).toEqual({ offset: 3 });
+    expect(rpc.current?.error).toMatchObject({ code: 1422 });
+  });
+
+  it("useServerSubscriptions re-renders as the server adds and removes them; channel hooks subscribe nothing", async () => {
+    const { client, socket } = await connectedClient();
+    const channels: { current?: readonly string[] } = {};
+    const members: { current?: readonly PresenceMember[] } = {};
+    render(client, [
+      createElement(Probe<readonly string[]>, {
+        key: "s",
+        hook: useServerSubscriptions,
+        out: channels,
+      }),
+    ]);
+    expect(channels.current).toEqual([]);
+    act(() => socket.receive({ push: { channel: CHANNEL, subscribe: ok } }));
+    expect(channels.current).toEqual([CHANNEL]);
+    act(() =>
+      root.render(
+        createElement(
+          StrictMode,
+          null,
+          createElement(HeraldProvider, { client }, [
+            createElement(Probe<readonly string[]>, {
+              key: "s",
+              hook: useServerSubscriptions,
+              out: channels,
+            }),
+            createElement(Probe<readonly PresenceMember[]>, {
+              key: "p",
+              hook: () => usePresence(CHANNEL),
+              out: members,
+            }),
+          ]),
+        ),
+      ),
+    );
+    await act(flush);
+    socket.reply("presence", { members: [{ user: "ann", client: "c1", joinedAt: 1 }] });
+    await act(flush);
+    expect(members.current?.map((m) => m.userId)).toEqual(["ann"]);
+    act(() =>
+      socket.receive({
+        push: {
+          channel: CHANNEL,
+          unsubscribe: { code: 2000, reason: "unsubscribed by the server" },
+        },
+      }),
+    );
+    expect(channels.current).toEqual([]);
+    expect(socket.commands("subscribe")).toHaveLength(0);
+    expect(socket.commands("unsubscribe")).toHaveLength(0);
   });
 });

@@ -6,7 +6,7 @@ describe("close code classes", () => {
   it("maps codes to what the client does", () => {
     expect([4000, 4001, 4003, 4009, 4099].map(reconnectAdvice)).toEqual(Array(5).fill("stop"));
     expect(reconnectAdvice(4002)).toBe("refresh_token");
-    expect([4100, 4101, 4199].map(reconnectAdvice)).toEqual(Array(3).fill("backoff"));
+    expect([4100, 4101, 4102, 4199].map(reconnectAdvice)).toEqual(Array(4).fill("backoff"));
     expect([4200, 4201, 4202, 4299].map(reconnectAdvice)).toEqual(Array(4).fill("now"));
     expect([1000, 1001, 1006, 1011, 4300].map(reconnectAdvice)).toEqual(Array(5).fill("backoff"));
   });

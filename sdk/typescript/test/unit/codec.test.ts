@@ -126,4 +126,96 @@ describe("the binary codec", () => {
     expect(truncated).toHaveLength(5);
     expect(invalid).toHaveLength(1);
   });
+
+  it("carries rpc, connect's server-side positions and the subscribe push", () => {
+    const text = [
+      encodeCommand(1, "connect", {
+        token: "t",
+        name: "n",
+        version: "v",
+        subs: {
+          "org:acme:ch:x": { offset: 12, epoch: "e" },
+          "org:acme:ch:y": { offset: 0, epoch: "" },
+        },
+      }),
+      encodeCommand(2, "rpc", { method: "message:send", data: { text: "hi" } }),
+      encodeCommand(3, "rpc", { method: "ping:me" }),
+    ].join("\n");
+    const [connect, rpc, bare] = commands(encodeBinaryCommands(text));
+    expect(connect?.method).toMatchObject({
+      case: "connect",
+      value: {
+        subs: {
+          "org:acme:ch:x": { offset: 12n, epoch: "e" },
+          "org:acme:ch:y": { offset: 0n, epoch: "" },
+        },
+      },
+    });
+    const decode = (command: Command | undefined) =>
+      command?.method.case === "rpc"
+        ? [
+            command.method.value.method,
+            JSON.parse(new TextDecoder().decode(command.method.value.data)),
+          ]
+        : undefined;
+    expect(decode(rpc)).toEqual(["message:send", { text: "hi" }]);
+    expect(decode(bare)).toEqual(["ping:me", null]);
+
+    const reply = (init: Parameters<typeof create<typeof ReplySchema>>[1]) =>
+      sizeDelimitedEncode(ReplySchema, create(ReplySchema, init));
+    const rpcResult = (data: string) =>
+      reply({
+        id: 2n,
+        kind: {
+          case: "result",
+          value: { result: { case: "rpc", value: { data: new TextEncoder().encode(data) } } },
+        },
+      });
+    const frame = concat(
+      rpcResult('{"offset":7}'),
+      rpcResult(""),
+      reply({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme:ch:x",
+            kind: {
+              case: "subscribe",
+              value: {
+                offset: 13n,
+                epoch: "e",
+                recoverable: true,
+                recovered: true,
+                publications: [
+                  {
+                    event: "m",
+                    data: new TextEncoder().encode("1"),
+                    offset: 13n,
+                    epoch: "e",
+                    ts: 5n,
+                  },
+                ],
+              },
+            },
+          },
+        },
+      }),
+    );
+    expect(decodeBinaryFrame(frame)).toEqual([
+      { id: 2, result: { data: { offset: 7 } } },
+      { id: 2, result: { data: null } },
+      {
+        push: {
+          channel: "org:acme:ch:x",
+          subscribe: {
+            offset: 13,
+            epoch: "e",
+            recoverable: true,
+            recovered: true,
+            publications: [{ event: "m", data: 1, offset: 13, epoch: "e", ts: 5 }],
+          },
+        },
+      },
+    ]);
+  });
 });

@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file herald/v1/client.proto.
  */
 export const file_herald_v1_client: GenFile = /*@__PURE__*/
-  fileDesc("ChZoZXJhbGQvdjEvY2xpZW50LnByb3RvEhBoZXJhbGQudjEuY2xpZW50IroFCgdDb21tYW5kEgoKAmlkGAEgASgEEjMKB2Nvbm5lY3QYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LkNvbm5lY3RSZXF1ZXN0SAASNwoJc3Vic2NyaWJlGAMgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXF1ZXN0SAASOwoLdW5zdWJzY3JpYmUYBCABKAsyJC5oZXJhbGQudjEuY2xpZW50LlVuc3Vic2NyaWJlUmVxdWVzdEgAEjMKB3B1Ymxpc2gYBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlB1Ymxpc2hSZXF1ZXN0SAASMwoHaGlzdG9yeRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlcXVlc3RIABIzCgdyZWZyZXNoGAcgASgLMiAuaGVyYWxkLnYxLmNsaWVudC5SZWZyZXNoUmVxdWVzdEgAEi0KBHBpbmcYCCABKAsyHS5oZXJhbGQudjEuY2xpZW50LlBpbmdSZXF1ZXN0SAASOgoLc3ViX3JlZnJlc2gYCSABKAsyIy5oZXJhbGQudjEuY2xpZW50LlN1YlJlZnJlc2hSZXF1ZXN0SAASNQoIcHJlc2VuY2UYCiABKAsyIS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVxdWVzdEgAEkAKDnByZXNlbmNlX3N0YXRzGAsgASgLMiYuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVN0YXRzUmVxdWVzdEgAEjgKCnNldF9zdGF0dXMYDCABKAsyIi5oZXJhbGQudjEuY2xpZW50LlNldFN0YXR1c1JlcXVlc3RIABIxCgZ0eXBpbmcYDSABKAsyHy5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1JlcXVlc3RIAEIICgZtZXRob2QimQEKBVJlcGx5EgoKAmlkGAEgASgEEioKBnJlc3VsdBgCIAEoCzIYLmhlcmFsZC52MS5jbGllbnQuUmVzdWx0SAASKAoFZXJyb3IYAyABKAsyFy5oZXJhbGQudjEuY2xpZW50LkVycm9ySAASJgoEcHVzaBgEIAEoCzIWLmhlcmFsZC52MS5jbGllbnQuUHVzaEgAQgYKBGtpbmQixQMKBlJlc3VsdBIyCgdjb25uZWN0GAEgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5Db25uZWN0UmVzdWx0SAASNgoJc3Vic2NyaWJlGAIgASgLMiEuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXN1bHRIABIyCgdwdWJsaXNoGAQgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5QdWJsaXNoUmVzdWx0SAASMgoHaGlzdG9yeRgFIAEoCzIfLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlc3VsdEgAEjIKB3JlZnJlc2gYBiABKAsyHy5oZXJhbGQudjEuY2xpZW50LlJlZnJlc2hSZXN1bHRIABIsCgRwaW5nGAcgASgLMhwuaGVyYWxkLnYxLmNsaWVudC5QaW5nUmVzdWx0SAASNAoIcHJlc2VuY2UYCCABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVzdWx0SAASPwoOcHJlc2VuY2Vfc3RhdHMYCSABKAsyJS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlU3RhdHNSZXN1bHRIAEIICgZyZXN1bHRKBAgDEAQiOQoFRXJyb3ISDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJEhEKCXRlbXBvcmFyeRgDIAEoCCI+Cg5Db25uZWN0UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB3ZlcnNpb24YAyABKAkiWgoNQ29ubmVjdFJlc3VsdBIOCgZjbGllbnQYASABKAkSDAoEdXNlchgCIAEoCRIMCgRub2RlGAMgASgJEgwKBHBpbmcYBCABKA0SDwoHZXhwaXJlcxgFIAEoAyIvCg5TdHJlYW1Qb3NpdGlvbhIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiZQoQU3Vic2NyaWJlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg0KBXRva2VuGAIgASgJEjEKB3JlY292ZXIYAyABKAsyIC5oZXJhbGQudjEuY2xpZW50LlN0cmVhbVBvc2l0aW9uImMKC1B1YmxpY2F0aW9uEg0KBWV2ZW50GAEgASgJEgwKBGRhdGEYAiABKAwSDgoGb2Zmc2V0GAMgASgEEg0KBWVwb2NoGAQgASgJEgoKAnRzGAUgASgDEgwKBGZyb20YBiABKAki6wEKD1N1YnNjcmliZVJlc3VsdBIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkSEwoLcmVjb3ZlcmFibGUYAyABKAgSEQoJcmVjb3ZlcmVkGAQgASgIEjMKDHB1YmxpY2F0aW9ucxgFIAMoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb24SDAoEbW9yZRgGIAEoCBIsCgZ0eXBpbmcYByADKAsyHC5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1B1c2gSFAoHZXhwaXJlcxgIIAEoA0gAiAEBQgoKCF9leHBpcmVzIiUKElVuc3Vic2NyaWJlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIj4KDlB1Ymxpc2hSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFZXZlbnQYAiABKAkSDAoEZGF0YRgDIAEoDCIuCg1QdWJsaXNoUmVzdWx0Eg4KBm9mZnNldBgBIAEoBBINCgVlcG9jaBgCIAEoCSJrCg5IaXN0b3J5UmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhIKBWxpbWl0GAIgASgNSACIAQESGQoMc2luY2Vfb2Zmc2V0GAMgASgESAGIAQFCCAoGX2xpbWl0Qg8KDV9zaW5jZV9vZmZzZXQicQoNSGlzdG9yeVJlc3VsdBIzCgxwdWJsaWNhdGlvbnMYASADKAsyHS5oZXJhbGQudjEuY2xpZW50LlB1YmxpY2F0aW9uEg4KBm9mZnNldBgCIAEoBBINCgVlcG9jaBgDIAEoCRIMCgRtb3JlGAQgASgIIh8KDlJlZnJlc2hSZXF1ZXN0Eg0KBXRva2VuGAEgASgJIiAKDVJlZnJlc2hSZXN1bHQSDwoHZXhwaXJlcxgBIAEoAyINCgtQaW5nUmVxdWVzdCIYCgpQaW5nUmVzdWx0EgoKAnRzGAEgASgDIjMKEVN1YlJlZnJlc2hSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFdG9rZW4YAiABKAkiMgoPUHJlc2VuY2VSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDgoGY3Vyc29yGAIgASgJIicKFFByZXNlbmNlU3RhdHNSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiIgoQU2V0U3RhdHVzUmVxdWVzdBIOCgZzdGF0dXMYASABKAkiMAoNVHlwaW5nUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg4KBmFjdGl2ZRgCIAEoCCJfCg5QcmVzZW5jZU1lbWJlchIMCgR1c2VyGAEgASgJEg4KBmNsaWVudBgCIAEoCRIMCgRpbmZvGAMgASgMEg4KBnN0YXR1cxgEIAEoCRIRCglqb2luZWRfYXQYBSABKAMiYQoOUHJlc2VuY2VSZXN1bHQSMQoHbWVtYmVycxgBIAMoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXISDAoEbW9yZRgCIAEoCBIOCgZjdXJzb3IYAyABKAkiNQoTUHJlc2VuY2VTdGF0c1Jlc3VsdBINCgV1c2VycxgBIAEoBBIPCgdjbGllbnRzGAIgASgEIjgKClR5cGluZ1B1c2gSDAoEdXNlchgBIAEoCRIMCgRpbmZvGAIgASgMEg4KBmFjdGl2ZRgDIAEoCCI9CgpVc2VyU3RhdHVzEgwKBHVzZXIYASABKAkSDgoGc3RhdHVzGAIgASgJEhEKCWxhc3Rfc2VlbhgDIAEoAyK8AwoEUHVzaBIPCgdjaGFubmVsGAEgASgJEiwKA3B1YhgCIAEoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb25IABI6Cgt1bnN1YnNjcmliZRgDIAEoCzIjLmhlcmFsZC52MS5jbGllbnQuU2VydmVyVW5zdWJzY3JpYmVIABI4CgpkaXNjb25uZWN0GAQgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TZXJ2ZXJEaXNjb25uZWN0SAASMAoEam9pbhgFIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXJIABIxCgVsZWF2ZRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXJIABIuCgZ0eXBpbmcYByABKAsyHC5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1B1c2hIABIuCgZzdGF0dXMYCCABKAsyHC5oZXJhbGQudjEuY2xpZW50LlVzZXJTdGF0dXNIABIyCghwcmVzZW5jZRgJIAEoCzIeLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VEaWZmSABCBgoEa2luZCJxCgxQcmVzZW5jZURpZmYSLwoFam9pbnMYASADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEjAKBmxlYXZlcxgCIAMoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXIiMQoRU2VydmVyVW5zdWJzY3JpYmUSDAoEY29kZRgBIAEoDRIOCgZyZWFzb24YAiABKAkiQwoQU2VydmVyRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAhiBnByb3RvMw");
+  fileDesc("ChZoZXJhbGQvdjEvY2xpZW50LnByb3RvEhBoZXJhbGQudjEuY2xpZW50IucFCgdDb21tYW5kEgoKAmlkGAEgASgEEjMKB2Nvbm5lY3QYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LkNvbm5lY3RSZXF1ZXN0SAASNwoJc3Vic2NyaWJlGAMgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXF1ZXN0SAASOwoLdW5zdWJzY3JpYmUYBCABKAsyJC5oZXJhbGQudjEuY2xpZW50LlVuc3Vic2NyaWJlUmVxdWVzdEgAEjMKB3B1Ymxpc2gYBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlB1Ymxpc2hSZXF1ZXN0SAASMwoHaGlzdG9yeRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlcXVlc3RIABIzCgdyZWZyZXNoGAcgASgLMiAuaGVyYWxkLnYxLmNsaWVudC5SZWZyZXNoUmVxdWVzdEgAEi0KBHBpbmcYCCABKAsyHS5oZXJhbGQudjEuY2xpZW50LlBpbmdSZXF1ZXN0SAASOgoLc3ViX3JlZnJlc2gYCSABKAsyIy5oZXJhbGQudjEuY2xpZW50LlN1YlJlZnJlc2hSZXF1ZXN0SAASNQoIcHJlc2VuY2UYCiABKAsyIS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVxdWVzdEgAEkAKDnByZXNlbmNlX3N0YXRzGAsgASgLMiYuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVN0YXRzUmVxdWVzdEgAEjgKCnNldF9zdGF0dXMYDCABKAsyIi5oZXJhbGQudjEuY2xpZW50LlNldFN0YXR1c1JlcXVlc3RIABIxCgZ0eXBpbmcYDSABKAsyHy5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1JlcXVlc3RIABIrCgNycGMYDiABKAsyHC5oZXJhbGQudjEuY2xpZW50LlJwY1JlcXVlc3RIAEIICgZtZXRob2QimQEKBVJlcGx5EgoKAmlkGAEgASgEEioKBnJlc3VsdBgCIAEoCzIYLmhlcmFsZC52MS5jbGllbnQuUmVzdWx0SAASKAoFZXJyb3IYAyABKAsyFy5oZXJhbGQudjEuY2xpZW50LkVycm9ySAASJgoEcHVzaBgEIAEoCzIWLmhlcmFsZC52MS5jbGllbnQuUHVzaEgAQgYKBGtpbmQi8QMKBlJlc3VsdBIyCgdjb25uZWN0GAEgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5Db25uZWN0UmVzdWx0SAASNgoJc3Vic2NyaWJlGAIgASgLMiEuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXN1bHRIABIyCgdwdWJsaXNoGAQgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5QdWJsaXNoUmVzdWx0SAASMgoHaGlzdG9yeRgFIAEoCzIfLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlc3VsdEgAEjIKB3JlZnJlc2gYBiABKAsyHy5oZXJhbGQudjEuY2xpZW50LlJlZnJlc2hSZXN1bHRIABIsCgRwaW5nGAcgASgLMhwuaGVyYWxkLnYxLmNsaWVudC5QaW5nUmVzdWx0SAASNAoIcHJlc2VuY2UYCCABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVzdWx0SAASPwoOcHJlc2VuY2Vfc3RhdHMYCSABKAsyJS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlU3RhdHNSZXN1bHRIABIqCgNycGMYCiABKAsyGy5oZXJhbGQudjEuY2xpZW50LlJwY1Jlc3VsdEgAQggKBnJlc3VsdEoECAMQBCI5CgVFcnJvchIMCgRjb2RlGAEgASgNEg8KB21lc3NhZ2UYAiABKAkSEQoJdGVtcG9yYXJ5GAMgASgIIscBCg5Db25uZWN0UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSOAoEc3VicxgEIAMoCzIqLmhlcmFsZC52MS5jbGllbnQuQ29ubmVjdFJlcXVlc3QuU3Vic0VudHJ5Gk0KCVN1YnNFbnRyeRILCgNrZXkYASABKAkSLwoFdmFsdWUYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LlN0cmVhbVBvc2l0aW9uOgI4ASJaCg1Db25uZWN0UmVzdWx0Eg4KBmNsaWVudBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDAoEcGluZxgEIAEoDRIPCgdleHBpcmVzGAUgASgDIi8KDlN0cmVhbVBvc2l0aW9uEg4KBm9mZnNldBgBIAEoBBINCgVlcG9jaBgCIAEoCSJlChBTdWJzY3JpYmVSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFdG9rZW4YAiABKAkSMQoHcmVjb3ZlchgDIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuU3RyZWFtUG9zaXRpb24iYwoLUHVibGljYXRpb24SDQoFZXZlbnQYASABKAkSDAoEZGF0YRgCIAEoDBIOCgZvZmZzZXQYAyABKAQSDQoFZXBvY2gYBCABKAkSCgoCdHMYBSABKAMSDAoEZnJvbRgGIAEoCSLrAQoPU3Vic2NyaWJlUmVzdWx0Eg4KBm9mZnNldBgBIAEoBBINCgVlcG9jaBgCIAEoCRITCgtyZWNvdmVyYWJsZRgDIAEoCBIRCglyZWNvdmVyZWQYBCABKAgSMwoMcHVibGljYXRpb25zGAUgAygLMh0uaGVyYWxkLnYxLmNsaWVudC5QdWJsaWNhdGlvbhIMCgRtb3JlGAYgASgIEiwKBnR5cGluZxgHIAMoCzIcLmhlcmFsZC52MS5jbGllbnQuVHlwaW5nUHVzaBIUCgdleHBpcmVzGAggASgDSACIAQFCCgoIX2V4cGlyZXMiJQoSVW5zdWJzY3JpYmVSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiPgoOUHVibGlzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVldmVudBgCIAEoCRIMCgRkYXRhGAMgASgMIi4KDVB1Ymxpc2hSZXN1bHQSDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJImsKDkhpc3RvcnlSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSEgoFbGltaXQYAiABKA1IAIgBARIZCgxzaW5jZV9vZmZzZXQYAyABKARIAYgBAUIICgZfbGltaXRCDwoNX3NpbmNlX29mZnNldCJxCg1IaXN0b3J5UmVzdWx0EjMKDHB1YmxpY2F0aW9ucxgBIAMoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb24SDgoGb2Zmc2V0GAIgASgEEg0KBWVwb2NoGAMgASgJEgwKBG1vcmUYBCABKAgiHwoOUmVmcmVzaFJlcXVlc3QSDQoFdG9rZW4YASABKAkiIAoNUmVmcmVzaFJlc3VsdBIPCgdleHBpcmVzGAEgASgDIg0KC1BpbmdSZXF1ZXN0IhgKClBpbmdSZXN1bHQSCgoCdHMYASABKAMiMwoRU3ViUmVmcmVzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgV0b2tlbhgCIAEoCSIyCg9QcmVzZW5jZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIOCgZjdXJzb3IYAiABKAkiJwoUUHJlc2VuY2VTdGF0c1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSIiChBTZXRTdGF0dXNSZXF1ZXN0Eg4KBnN0YXR1cxgBIAEoCSIwCg1UeXBpbmdSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDgoGYWN0aXZlGAIgASgIIioKClJwY1JlcXVlc3QSDgoGbWV0aG9kGAEgASgJEgwKBGRhdGEYAiABKAwiGQoJUnBjUmVzdWx0EgwKBGRhdGEYASABKAwiXwoOUHJlc2VuY2VNZW1iZXISDAoEdXNlchgBIAEoCRIOCgZjbGllbnQYAiABKAkSDAoEaW5mbxgDIAEoDBIOCgZzdGF0dXMYBCABKAkSEQoJam9pbmVkX2F0GAUgASgDImEKDlByZXNlbmNlUmVzdWx0EjEKB21lbWJlcnMYASADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEgwKBG1vcmUYAiABKAgSDgoGY3Vyc29yGAMgASgJIjUKE1ByZXNlbmNlU3RhdHNSZXN1bHQSDQoFdXNlcnMYASABKAQSDwoHY2xpZW50cxgCIAEoBCI4CgpUeXBpbmdQdXNoEgwKBHVzZXIYASABKAkSDAoEaW5mbxgCIAEoDBIOCgZhY3RpdmUYAyABKAgiPQoKVXNlclN0YXR1cxIMCgR1c2VyGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIRCglsYXN0X3NlZW4YAyABKAMi9AMKBFB1c2gSDwoHY2hhbm5lbBgBIAEoCRIsCgNwdWIYAiABKAsyHS5oZXJhbGQudjEuY2xpZW50LlB1YmxpY2F0aW9uSAASOgoLdW5zdWJzY3JpYmUYAyABKAsyIy5oZXJhbGQudjEuY2xpZW50LlNlcnZlclVuc3Vic2NyaWJlSAASOAoKZGlzY29ubmVjdBgEIAEoCzIiLmhlcmFsZC52MS5jbGllbnQuU2VydmVyRGlzY29ubmVjdEgAEjAKBGpvaW4YBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVySAASMQoFbGVhdmUYBiABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVySAASLgoGdHlwaW5nGAcgASgLMhwuaGVyYWxkLnYxLmNsaWVudC5UeXBpbmdQdXNoSAASLgoGc3RhdHVzGAggASgLMhwuaGVyYWxkLnYxLmNsaWVudC5Vc2VyU3RhdHVzSAASMgoIcHJlc2VuY2UYCSABKAsyHi5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlRGlmZkgAEjYKCXN1YnNjcmliZRgKIAEoCzIhLmhlcmFsZC52MS5jbGllbnQuU3Vic2NyaWJlUmVzdWx0SABCBgoEa2luZCJxCgxQcmVzZW5jZURpZmYSLwoFam9pbnMYASADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEjAKBmxlYXZlcxgCIAMoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXIiMQoRU2VydmVyVW5zdWJzY3JpYmUSDAoEY29kZRgBIAEoDRIOCgZyZWFzb24YAiABKAkiQwoQU2VydmVyRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAhiBnByb3RvMw");
 
 /**
  * One client command. Exactly one method field is set; `id` is echoed in the reply.
@@ -107,6 +107,12 @@ export type Command = Message<"herald.v1.client.Command"> & {
      */
     value: TypingRequest;
     case: "typing";
+  } | {
+    /**
+     * @generated from field: herald.v1.client.RpcRequest rpc = 14;
+     */
+    value: RpcRequest;
+    case: "rpc";
   } | { case: undefined; value?: undefined };
 };
 
@@ -219,6 +225,12 @@ export type Result = Message<"herald.v1.client.Result"> & {
      */
     value: PresenceStatsResult;
     case: "presenceStats";
+  } | {
+    /**
+     * @generated from field: herald.v1.client.RpcResult rpc = 10;
+     */
+    value: RpcResult;
+    case: "rpc";
   } | { case: undefined; value?: undefined };
 };
 
@@ -278,6 +290,15 @@ export type ConnectRequest = Message<"herald.v1.client.ConnectRequest"> & {
    * @generated from field: string version = 3;
    */
   version: string;
+
+  /**
+   * The positions of the server-side subscriptions the client holds, by channel: the
+   * server restores the user's server-side subscriptions after the reply, recovering from
+   * these.
+   *
+   * @generated from field: map<string, herald.v1.client.StreamPosition> subs = 4;
+   */
+  subs: { [key: string]: StreamPosition };
 };
 
 /**
@@ -801,6 +822,53 @@ export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
   messageDesc(file_herald_v1_client, 23);
 
 /**
+ * A call to the app's backend (`herald.v1.Backend/Rpc`), answered with its reply.
+ *
+ * @generated from message herald.v1.client.RpcRequest
+ */
+export type RpcRequest = Message<"herald.v1.client.RpcRequest"> & {
+  /**
+   * 1-64 bytes of `[A-Za-z0-9_.:/-]`, e.g. `message:send`.
+   *
+   * @generated from field: string method = 1;
+   */
+  method: string;
+
+  /**
+   * JSON value; empty means `null`.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message herald.v1.client.RpcRequest.
+ * Use `create(RpcRequestSchema)` to create a new message.
+ */
+export const RpcRequestSchema: GenMessage<RpcRequest> = /*@__PURE__*/
+  messageDesc(file_herald_v1_client, 24);
+
+/**
+ * @generated from message herald.v1.client.RpcResult
+ */
+export type RpcResult = Message<"herald.v1.client.RpcResult"> & {
+  /**
+   * The JSON value the backend returned; empty when it returned none (`null`).
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+};
+
+/**
+ * Describes the message herald.v1.client.RpcResult.
+ * Use `create(RpcResultSchema)` to create a new message.
+ */
+export const RpcResultSchema: GenMessage<RpcResult> = /*@__PURE__*/
+  messageDesc(file_herald_v1_client, 25);
+
+/**
  * One connection in a channel's presence.
  *
  * @generated from message herald.v1.client.PresenceMember
@@ -845,7 +913,7 @@ export type PresenceMember = Message<"herald.v1.client.PresenceMember"> & {
  * Use `create(PresenceMemberSchema)` to create a new message.
  */
 export const PresenceMemberSchema: GenMessage<PresenceMember> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 24);
+  messageDesc(file_herald_v1_client, 26);
 
 /**
  * @generated from message herald.v1.client.PresenceResult
@@ -874,7 +942,7 @@ export type PresenceResult = Message<"herald.v1.client.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 25);
+  messageDesc(file_herald_v1_client, 27);
 
 /**
  * @generated from message herald.v1.client.PresenceStatsResult
@@ -900,7 +968,7 @@ export type PresenceStatsResult = Message<"herald.v1.client.PresenceStatsResult"
  * Use `create(PresenceStatsResultSchema)` to create a new message.
  */
 export const PresenceStatsResultSchema: GenMessage<PresenceStatsResult> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 26);
+  messageDesc(file_herald_v1_client, 28);
 
 /**
  * @generated from message herald.v1.client.TypingPush
@@ -929,7 +997,7 @@ export type TypingPush = Message<"herald.v1.client.TypingPush"> & {
  * Use `create(TypingPushSchema)` to create a new message.
  */
 export const TypingPushSchema: GenMessage<TypingPush> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 27);
+  messageDesc(file_herald_v1_client, 29);
 
 /**
  * A user's status in an org (`online`, `away`, `busy`, `offline`).
@@ -960,7 +1028,7 @@ export type UserStatus = Message<"herald.v1.client.UserStatus"> & {
  * Use `create(UserStatusSchema)` to create a new message.
  */
 export const UserStatusSchema: GenMessage<UserStatus> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 28);
+  messageDesc(file_herald_v1_client, 30);
 
 /**
  * @generated from message herald.v1.client.Push
@@ -1024,6 +1092,15 @@ export type Push = Message<"herald.v1.client.Push"> & {
      */
     value: PresenceDiff;
     case: "presence";
+  } | {
+    /**
+     * The server subscribed the connection to the channel (gRPC `Subscribe`, or restored
+     * after `connect`): the body of a subscribe result.
+     *
+     * @generated from field: herald.v1.client.SubscribeResult subscribe = 10;
+     */
+    value: SubscribeResult;
+    case: "subscribe";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1032,7 +1109,7 @@ export type Push = Message<"herald.v1.client.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 29);
+  messageDesc(file_herald_v1_client, 31);
 
 /**
  * Joins and leaves of a channel over the push limit, batched: apply `leaves`, then `joins`.
@@ -1056,7 +1133,7 @@ export type PresenceDiff = Message<"herald.v1.client.PresenceDiff"> & {
  * Use `create(PresenceDiffSchema)` to create a new message.
  */
 export const PresenceDiffSchema: GenMessage<PresenceDiff> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 30);
+  messageDesc(file_herald_v1_client, 32);
 
 /**
  * @generated from message herald.v1.client.ServerUnsubscribe
@@ -1078,7 +1155,7 @@ export type ServerUnsubscribe = Message<"herald.v1.client.ServerUnsubscribe"> & 
  * Use `create(ServerUnsubscribeSchema)` to create a new message.
  */
 export const ServerUnsubscribeSchema: GenMessage<ServerUnsubscribe> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 31);
+  messageDesc(file_herald_v1_client, 33);
 
 /**
  * @generated from message herald.v1.client.ServerDisconnect
@@ -1105,5 +1182,5 @@ export type ServerDisconnect = Message<"herald.v1.client.ServerDisconnect"> & {
  * Use `create(ServerDisconnectSchema)` to create a new message.
  */
 export const ServerDisconnectSchema: GenMessage<ServerDisconnect> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 32);
+  messageDesc(file_herald_v1_client, 34);
 
