@@ -36,6 +36,7 @@ mod presence;
 mod process;
 mod procfs;
 mod report;
+mod rpc;
 mod storm;
 mod sweep;
 mod wire;
@@ -79,6 +80,9 @@ enum Scenario {
     /// Disconnect (4200) reconnect and recover the publications they missed; time until
     /// all have recovered, connects/s, gateway RSS per connection after it against steady.
     Storm(storm::StormArgs),
+    /// Client → backend `rpc` through the gateway against the same calls straight to the
+    /// backend: calls/s, round-trip latency of both, gateway CPU per call.
+    Rpc(rpc::RpcArgs),
     /// Bytes per delivery in JSON and protobuf, encoding time, and what permessage-deflate
     /// would save (each message alone, or with context takeover), without a gateway.
     Wire(wire::WireArgs),
@@ -105,6 +109,7 @@ async fn run() -> Result<()> {
             Scenario::Presence(args) => presence::run(args).await,
             Scenario::Sweep(args) => sweep::run(args).await,
             Scenario::Storm(args) => storm::run(args).await,
+            Scenario::Rpc(args) => rpc::run(args).await,
             Scenario::Wire(args) => wire::run(args),
         }
     };
