@@ -155,6 +155,10 @@ impl Outbox {
         if self.closing.load(Ordering::Relaxed) {
             return false;
         }
+        // A reply the client asked not to get (a Socket.IO event without an ack id).
+        if message.is_empty() {
+            return true;
+        }
         if !self.admit(message.len()) {
             return false;
         }
