@@ -245,3 +245,76 @@ async fn binary_packets_and_malformed_frames_close_4000() {
         assert_eq!(texts, ["41"], "{frame}");
     }
 }
+
+#[tokio::test]
+async fn presence_and_server_side_pushes_are_reserved_events_and_disconnect_maps() {
+    let served = serve(|_| {}).await;
+    let channel = "org:acme:ch:general";
+    let (mut alice, _) = Sio::connect(served.http, &token("alice")).await;
+    let (mut bob, _) = Sio::connect(served.http, &token("bob")).await;
+    alice
+        .send(&format!(r#"421["herald:subscribe","{channel}"]"#))
+        .await;
+    assert_eq!(alice.ack(1).await["ok"], true);
+    bob.send(&format!(r#"421["herald:subscribe","{channel}"]"#))
+        .await;
+    assert_eq!(bob.ack(1).await["ok"], true);
+    let joined = alice.text().await;
+    let joined: Vec<Value> = serde_json::from_str(joined.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(joined[0], "herald:join");
+    assert_eq!(joined[1]["channel"], channel);
+    assert_eq!(joined[1]["user"], "bob");
+
+    let mut grpc = grpc_client(served.grpc, Some(API_KEY)).await;
+    let subscribe = herald_api::v1::SubscribeRequest {
+        user: "bob".into(),
+        channel: "user:bob".into(),
+        client: String::new(),
+    };
+    within("gRPC subscribe", grpc.subscribe(subscribe))
+        .await
+        .expect("subscribe");
+    let subscribed = bob.text().await;
+    let subscribed: Vec<Value> =
+        serde_json::from_str(subscribed.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(subscribed[0], "herald:subscribed");
+    assert_eq!(subscribed[1]["channel"], "user:bob");
+    assert!(subscribed[1]["epoch"].is_string());
+
+    // A reconnect-now disconnect is an Engine.IO close; a do-not-reconnect one a DISCONNECT.
+    for (user, sio, code, packet) in [
+        ("bob", &mut bob, 4200, "1"),
+        ("alice", &mut alice, 4001, "41"),
+    ] {
+        let disconnect = herald_api::v1::DisconnectRequest {
+            user: user.into(),
+            code,
+            reason: "test".into(),
+        };
+        within("gRPC disconnect", grpc.disconnect(disconnect))
+            .await
+            .expect("disconnect");
+        let (texts, closed) = sio.until_close().await;
+        assert_eq!(closed, code as u16);
+        assert_eq!(texts.last().map(String::as_str), Some(packet), "{texts:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_token_may_come_from_the_authorization_header() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let served = serve(|_| {}).await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", served.http);
+    let mut request = url.into_client_request().unwrap();
+    let bearer = format!("Bearer {}", token("alice"));
+    request
+        .headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let (socket, _) = within("upgrade", tokio_tungstenite::connect_async(request))
+        .await
+        .expect("upgrade");
+    let mut sio = Sio(socket);
+    assert!(sio.text().await.starts_with("0{"));
+    sio.send("40").await;
+    assert!(sio.text().await.starts_with(r#"40{"sid":"#));
+}
