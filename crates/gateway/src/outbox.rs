@@ -380,6 +380,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_empty_message_is_not_queued() {
+        let outbox = Outbox::new(10, None);
+        assert!(outbox.send(Bytes::new()));
+        outbox.ping();
+        let taken = outbox.take().await;
+        assert!(
+            matches!(taken.front(), Some(Outbound::Ping)),
+            "only the ping"
+        );
+        assert_eq!(taken.len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_push_wakes_a_waiting_writer() {
         let outbox = std::sync::Arc::new(Outbox::new(1 << 20, None));
         let writer = tokio::spawn({
