@@ -195,10 +195,11 @@ fn event(id: u64, payload: &str) -> Result<Result<Command, CommandError>, FrameE
             let Some(channel) = string(args.next()) else {
                 return Ok(Err(bad_request(id, "herald:subscribe takes a channel")));
             };
+            // Absent and `null` options are the same.
             let options = match args.next() {
                 None => Options::default(),
-                Some(options) => match serde_json::from_str(options.get()) {
-                    Ok(options) => options,
+                Some(options) => match serde_json::from_str::<Option<Options>>(options.get()) {
+                    Ok(options) => options.unwrap_or_default(),
                     Err(e) => return Ok(Err(bad_request(id, &format!("bad options: {e}")))),
                 },
             };
@@ -462,6 +463,12 @@ mod tests {
         };
         assert_eq!(request.channel, "public:a");
         assert_eq!(request.recover.unwrap().offset, 3);
+        let command = one(r#"42["herald:subscribe","public:a",null]"#);
+        assert!(matches!(command.method, Method::Subscribe(_)));
+        let error = commands(r#"421["herald:subscribe","public:a",7]"#)
+            .remove(0)
+            .unwrap_err();
+        assert_eq!((error.id, error.code), (2, ErrorCode::BadRequest));
         let command = one(r#"42["herald:unsubscribe","public:a"]"#);
         assert_eq!(command.id, 0);
         assert!(matches!(command.method, Method::Unsubscribe(_)));
