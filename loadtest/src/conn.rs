@@ -152,7 +152,8 @@ impl Conn {
             )),
             (ClientKind::Rust, Stage::Subscribe) => {
                 let mut options = ConnectOptions::new(ws_url);
-                options.subprotocols = vec![opening.codec.subprotocol().to_owned()];
+                options.subprotocols =
+                    vec![opening.codec.subprotocol().expect("a /ws codec").to_owned()];
                 let client = Client::open(options)
                     .await
                     .map_err(|e| ("upgrade", e.into()))?;
@@ -203,7 +204,7 @@ fn request(
     let mut request = ws_url.into_client_request()?;
     request.headers_mut().insert(
         "sec-websocket-protocol",
-        HeaderValue::from_static(codec.subprotocol()),
+        HeaderValue::from_static(codec.subprotocol().expect("a /ws codec")),
     );
     Ok(request)
 }
@@ -338,6 +339,7 @@ impl LeanConn {
                 let command = parse_command(&command)?.map_err(|e| e.message)?;
                 Message::binary(binary::encode_command(command))
             }
+            Codec::SocketIo => unreachable!("the load test opens /ws, not /socket.io/"),
         };
         self.socket.send(message).await?;
         loop {

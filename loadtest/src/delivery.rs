@@ -79,7 +79,7 @@ impl LoadArgs {
             self.payload_bytes,
             self.channel,
             self.client,
-            self.protocol.codec().subprotocol()
+            self.protocol.codec().subprotocol().expect("a /ws codec")
         )
     }
 }

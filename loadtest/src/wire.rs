@@ -84,7 +84,7 @@ pub fn run(args: WireArgs) -> Result<()> {
     ));
     let mut results = Vec::new();
     for codec in [Codec::Json, Codec::Proto] {
-        let name = codec.subprotocol();
+        let name = codec.subprotocol().expect("a /ws codec");
         let sizes = measure(&args, codec, &publications);
         let join_bytes = codec.event(channel.as_str(), &join).len();
         report.line(

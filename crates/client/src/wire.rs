@@ -40,6 +40,10 @@ pub(crate) fn encode_message(
             Ok(Err(error)) => Err(ClientError::Encode(error.message)),
             Err(error) => Err(ClientError::Encode(error.to_string())),
         },
+        // Never negotiated: this client speaks Herald's own protocol.
+        Codec::SocketIo => Err(ClientError::Encode(
+            "the client does not speak Socket.IO".into(),
+        )),
     }
 }
 

@@ -155,6 +155,10 @@ impl Outbox {
         if self.closing.load(Ordering::Relaxed) {
             return false;
         }
+        // A reply the client asked not to get (a Socket.IO event without an ack id).
+        if message.is_empty() {
+            return true;
+        }
         if !self.admit(message.len()) {
             return false;
         }
@@ -373,6 +377,19 @@ mod tests {
         assert!(outbox.is_closing());
         let taken = outbox.take().await;
         assert_eq!(taken.len(), 3, "two messages and the close");
+    }
+
+    #[tokio::test]
+    async fn an_empty_message_is_not_queued() {
+        let outbox = Outbox::new(10, None);
+        assert!(outbox.send(Bytes::new()));
+        outbox.ping();
+        let taken = outbox.take().await;
+        assert!(
+            matches!(taken.front(), Some(Outbound::Ping)),
+            "only the ping"
+        );
+        assert_eq!(taken.len(), 1);
     }
 
     #[tokio::test]

@@ -3,12 +3,13 @@
 //! the common codec, and presence events cross nodes in it. The binary form is made by the
 //! first subscriber on `herald.v1.proto` that needs it (a `OnceLock`, so every later one
 //! takes the same bytes with one atomic load), from the publication itself or, for a push
-//! that reached this node as JSON, by transcoding it.
+//! that reached this node as JSON, by transcoding it. The Socket.IO form is made the same
+//! way.
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use herald_protocol::{Codec, Publication, binary, reply};
+use herald_protocol::{Codec, Publication, binary, reply, socketio};
 
 use crate::wire::Shared;
 
@@ -19,7 +20,8 @@ pub struct SharedPush(Arc<Encodings>);
 struct Encodings {
     json: Shared,
     proto: OnceLock<Shared>,
-    /// Encodes the binary form straight from the publication rather than from its JSON.
+    socketio: OnceLock<Shared>,
+    /// Encodes the binary and Socket.IO forms straight from the publication rather than from its JSON.
     publication: Option<Publication>,
 }
 
@@ -41,6 +43,7 @@ impl SharedPush {
         Self(Arc::new(Encodings {
             json: Shared::new(json, false),
             proto: OnceLock::new(),
+            socketio: OnceLock::new(),
             publication,
         }))
     }
@@ -56,18 +59,32 @@ impl SharedPush {
         match codec {
             Codec::Json => &encodings.json,
             Codec::Proto => encodings.proto.get_or_init(|| {
-                let message = match &encodings.publication {
-                    Some(publication) => binary::encode_publication(publication),
-                    None => {
-                        binary::transcode_push(encodings.json.message()).unwrap_or_else(|error| {
-                            // Only pushes this node encoded or checked get here; an empty
-                            // message adds nothing to a binary frame.
-                            tracing::error!(%error, "a push could not be transcoded");
-                            Bytes::new()
-                        })
-                    }
-                };
+                let message = encodings.encode(binary::encode_publication, binary::transcode_push);
                 Shared::new(message, true)
+            }),
+            Codec::SocketIo => encodings.socketio.get_or_init(|| {
+                let message =
+                    encodings.encode(socketio::encode_publication, socketio::transcode_push);
+                Shared::new(message, false)
+            }),
+        }
+    }
+}
+
+impl Encodings {
+    /// Another codec's form: from the publication, or transcoded from the JSON.
+    fn encode(
+        &self,
+        publication: fn(&Publication) -> Bytes,
+        transcode: fn(&[u8]) -> Result<Bytes, String>,
+    ) -> Bytes {
+        match &self.publication {
+            Some(p) => publication(p),
+            None => transcode(self.json.message()).unwrap_or_else(|error| {
+                // Only pushes this node encoded or checked get here; an empty message is
+                // never sent.
+                tracing::error!(%error, "a push could not be transcoded");
+                Bytes::new()
             }),
         }
     }
@@ -106,6 +123,14 @@ mod tests {
         assert_eq!(
             SharedPush::json(unsubscribe).bytes(Codec::Proto),
             binary::encode_unsubscribe("public:a", 3000, "resubscribe")
+        );
+        assert_eq!(
+            push.bytes(Codec::SocketIo),
+            socketio::encode_publication(&publication)
+        );
+        assert_eq!(
+            push.bytes(Codec::SocketIo).as_ptr(),
+            copy.bytes(Codec::SocketIo).as_ptr()
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The codec of a connection, chosen by its WebSocket subprotocol: `herald.v1.json` (text
-//! frames, the default) or `herald.v1.proto` (binary frames, see [`crate::binary`]). Both
-//! carry the same commands, replies and pushes; a session, the hub and the writer use this
-//! and never a format directly.
+//! frames, the default) or `herald.v1.proto` (binary frames, see [`crate::binary`]), or by
+//! its URL: Socket.IO at `/socket.io/` (text frames, see [`crate::socketio`]). All carry
+//! the same commands, replies and pushes; a session, the hub and the writer use this and
+//! never a format directly.
 
 use bytes::Bytes;
 
@@ -9,7 +10,8 @@ use crate::binary::{self, ResultBody};
 use crate::codes::{CloseCode, ErrorCode};
 use crate::command::{self, Command, CommandError, FrameError};
 use crate::publication::Publication;
-use crate::reply::{self, ChannelEvent, SubscribeResult};
+use crate::reply::{self, ChannelEvent, RpcResult, SubscribeResult};
+use crate::socketio;
 
 /// The JSON subprotocol, the default when a client names none.
 pub const SUBPROTOCOL_JSON: &str = "herald.v1.json";
@@ -22,16 +24,24 @@ pub enum Codec {
     #[default]
     Json,
     Proto,
+    /// Engine.IO v4 + Socket.IO v5 over a WebSocket.
+    SocketIo,
 }
 
+/// A client frame that carries no commands: see [`Codec::control`].
+pub use crate::socketio::Control;
+
 impl Codec {
-    /// Both codecs, the binary one first: the server prefers it when a client offers both.
+    /// The codecs of `/ws`, the binary one first: the server prefers it when a client
+    /// offers both.
     pub const ALL: [Codec; 2] = [Codec::Proto, Codec::Json];
 
-    pub fn subprotocol(self) -> &'static str {
+    /// Its WebSocket subprotocol; Socket.IO has none.
+    pub fn subprotocol(self) -> Option<&'static str> {
         match self {
-            Codec::Json => SUBPROTOCOL_JSON,
-            Codec::Proto => SUBPROTOCOL_PROTO,
+            Codec::Json => Some(SUBPROTOCOL_JSON),
+            Codec::Proto => Some(SUBPROTOCOL_PROTO),
+            Codec::SocketIo => None,
         }
     }
 
@@ -49,11 +59,30 @@ impl Codec {
     }
 
     /// What goes between two messages coalesced into one frame: a newline in JSON; nothing
-    /// in protobuf, whose messages carry their length.
-    pub fn separator(self) -> &'static [u8] {
+    /// in protobuf, whose messages carry their length. `None`: one message a frame
+    /// (Engine.IO over a WebSocket).
+    pub fn separator(self) -> Option<&'static [u8]> {
         match self {
-            Codec::Json => b"\n",
-            Codec::Proto => b"",
+            Codec::Json => Some(b"\n"),
+            Codec::Proto => Some(b""),
+            Codec::SocketIo => None,
+        }
+    }
+
+    /// The heartbeat as a data message, for codecs whose protocol pings in band (Engine.IO);
+    /// `None` for a WebSocket Ping.
+    pub fn ping(self) -> Option<Bytes> {
+        match self {
+            Codec::SocketIo => Some(Bytes::from_static(socketio::PING)),
+            Codec::Json | Codec::Proto => None,
+        }
+    }
+
+    /// Whether a client frame is an in-band pong or goodbye rather than commands.
+    pub fn control(self, frame: &[u8]) -> Option<Control> {
+        match self {
+            Codec::SocketIo => socketio::control(frame),
+            Codec::Json | Codec::Proto => None,
         }
     }
 
@@ -69,6 +98,7 @@ impl Codec {
                 command::parse_frame(text)
             }
             Codec::Proto => binary::parse_frame(frame),
+            Codec::SocketIo => socketio::parse_frame(frame),
         }
     }
 
@@ -76,6 +106,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_result(id, result),
             Codec::Proto => binary::encode_result(id, result),
+            Codec::SocketIo => socketio::encode_result(id, result),
         }
     }
 
@@ -83,6 +114,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_error(id, code, message),
             Codec::Proto => binary::encode_error(id, code, message),
+            Codec::SocketIo => socketio::encode_error(id, code.code(), message),
         }
     }
 
@@ -91,6 +123,15 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_raw_error(id, code, message, temporary),
             Codec::Proto => binary::encode_raw_error(id, code, message, temporary),
+            Codec::SocketIo => socketio::encode_error(id, code, message),
+        }
+    }
+
+    /// An `rpc` result: `{"data": ...}`, or for Socket.IO the data itself as the ack.
+    pub fn rpc_result(self, id: u64, result: &RpcResult) -> Bytes {
+        match self {
+            Codec::SocketIo => socketio::encode_rpc_result(id, &result.data),
+            Codec::Json | Codec::Proto => self.result(id, result),
         }
     }
 
@@ -98,6 +139,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_publication(publication),
             Codec::Proto => binary::encode_publication(publication),
+            Codec::SocketIo => socketio::encode_publication(publication),
         }
     }
 
@@ -105,6 +147,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_event(channel, event),
             Codec::Proto => binary::encode_event(channel, event),
+            Codec::SocketIo => from_json(&reply::encode_event(channel, event)),
         }
     }
 
@@ -112,6 +155,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_unsubscribe(channel, code, reason),
             Codec::Proto => binary::encode_unsubscribe(channel, code, reason),
+            Codec::SocketIo => from_json(&reply::encode_unsubscribe(channel, code, reason)),
         }
     }
 
@@ -120,6 +164,7 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_subscribe(channel, result),
             Codec::Proto => binary::encode_subscribe(channel, result),
+            Codec::SocketIo => from_json(&reply::encode_subscribe(channel, result)),
         }
     }
 
@@ -127,6 +172,13 @@ impl Codec {
         match self {
             Codec::Json => reply::encode_disconnect(code, reason),
             Codec::Proto => binary::encode_disconnect(code, reason),
+            Codec::SocketIo => socketio::encode_disconnect(code),
         }
     }
+}
+
+/// A push this crate encoded as JSON, in Socket.IO.
+fn from_json(push: &[u8]) -> Bytes {
+    // Every push `reply` encodes has a Socket.IO form; an empty message is never sent.
+    socketio::transcode_push(push).unwrap_or_default()
 }

@@ -13,6 +13,7 @@ pub mod json;
 pub mod presence;
 pub mod publication;
 pub mod reply;
+pub mod socketio;
 
 pub use channel::{ChannelError, ChannelName};
 pub use codec::{Codec, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};

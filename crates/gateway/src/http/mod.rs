@@ -6,6 +6,7 @@ mod accept;
 mod admission;
 mod admit;
 mod dev;
+mod socketio;
 mod sse;
 mod ws;
 mod ws_io;
@@ -24,13 +25,14 @@ use crate::node::Node;
 pub use accept::{AcceptOptions, serve};
 pub use admission::{PendingBudget, PendingPermit};
 
-/// The HTTP port's routes, `/ws` and the SSE fallback behind the Origin-aware CORS layer.
+/// The HTTP port's routes, `/ws`, Socket.IO's `/socket.io/` and the SSE fallback behind the Origin-aware CORS layer.
 pub fn router(state: HttpState) -> Router {
     let node = &state.node;
     let mut app = Router::new()
         .route("/ws", get(ws::upgrade))
         .route("/sse", get(sse::stream))
         .route("/rpc", post(sse::rpc))
+        .route("/socket.io/", get(socketio::upgrade))
         .layer(cors(&node.config().allowed_origins))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));

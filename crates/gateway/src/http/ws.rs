@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use herald_protocol::{CloseCode, Codec};
+use herald_protocol::{CloseCode, Codec, socketio};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
@@ -30,6 +30,7 @@ use super::admit::{Refusal, admit};
 use super::ws_io::{DirectWrite, FrameSink, ReadOnly};
 use crate::config::Limits;
 use crate::metrics;
+use crate::node::Node;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
 use crate::session::{self, Incoming, Outgoing, Upgrade};
 use crate::wire::DirectSocket;
@@ -44,6 +45,27 @@ pub async fn upgrade(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
+    let protocol = subprotocol(request.headers());
+    serve(
+        state,
+        slot,
+        &query,
+        request,
+        Codec::negotiated(protocol),
+        protocol,
+    )
+}
+
+/// Upgrades `request` to a WebSocket, answering with `protocol`, and runs a session of
+/// `codec` on it.
+pub(super) fn serve(
+    state: HttpState,
+    slot: PendingSlot,
+    query: &HashMap<String, String>,
+    request: Request,
+    codec: Codec,
+    protocol: Option<&'static str>,
+) -> Response {
     let (mut parts, _) = request.into_parts();
     let accept = match accept_key(&parts.headers) {
         Ok(accept) => accept,
@@ -52,9 +74,7 @@ pub async fn upgrade(
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         return HandshakeRefusal::NotUpgradable.into_response();
     };
-    let protocol = subprotocol(&parts.headers);
-    let codec = Codec::negotiated(protocol);
-    let admitted = admit(&state, &parts.headers, &query);
+    let admitted = admit(&state, &parts.headers, query);
     // The connection stays pending, now as this session's, until its handshake ends.
     let pending = slot.take();
     let node = state.node.clone();
@@ -74,11 +94,15 @@ pub async fn upgrade(
                     codec,
                 };
                 match split(upgraded, config).await {
-                    Socket::Tcp(sink, stream, direct) => {
-                        session::run(node, sink, stream, upgrade(Some(direct))).await
+                    Socket::Tcp(mut sink, stream, direct) => {
+                        if greet(&mut sink, &node, codec).await {
+                            session::run(node, sink, stream, upgrade(Some(direct))).await
+                        }
                     }
-                    Socket::Other(sink, stream) => {
-                        session::run(node, sink, stream, upgrade(None)).await
+                    Socket::Other(mut sink, stream) => {
+                        if greet(&mut sink, &node, codec).await {
+                            session::run(node, sink, stream, upgrade(None)).await
+                        }
                     }
                 }
             }
@@ -92,6 +116,22 @@ pub async fn upgrade(
         }
     });
     switching_protocols(accept, protocol)
+}
+
+/// Sends what the codec's protocol says first: Engine.IO's `open` packet, with Herald's
+/// heartbeat and message limit. False when the socket is gone.
+async fn greet(sink: &mut impl Outgoing, node: &Node, codec: Codec) -> bool {
+    if codec != Codec::SocketIo {
+        return true;
+    }
+    let limits = &node.config().limits;
+    let open = socketio::encode_open(
+        &crate::random::random_token(20),
+        limits.ping_interval.as_millis() as u64,
+        limits.pong_timeout.as_millis() as u64,
+        limits.max_message_bytes,
+    );
+    sink.send(ServerFrame::Text(open)).await.is_ok()
 }
 
 /// Why a request to `/ws` is not a WebSocket handshake we can accept.
@@ -150,8 +190,8 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 /// offers none (or only others) gets the JSON protocol, without the header.
 fn subprotocol(headers: &HeaderMap) -> Option<&'static str> {
     Codec::ALL
-        .map(Codec::subprotocol)
         .into_iter()
+        .filter_map(Codec::subprotocol)
         .find(|ours| header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, ours))
 }
 

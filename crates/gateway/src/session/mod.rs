@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
+use herald_protocol::codec::Control;
 use herald_protocol::codes::unsubscribe_code;
 use herald_protocol::command::{ConnectRequest, StreamPosition};
 use herald_protocol::reply::ConnectResult;
@@ -361,6 +362,16 @@ async fn read_commands(
                 if binary != codec.is_binary() {
                     outbox.close(CloseCode::BadRequest);
                     return None;
+                }
+                match codec.control(&data) {
+                    Some(Control::Pong) => {
+                        if let Some(connection) = connection {
+                            node.connections().pong(connection);
+                        }
+                        continue;
+                    }
+                    Some(Control::Close) => return None,
+                    None => {}
                 }
                 if data.len() > node.config().limits.max_message_bytes {
                     outbox.close(CloseCode::MessageTooLarge);

@@ -1,7 +1,7 @@
 //! A connection's writer: takes everything queued at once, coalesces consecutive messages
 //! into data frames (up to a size cap: text frames of newline-separated JSON, or binary
-//! frames of length-delimited protobuf), and sends pings and the close frame. One flush per
-//! batch.
+//! frames of length-delimited protobuf; one message a frame for Engine.IO), and sends pings
+//! (WebSocket Pings, or the codec's own) and the close frame. One flush per batch.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -75,7 +75,10 @@ async fn send_batch(
                 let frame = match control {
                     Outbound::Pong(payload) => ServerFrame::Pong(payload),
                     Outbound::Framed(bytes) => ServerFrame::Framed(bytes),
-                    _ => ServerFrame::Ping,
+                    _ => match codec.ping() {
+                        Some(ping) => data_frame(codec, ping),
+                        None => ServerFrame::Ping,
+                    },
                 };
                 if sink.feed(frame).await.is_err() {
                     return false;
@@ -105,17 +108,17 @@ async fn send_batch(
     sink.flush().await.is_ok()
 }
 
-/// Joins consecutive messages with the codec's separator up to a size cap. A lone message
-/// is passed through without copying.
+/// Joins consecutive messages with the codec's separator up to a size cap (none without a
+/// separator). A lone message is passed through without copying.
 struct FrameBuilder {
     max: usize,
-    separator: &'static [u8],
+    separator: Option<&'static [u8]>,
     first: Option<Bytes>,
     joined: Option<BytesMut>,
 }
 
 impl FrameBuilder {
-    fn new(max: usize, separator: &'static [u8]) -> Self {
+    fn new(max: usize, separator: Option<&'static [u8]>) -> Self {
         Self {
             max,
             separator,
@@ -135,23 +138,25 @@ impl FrameBuilder {
     /// Adds a message; returns the frame built so far if this message does not fit in it.
     fn push(&mut self, message: Bytes) -> Option<Bytes> {
         let size = self.size();
-        let full = if size > 0 && size + self.separator.len() + message.len() > self.max {
+        let Some(separator) = self.separator else {
+            return self.first.replace(message);
+        };
+        let full = if size > 0 && size + separator.len() + message.len() > self.max {
             self.finish()
         } else {
             None
         };
         match (&mut self.joined, self.first.take()) {
             (Some(joined), _) => {
-                joined.put_slice(self.separator);
+                joined.put_slice(separator);
                 joined.put_slice(&message);
             }
             (None, None) => self.first = Some(message),
             (None, Some(first)) => {
-                let mut joined = BytesMut::with_capacity(
-                    (first.len() + self.separator.len() + message.len()) * 2,
-                );
+                let mut joined =
+                    BytesMut::with_capacity((first.len() + separator.len() + message.len()) * 2);
                 joined.put_slice(&first);
-                joined.put_slice(self.separator);
+                joined.put_slice(separator);
                 joined.put_slice(&message);
                 self.joined = Some(joined);
             }
@@ -179,11 +184,14 @@ async fn feed_data(
     codec: Codec,
     frame: Bytes,
 ) -> Result<(), TransportError> {
-    let frame = match codec.is_binary() {
+    sink.feed(data_frame(codec, frame)).await
+}
+
+fn data_frame(codec: Codec, frame: Bytes) -> ServerFrame {
+    match codec.is_binary() {
         true => ServerFrame::Binary(frame),
         false => ServerFrame::Text(frame),
-    };
-    sink.feed(frame).await
+    }
 }
 
 /// Sends a `disconnect` push (for clients that cannot see close codes) and the close frame.
@@ -207,7 +215,7 @@ mod tests {
 
     #[test]
     fn coalesces_up_to_the_cap_and_passes_lone_messages_through() {
-        let mut frame = FrameBuilder::new(1 << 16, b"\n");
+        let mut frame = FrameBuilder::new(1 << 16, Some(b"\n"));
         for n in 0..5 {
             assert!(frame.push(message(n)).is_none());
         }
@@ -222,7 +230,7 @@ mod tests {
         let out = frame.finish().unwrap();
         assert_eq!(out.as_ptr(), lone.as_ptr(), "a lone message is not copied");
 
-        let mut small = FrameBuilder::new(16, b"\n");
+        let mut small = FrameBuilder::new(16, Some(b"\n"));
         assert!(small.push(message(0)).is_none());
         assert!(small.push(message(1)).is_none());
         assert_eq!(
@@ -230,5 +238,10 @@ mod tests {
             b"{\"n\":0}\n{\"n\":1}"
         );
         assert_eq!(&small.finish().unwrap()[..], b"{\"n\":2}");
+
+        let mut single = FrameBuilder::new(1 << 16, None);
+        assert!(single.push(message(0)).is_none());
+        assert_eq!(single.push(message(1)), Some(message(0)));
+        assert_eq!(single.finish(), Some(message(1)));
     }
 }

@@ -16,5 +16,6 @@ mod publish;
 mod reauth;
 mod rpc;
 mod server_subscriptions;
+mod socketio;
 mod sse;
 mod tls;

@@ -110,7 +110,7 @@ pub fn apply(
 
 fn encode(codec: Codec, id: u64, reply: Result<Reply, BackendError>) -> bytes::Bytes {
     match reply {
-        Ok(Reply::Data(data)) => codec.result(id, &RpcResult { data }),
+        Ok(Reply::Data(data)) => codec.rpc_result(id, &RpcResult { data }),
         Ok(Reply::Refused { code, message }) => codec.raw_error(id, code, &message, false),
         Err(error) => {
             let failure = Failure::from(error);
