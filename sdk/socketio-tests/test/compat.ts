@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BackendCall } from "./helpers/backend.js";
 import { Clients, connectError, connected, nextEvent, request, waitFor } from "./helpers/client.js";
-import type { Target } from "./helpers/target.js";
+import { HEARTBEAT, type Target } from "./helpers/target.js";
 import { mintToken, PERMISSION_DENIED, TOKEN_EXPIRED, UNAUTHORIZED } from "./helpers/token.js";
 
 /** Ack of `herald:subscribe` / `herald:unsubscribe`. */
@@ -110,6 +110,25 @@ export function compatSuite(start: () => Promise<Target>): void {
         expect(await received).toEqual({ text: "hi", n: 1 });
       });
 
+      it("a publication reaches every subscriber, and only them", async () => {
+        const [channel, elsewhere] = [fresh("org:acme:ch:fanout"), fresh("org:acme:ch:other")];
+        const ada = await connect(fresh("ada"));
+        const bob = await connect(fresh("bob"));
+        const eve = await connect(fresh("eve"));
+        const outsider: string[] = [];
+        eve.onAny((event: string) => outsider.push(event));
+        await request(ada, "herald:subscribe", channel);
+        await request(bob, "herald:subscribe", channel);
+        await request(eve, "herald:subscribe", elsewhere);
+        const received = [ada, bob].map((socket) => nextEvent(socket, "message:new"));
+        await current().publish(channel, "message:new", { text: "all" });
+        expect(await Promise.all(received)).toEqual([{ text: "all" }, { text: "all" }]);
+        const marker = nextEvent(eve, "marker");
+        await current().publish(elsewhere, "marker", {});
+        await marker;
+        expect(outsider).toEqual(["marker"]);
+      });
+
       it("herald:subscribe to a channel the token does not allow acks error 103", async () => {
         const socket = await connect(fresh("ada"));
         const reply = await request<Reply>(socket, "herald:subscribe", "org:globex:ch:secret");
@@ -162,6 +181,11 @@ export function compatSuite(start: () => Promise<Target>): void {
         });
       });
 
+      it("a backend reply of null is the ack's null", async () => {
+        const socket = await connect(fresh("ada"));
+        expect(await request(socket, "noop")).toBeNull();
+      });
+
       it("an event without an ack still reaches the backend, with its first argument", async () => {
         const user = fresh("ada");
         const socket = await connect(user);
@@ -172,6 +196,32 @@ export function compatSuite(start: () => Promise<Target>): void {
         );
         socket.emit("typing:start", { room: "general" }, "ignored");
         expect(await call).toEqual({ user, method: "typing:start", data: { room: "general" } });
+      });
+    });
+
+    describe("heartbeat", () => {
+      it("answers the server's pings: the session outlives more than a pong timeout", async () => {
+        const socket = await connect(fresh("ada"));
+        const id = socket.id;
+        const enough = HEARTBEAT.timeoutSeconds / HEARTBEAT.intervalSeconds + 2;
+        let pings = 0;
+        // Resolves with the ping count once it is enough, or with the reason of a drop.
+        const outcome = await waitFor<number | string>(
+          `${enough} pings`,
+          (callback) => {
+            const onPing = () => callback(++pings);
+            const onDisconnect = (reason: string) => callback(reason);
+            socket.io.engine.on("ping", onPing);
+            socket.on("disconnect", onDisconnect);
+            return () => {
+              socket.io.engine.off("ping", onPing);
+              socket.off("disconnect", onDisconnect);
+            };
+          },
+          (value) => typeof value === "string" || value >= enough,
+        );
+        expect(outcome).toBe(enough);
+        expect(socket.id).toBe(id);
       });
     });
 

@@ -16,7 +16,7 @@ import {
   startGateway,
 } from "../../../typescript/test/helpers/gateway.js";
 import { createBackend, type Backend } from "./backend.js";
-import type { Target } from "./target.js";
+import { HEARTBEAT, type Target } from "./target.js";
 import { waitFor } from "./client.js";
 
 /** `herald.v1.RpcRequest` / `RpcResponse` as proto-loader hands them over. */
@@ -112,7 +112,13 @@ export async function startHerald(): Promise<Target | { unavailable: string }> {
   }
   const backend = createBackend();
   const served = await serveBackend(backend);
-  const gateway = await startGateway({ env: { HERALD_BACKEND_ADDR: served.address } });
+  const gateway = await startGateway({
+    env: {
+      HERALD_BACKEND_ADDR: served.address,
+      HERALD_PING_INTERVAL_SECONDS: String(HEARTBEAT.intervalSeconds),
+      HERALD_PONG_TIMEOUT_SECONDS: String(HEARTBEAT.timeoutSeconds),
+    },
+  });
   const stub = new (
     grpc.loadPackageDefinition(protoLoader.loadSync(API_PROTO, loadOptions)) as unknown as {
       herald: {

@@ -14,7 +14,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Server, type Socket } from "socket.io";
 import { createBackend, type Backend } from "./backend.js";
-import type { Target } from "./target.js";
+import { HEARTBEAT, type Target } from "./target.js";
 import { subscribeRefusal, verifyToken, type Claims } from "./token.js";
 
 const BAD_REQUEST = { error: { code: 107, message: "bad request" } };
@@ -56,7 +56,11 @@ export async function startReference(): Promise<Target> {
   const secret = randomBytes(24).toString("hex");
   const backend = createBackend();
   const http = createServer();
-  const io = new Server(http, { serveClient: false });
+  const io = new Server(http, {
+    serveClient: false,
+    pingInterval: HEARTBEAT.intervalSeconds * 1000,
+    pingTimeout: HEARTBEAT.timeoutSeconds * 1000,
+  });
   io.use((socket, next) => {
     const verdict = verifyToken(tokenOf(socket), secret);
     if ("code" in verdict) {

@@ -16,3 +16,9 @@ export interface Target {
   subscribe(user: string, channel: string): Promise<void>;
   stop(): Promise<void>;
 }
+
+/**
+ * The heartbeat every target runs with: a ping a second, so a case sees several, and a pong
+ * timeout short enough that a client which never answered would be closed within them.
+ */
+export const HEARTBEAT = { intervalSeconds: 1, timeoutSeconds: 3 };
