@@ -200,10 +200,11 @@ export function compatSuite(start: () => Promise<Target>): void {
     });
 
     describe("heartbeat", () => {
-      it("answers the server's pings: the session outlives more than a pong timeout", async () => {
+      it("answers the server's pings in time: the session outlives several", async () => {
         const socket = await connect(fresh("ada"));
         const id = socket.id;
-        const enough = HEARTBEAT.timeoutSeconds / HEARTBEAT.intervalSeconds + 2;
+        // Past the first ping's pong deadline on either side, with room for a late sweep.
+        const enough = 4;
         let pings = 0;
         // Resolves with the ping count once it is enough, or with the reason of a drop.
         const outcome = await waitFor<number | string>(
@@ -219,6 +220,8 @@ export function compatSuite(start: () => Promise<Target>): void {
             };
           },
           (value) => typeof value === "string" || value >= enough,
+          // A node's pings come from a periodic sweep, so some come late; bound it loosely.
+          enough * HEARTBEAT.intervalSeconds * 3_000,
         );
         expect(outcome).toBe(enough);
         expect(socket.id).toBe(id);

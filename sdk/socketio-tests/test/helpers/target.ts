@@ -18,7 +18,10 @@ export interface Target {
 }
 
 /**
- * The heartbeat every target runs with: a ping a second, so a case sees several, and a pong
- * timeout short enough that a client which never answered would be closed within them.
+ * The heartbeat every target runs with, short so a case sees several pings: socket.io-client
+ * drops a connection whose next ping is later than interval + timeout ("ping timeout"), and
+ * the server drops one whose pong is later than the timeout. (Herald pings from a sweep
+ * that runs once a second, so its pings come up to a second late: a one-second timeout
+ * would leave no margin.)
  */
-export const HEARTBEAT = { intervalSeconds: 1, timeoutSeconds: 3 };
+export const HEARTBEAT = { intervalSeconds: 1, timeoutSeconds: 2 };
