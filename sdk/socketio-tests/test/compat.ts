@@ -166,6 +166,56 @@ export function compatSuite(start: () => Promise<Target>): void {
       });
     });
 
+    describe("presence as reserved events", () => {
+      it("another subscriber's arrival and departure come as herald:join and herald:leave", async () => {
+        const channel = fresh("org:acme:ch:room");
+        const [adaUser, bobUser] = [fresh("ada"), fresh("bob")];
+        const ada = await connect(adaUser);
+        const bob = await connect(bobUser);
+        await request(ada, "herald:subscribe", channel);
+        const joined = nextEvent(ada, "herald:join");
+        await request(bob, "herald:subscribe", channel);
+        const entry = { channel, user: bobUser, client: bob.id, info: { name: bobUser } };
+        expect(await joined).toMatchObject(entry);
+        const left = nextEvent(ada, "herald:leave");
+        await request(bob, "herald:unsubscribe", channel);
+        expect(await left).toMatchObject(entry);
+        // A closed connection leaves too.
+        await request(bob, "herald:subscribe", channel);
+        const leftOnClose = waitFor<{ user: string }>(
+          "bob's leave on close",
+          (callback) => {
+            ada.on("herald:leave", callback);
+            return () => ada.off("herald:leave", callback);
+          },
+          (leave) => leave.user === bobUser,
+        );
+        bob.disconnect();
+        expect(await leftOnClose).toMatchObject({ channel, user: bobUser });
+      });
+
+      it("a member's first connection and last close come as herald:status on org:<org>", async () => {
+        const bobUser = fresh("bob");
+        const ada = await connect(fresh("ada"));
+        await request(ada, "herald:subscribe", "org:acme");
+        const statusOf = (status: string) =>
+          waitFor<{ user: string; status: string }>(
+            `bob ${status}`,
+            (callback) => {
+              ada.on("herald:status", callback);
+              return () => ada.off("herald:status", callback);
+            },
+            (event) => event.user === bobUser && event.status === status,
+          );
+        const online = statusOf("online");
+        const bob = await connect(bobUser);
+        expect(await online).toMatchObject({ channel: "org:acme", user: bobUser });
+        const offline = statusOf("offline");
+        bob.disconnect();
+        expect(await offline).toMatchObject({ channel: "org:acme", user: bobUser });
+      });
+    });
+
     describe("events to the app's backend", () => {
       it("emitWithAck gets the backend's reply, with the caller's identity", async () => {
         const user = fresh("ada");

@@ -8,6 +8,9 @@
  * - Any other event goes to the backend (method = event, data = first argument); its reply
  *   is the ack's argument.
  * - Publications are events named by the publication's event, to the channel's room.
+ * - Presence as Herald's default namespaces have it: `herald:join` / `herald:leave` to the
+ *   other subscribers of an `org:<org>:…` channel; `herald:status` online / offline to the
+ *   subscribers of `org:<org>` when a member's first connection opens or last one closes.
  */
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -20,6 +23,15 @@ import { subscribeRefusal, verifyToken, type Claims } from "./token.js";
 const BAD_REQUEST = { error: { code: 107, message: "bad request" } };
 const ALREADY_SUBSCRIBED = { error: { code: 105, message: "already subscribed" } };
 
+/** What the reference keeps per socket (in `socket.data`). */
+interface Session {
+  claims: Claims;
+  /** When the socket joined each channel it is subscribed to, for presence entries. */
+  joined: Map<string, number>;
+}
+
+const sessionOf = (socket: Socket) => socket.data as Session;
+
 function tokenOf(socket: Socket): unknown {
   const auth = socket.handshake.auth as { token?: unknown };
   if (auth.token !== undefined) return auth.token;
@@ -27,25 +39,60 @@ function tokenOf(socket: Socket): unknown {
   return header?.startsWith("Bearer ") ? header.slice("Bearer ".length) : undefined;
 }
 
+/** Channels whose subscribers see each other join and leave: `org:<org>:…`. */
+const hasJoinLeave = (channel: string) =>
+  channel.startsWith("org:") && channel.split(":").length > 2;
+
+/** The presence entry of `socket` on `channel`, as `herald:join` / `herald:leave` carry it. */
+function member(socket: Socket, channel: string) {
+  const { claims, joined } = sessionOf(socket);
+  return {
+    channel,
+    user: claims.sub,
+    client: socket.id,
+    info: claims.info,
+    joinedAt: joined.get(channel),
+  };
+}
+
+/** Subscribes `socket` to `channel`, telling the others there; false when it already was. */
+function join(socket: Socket, channel: string): boolean {
+  const { joined } = sessionOf(socket);
+  if (joined.has(channel)) return false;
+  joined.set(channel, Date.now());
+  void socket.join(channel);
+  if (hasJoinLeave(channel)) socket.to(channel).emit("herald:join", member(socket, channel));
+  return true;
+}
+
+/** A client's `herald:subscribe`, checked against its token. */
+function subscribe(socket: Socket, channel: unknown): unknown {
+  if (typeof channel !== "string") return BAD_REQUEST;
+  const refusal = subscribeRefusal(sessionOf(socket).claims, channel);
+  if (refusal) return { error: refusal };
+  return join(socket, channel) ? { ok: true } : ALREADY_SUBSCRIBED;
+}
+
+function unsubscribe(socket: Socket, channel: string): void {
+  if (!sessionOf(socket).joined.has(channel)) return;
+  if (hasJoinLeave(channel)) socket.to(channel).emit("herald:leave", member(socket, channel));
+  sessionOf(socket).joined.delete(channel);
+  void socket.leave(channel);
+}
+
 /** What the reference answers to one client event (the ack's argument). */
 function handle(socket: Socket, backend: Backend, event: string, args: unknown[]): unknown {
-  const claims = socket.data as Claims;
   const [first] = args;
   switch (event) {
-    case "herald:subscribe": {
-      if (typeof first !== "string") return BAD_REQUEST;
-      const refusal = subscribeRefusal(claims, first);
-      if (refusal) return { error: refusal };
-      if (socket.rooms.has(first)) return ALREADY_SUBSCRIBED;
-      void socket.join(first);
-      return { ok: true };
-    }
+    case "herald:subscribe":
+      return subscribe(socket, first);
     case "herald:unsubscribe":
       if (typeof first !== "string") return BAD_REQUEST;
-      void socket.leave(first);
+      unsubscribe(socket, first);
       return { ok: true };
     default: {
-      const reply = backend.rpc({ user: claims.sub, method: event, data: first ?? null });
+      const user = sessionOf(socket).claims.sub;
+      const reply = backend.rpc({ user, method: event, data: first ?? null });
       return reply.error ? { error: reply.error } : (reply.data ?? null);
     }
   }
@@ -61,27 +108,45 @@ export async function startReference(): Promise<Target> {
     pingInterval: HEARTBEAT.intervalSeconds * 1000,
     pingTimeout: HEARTBEAT.timeoutSeconds * 1000,
   });
+  const socketsOf = (user: string) =>
+    [...io.of("/").sockets.values()].filter((socket) => sessionOf(socket).claims.sub === user);
+  /** Tells each of the user's orgs that the user is now `status`. */
+  const announce = (claims: Claims, status: "online" | "offline") => {
+    for (const org of claims.orgs) {
+      const channel = `org:${org}`;
+      const lastSeen = status === "offline" ? { lastSeen: Date.now() } : {};
+      io.to(channel).emit("herald:status", { channel, user: claims.sub, status, ...lastSeen });
+    }
+  };
+
   io.use((socket, next) => {
     const verdict = verifyToken(tokenOf(socket), secret);
     if ("code" in verdict) {
       next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }));
       return;
     }
-    Object.assign(socket.data as object, verdict);
+    const session: Session = { claims: verdict, joined: new Map() };
+    Object.assign(socket.data as object, session);
     next();
   });
   io.on("connection", (socket) => {
+    const { claims } = sessionOf(socket);
+    if (socketsOf(claims.sub).length === 1) announce(claims, "online");
     socket.onAny((event: string, ...args: unknown[]) => {
       const last = args.at(-1);
       const ack = typeof last === "function" ? (args.pop() as (reply: unknown) => void) : null;
       const reply = handle(socket, backend, event, args);
       ack?.(reply);
     });
+    socket.on("disconnecting", () => {
+      for (const channel of [...sessionOf(socket).joined.keys()]) unsubscribe(socket, channel);
+    });
+    socket.on("disconnect", () => {
+      if (socketsOf(claims.sub).length === 0) announce(claims, "offline");
+    });
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   const { port } = http.address() as AddressInfo;
-  const socketsOf = (user: string) =>
-    [...io.of("/").sockets.values()].filter((socket) => (socket.data as Claims).sub === user);
 
   return {
     url: `http://127.0.0.1:${port}`,
@@ -102,8 +167,7 @@ export async function startReference(): Promise<Target> {
     },
     subscribe: async (user, channel) => {
       for (const socket of socketsOf(user)) {
-        await socket.join(channel);
-        socket.emit("herald:subscribed", { channel });
+        if (join(socket, channel)) socket.emit("herald:subscribed", { channel });
       }
     },
     stop: () => io.close(),

@@ -12,6 +12,7 @@ export interface Claims {
   exp: number;
   orgs: string[];
   channels: string[];
+  info: unknown;
 }
 
 /** Herald's error codes the handshake and subscriptions answer with. */
@@ -52,6 +53,7 @@ export function verifyToken(token: unknown, secret: string): Claims | Refusal {
     exp: claims.exp,
     orgs: claims.orgs ?? [],
     channels: claims.channels ?? [],
+    info: claims.info ?? null,
   };
 }
 
