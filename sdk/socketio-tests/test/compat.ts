@@ -153,16 +153,28 @@ export function compatSuite(start: () => Promise<Target>): void {
         expect(seen).not.toContain("gone");
       });
 
-      it("a server-side subscription arrives as herald:subscribed, then its publications", async () => {
+      it("a server-side subscription: herald:subscribed, its publications, herald:unsubscribed (2000)", async () => {
         const user = fresh("ada");
-        const channel = fresh("org:acme:ch:server");
+        const [channel, other] = [fresh("org:acme:ch:server"), fresh("org:acme:ch:mine")];
         const socket = await connect(user);
+        const seen: string[] = [];
+        socket.onAny((event: string) => seen.push(event));
+        await request(socket, "herald:subscribe", other);
         const subscribed = nextEvent<{ channel: string }>(socket, "herald:subscribed");
         await current().subscribe(user, channel);
         expect(await subscribed).toMatchObject({ channel });
         const received = nextEvent(socket, "message:new");
         await current().publish(channel, "message:new", { text: "pushed" });
         expect(await received).toEqual({ text: "pushed" });
+
+        const unsubscribed = nextEvent(socket, "herald:unsubscribed");
+        await current().unsubscribe(user, channel);
+        expect(await unsubscribed).toMatchObject({ channel, code: 2000 });
+        const marker = nextEvent(socket, "marker");
+        await current().publish(channel, "gone", {});
+        await current().publish(other, "marker", {});
+        await marker;
+        expect(seen).not.toContain("gone");
       });
     });
 
@@ -302,6 +314,15 @@ export function compatSuite(start: () => Promise<Target>): void {
         const received = nextEvent(socket, "message:new");
         await current().publish(channel, "message:new", { text: "back" });
         expect(await received).toEqual({ text: "back" });
+      });
+
+      it("a do-not-reconnect close (4001) is a Socket.IO DISCONNECT: the client stays down", async () => {
+        const user = fresh("ada");
+        const socket = await connect(user);
+        const reason = nextEvent<string>(socket, "disconnect");
+        expect(await current().disconnect(user, 4001)).toBe(1);
+        expect(await reason).toBe("io server disconnect");
+        expect(socket.active).toBe(false);
       });
     });
   });

@@ -41,6 +41,7 @@ interface HeraldStub extends grpc.Client {
   Publish: Unary<{ channel: string; event: string; data: Buffer }>;
   Disconnect: Unary<{ user: string; code: number; reason: string }>;
   Subscribe: Unary<{ user: string; channel: string }>;
+  Unsubscribe: Unary<{ user: string; channel: string }>;
 }
 
 const loadOptions = { longs: Number, defaults: true, keepCase: false };
@@ -158,6 +159,9 @@ export async function startHerald(): Promise<Target | { unavailable: string }> {
     },
     subscribe: async (user, channel) => {
       await call(stub.Subscribe, { user, channel });
+    },
+    unsubscribe: async (user, channel) => {
+      await call(stub.Unsubscribe, { user, channel });
     },
     stop,
   };

@@ -11,6 +11,9 @@
  * - Presence as Herald's default namespaces have it: `herald:join` / `herald:leave` to the
  *   other subscribers of an `org:<org>:…` channel; `herald:status` online / offline to the
  *   subscribers of `org:<org>` when a member's first connection opens or last one closes.
+ * - The app's services: publish, server-side subscribe / unsubscribe (`herald:subscribed`,
+ *   `herald:unsubscribed` with code 2000), and disconnect by close code: 41xx and 42xx drop
+ *   the transport (the client reconnects), 40xx is a Socket.IO DISCONNECT (it does not).
  */
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -168,6 +171,17 @@ export async function startReference(): Promise<Target> {
     subscribe: async (user, channel) => {
       for (const socket of socketsOf(user)) {
         if (join(socket, channel)) socket.emit("herald:subscribed", { channel });
+      }
+    },
+    unsubscribe: async (user, channel) => {
+      for (const socket of socketsOf(user)) {
+        if (!sessionOf(socket).joined.has(channel)) continue;
+        unsubscribe(socket, channel);
+        socket.emit("herald:unsubscribed", {
+          channel,
+          code: 2000,
+          reason: "unsubscribed by the server",
+        });
       }
     },
     stop: () => io.close(),

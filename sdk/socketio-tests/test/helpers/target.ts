@@ -14,6 +14,8 @@ export interface Target {
   disconnect(user: string, code: number): Promise<number>;
   /** Subscribes every connection of `user` to `channel` from the server side. */
   subscribe(user: string, channel: string): Promise<void>;
+  /** Ends the server-side subscription of every connection of `user` to `channel`. */
+  unsubscribe(user: string, channel: string): Promise<void>;
   stop(): Promise<void>;
 }
 
