@@ -110,6 +110,38 @@ export function compatSuite(start: () => Promise<Target>): void {
         expect(await received).toEqual({ text: "hi", n: 1 });
       });
 
+      it("publications arrive in order, with any JSON data and event name as published", async () => {
+        const channel = fresh("org:acme:ch:kinds");
+        const socket = await connect(fresh("ada"));
+        await request(socket, "herald:subscribe", channel);
+        const published: [string, unknown][] = [
+          ["message.created", { text: 'line\nbreak, "quotes", é, 😀', nested: { a: [1, null] } }],
+          ["n", 42],
+          ["s", "plain string"],
+          ["list", [1, "two", { three: 3 }]],
+          ["nothing", null],
+          ["yes", true],
+          ["ünïcödé event", { ok: 1 }],
+        ];
+        for (let n = 0; n < 20; n++) published.push(["seq", n]);
+        const received: [string, unknown][] = [];
+        const all = waitFor<number>(
+          `${published.length} publications`,
+          (callback) => {
+            const listener = (event: string, data: unknown) => {
+              received.push([event, data]);
+              callback(received.length);
+            };
+            socket.onAny(listener);
+            return () => socket.offAny(listener);
+          },
+          (count) => count >= published.length,
+        );
+        for (const [event, data] of published) await current().publish(channel, event, data);
+        await all;
+        expect(received).toEqual(published);
+      });
+
       it("a publication reaches every subscriber, and only them", async () => {
         const [channel, elsewhere] = [fresh("org:acme:ch:fanout"), fresh("org:acme:ch:other")];
         const ada = await connect(fresh("ada"));
