@@ -119,14 +119,17 @@ export async function startHerald(): Promise<Target | { unavailable: string }> {
       HERALD_PING_INTERVAL_SECONDS: String(HEARTBEAT.intervalSeconds),
       HERALD_PONG_TIMEOUT_SECONDS: String(HEARTBEAT.timeoutSeconds),
     },
+  }).catch((error: unknown) => {
+    // A live gRPC server would keep the test process from exiting.
+    served.server.forceShutdown();
+    throw error;
   });
-  const stub = new (
-    grpc.loadPackageDefinition(protoLoader.loadSync(API_PROTO, loadOptions)) as unknown as {
-      herald: {
-        v1: { Herald: new (address: string, creds: grpc.ChannelCredentials) => HeraldStub };
-      };
-    }
-  ).herald.v1.Herald(gateway.grpcAddr, grpc.credentials.createInsecure());
+  const api = grpc.loadPackageDefinition(
+    protoLoader.loadSync(API_PROTO, loadOptions),
+  ) as unknown as {
+    herald: { v1: { Herald: new (address: string, creds: grpc.ChannelCredentials) => HeraldStub } };
+  };
+  const stub = new api.herald.v1.Herald(gateway.grpcAddr, grpc.credentials.createInsecure());
   const stop = async () => {
     stub.close();
     served.server.forceShutdown();
