@@ -67,6 +67,11 @@ export function compatSuite(start: () => Promise<Target>): void {
         await connected(socket);
       });
 
+      it("accepts a token in the query (?token=)", async () => {
+        const socket = clients.socket({ query: { token: token(fresh("ada")) } });
+        await connected(socket);
+      });
+
       it("refuses an invalid token with connect_error code 101", async () => {
         const forged = mintToken("not-the-secret", { sub: fresh("eve") });
         const error = await connectError(clients.socket({ auth: { token: forged } }));

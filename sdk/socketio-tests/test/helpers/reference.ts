@@ -1,8 +1,9 @@
 /**
  * The reference: the real `socket.io` npm server, in process, implementing the contract Herald
  * implements, so the suite is known to test the protocol and not Herald's reading of it.
- * - Auth: a JWT in `auth.token` (or `Authorization: Bearer`), Herald's rules; a refusal is
- *   CONNECT_ERROR `{message, data: {code}}` with Herald's code (101 invalid, 109 expired).
+ * - Auth: a JWT in `auth.token` (or `Authorization: Bearer`, or `?token=`), Herald's rules;
+ *   a refusal is CONNECT_ERROR `{message, data: {code}}` with Herald's code (101 invalid,
+ *   109 expired).
  * - `herald:subscribe` (channel) / `herald:unsubscribe` (channel): rooms, acked `{ok: true}`
  *   or `{error: {code, message}}`.
  * - Any other event goes to the backend (method = event, data = first argument); its reply
@@ -39,7 +40,8 @@ function tokenOf(socket: Socket): unknown {
   const auth = socket.handshake.auth as { token?: unknown };
   if (auth.token !== undefined) return auth.token;
   const header = socket.handshake.headers.authorization;
-  return header?.startsWith("Bearer ") ? header.slice("Bearer ".length) : undefined;
+  if (header?.startsWith("Bearer ")) return header.slice("Bearer ".length);
+  return socket.handshake.query["token"];
 }
 
 /** Channels whose subscribers see each other join and leave: `org:<org>:…`. */
