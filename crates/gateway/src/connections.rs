@@ -314,6 +314,9 @@ impl SubscriptionTokens {
 }
 
 /// The node's connections, by id, with per-user counts.
+/// How often the sweeper sends due pings and closes late or expired connections.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Connections {
     by_id: DashMap<Arc<str>, Arc<Connection>>,
     /// Subscriptions made with a subscription token, for their expiry.

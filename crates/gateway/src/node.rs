@@ -18,7 +18,7 @@ use crate::broker::{
 };
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
-use crate::connections::{Connection, Connections, Heartbeat};
+use crate::connections::{Connection, Connections, Heartbeat, SWEEP_INTERVAL};
 use crate::envelope::EnvelopeLimits;
 use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::{Hub, Interest};
@@ -172,7 +172,7 @@ impl Node {
             config.limits.max_connections_per_user,
             heartbeat,
         ));
-        connections.spawn_sweeper(std::time::Duration::from_secs(1));
+        connections.spawn_sweeper(SWEEP_INTERVAL);
         let id: Arc<str> = Arc::from(config.node_id.as_str());
         let auth = Authenticator::new(&config.jwt)?;
         let config = Arc::new(config);

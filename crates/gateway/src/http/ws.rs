@@ -29,6 +29,7 @@ use super::admission::PendingSlot;
 use super::admit::{Refusal, admit};
 use super::ws_io::{DirectWrite, FrameSink, ReadOnly};
 use crate::config::Limits;
+use crate::connections::SWEEP_INTERVAL;
 use crate::metrics;
 use crate::node::Node;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
@@ -125,10 +126,13 @@ async fn greet(sink: &mut impl Outgoing, node: &Node, codec: Codec) -> bool {
         return true;
     }
     let limits = &node.config().limits;
+    // The sweeper sends pings up to one sweep late; socket.io-client gives up when no ping
+    // came within interval + timeout, so the timeout it is told covers that sweep.
+    let ping_timeout = limits.pong_timeout + SWEEP_INTERVAL;
     let open = socketio::encode_open(
         &crate::random::random_token(20),
         limits.ping_interval.as_millis() as u64,
-        limits.pong_timeout.as_millis() as u64,
+        ping_timeout.as_millis() as u64,
         limits.max_message_bytes,
     );
     sink.send(ServerFrame::Text(open)).await.is_ok()
