@@ -374,6 +374,4 @@ export function compatSuite(start: () => Promise<Target>): void {
     it.todo("the same with the client reconnecting to the other node of a two-node cluster");
     it.todo("recovered === false after a Redis flush");
   });
-
-  it.todo("the socket.io client bundle in headless Chromium");
 }

@@ -104,10 +104,13 @@ async function speaksSocketIo(url: string): Promise<boolean> {
 }
 
 /**
- * Starts Herald and its backend; answers why not instead when there is no binary or the
- * binary has no Socket.IO endpoint (the suite is then skipped with that reason).
+ * Starts Herald (with `env` over the suite's settings) and its backend; answers why not
+ * instead when there is no binary or the binary has no Socket.IO endpoint (the suite is then
+ * skipped with that reason).
  */
-export async function startHerald(): Promise<Target | { unavailable: string }> {
+export async function startHerald(
+  env: Record<string, string> = {},
+): Promise<Target | { unavailable: string }> {
   if (!existsSync(HERALD_BIN)) {
     return { unavailable: `no herald binary at ${HERALD_BIN} (set HERALD_BIN)` };
   }
@@ -118,6 +121,7 @@ export async function startHerald(): Promise<Target | { unavailable: string }> {
       HERALD_BACKEND_ADDR: served.address,
       HERALD_PING_INTERVAL_SECONDS: String(HEARTBEAT.intervalSeconds),
       HERALD_PONG_TIMEOUT_SECONDS: String(HEARTBEAT.timeoutSeconds),
+      ...env,
     },
   }).catch((error: unknown) => {
     // A live gRPC server would keep the test process from exiting.
