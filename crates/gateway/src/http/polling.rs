@@ -258,6 +258,9 @@ pub(super) fn upgrade(
     request: axum::extract::Request,
 ) -> Result<Response, EngineError> {
     let session = state.polling.get(sid)?;
+    if session.shared.upgraded.load(Ordering::Acquire) {
+        return Err(EngineError::BadRequest);
+    }
     let (mut parts, _) = request.into_parts();
     let accept = match ws::accept_key(&parts.headers) {
         Ok(accept) => accept,

@@ -535,7 +535,7 @@ async fn polling_upgrades_to_websocket_without_losing_a_publication() {
         "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
         served.http, polling.sid
     );
-    let (socket, _) = within("upgrade", tokio_tungstenite::connect_async(url))
+    let (socket, _) = within("upgrade", tokio_tungstenite::connect_async(&url))
         .await
         .expect("upgrade");
     let mut sio = Sio(socket);
@@ -562,4 +562,6 @@ async fn polling_upgrades_to_websocket_without_losing_a_publication() {
     assert_eq!(sio.ack(2).await, json!({ "ok": true }));
     let (status, _) = http_get(served.http, &polling.path()).await;
     assert_eq!(status, 400, "no polls after the upgrade");
+    let again = within("a second upgrade", tokio_tungstenite::connect_async(url)).await;
+    assert!(again.is_err(), "one upgrade per session");
 }
