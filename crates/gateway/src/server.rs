@@ -134,6 +134,7 @@ impl Server {
             permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
             tracker: sessions.clone(),
             sse: Arc::default(),
+            polling: Arc::default(),
             closed: force.clone(),
         };
         let pending = PendingBudget::new(limits.max_pending_connections, limits.max_pending_per_ip);

@@ -64,6 +64,7 @@ pub fn control(frame: &[u8]) -> Option<Control> {
 /// The Engine.IO `open` packet, the first frame of a session.
 pub fn encode_open(
     sid: &str,
+    upgrades: &[&str],
     ping_interval_ms: u64,
     ping_timeout_ms: u64,
     max_payload: usize,
@@ -72,14 +73,14 @@ pub fn encode_open(
     #[serde(rename_all = "camelCase")]
     struct Open<'a> {
         sid: &'a str,
-        upgrades: [&'a str; 0],
+        upgrades: &'a [&'a str],
         ping_interval: u64,
         ping_timeout: u64,
         max_payload: usize,
     }
     let open = Open {
         sid,
-        upgrades: [],
+        upgrades,
         ping_interval: ping_interval_ms,
         ping_timeout: ping_timeout_ms,
         max_payload,
@@ -578,7 +579,7 @@ mod tests {
     #[test]
     fn open_packet_carries_the_heartbeat() {
         assert_eq!(
-            &encode_open("s1", 25_000, 20_000, 65_536)[..],
+            &encode_open("s1", &[], 25_000, 20_000, 65_536)[..],
             br#"0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":65536}"#
         );
     }

@@ -1,4 +1,4 @@
-//! A minimal HTTP/1.0 GET, so the tests and the load generator need no HTTP client crate.
+//! A minimal HTTP/1.0 GET and POST, so the tests and the load generator need no HTTP client crate.
 
 use std::net::SocketAddr;
 
@@ -11,10 +11,21 @@ use crate::within;
 /// `GET path` (HTTP/1.0, so the body ends with the connection): (status, body). Unbounded:
 /// the caller bounds it.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    request(addr, format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")).await
+}
+
+/// `POST path` with a `text/plain` body: (status, body). Unbounded: the caller bounds it.
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Result<(u16, String)> {
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    request(addr, head + body).await
+}
+
+async fn request(addr: SocketAddr, request: String) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
+    stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
     let response = String::from_utf8_lossy(&response);
@@ -35,4 +46,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     within("HTTP GET", get(addr, path))
         .await
         .unwrap_or_else(|error| panic!("GET {path} on {addr}: {error:#}"))
+}
+
+/// [`post`], bounded, failing the test on an error.
+pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    within("HTTP POST", post(addr, path, body))
+        .await
+        .unwrap_or_else(|error| panic!("POST {path} on {addr}: {error:#}"))
 }

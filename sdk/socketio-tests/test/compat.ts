@@ -1,8 +1,8 @@
 /**
  * The Socket.IO compatibility suite, one definition for every target: the reference
  * `socket.io` server (reference.test.ts) and Herald (herald.test.ts). A case counts only when
- * the reference passes it. WebSocket transport only for now; polling, the upgrade and
- * connection state recovery are todo.
+ * the reference passes it. The WebSocket transport, HTTP long-polling and the upgrade;
+ * connection state recovery is todo.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { BackendCall } from "./helpers/backend.js";
@@ -365,8 +365,75 @@ export function compatSuite(start: () => Promise<Target>): void {
   });
 
   describe("HTTP long-polling", () => {
-    it.todo("polling-only: connect, subscribe, receive, emitWithAck");
-    it.todo("polling with the upgrade to WebSocket (2probe / 3probe / 5)");
+    /** A connected socket of `user` over `transports`. */
+    const connectOver = async (user: string, transports: ("polling" | "websocket")[]) => {
+      const socket = clients.socket({ auth: { token: token(user) }, transports });
+      await connected(socket);
+      return socket;
+    };
+
+    it("polling-only: connect, subscribe, receive, emitWithAck", async () => {
+      const user = fresh("ada");
+      const channel = fresh("org:acme:ch:polled");
+      const socket = await connectOver(user, ["polling"]);
+      expect(socket.io.engine.transport.name).toBe("polling");
+      expect(await request<Reply>(socket, "herald:subscribe", channel)).toMatchObject({
+        ok: true,
+      });
+      const received = nextEvent<unknown>(socket, "message:new");
+      await current().publish(channel, "message:new", { text: "hi" });
+      expect(await received).toEqual({ text: "hi" });
+      expect(await request(socket, "echo", { n: 1 })).toEqual({ user, data: { n: 1 } });
+      expect(socket.io.engine.transport.name).toBe("polling");
+    });
+
+    it("polling with the upgrade to WebSocket (2probe / 3probe / 5): nothing lost or repeated", async () => {
+      const user = fresh("ada");
+      const channel = fresh("org:acme:ch:upgraded");
+      const socket = clients.socket({
+        auth: { token: token(user) },
+        transports: ["polling", "websocket"],
+      });
+      // The manager opens its engine at once; the client probes as soon as it is open.
+      const engine = socket.io.engine;
+      expect(engine.transport.name).toBe("polling");
+      let switched = false;
+      const upgraded = waitFor<void>("the upgrade", (callback) => {
+        const onUpgrade = () => {
+          switched = true;
+          callback();
+        };
+        engine.on("upgrade", onUpgrade);
+        return () => engine.off("upgrade", onUpgrade);
+      });
+      await connected(socket);
+      const texts: string[] = [];
+      socket.on("message:new", (data: { text: string }) => texts.push(data.text));
+      expect(await request<Reply>(socket, "herald:subscribe", channel)).toMatchObject({
+        ok: true,
+      });
+      // Published until the transports have switched (if they have not yet), and after.
+      const sent: string[] = [];
+      const publish = async () => {
+        const text = `m${sent.length}`;
+        sent.push(text);
+        await current().publish(channel, "message:new", { text });
+      };
+      while (!switched && sent.length < 100) await publish();
+      await upgraded;
+      expect(engine.transport.name).toBe("websocket");
+      for (let n = 0; n < 5; n++) await publish();
+      await waitFor<void>("every publication", (callback) => {
+        const check = () => {
+          if (texts.length >= sent.length) callback();
+        };
+        socket.on("message:new", check);
+        check();
+        return () => socket.off("message:new", check);
+      });
+      expect(texts).toEqual(sent);
+      expect(await request(socket, "echo", { n: 2 })).toEqual({ user, data: { n: 2 } });
+    });
   });
 
   describe("connection state recovery", () => {

@@ -6,6 +6,7 @@ mod accept;
 mod admission;
 mod admit;
 mod dev;
+mod polling;
 mod socketio;
 mod sse;
 mod ws;
@@ -32,7 +33,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/sse", get(sse::stream))
         .route("/rpc", post(sse::rpc))
-        .route("/socket.io/", get(socketio::upgrade))
+        .route("/socket.io/", get(socketio::get).post(socketio::post))
         .layer(cors(&node.config().allowed_origins))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz));
@@ -51,6 +52,8 @@ pub struct HttpState {
     pub tracker: tokio_util::task::TaskTracker,
     /// Open sessions of the SSE fallback.
     pub sse: Arc<sse::SseSessions>,
+    /// Open sessions of Socket.IO's long-polling transport.
+    pub polling: Arc<polling::PollingSessions>,
     /// Cancelled when the drain's grace is over: sessions still running are dropped.
     pub closed: CancellationToken,
 }

@@ -1,7 +1,8 @@
-//! `GET /socket.io/`: Engine.IO's endpoint, for unmodified `socket.io-client` apps. Only the
-//! WebSocket transport for now (`transports: ["websocket"]` on the client): the request is
-//! upgraded as `/ws` is, and the session speaks the Socket.IO codec. Engine.IO's own errors
-//! (a version other than 4, another transport) are HTTP 400 with its JSON error body.
+//! `/socket.io/`: Engine.IO's endpoint, for unmodified `socket.io-client` apps. Over the
+//! WebSocket transport the request is upgraded as `/ws` is, and the session speaks the
+//! Socket.IO codec; over HTTP long-polling (and its upgrade to a WebSocket) see
+//! [`super::polling`]. Engine.IO's own errors (a version other than 4, an unknown transport
+//! or session) are HTTP 400 with its JSON error body.
 
 use std::collections::HashMap;
 
@@ -14,14 +15,17 @@ use serde::Serialize;
 
 use super::HttpState;
 use super::admission::PendingSlot;
-use super::ws;
+use super::{polling, ws};
 
 /// Engine.IO's error codes for a refused request.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(into = "EngineErrorBody")]
-enum EngineError {
+pub(super) enum EngineError {
     TransportUnknown,
     SessionIdUnknown,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
     UnsupportedProtocolVersion,
 }
 
@@ -36,34 +40,76 @@ impl From<EngineError> for EngineErrorBody {
         let (code, message) = match error {
             EngineError::TransportUnknown => (0, "Transport unknown"),
             EngineError::SessionIdUnknown => (1, "Session ID unknown"),
+            EngineError::BadHandshakeMethod => (2, "Bad handshake method"),
+            EngineError::BadRequest => (3, "Bad request"),
+            EngineError::Forbidden => (4, "Forbidden"),
             EngineError::UnsupportedProtocolVersion => (5, "Unsupported protocol version"),
         };
         EngineErrorBody { code, message }
     }
 }
 
-pub async fn upgrade(
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        (status, Json(self)).into_response()
+    }
+}
+
+/// The transport a request names, and its session when it has one.
+enum Transport<'a> {
+    WebSocket(Option<&'a str>),
+    Polling(Option<&'a str>),
+}
+
+pub async fn get(
     State(state): State<HttpState>,
     Extension(slot): Extension<PendingSlot>,
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Response {
-    match check(&query) {
-        Ok(()) => ws::serve(state, slot, &query, request, Codec::SocketIo, None),
-        Err(error) => (StatusCode::BAD_REQUEST, Json(error)).into_response(),
-    }
+    let result = match transport(&query) {
+        Ok(Transport::WebSocket(None)) => Ok(ws::serve(
+            state,
+            slot,
+            &query,
+            request,
+            Codec::SocketIo,
+            None,
+        )),
+        Ok(Transport::WebSocket(Some(sid))) => polling::upgrade(&state, sid, request),
+        Ok(Transport::Polling(None)) => polling::open(&state, slot, request.headers(), &query),
+        Ok(Transport::Polling(Some(sid))) => polling::poll(&state, sid).await,
+        Err(error) => Err(error),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn check(query: &HashMap<String, String>) -> Result<(), EngineError> {
+pub async fn post(
+    State(state): State<HttpState>,
+    Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Body,
+) -> Response {
+    let result = match transport(&query) {
+        Ok(Transport::Polling(Some(sid))) => polling::post(&state, sid, body).await,
+        Ok(Transport::Polling(None)) => Err(EngineError::BadHandshakeMethod),
+        Ok(Transport::WebSocket(_)) => Err(EngineError::BadRequest),
+        Err(error) => Err(error),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn transport(query: &HashMap<String, String>) -> Result<Transport<'_>, EngineError> {
     if query.get("EIO").map(String::as_str) != Some("4") {
         return Err(EngineError::UnsupportedProtocolVersion);
     }
-    if query.get("transport").map(String::as_str) != Some("websocket") {
-        return Err(EngineError::TransportUnknown);
+    let sid = query.get("sid").map(String::as_str);
+    match query.get("transport").map(String::as_str) {
+        Some("websocket") => Ok(Transport::WebSocket(sid)),
+        Some("polling") => Ok(Transport::Polling(sid)),
+        _ => Err(EngineError::TransportUnknown),
     }
-    // A polling session upgrading to WebSocket: there are no polling sessions yet.
-    if query.contains_key("sid") {
-        return Err(EngineError::SessionIdUnknown);
-    }
-    Ok(())
 }

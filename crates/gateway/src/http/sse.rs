@@ -163,7 +163,7 @@ fn frames_to_events(mut frames: mpsc::Receiver<ServerFrame>) -> impl Stream<Item
 /// The session's frames into the event stream's queue. Not `sink_map_err` (nor
 /// `sink_err_into`, built on it): the writer may see a closed stream twice (a failed send,
 /// then its close), and their mapping panics the second time.
-fn outgoing_sink(outgoing: mpsc::Sender<ServerFrame>) -> impl Outgoing {
+pub(super) fn outgoing_sink(outgoing: mpsc::Sender<ServerFrame>) -> impl Outgoing {
     EventSink(PollSender::new(outgoing))
 }
 
@@ -232,15 +232,10 @@ pub async fn rpc(
     };
     // Up to twice the limit goes to the session, which closes 4009 as it would a WebSocket
     // (so the client learns the same way); far over it is refused before it is buffered.
-    // A body trickled slower than the header-read timeout allows is cut off.
     let limits = &state.node.config().limits;
-    let read = axum::body::to_bytes(body, limits.max_message_bytes.saturating_mul(2));
-    let body = match tokio::time::timeout(limits.header_read_timeout, read).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response();
-        }
-        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response(),
+    let body = match read_body(&state, body, limits.max_message_bytes.saturating_mul(2)).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     if query.contains_key("pong") {
         if !body.is_empty() {
@@ -253,6 +248,21 @@ pub async fn rpc(
     match commands.send(ClientFrame::Text(body)).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => (StatusCode::NOT_FOUND, "unknown session").into_response(),
+    }
+}
+
+/// A POSTed body of at most `max` bytes (413 past it, before it is buffered). A body
+/// trickled slower than the header-read timeout allows is cut off (408).
+pub(super) async fn read_body(
+    state: &HttpState,
+    body: axum::body::Body,
+    max: usize,
+) -> Result<bytes::Bytes, Response> {
+    let timeout = state.node.config().limits.header_read_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err((StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response()),
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "request body too slow").into_response()),
     }
 }
 

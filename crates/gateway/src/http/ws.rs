@@ -125,22 +125,28 @@ async fn greet(sink: &mut impl Outgoing, node: &Node, codec: Codec) -> bool {
     if codec != Codec::SocketIo {
         return true;
     }
+    let open = open_packet(node, &crate::random::random_token(20), &[]);
+    sink.send(ServerFrame::Text(open)).await.is_ok()
+}
+
+/// Engine.IO's `open` packet for session `sid`, offering `upgrades`.
+pub(super) fn open_packet(node: &Node, sid: &str, upgrades: &[&str]) -> Bytes {
     let limits = &node.config().limits;
     // The sweeper sends pings up to one sweep late; socket.io-client gives up when no ping
     // came within interval + timeout, so the timeout it is told covers that sweep.
     let ping_timeout = limits.pong_timeout + SWEEP_INTERVAL;
-    let open = socketio::encode_open(
-        &crate::random::random_token(20),
+    socketio::encode_open(
+        sid,
+        upgrades,
         limits.ping_interval.as_millis() as u64,
         ping_timeout.as_millis() as u64,
         limits.max_message_bytes,
-    );
-    sink.send(ServerFrame::Text(open)).await.is_ok()
+    )
 }
 
 /// Why a request to `/ws` is not a WebSocket handshake we can accept.
 #[derive(Debug, thiserror::Error)]
-enum HandshakeRefusal {
+pub(super) enum HandshakeRefusal {
     #[error("Connection header did not include 'upgrade'")]
     ConnectionHeader,
     #[error("`Upgrade` header did not include 'websocket'")]
@@ -164,7 +170,7 @@ impl IntoResponse for HandshakeRefusal {
 }
 
 /// Checks the handshake's headers (RFC 6455 §4.2.1) and answers the client's key.
-fn accept_key(headers: &HeaderMap) -> Result<String, HandshakeRefusal> {
+pub(super) fn accept_key(headers: &HeaderMap) -> Result<String, HandshakeRefusal> {
     if !header_has_token(headers, header::CONNECTION, "upgrade") {
         return Err(HandshakeRefusal::ConnectionHeader);
     }
@@ -199,7 +205,7 @@ fn subprotocol(headers: &HeaderMap) -> Option<&'static str> {
         .find(|ours| header_has_token(headers, header::SEC_WEBSOCKET_PROTOCOL, ours))
 }
 
-fn switching_protocols(accept: String, protocol: Option<&'static str>) -> Response {
+pub(super) fn switching_protocols(accept: String, protocol: Option<&'static str>) -> Response {
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -216,7 +222,7 @@ fn switching_protocols(accept: String, protocol: Option<&'static str>) -> Respon
     response
 }
 
-fn socket_config(limits: &Limits) -> WebSocketConfig {
+pub(super) fn socket_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         // Over our own limit but under tungstenite's: closed 4009 by the session. Far over:
@@ -226,14 +232,14 @@ fn socket_config(limits: &Limits) -> WebSocketConfig {
 }
 
 /// An upgraded connection's two directions as session frames.
-enum Socket<T, O, I> {
+pub(super) enum Socket<T, O, I> {
     /// Plain TCP: the fan-out may write to the socket directly.
     Tcp(FrameSink<DirectWrite>, T, DirectSocket),
     /// TLS (or anything else hyper serves): only the writer writes.
     Other(O, I),
 }
 
-async fn split(
+pub(super) async fn split(
     upgraded: Upgraded,
     config: WebSocketConfig,
 ) -> Socket<impl Incoming, impl Outgoing, impl Incoming> {

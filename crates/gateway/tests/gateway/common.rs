@@ -13,7 +13,7 @@ use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, Namespa
 pub use herald_testkit::client::{close_code, error_code, next_publication};
 pub use herald_testkit::grpc::{ApiKey, Grpc, grpc_client};
 pub use herald_testkit::herald::Served;
-pub use herald_testkit::http::http_get;
+pub use herald_testkit::http::{http_get, http_post};
 pub use herald_testkit::tokens::{API_KEY, SECRET, claims};
 pub use herald_testkit::within;
 use tokio::process::Command;

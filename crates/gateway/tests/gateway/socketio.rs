@@ -1,6 +1,6 @@
 //! Socket.IO compatibility: the real binary at `/socket.io/`, driven by a small Engine.IO v4
-//! / Socket.IO v5 client written here (text frames over tokio-tungstenite), the way an
-//! unmodified `socket.io-client` with `transports: ["websocket"]` talks.
+//! / Socket.IO v5 client written here (text frames over tokio-tungstenite, or long-polling
+//! over plain HTTP requests), the way an unmodified `socket.io-client` talks.
 
 use std::net::SocketAddr;
 
@@ -87,6 +87,16 @@ impl Sio {
     }
 }
 
+/// A gateway that pings every second and waits a second for the pong.
+async fn serve_with_a_fast_heartbeat() -> Served {
+    serve(|herald| {
+        herald
+            .env("HERALD_PING_INTERVAL_SECONDS", "1")
+            .env("HERALD_PONG_TIMEOUT_SECONDS", "1");
+    })
+    .await
+}
+
 fn token(sub: &str) -> String {
     sign(&claims(sub, &["acme"], &["org:acme:*"], 3600))
 }
@@ -145,7 +155,7 @@ async fn other_engine_io_versions_and_transports_are_http_400() {
     assert_eq!(status, 400);
     let body: Value = serde_json::from_str(&body).expect("a JSON error");
     assert_eq!(body["code"], 5);
-    let (status, body) = http_get(served.http, "/socket.io/?EIO=4&transport=polling").await;
+    let (status, body) = http_get(served.http, "/socket.io/?EIO=4&transport=flashsocket").await;
     assert_eq!(status, 400);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], 0);
 }
@@ -206,16 +216,17 @@ async fn other_events_go_to_the_backend_and_its_reply_is_the_ack() {
     );
     sio.send(r#"429["join-room","r1"]"#).await;
     assert_eq!(sio.ack(9).await, Value::Null);
+
+    // The same over long-polling.
+    let (polling, connected) = Polling::connect(served.http, &token("alice")).await;
+    assert!(connected.starts_with("40{"), "{connected}");
+    polling.send(&[r#"427["echo",{"text":"hi"}]"#]).await;
+    assert_eq!(polling.ack(7).await["data"], json!({ "text": "hi" }));
 }
 
 #[tokio::test]
 async fn engine_io_ping_pong_keeps_the_session_and_a_missing_pong_closes_4202() {
-    let served = serve(|herald| {
-        herald
-            .env("HERALD_PING_INTERVAL_SECONDS", "1")
-            .env("HERALD_PONG_TIMEOUT_SECONDS", "1");
-    })
-    .await;
+    let served = serve_with_a_fast_heartbeat().await;
     let (mut sio, connected) = Sio::connect(served.http, &token("alice")).await;
     assert!(connected.starts_with("40{"));
     for _ in 0..2 {
@@ -318,4 +329,239 @@ async fn the_token_may_come_from_the_authorization_header() {
     assert!(sio.text().await.starts_with("0{"));
     sio.send("40").await;
     assert!(sio.text().await.starts_with(r#"40{"sid":"#));
+}
+
+/// One Engine.IO long-polling session, over plain HTTP requests.
+struct Polling {
+    http: SocketAddr,
+    sid: String,
+}
+
+impl Polling {
+    /// The handshake: the session and its `open` packet.
+    async fn open(http: SocketAddr) -> (Polling, Value) {
+        let (status, body) = http_get(http, "/socket.io/?EIO=4&transport=polling").await;
+        assert_eq!(status, 200, "{body}");
+        let open: Value =
+            serde_json::from_str(body.strip_prefix('0').expect("an open packet")).unwrap();
+        let sid = open["sid"].as_str().expect("a sid").to_owned();
+        (Polling { http, sid }, open)
+    }
+
+    /// Opens and CONNECTs to `/` with `token`: the CONNECT or CONNECT_ERROR reply.
+    async fn connect(http: SocketAddr, token: &str) -> (Polling, String) {
+        let (polling, _) = Polling::open(http).await;
+        polling
+            .send(&[&format!("40{}", json!({ "token": token }))])
+            .await;
+        let mut reply = polling.poll().await;
+        (polling, reply.remove(0))
+    }
+
+    fn path(&self) -> String {
+        format!("/socket.io/?EIO=4&transport=polling&sid={}", self.sid)
+    }
+
+    async fn send(&self, packets: &[&str]) {
+        let (status, body) = http_post(self.http, &self.path(), &packets.join("\x1e")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+
+    /// One poll's packets.
+    async fn poll(&self) -> Vec<String> {
+        let (status, body) = http_get(self.http, &self.path()).await;
+        assert_eq!(status, 200, "{body}");
+        body.split('\x1e').map(str::to_owned).collect()
+    }
+
+    /// The argument of ack `id`, polling until it comes.
+    async fn ack(&self, id: u32) -> Value {
+        let head = format!("43{id}");
+        loop {
+            for packet in self.poll().await {
+                if let Some(args) = packet.strip_prefix(&head) {
+                    let mut args: Vec<Value> = serde_json::from_str(args).expect("ack is JSON");
+                    return args.remove(0);
+                }
+            }
+        }
+    }
+}
+
+async fn publish(served: &Served, channel: &str, text: &str) {
+    let request = PublishRequest {
+        channel: channel.into(),
+        event: "message:new".into(),
+        data: json!({ "text": text }).to_string().into_bytes(),
+        idempotency_key: String::new(),
+    };
+    let mut grpc = grpc_client(served.grpc, Some(API_KEY)).await;
+    within("gRPC publish", grpc.publish(request))
+        .await
+        .expect("publish");
+}
+
+#[tokio::test]
+async fn polling_handshake_connect_ack_and_publications() {
+    let served = serve(|_| {}).await;
+    let (polling, open) = Polling::open(served.http).await;
+    assert_eq!(open["upgrades"], json!(["websocket"]));
+    assert_eq!(open["pingInterval"], 25_000);
+    assert_eq!(open["pingTimeout"], 21_000);
+    assert_eq!(open["maxPayload"], 64 * 1024);
+
+    // Two packets in one POST, their replies in one poll.
+    polling
+        .send(&[
+            &format!("40{}", json!({ "token": token("alice") })),
+            r#"421["herald:subscribe","user:alice"]"#,
+        ])
+        .await;
+    let mut packets = polling.poll().await;
+    if packets.len() == 1 {
+        packets.extend(polling.poll().await);
+    }
+    assert!(packets[0].starts_with(r#"40{"sid":"#), "{packets:?}");
+    let subscribed: Vec<Value> =
+        serde_json::from_str(packets[1].strip_prefix("431").expect("ACK 1")).unwrap();
+    assert_eq!(subscribed[0]["ok"], true, "{packets:?}");
+
+    publish(&served, "user:alice", "hi").await;
+    assert_eq!(polling.poll().await, [r#"42["message:new",{"text":"hi"}]"#]);
+    polling
+        .send(&[r#"422["herald:unsubscribe","user:alice"]"#])
+        .await;
+    assert_eq!(polling.ack(2).await, json!({ "ok": true }));
+}
+
+#[tokio::test]
+async fn polling_pings_are_answered_by_post_and_a_missing_pong_closes() {
+    let served = serve_with_a_fast_heartbeat().await;
+    let (polling, connected) = Polling::connect(served.http, &token("alice")).await;
+    assert!(connected.starts_with("40{"), "{connected}");
+    let mut pongs = 0;
+    while pongs < 2 {
+        if polling.poll().await.iter().any(|packet| packet == "2") {
+            polling.send(&["3"]).await;
+            pongs += 1;
+        }
+    }
+    // No pong: closed 4202, a reconnect-now close (one Engine.IO close).
+    let mut packets = Vec::new();
+    while !packets.iter().any(|packet| packet == "1") {
+        packets.extend(polling.poll().await);
+    }
+    // A poll ends with a noop after the ping interval; pings may come up to a sweep late.
+    packets.retain(|packet| packet != "6");
+    assert_eq!(packets, ["2", "1"]);
+    let (status, body) = http_get(served.http, &polling.path()).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#)
+    );
+}
+
+#[tokio::test]
+async fn polling_refuses_unknown_sessions_bad_shapes_and_oversize_posts() {
+    let served = serve(|herald| {
+        herald.env("HERALD_MAX_MESSAGE_BYTES", "1024");
+    })
+    .await;
+    let unknown = "/socket.io/?EIO=4&transport=polling&sid=nope";
+    let (status, body) = http_get(served.http, unknown).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#)
+    );
+    let (status, body) = http_post(served.http, unknown, "40").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":1,"message":"Session ID unknown"}"#)
+    );
+    let (status, body) = http_post(served.http, "/socket.io/?EIO=4&transport=polling", "40").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+    );
+
+    let (polling, connected) = Polling::connect(served.http, &token("alice")).await;
+    assert!(connected.starts_with("40{"), "{connected}");
+    let big = format!(r#"42["echo","{}"]"#, "x".repeat(2048));
+    let (status, _) = http_post(served.http, &polling.path(), &big).await;
+    assert_eq!(status, 413);
+
+    // A second poll while one is pending closes the session, as Engine.IO says. Nothing is
+    // queued, so whichever comes first is still waiting when the other arrives.
+    let path = polling.path();
+    let (a, b) = tokio::join!(http_get(served.http, &path), http_get(served.http, &path));
+    let mut polls = [a, b];
+    polls.sort();
+    assert_eq!(
+        polls[1],
+        (400, r#"{"code":3,"message":"Bad request"}"#.to_owned())
+    );
+    // Closed 4000: a Socket.IO DISCONNECT, then the Engine.IO close (in the same poll or
+    // the next).
+    let (status, mut packets) = polls[0].clone();
+    assert_eq!(status, 200);
+    if packets == "41" {
+        packets = polling.poll().await.join("\x1e");
+        packets.insert_str(0, "41\x1e");
+    }
+    assert_eq!(packets, "41\x1e1");
+}
+
+#[tokio::test]
+async fn polling_upgrades_to_websocket_without_losing_a_publication() {
+    let served = serve(|_| {}).await;
+    let (polling, connected) = Polling::connect(served.http, &token("alice")).await;
+    assert!(connected.starts_with("40{"), "{connected}");
+    polling
+        .send(&[r#"421["herald:subscribe","user:alice"]"#])
+        .await;
+    assert_eq!(polling.ack(1).await["ok"], true);
+    publish(&served, "user:alice", "polled").await;
+    assert_eq!(
+        polling.poll().await,
+        [r#"42["message:new",{"text":"polled"}]"#]
+    );
+
+    let pending = {
+        let http = served.http;
+        let path = polling.path();
+        tokio::spawn(async move { http_get(http, &path).await })
+    };
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={}",
+        served.http, polling.sid
+    );
+    let (socket, _) = within("upgrade", tokio_tungstenite::connect_async(&url))
+        .await
+        .expect("upgrade");
+    let mut sio = Sio(socket);
+    sio.send("2probe").await;
+    assert_eq!(sio.text().await, "3probe");
+    // The probe ends the pending poll with a noop, so the client can pause polling.
+    assert_eq!(
+        within("the pending poll", pending).await.unwrap(),
+        (200, "6".into())
+    );
+
+    // Published between the probe and the switch: carried by the WebSocket, once, in order.
+    for n in 0..3 {
+        publish(&served, "user:alice", &format!("m{n}")).await;
+    }
+    sio.send("5").await;
+    for n in 0..3 {
+        assert_eq!(
+            sio.text().await,
+            format!(r#"42["message:new",{{"text":"m{n}"}}]"#)
+        );
+    }
+    sio.send(r#"422["herald:unsubscribe","user:alice"]"#).await;
+    assert_eq!(sio.ack(2).await, json!({ "ok": true }));
+    let (status, _) = http_get(served.http, &polling.path()).await;
+    assert_eq!(status, 400, "no polls after the upgrade");
+    let again = within("a second upgrade", tokio_tungstenite::connect_async(url)).await;
+    assert!(again.is_err(), "one upgrade per session");
 }
