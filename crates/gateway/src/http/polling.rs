@@ -27,11 +27,10 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::HttpState;
 use super::admission::PendingSlot;
-use super::admit::{Refusal, admit};
-use super::socketio::EngineError;
+use super::admit::admit;
+use super::socketio::{self, EngineError};
 use super::sse::{outgoing_sink, read_body};
 use super::ws;
-use crate::metrics;
 use crate::random::random_token;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
 use crate::session::{self, Incoming, Outgoing, Upgrade};
@@ -93,18 +92,7 @@ pub(super) fn open(
     headers: &HeaderMap,
     query: &std::collections::HashMap<String, String>,
 ) -> Result<Response, EngineError> {
-    let token = match admit(state, headers, query) {
-        Ok(token) => token,
-        Err(refusal) => {
-            let code = refusal.close_code();
-            metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-            return Err(match refusal {
-                Refusal::Origin => EngineError::Forbidden,
-                // socket.io-client retries a refused handshake, with its backoff.
-                Refusal::Draining => EngineError::BadRequest,
-            });
-        }
-    };
+    let token = admit(state, headers, query).map_err(socketio::refused)?;
     let upgrade = Upgrade {
         token,
         pending: slot.take(),

@@ -15,7 +15,9 @@ use serde::Serialize;
 
 use super::HttpState;
 use super::admission::PendingSlot;
+use super::admit::{Refusal, admit};
 use super::{polling, ws};
+use crate::metrics;
 
 /// Engine.IO's error codes for a refused request.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -72,14 +74,19 @@ pub async fn get(
     request: Request,
 ) -> Response {
     let result = match transport(&query) {
-        Ok(Transport::WebSocket(None)) => Ok(ws::serve(
-            state,
-            slot,
-            &query,
-            request,
-            Codec::SocketIo,
-            None,
-        )),
+        // A refused Origin is refused before the upgrade, as polling refuses it: the client
+        // gets a `connect_error`, not a socket closed before its open packet.
+        Ok(Transport::WebSocket(None)) => match admit(&state, request.headers(), &query) {
+            Err(Refusal::Origin) => Err(refused(Refusal::Origin)),
+            _ => Ok(ws::serve(
+                state,
+                slot,
+                &query,
+                request,
+                Codec::SocketIo,
+                None,
+            )),
+        },
         Ok(Transport::WebSocket(Some(sid))) => polling::upgrade(&state, sid, request),
         Ok(Transport::Polling(None)) => polling::open(&state, slot, request.headers(), &query),
         Ok(Transport::Polling(Some(sid))) => polling::poll(&state, sid).await,
@@ -100,6 +107,17 @@ pub async fn post(
         Err(error) => Err(error),
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The Engine.IO answer to a request `admit` refused, counted as a disconnect by its code.
+pub(super) fn refused(refusal: Refusal) -> EngineError {
+    let code = refusal.close_code();
+    metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
+    match refusal {
+        Refusal::Origin => EngineError::Forbidden,
+        // socket.io-client retries a refused handshake, with its backoff.
+        Refusal::Draining => EngineError::BadRequest,
+    }
 }
 
 fn transport(query: &HashMap<String, String>) -> Result<Transport<'_>, EngineError> {

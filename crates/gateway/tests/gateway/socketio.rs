@@ -331,6 +331,32 @@ async fn the_token_may_come_from_the_authorization_header() {
     assert!(sio.text().await.starts_with(r#"40{"sid":"#));
 }
 
+#[tokio::test]
+async fn a_refused_origin_is_http_403_before_the_upgrade_as_over_polling() {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let served = serve(|herald| {
+        herald.env("HERALD_ALLOWED_ORIGINS", "https://app.example");
+    })
+    .await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", served.http);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    // socket.io-client reports a refused handshake as a `connect_error`; an upgraded socket
+    // closed before its open packet it would only retry.
+    match within("upgrade", tokio_tungstenite::connect_async(request)).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or(b"{}"))
+                .expect("a JSON error");
+            assert_eq!(body["code"], 4, "Engine.IO's Forbidden");
+        }
+        other => panic!("expected HTTP 403, got {other:?}"),
+    }
+}
+
 /// One Engine.IO long-polling session, over plain HTTP requests.
 struct Polling {
     http: SocketAddr,
