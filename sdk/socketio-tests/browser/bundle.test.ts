@@ -19,7 +19,7 @@ import { startHerald } from "../test/helpers/herald.js";
 import { startReference } from "../test/helpers/reference.js";
 import type { Target } from "../test/helpers/target.js";
 import { mintToken } from "../test/helpers/token.js";
-import { launchChromium } from "./chromium.js";
+import { launchChromium } from "../../typescript/e2e/browser.js";
 
 const BUNDLE = join(
   dirname(createRequire(import.meta.url).resolve("socket.io-client/package.json")),
