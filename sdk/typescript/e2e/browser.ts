@@ -1,8 +1,8 @@
 /**
  * Headless Chromium for the browser tests (the demo's, and sdk/socketio-tests'), through
  * playwright-core (no browser download): the system's Chromium (`/usr/bin/chromium`, from
- * Debian's `chromium` package; `CHROMIUM` overrides the path). Playwright gives each launch a fresh, temporary profile
- * directory and removes it on close.
+ * Debian's `chromium` package; `CHROMIUM` overrides the path). Playwright gives each launch
+ * a fresh, temporary profile directory and removes it on close.
  */
 import { existsSync } from "node:fs";
 import { chromium, type Browser } from "playwright-core";
