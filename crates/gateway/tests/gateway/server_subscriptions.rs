@@ -163,15 +163,23 @@ async fn a_client_scoped_subscribe_reaches_that_connection_only_and_is_not_kept(
     let (later, _) = connect(&gateway, "alice").await;
     nothing_of_room_before(&gateway, &later, "public:later").await;
 
-    // Another user's connection id is not a way into someone else's connection. Changes
-    // are applied in order: the next one for this connection shows where bob's went.
+    // Another user's connection id is not a way into someone else's connection. A user's
+    // changes apply in order: once bob's own next one has reached him, the one naming
+    // alice's connection has been applied (or refused).
+    let (bob, bob_result) = connect(&gateway, "bob").await;
     subscribe(&mut grpc, "bob", "org:acme:room:8", &web_result.client).await;
-    subscribe(&mut grpc, "alice", "org:acme:room:9", &web_result.client).await;
+    subscribe(&mut grpc, "bob", "org:acme:room:9", &bob_result.client).await;
+    let push = next_push(&bob, "bob's own subscribe push", |push| {
+        push.subscribe.is_some()
+    })
+    .await;
+    assert_eq!(push.channel.as_deref(), Some("org:acme:room:9"));
+    gateway.publish(ROOM, "message", json!({})).await;
     let push = within("next push", web.next_push()).await.expect("open");
     assert_eq!(
-        push.channel.as_deref(),
-        Some("org:acme:room:9"),
-        "bob's subscribe did not reach alice's connection: {push:?}"
+        push.publication.map(|p| p.offset),
+        Some(1),
+        "bob's subscribe did not reach alice's connection"
     );
 }
 
