@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
-use herald_protocol::{ChannelName, CloseCode, Codec};
+use herald_protocol::{ChannelName, CloseCode, Codec, socketio};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -22,6 +22,7 @@ use crate::auth::Claims;
 use crate::clock::unix_seconds;
 use crate::metrics;
 pub use crate::outbox::Outbox;
+use crate::socketio_recovery::Cursor;
 
 /// The shared handle of one authenticated connection.
 pub struct Connection {
@@ -52,6 +53,9 @@ struct Subscriptions {
     /// Subscriptions ended from outside the session (hub evictions, expired subscription
     /// tokens), for the session to finish in order with its own commands.
     evicted: Vec<Ending>,
+    /// A Socket.IO connection's offset (what it recovers from), moved by every publication
+    /// it is sent; boxed, and absent on other codecs.
+    cursor: Option<Box<Cursor>>,
 }
 
 /// A subscription ended from outside the session, for the session to finish.
@@ -124,7 +128,9 @@ impl Connection {
 
     /// Records a subscription; false if it was already there.
     pub fn add_subscription(&self, channel: &ChannelName) -> bool {
-        let channels = &mut self.lock_subscriptions().channels;
+        let mut subscriptions = self.lock_subscriptions();
+        let subscriptions = &mut *subscriptions;
+        let channels = &mut subscriptions.channels;
         if channels.contains(channel) {
             return false;
         }
@@ -134,15 +140,65 @@ impl Connection {
             channels.reserve_exact(1);
         }
         channels.push(channel.clone());
+        if let Some(cursor) = &mut subscriptions.cursor {
+            cursor.hold(channel);
+        }
         true
     }
 
-    /// Forgets a subscription; false if there was none.
+    /// Forgets a subscription; false if there was none. A Socket.IO connection whose offset
+    /// held the channel is sent its new offset first, ahead of whatever tells it the
+    /// subscription ended.
     pub fn remove_subscription(&self, channel: &ChannelName) -> bool {
-        let channels = &mut self.lock_subscriptions().channels;
-        let before = channels.len();
-        channels.retain(|c| c != channel);
-        before != channels.len()
+        let offset = {
+            let mut subscriptions = self.lock_subscriptions();
+            let channels = &mut subscriptions.channels;
+            let before = channels.len();
+            channels.retain(|c| c != channel);
+            if before == channels.len() {
+                return false;
+            }
+            let cursor = subscriptions.cursor.as_deref_mut();
+            cursor.and_then(|cursor| cursor.release(channel).then(|| cursor.render()))
+        };
+        if let Some(offset) = offset {
+            self.send(socketio::encode_offset(&offset));
+        }
+        true
+    }
+
+    /// Moves a just-answered subscription's position in a Socket.IO connection's offset:
+    /// the `herald:offset` event to send ahead of the answer when that changed the offset.
+    pub fn answered(&self, channel: &ChannelName, epoch: &Arc<str>, offset: u64) -> Option<Bytes> {
+        let mut subscriptions = self.lock_subscriptions();
+        let cursor = subscriptions.cursor.as_mut()?;
+        cursor
+            .advance(channel, epoch, offset)
+            .then(|| socketio::encode_offset(&cursor.render()))
+    }
+
+    /// A publication of `channel` for a Socket.IO connection: `event`, the shared encoding,
+    /// with the connection's offset appended, after moving it to `position` (the
+    /// publication's epoch and offset, `None` on a channel without history). `None` on
+    /// other codecs: they take the shared bytes.
+    pub fn own_publication(
+        &self,
+        channel: &ChannelName,
+        position: Option<(&Arc<str>, u64)>,
+        event: impl FnOnce() -> Bytes,
+    ) -> Option<Bytes> {
+        if self.codec != Codec::SocketIo {
+            return None;
+        }
+        let offset = {
+            let mut subscriptions = self.lock_subscriptions();
+            let cursor = subscriptions.cursor.as_mut()?;
+            if let Some((epoch, offset)) = position {
+                cursor.advance(channel, epoch, offset);
+            }
+            cursor.render()
+        };
+        Some(socketio::with_offset(&event(), &offset))
     }
 
     /// Records a server-side eviction from `channel` (the subscription is already removed)
@@ -369,7 +425,10 @@ impl Connections {
             next_ping_at: AtomicU64::new(
                 self.now_ms() + self.heartbeat.interval.as_millis() as u64,
             ),
-            subscriptions: Mutex::default(),
+            subscriptions: Mutex::new(Subscriptions {
+                cursor: (codec == Codec::SocketIo).then(Box::default),
+                ..Subscriptions::default()
+            }),
             evicted_ready: Notify::new(),
         });
         self.by_id.insert(id, connection.clone());

@@ -66,6 +66,27 @@ const GAP_FILL_RETRY_WINDOW: Duration = Duration::from_secs(30);
 const GAP_FILL_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The pause before gap fill retry `attempt` (0-based): doubling from `base`, capped.
+/// Sends one publication to one subscriber: the shared bytes (written straight to the
+/// socket when `direct`), or, on a Socket.IO connection, its own event carrying the
+/// connection's offset after `position`.
+fn send_publication(
+    connection: &Connection,
+    channel: &ChannelName,
+    push: &SharedPush,
+    position: Option<(&Arc<str>, u64)>,
+    direct: bool,
+) -> bool {
+    let codec = connection.codec;
+    if let Some(own) = connection.own_publication(channel, position, || push.bytes(codec)) {
+        return connection.send(own);
+    }
+    if direct {
+        connection.outbox.send_shared(push.shared(codec))
+    } else {
+        connection.send(push.bytes(codec))
+    }
+}
+
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.min(16);
     base.saturating_mul(factor).min(GAP_FILL_MAX_BACKOFF)
@@ -238,12 +259,15 @@ impl Hub {
         };
         subscriber.offset = position.offset;
         subscriber.epoch = position.epoch.clone();
+        if let Some(offset) = connection.answered(channel, &position.epoch, position.offset) {
+            connection.send(offset);
+        }
         connection.send(reply);
         let mut resubscribe = false;
         for buffered in subscriber.pending.take().unwrap_or_default() {
             subscriber.adopt(buffered.offset, &buffered.epoch);
             if buffered.offset == 0 {
-                connection.send(buffered.push.bytes(connection.codec));
+                send_publication(connection, channel, &buffered.push, None, false);
             } else if buffered.epoch != subscriber.epoch
                 || buffered.offset > subscriber.offset.saturating_add(1)
             {
@@ -254,7 +278,8 @@ impl Hub {
                 break;
             } else if buffered.offset > subscriber.offset {
                 subscriber.offset = buffered.offset;
-                connection.send(buffered.push.bytes(connection.codec));
+                let position = Some((&buffered.epoch, buffered.offset));
+                send_publication(connection, channel, &buffered.push, position, false);
             }
         }
         if resubscribe {
@@ -611,13 +636,10 @@ impl Hub {
                 }
                 subscriber.offset = publication.offset;
             }
-            let connection = &subscriber.connection;
-            let sent = if direct {
-                connection.outbox.send_shared(push.shared(connection.codec))
-            } else {
-                connection.send(push.bytes(connection.codec))
-            };
-            if sent {
+            let position =
+                (publication.offset != 0).then_some((&publication.epoch, publication.offset));
+            let channel = &publication.channel;
+            if send_publication(&subscriber.connection, channel, &push, position, direct) {
                 delivered += 1;
             }
         }

@@ -27,6 +27,7 @@ mod server;
 mod server_subscriptions;
 pub mod session;
 mod shared_push;
+mod socketio_recovery;
 pub mod state;
 pub mod tls;
 pub mod wire;

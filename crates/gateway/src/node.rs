@@ -24,6 +24,7 @@ use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::{Hub, Interest};
 use crate::metrics;
 use crate::presence::PresenceService;
+use crate::socketio_recovery::RecoveryKey;
 use crate::state::{
     Append, Appended, Duplicate, HistoryPolicy, HistorySlice, Kept, KeptSubscriptions, MemoryKept,
     MemoryState, Position, Presence, RedisState, Settlement, State, StateError,
@@ -80,6 +81,8 @@ pub struct Node {
     presence: Arc<PresenceService>,
     /// The app's backend for `rpc`, when `HERALD_BACKEND_ADDR` is set.
     backend: Option<Backend>,
+    /// Signs and checks Socket.IO session ids.
+    recovery_key: RecoveryKey,
     started: Instant,
     draining: AtomicBool,
     /// Cancelled when the node starts draining.
@@ -175,6 +178,12 @@ impl Node {
         connections.spawn_sweeper(SWEEP_INTERVAL);
         let id: Arc<str> = Arc::from(config.node_id.as_str());
         let auth = Authenticator::new(&config.jwt)?;
+        // Every node of a cluster has the same API keys: each accepts the others' pids.
+        let recovery_secret = match config.api_keys.first() {
+            Some(key) => key.expose().to_owned(),
+            None => crate::random::random_token(32),
+        };
+        let recovery_key = RecoveryKey::derive(recovery_secret.as_bytes());
         let config = Arc::new(config);
         let presence = PresenceService::new(presence, broker.clone(), config.clone(), id.clone());
         presence.spawn_jobs(connections.clone());
@@ -189,6 +198,7 @@ impl Node {
             kept,
             connections,
             backend,
+            recovery_key,
             started: Instant::now(),
             draining: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
@@ -212,6 +222,11 @@ impl Node {
     /// Verifies and signs tokens with the node's keys.
     pub fn auth(&self) -> &Authenticator {
         &self.auth
+    }
+
+    /// Issues and checks the session ids of Socket.IO connections.
+    pub fn recovery_key(&self) -> &RecoveryKey {
+        &self.recovery_key
     }
 
     /// The connections this node holds.

@@ -166,16 +166,34 @@ pub async fn restore(
     connection: &Arc<Connection>,
     positions: HashMap<String, StreamPosition>,
 ) {
+    if let Some(kept) = kept_of(node, connection).await {
+        restore_kept(node, connection, &kept, positions).await;
+    }
+}
+
+/// The connection's user's kept subscriptions; `None` after closing the connection with
+/// 4102 when they cannot be read (it reconnects and tries again).
+pub async fn kept_of(node: &Node, connection: &Connection) -> Option<Vec<ChannelName>> {
     let user = connection.claims().sub.clone();
-    let kept = match node.kept_subscriptions(&user).await {
-        Ok(kept) => kept,
+    match node.kept_subscriptions(&user).await {
+        Ok(kept) => Some(kept),
         Err(error) => {
             tracing::warn!(client = %connection.id, %error, "could not read kept subscriptions");
             connection.close(CloseCode::Unavailable);
-            return;
+            None
         }
-    };
-    for channel in &kept {
+    }
+}
+
+/// [`restore`] with the user's kept subscriptions already read; those the connection
+/// already holds stay as they are.
+pub async fn restore_kept(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    kept: &[ChannelName],
+    positions: HashMap<String, StreamPosition>,
+) {
+    for channel in kept {
         if !enter(node, connection, channel, positions.get(channel.as_str())).await {
             return;
         }

@@ -81,6 +81,7 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
                 .into_iter()
                 .map(|(channel, p)| (channel, position_of(p)))
                 .collect(),
+            resume: None,
         }),
         Some(PbMethod::Subscribe(r)) => Method::Subscribe(SubscribeRequest {
             channel: r.channel,

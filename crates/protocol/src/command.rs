@@ -70,6 +70,19 @@ pub struct ConnectRequest {
     /// when the server restores them after the reply.
     #[serde(default)]
     pub subs: HashMap<String, StreamPosition>,
+    /// A Socket.IO client's `pid` and last `offset`, sent to recover its session; never
+    /// read from Herald's own protocol. Boxed: rare, and commands are moved about whole.
+    #[serde(skip)]
+    pub resume: Option<Box<Resume>>,
+}
+
+/// What a reconnecting Socket.IO client sends to recover its session: the `pid` of its
+/// last CONNECT and the offset of the last event it received (empty when it received
+/// none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub pid: String,
+    pub offset: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]

@@ -18,7 +18,7 @@ use serde_json::value::RawValue;
 
 use crate::codes::{CloseCode, ErrorCode, Reconnect, reconnect_advice};
 use crate::command::{
-    Command, CommandError, ConnectRequest, FrameError, Method, RpcRequest, StreamPosition,
+    Command, CommandError, ConnectRequest, FrameError, Method, Resume, RpcRequest, StreamPosition,
     SubscribeRequest, UnsubscribeRequest,
 };
 use crate::publication::Publication;
@@ -160,15 +160,28 @@ fn connect(namespace: &str, payload: &str) -> Result<Result<Command, CommandErro
     struct Auth {
         #[serde(default)]
         token: Option<String>,
+        /// Sent by a client reconnecting after a CONNECT that carried a pid.
+        #[serde(default)]
+        pid: Option<String>,
+        /// The last argument of the last event it received, when that was a string.
+        #[serde(default)]
+        offset: Option<String>,
     }
     let auth: Auth = match payload {
         "" => Auth::default(),
         payload => serde_json::from_str(payload).map_err(|e| FrameError(e.to_string()))?,
     };
+    let resume = auth.pid.map(|pid| {
+        Box::new(Resume {
+            pid,
+            offset: auth.offset.unwrap_or_default(),
+        })
+    });
     Ok(Ok(Command {
         id: CONNECT_ID,
         method: Method::Connect(ConnectRequest {
             token: auth.token,
+            resume,
             ..ConnectRequest::default()
         }),
     }))
@@ -243,24 +256,20 @@ fn bad_request(id: u64, message: &str) -> CommandError {
     }
 }
 
-/// A command's result: CONNECT for `connect` (the Socket.IO id is Herald's client id), an
-/// ack of `{"ok":true, ...result}` otherwise, nothing for an event without an ack id.
-pub fn encode_result<T: Serialize>(id: u64, result: &T) -> Bytes {
-    if id == CONNECT_ID {
-        #[derive(Deserialize)]
-        struct Connected {
-            client: String,
-        }
-        #[derive(Serialize)]
-        struct Sid {
-            sid: String,
-        }
-        let sid = serde_json::to_value(result)
-            .and_then(serde_json::from_value::<Connected>)
-            .map(|connected| connected.client)
-            .unwrap_or_default();
-        return packet("40", &json(&Sid { sid }));
+/// The CONNECT that accepts a session: its id (Herald's client id) and the `pid` a client
+/// sends back to recover the session after a reconnect.
+pub fn encode_connected(sid: &str, pid: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct Connected<'a> {
+        sid: &'a str,
+        pid: &'a str,
     }
+    packet("40", &json(&Connected { sid, pid }))
+}
+
+/// A command's result: an ack of `{"ok":true, ...result}`, nothing for an event without an
+/// ack id. (`connect` is answered with [`encode_connected`].)
+pub fn encode_result<T: Serialize>(id: u64, result: &T) -> Bytes {
     let body = json(result);
     let fields = body
         .strip_prefix('{')
@@ -320,6 +329,31 @@ pub fn encode_error(id: u64, code: u32, message: &str) -> Bytes {
 pub fn encode_publication(publication: &Publication) -> Bytes {
     let event = json(&*publication.event);
     packet("42", &format!("[{event},{}]", publication.data.get()))
+}
+
+/// The event that carries only a session's offset (see [`with_offset`]): sent when the
+/// offset changes without a publication (a subscription begins or ends), before the reply
+/// or push that tells the client, so a client that saw the change also holds its offset.
+pub const OFFSET_EVENT: &str = "herald:offset";
+
+/// An EVENT (`42[...]`) with `offset` appended as its last argument, which
+/// socket.io-client keeps and sends back in its CONNECT to recover. `offset` must need no
+/// JSON escaping (the gateway's offsets are made of channel names, epochs and digits).
+pub fn with_offset(event: &[u8], offset: &str) -> Bytes {
+    let Some(open) = event.strip_suffix(b"]") else {
+        return Bytes::copy_from_slice(event);
+    };
+    let mut packet = Vec::with_capacity(event.len() + offset.len() + 3);
+    packet.extend_from_slice(open);
+    packet.extend_from_slice(b",\"");
+    packet.extend_from_slice(offset.as_bytes());
+    packet.extend_from_slice(b"\"]");
+    Bytes::from(packet)
+}
+
+/// `42["herald:offset","<offset>"]`.
+pub fn encode_offset(offset: &str) -> Bytes {
+    with_offset(b"42[\"herald:offset\"]", offset)
 }
 
 /// How a session's close is announced before the WebSocket close frame: codes that mean
@@ -441,10 +475,22 @@ mod tests {
             panic!("not connect")
         };
         assert_eq!(request.token.as_deref(), Some("t0k"));
+        assert_eq!(request.resume, None);
         let Method::Connect(request) = one("40").method else {
             panic!("not connect")
         };
         assert_eq!(request.token, None);
+        let Method::Connect(request) = one(r#"40{"pid":"p1","offset":"o7","token":"t"}"#).method
+        else {
+            panic!("not connect")
+        };
+        let resume = request.resume.unwrap();
+        assert_eq!((&*resume.pid, &*resume.offset), ("p1", "o7"));
+        // A client that received no event since it had the pid sends no offset.
+        let Method::Connect(request) = one(r#"40{"pid":"p1"}"#).method else {
+            panic!("not connect")
+        };
+        assert_eq!(request.resume.unwrap().offset, "");
     }
 
     #[test]
@@ -509,16 +555,9 @@ mod tests {
 
     #[test]
     fn replies_are_connect_packets_and_acks() {
-        let connected = reply::ConnectResult {
-            client: "c1".into(),
-            user: "u".into(),
-            node: "n".into(),
-            ping: 25,
-            expires: 0,
-        };
         assert_eq!(
-            &encode_result(CONNECT_ID, &connected)[..],
-            br#"40{"sid":"c1"}"#
+            &encode_connected("c1", "p1")[..],
+            br#"40{"sid":"c1","pid":"p1"}"#
         );
         assert_eq!(
             &encode_error(CONNECT_ID, 109, "token expired")[..],
@@ -571,6 +610,11 @@ mod tests {
             &transcode_push(&reply::encode_unsubscribe("public:a", 2500, "gone")).unwrap()[..],
             br#"42["herald:unsubscribed",{"channel":"public:a","code":2500,"reason":"gone"}]"#
         );
+        assert_eq!(
+            &with_offset(&direct, "h1;public:a,e,2")[..],
+            br#"42["message:new",{"text":"hi"},"h1;public:a,e,2"]"#
+        );
+        assert_eq!(&encode_offset("h1")[..], br#"42["herald:offset","h1"]"#);
         let shutdown = reply::encode_disconnect(CloseCode::Shutdown, "bye");
         assert_eq!(&transcode_push(&shutdown).unwrap()[..], b"1");
         assert_eq!(&encode_disconnect(CloseCode::ForbiddenOrigin)[..], b"41");

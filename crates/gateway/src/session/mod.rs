@@ -13,9 +13,9 @@ use std::sync::Arc;
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use herald_protocol::codec::Control;
 use herald_protocol::codes::unsubscribe_code;
-use herald_protocol::command::{ConnectRequest, StreamPosition};
+use herald_protocol::command::{ConnectRequest, Resume, StreamPosition};
 use herald_protocol::reply::ConnectResult;
-use herald_protocol::{CloseCode, Codec, Command, ErrorCode, Method};
+use herald_protocol::{CloseCode, Codec, Command, ErrorCode, Method, socketio};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -25,6 +25,7 @@ use crate::http::PendingPermit;
 use crate::metrics;
 use crate::node::Node;
 use crate::server_subscriptions;
+use crate::socketio_recovery;
 use crate::wire::DirectSocket;
 use frame::{ClientFrame, ServerFrame, TransportError};
 use rate_limit::{RateLimiter, Verdict};
@@ -98,17 +99,18 @@ pub async fn run(
     ))
     .await;
     let mut permit = None;
-    if let Some((registration, limiter, rest, node_permit, subs)) = handshake {
+    if let Some((registration, limiter, rest, node_permit, opening)) = handshake {
         permit = node_permit;
-        // Boxed: presence's state and broker futures, and `subs`, would otherwise size
-        // every idle session's task for this one call.
-        Box::pin(open(&node, &registration.connection, subs)).await;
         let mut session = Session {
             node: node.clone(),
             registration,
             limiter,
             rpc: commands::RpcBudget::default(),
         };
+        // Boxed: presence's state and broker futures, and `opening`, would otherwise size
+        // every idle session's task for this one call.
+        let connection = &session.registration.connection;
+        Box::pin(open(&node, connection, opening, &mut session.limiter)).await;
         // Commands that came in the same frame as `connect`.
         for command in rest {
             Box::pin(session.handle(command)).await;
@@ -128,13 +130,24 @@ pub async fn run(
     }
 }
 
-/// Sets a new connection up: its user's status, then its server-side subscriptions, before
-/// the commands that followed `connect` (one that unsubscribes from a restored
-/// subscription finds it there).
-async fn open(node: &Arc<Node>, connection: &Arc<Connection>, subs: Option<Box<Positions>>) {
+/// Sets a new connection up: its user's status, then its server-side subscriptions (or the
+/// Socket.IO session it resumes), before the commands that followed `connect` (one that
+/// unsubscribes from a restored subscription finds it there).
+async fn open(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    opening: Option<Box<Opening>>,
+    limiter: &mut RateLimiter,
+) {
     node.presence().opened(connection).await;
-    let subs = subs.map(|subs| *subs).unwrap_or_default();
-    server_subscriptions::restore(node, connection, subs).await;
+    match opening.map(|opening| *opening) {
+        Some(Opening::Resume(resume)) => {
+            let take_token = || limiter.check() == Verdict::Allow;
+            socketio_recovery::resume(node, connection, resume, take_token).await;
+        }
+        Some(Opening::Subs(subs)) => server_subscriptions::restore(node, connection, subs).await,
+        None => server_subscriptions::restore(node, connection, Positions::new()).await,
+    }
 }
 
 /// The handshake, bounded by the connect timeout and the drain: the registered connection,
@@ -197,20 +210,29 @@ pub(crate) async fn await_close_reply(stream: &mut impl Incoming) {
 type Commands = Vec<Result<Command, herald_protocol::CommandError>>;
 
 /// A completed handshake: the registration, the session's rate limiter, the commands that
-/// followed `connect` in its frame, the node connection-limit permit, and the positions of
-/// the server-side subscriptions the client holds (`connect.subs`).
+/// followed `connect` in its frame, the node connection-limit permit, and what opening the
+/// session takes besides the usual.
 type Handshake = (
     Registration,
     RateLimiter,
     Commands,
     Option<OwnedSemaphorePermit>,
-    // Boxed (and absent when empty, as it mostly is): the handshake's result stays part of
-    // every idle session's task.
-    Option<Box<Positions>>,
+    // Boxed (and absent when there is nothing, as mostly): the handshake's result stays
+    // part of every idle session's task.
+    Option<Box<Opening>>,
 );
 
 /// `connect.subs`: the positions of the server-side subscriptions a client holds.
 type Positions = HashMap<String, StreamPosition>;
+
+/// What a `connect` asked of the session's opening.
+enum Opening {
+    /// Recover the server-side subscriptions from these positions.
+    Subs(Positions),
+    /// A Socket.IO session to resume; its CONNECT is answered once it is known whether it
+    /// recovered.
+    Resume(Box<Resume>),
+}
 
 /// Reads until a valid `connect`. Returns the registered connection and the commands that
 /// followed `connect` in its frame, or `None` after closing it.
@@ -255,14 +277,25 @@ async fn handshake(
                 refuse(outbox, codec, command.id, failure, CloseCode::Unauthorized);
                 return None;
             };
-            let subs = Some(std::mem::take(&mut request.subs))
-                .filter(|subs| !subs.is_empty())
-                .map(Box::new);
+            let subs = std::mem::take(&mut request.subs);
+            let resume = request.resume.take();
             return match connect(node, outbox, codec, request, upgrade_token, permits) {
                 Ok((registration, result, permit)) => {
                     count_command("connect", Ok(()));
-                    outbox.send(codec.result(command.id, &result));
-                    Some((registration, limiter, commands.collect(), permit, subs))
+                    let opening = match (codec, resume) {
+                        (Codec::SocketIo, Some(resume)) => Some(Opening::Resume(resume)),
+                        (Codec::SocketIo, None) => {
+                            let pid = node.recovery_key().issue(&result.user);
+                            outbox.send(socketio::encode_connected(&result.client, &pid));
+                            None
+                        }
+                        _ => {
+                            outbox.send(codec.result(command.id, &result));
+                            (!subs.is_empty()).then_some(Opening::Subs(subs))
+                        }
+                    };
+                    let opening = opening.map(Box::new);
+                    Some((registration, limiter, commands.collect(), permit, opening))
                 }
                 Err((failure, close)) => {
                     count_command("connect", Err(failure.code));

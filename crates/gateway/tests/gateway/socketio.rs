@@ -60,6 +60,22 @@ impl Sio {
             .expect("a frame")
     }
 
+    /// The next packet that is not a `herald:offset` event (sent when a subscription's
+    /// answer moves the connection's offset).
+    async fn packet(&mut self) -> String {
+        loop {
+            let text = self.text().await;
+            if !is_offset_event(&text) {
+                return text;
+            }
+        }
+    }
+
+    /// The next publication event: its name, data and offset.
+    async fn publication(&mut self) -> (String, Value, String) {
+        publication(&self.packet().await)
+    }
+
     /// The text frames up to the close frame, and its code.
     async fn until_close(&mut self) -> (Vec<String>, u16) {
         let mut texts = Vec::new();
@@ -85,6 +101,28 @@ impl Sio {
             }
         }
     }
+}
+
+fn is_offset_event(packet: &str) -> bool {
+    packet.starts_with(r#"42["herald:offset","#)
+}
+
+/// The arguments of an EVENT packet.
+fn event_args(packet: &str) -> Vec<Value> {
+    let args = packet.strip_prefix("42").expect("an EVENT");
+    serde_json::from_str(args).expect("an EVENT's arguments are JSON")
+}
+
+/// A publication event's name, data and offset (its last argument).
+fn publication(packet: &str) -> (String, Value, String) {
+    let args = event_args(packet);
+    let [name, data, offset] = &args[..] else {
+        panic!("a publication has its name, data and offset: {packet}");
+    };
+    let (Some(name), Some(offset)) = (name.as_str(), offset.as_str()) else {
+        panic!("not a publication: {packet}");
+    };
+    (name.to_owned(), data.clone(), offset.to_owned())
 }
 
 /// A gateway that pings every second and waits a second for the pong.
@@ -183,14 +221,19 @@ async fn subscribe_acks_and_publications_arrive_as_events() {
     within("gRPC publish", grpc.publish(request))
         .await
         .expect("publish");
-    assert_eq!(sio.text().await, r#"42["message:new",{"text":"hi"}]"#);
+    let (name, data, offset) = sio.publication().await;
+    assert_eq!(
+        (name.as_str(), data),
+        ("message:new", json!({ "text": "hi" }))
+    );
+    assert!(offset.contains("user:alice,"), "{offset}");
 
     sio.send(r#"423["herald:unsubscribe","user:alice"]"#).await;
     assert_eq!(sio.ack(3).await, json!({ "ok": true }));
     // An event without an ack id gets no reply: the next frame answers the next ack.
     sio.send(r#"42["herald:unsubscribe","user:alice"]"#).await;
     sio.send(r#"424["herald:subscribe","public:news"]"#).await;
-    assert!(sio.text().await.starts_with("434["));
+    assert!(sio.packet().await.starts_with("434["));
 }
 
 #[tokio::test]
@@ -271,7 +314,7 @@ async fn presence_and_server_side_pushes_are_reserved_events_and_disconnect_maps
     bob.send(&format!(r#"421["herald:subscribe","{channel}"]"#))
         .await;
     assert_eq!(bob.ack(1).await["ok"], true);
-    let joined = alice.text().await;
+    let joined = alice.packet().await;
     let joined: Vec<Value> = serde_json::from_str(joined.strip_prefix("42").unwrap()).unwrap();
     assert_eq!(joined[0], "herald:join");
     assert_eq!(joined[1]["channel"], channel);
@@ -286,7 +329,7 @@ async fn presence_and_server_side_pushes_are_reserved_events_and_disconnect_maps
     within("gRPC subscribe", grpc.subscribe(subscribe))
         .await
         .expect("subscribe");
-    let subscribed = bob.text().await;
+    let subscribed = bob.packet().await;
     let subscribed: Vec<Value> =
         serde_json::from_str(subscribed.strip_prefix("42").unwrap()).unwrap();
     assert_eq!(subscribed[0], "herald:subscribed");
@@ -400,6 +443,17 @@ impl Polling {
         body.split('\x1e').map(str::to_owned).collect()
     }
 
+    /// The packets of the next poll that has any but `herald:offset` events.
+    async fn packets(&self) -> Vec<String> {
+        loop {
+            let mut packets = self.poll().await;
+            packets.retain(|packet| !is_offset_event(packet));
+            if !packets.is_empty() {
+                return packets;
+            }
+        }
+    }
+
     /// The argument of ack `id`, polling until it comes.
     async fn ack(&self, id: u32) -> Value {
         let head = format!("43{id}");
@@ -443,9 +497,9 @@ async fn polling_handshake_connect_ack_and_publications() {
             r#"421["herald:subscribe","user:alice"]"#,
         ])
         .await;
-    let mut packets = polling.poll().await;
+    let mut packets = polling.packets().await;
     if packets.len() == 1 {
-        packets.extend(polling.poll().await);
+        packets.extend(polling.packets().await);
     }
     assert!(packets[0].starts_with(r#"40{"sid":"#), "{packets:?}");
     let subscribed: Vec<Value> =
@@ -453,7 +507,9 @@ async fn polling_handshake_connect_ack_and_publications() {
     assert_eq!(subscribed[0]["ok"], true, "{packets:?}");
 
     publish(&served, "user:alice", "hi").await;
-    assert_eq!(polling.poll().await, [r#"42["message:new",{"text":"hi"}]"#]);
+    let packets = polling.packets().await;
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    assert_eq!(publication(&packets[0]).1, json!({ "text": "hi" }));
     polling
         .send(&[r#"422["herald:unsubscribe","user:alice"]"#])
         .await;
@@ -547,10 +603,9 @@ async fn polling_upgrades_to_websocket_without_losing_a_publication() {
         .await;
     assert_eq!(polling.ack(1).await["ok"], true);
     publish(&served, "user:alice", "polled").await;
-    assert_eq!(
-        polling.poll().await,
-        [r#"42["message:new",{"text":"polled"}]"#]
-    );
+    let packets = polling.packets().await;
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    assert_eq!(publication(&packets[0]).1, json!({ "text": "polled" }));
 
     let pending = {
         let http = served.http;
@@ -580,8 +635,8 @@ async fn polling_upgrades_to_websocket_without_losing_a_publication() {
     sio.send("5").await;
     for n in 0..3 {
         assert_eq!(
-            sio.text().await,
-            format!(r#"42["message:new",{{"text":"m{n}"}}]"#)
+            sio.publication().await.1,
+            json!({ "text": format!("m{n}") })
         );
     }
     sio.send(r#"422["herald:unsubscribe","user:alice"]"#).await;
@@ -590,4 +645,129 @@ async fn polling_upgrades_to_websocket_without_losing_a_publication() {
     assert_eq!(status, 400, "no polls after the upgrade");
     let again = within("a second upgrade", tokio_tungstenite::connect_async(url)).await;
     assert!(again.is_err(), "one upgrade per session");
+}
+
+/// CONNECTs a new socket with `auth` (the token, pid and offset of a reconnect): the
+/// socket and its CONNECT's pid.
+async fn reconnect(http: SocketAddr, auth: Value) -> (Sio, String) {
+    let (mut sio, _) = Sio::open(http).await;
+    sio.send(&format!("40{auth}")).await;
+    let connected = sio.text().await;
+    let connected: Value = serde_json::from_str(connected.strip_prefix("40").expect("CONNECT"))
+        .unwrap_or_else(|_| panic!("CONNECT is JSON: {connected}"));
+    let pid = connected["pid"].as_str().expect("a pid").to_owned();
+    (sio, pid)
+}
+
+#[tokio::test]
+async fn a_reconnect_with_its_pid_and_last_offset_recovers_exactly_what_it_missed() {
+    let served = serve(|_| {}).await;
+    let (mut sio, pid) = reconnect(served.http, json!({ "token": token("alice") })).await;
+    for (id, channel) in [
+        (1, "user:alice"),
+        (2, "org:acme:ch:general"),
+        (3, "public:news"),
+    ] {
+        sio.send(&format!(r#"42{id}["herald:subscribe","{channel}"]"#))
+            .await;
+        assert_eq!(sio.ack(id).await["ok"], true);
+    }
+    publish(&served, "user:alice", "seen").await;
+    let (_, data, offset) = sio.publication().await;
+    assert_eq!(data, json!({ "text": "seen" }));
+    drop(sio);
+
+    publish(&served, "user:alice", "missed 1").await;
+    publish(&served, "org:acme:ch:general", "missed 2").await;
+    publish(&served, "user:alice", "missed 3").await;
+    let auth = json!({ "token": token("alice"), "pid": pid, "offset": offset });
+    let (mut sio, same) = reconnect(served.http, auth).await;
+    assert_eq!(same, pid, "recovered: the same pid");
+    // Channel by channel in the order they were subscribed, each in offset order; the
+    // channel without history is back too, and says it recovered nothing.
+    let mut texts = Vec::new();
+    while texts.len() < 3 {
+        texts.push(sio.publication().await.1["text"].clone());
+    }
+    assert_eq!(
+        texts,
+        [json!("missed 1"), json!("missed 3"), json!("missed 2")]
+    );
+    let news = event_args(&sio.packet().await);
+    assert_eq!(news[0], "herald:subscribed");
+    assert_eq!(news[1]["channel"], "public:news");
+    assert_eq!(news[1]["recoverable"], false);
+    // Live again, on every channel, without subscribing again.
+    for channel in ["org:acme:ch:general", "public:news", "user:alice"] {
+        publish(&served, channel, "live").await;
+        assert_eq!(
+            sio.publication().await.1,
+            json!({ "text": "live" }),
+            "{channel}"
+        );
+    }
+    sio.send(r#"421["herald:subscribe","user:alice"]"#).await;
+    assert_eq!(sio.ack(1).await["error"]["code"], 105, "already subscribed");
+}
+
+#[tokio::test]
+async fn what_cannot_be_recovered_gets_a_new_pid_and_a_fresh_session() {
+    let served = serve(|_| {}).await;
+    let (mut sio, pid) = reconnect(served.http, json!({ "token": token("alice") })).await;
+    sio.send(r#"421["herald:subscribe","user:alice"]"#).await;
+    assert_eq!(sio.ack(1).await["ok"], true);
+    publish(&served, "user:alice", "seen").await;
+    let (_, _, offset) = sio.publication().await;
+    drop(sio);
+    publish(&served, "user:alice", "missed").await;
+
+    let (_, epoch_and_offset) = offset.split_once(',').expect("user:alice's position");
+    let (epoch, _) = epoch_and_offset.split_once(',').unwrap();
+    let cases = [
+        (
+            "another user's pid",
+            token("bob"),
+            pid.clone(),
+            offset.clone(),
+        ),
+        (
+            "a forged pid",
+            token("alice"),
+            format!("x{pid}"),
+            offset.clone(),
+        ),
+        (
+            "an offset that does not parse",
+            token("alice"),
+            pid.clone(),
+            "h1;user:alice".into(),
+        ),
+        (
+            "a lost epoch",
+            token("alice"),
+            pid.clone(),
+            "h1;user:alice,gone,1".into(),
+        ),
+        (
+            "a channel the token does not allow",
+            token("alice"),
+            pid.clone(),
+            format!("h1;user:bob,{epoch},1"),
+        ),
+    ];
+    for (case, token, sent, offset) in cases {
+        let auth = json!({ "token": token, "pid": sent, "offset": offset });
+        let (mut sio, got) = reconnect(served.http, auth).await;
+        assert_ne!(got, pid, "{case}: not recovered, a new pid");
+        assert!(!got.is_empty());
+        // Nothing of the old session: the next packet answers this subscribe.
+        sio.send(r#"421["herald:subscribe","public:news"]"#).await;
+        let answer = sio.packet().await;
+        assert!(answer.starts_with("431["), "{case}: {answer}");
+    }
+    // The client's own pid and offset still recover after all that.
+    let auth = json!({ "token": token("alice"), "pid": pid, "offset": offset });
+    let (mut sio, same) = reconnect(served.http, auth).await;
+    assert_eq!(same, pid);
+    assert_eq!(sio.publication().await.1, json!({ "text": "missed" }));
 }

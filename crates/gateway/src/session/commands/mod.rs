@@ -14,7 +14,7 @@ mod typing;
 mod unsubscribe;
 
 pub use rpc::RpcBudget;
-pub use subscribe::join;
+pub use subscribe::{Joining, begin_join, join};
 pub use unsubscribe::end_subscription;
 
 use std::sync::Arc;

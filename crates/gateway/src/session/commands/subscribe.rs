@@ -61,6 +61,29 @@ pub async fn join(
     expires: Option<i64>,
     announce: impl FnOnce(&SubscribeResult<Publication>) -> bytes::Bytes,
 ) -> Result<(), Failure> {
+    let joining = begin_join(node, connection, channel, options, recover, expires).await?;
+    let bytes = announce(&joining.result);
+    joining.answer(node, connection, bytes).await
+}
+
+/// A subscription joined but not answered yet: the connection is a member of the channel,
+/// and the hub holds the channel's publications for it until [`Joining::answer`].
+pub struct Joining {
+    channel: ChannelName,
+    position: Position,
+    pub result: SubscribeResult<Publication>,
+}
+
+/// Everything of [`join`] but the answer: the subscription, the channel's state read (and
+/// recovered from `recover`), and its presence.
+pub async fn begin_join(
+    node: &Arc<Node>,
+    connection: &Arc<Connection>,
+    channel: &ChannelName,
+    options: &ChannelOptions,
+    recover: Option<&StreamPosition>,
+    expires: Option<i64>,
+) -> Result<Joining, Failure> {
     if connection.subscription_count() >= node.config().limits.max_subscriptions
         && !connection.is_subscribed(channel)
     {
@@ -85,21 +108,46 @@ pub async fn join(
         node.presence().joined(channel, options, connection).await?;
         Ok::<_, StateError>((position, result))
     };
-    let (position, result) = match read.await {
-        Ok(read) => read,
+    match read.await {
+        Ok((position, result)) => Ok(Joining {
+            channel: channel.clone(),
+            position,
+            result,
+        }),
         Err(error) => {
             leave(node, connection, channel).await;
-            return Err(error.into());
+            Err(error.into())
         }
-    };
-    if !node.activate(channel, connection, announce(&result), &position) {
-        // The connection closed meanwhile: undo the join, or it stays a ghost member.
-        node.presence().left(channel, connection).await;
-        leave(node, connection, channel).await;
-        return Err(Failure::code(ErrorCode::Unavailable));
     }
-    metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
-    Ok(())
+}
+
+impl Joining {
+    pub fn channel(&self) -> &ChannelName {
+        &self.channel
+    }
+
+    /// Queues `answer` (nothing when empty), then what the hub held for the subscription,
+    /// and makes it live.
+    pub async fn answer(
+        self,
+        node: &Arc<Node>,
+        connection: &Arc<Connection>,
+        answer: bytes::Bytes,
+    ) -> Result<(), Failure> {
+        if !node.activate(&self.channel, connection, answer, &self.position) {
+            // The connection closed meanwhile: undo the join, or it stays a ghost member.
+            self.abandon(node, connection).await;
+            return Err(Failure::code(ErrorCode::Unavailable));
+        }
+        metrics::gauge!(metrics::SUBSCRIPTIONS).increment(1.0);
+        Ok(())
+    }
+
+    /// Undoes the join without a word to the client.
+    pub async fn abandon(self, node: &Arc<Node>, connection: &Arc<Connection>) {
+        node.presence().left(&self.channel, connection).await;
+        leave(node, connection, &self.channel).await;
+    }
 }
 
 /// Who is typing in the channel, other than the subscriber's user.

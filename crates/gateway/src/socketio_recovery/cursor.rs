@@ -1,0 +1,188 @@
+//! A Socket.IO connection's offset: the channels it holds and, for each, the position of
+//! the last publication it was sent, written as one string that needs no JSON escaping:
+//! `h1;<channel>,<epoch>,<offset>;…` (channel names have no `;` or `,`, epochs neither;
+//! a channel without history has an empty epoch and offset 0).
+
+use std::sync::Arc;
+
+use herald_protocol::ChannelName;
+use herald_protocol::command::StreamPosition;
+
+/// The format's tag, first in every offset.
+const VERSION: &str = "h1";
+
+/// The channels a connection holds, in the order it subscribed.
+#[derive(Debug, Default)]
+pub struct Cursor {
+    held: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct Held {
+    channel: ChannelName,
+    /// `None` until the subscription is answered: until then the client does not know it
+    /// holds the channel, and the offset leaves it out.
+    position: Option<(Arc<str>, u64)>,
+}
+
+impl Cursor {
+    /// A subscription begins (not yet answered).
+    pub fn hold(&mut self, channel: &ChannelName) {
+        if !self.held.iter().any(|held| held.channel == *channel) {
+            self.held.push(Held {
+                channel: channel.clone(),
+                position: None,
+            });
+        }
+    }
+
+    /// Moves a held channel to `epoch` and `offset`; true when that changed the offset.
+    pub fn advance(&mut self, channel: &ChannelName, epoch: &Arc<str>, offset: u64) -> bool {
+        let Some(held) = self.held.iter_mut().find(|held| held.channel == *channel) else {
+            return false;
+        };
+        match &mut held.position {
+            Some((at, last)) if Arc::ptr_eq(at, epoch) || **at == **epoch => {
+                let changed = *last != offset;
+                *last = offset;
+                changed
+            }
+            position => {
+                *position = Some((epoch.clone(), offset));
+                true
+            }
+        }
+    }
+
+    /// A subscription ends; true when the offset held it.
+    pub fn release(&mut self, channel: &ChannelName) -> bool {
+        let Some(index) = self.held.iter().position(|held| held.channel == *channel) else {
+            return false;
+        };
+        self.held.remove(index).position.is_some()
+    }
+
+    /// The offset as the client gets it.
+    pub fn render(&self) -> String {
+        let mut offset = String::with_capacity(VERSION.len() + self.held.len() * 48);
+        offset.push_str(VERSION);
+        for held in &self.held {
+            if let Some((epoch, last)) = &held.position {
+                use std::fmt::Write;
+                let _ = write!(offset, ";{},{epoch},{last}", held.channel.as_str());
+            }
+        }
+        offset
+    }
+}
+
+/// A channel a reconnecting client held, read back from its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub channel: String,
+    /// Where it was in the channel's history; `None` for a channel without history.
+    pub position: Option<StreamPosition>,
+}
+
+/// The channels in a client's offset, at most `max`; `None` when it is not an offset this
+/// format wrote (or holds more than `max`: no connection could have).
+pub fn parse(offset: &str, max: usize) -> Option<Vec<Mark>> {
+    let mut entries = offset.split(';');
+    if entries.next() != Some(VERSION) {
+        return None;
+    }
+    let mut marks = Vec::new();
+    for entry in entries {
+        if marks.len() == max {
+            return None;
+        }
+        let mut fields = entry.split(',');
+        let (Some(channel), Some(epoch), Some(offset), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        let offset: u64 = offset.parse().ok()?;
+        let position = match epoch {
+            "" if offset == 0 => None,
+            "" => return None,
+            epoch => Some(StreamPosition {
+                offset,
+                epoch: epoch.to_owned(),
+            }),
+        };
+        marks.push(Mark {
+            channel: channel.to_owned(),
+            position,
+        });
+    }
+    Some(marks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(name: &str) -> ChannelName {
+        ChannelName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn renders_answered_channels_and_reads_them_back() {
+        let mut cursor = Cursor::default();
+        let (room, lobby, public) = (
+            channel("org:a:room:1"),
+            channel("user:u"),
+            channel("public:p"),
+        );
+        let epoch: Arc<str> = Arc::from("1764.r.abc");
+        cursor.hold(&room);
+        cursor.hold(&lobby);
+        cursor.hold(&public);
+        assert_eq!(cursor.render(), "h1");
+        assert!(cursor.advance(&room, &epoch, 3));
+        assert!(!cursor.advance(&room, &Arc::from("1764.r.abc"), 3));
+        assert!(cursor.advance(&room, &epoch, 4));
+        assert!(cursor.advance(&public, &Arc::from(""), 0));
+        assert!(!cursor.advance(&channel("public:never"), &epoch, 1));
+        let offset = cursor.render();
+        assert_eq!(offset, "h1;org:a:room:1,1764.r.abc,4;public:p,,0");
+        assert_eq!(
+            parse(&offset, 8).unwrap(),
+            vec![
+                Mark {
+                    channel: "org:a:room:1".into(),
+                    position: Some(StreamPosition {
+                        offset: 4,
+                        epoch: "1764.r.abc".into()
+                    }),
+                },
+                Mark {
+                    channel: "public:p".into(),
+                    position: None
+                },
+            ]
+        );
+        assert!(!cursor.release(&lobby), "never answered");
+        assert!(cursor.release(&room));
+        assert!(!cursor.release(&room));
+        assert_eq!(cursor.render(), "h1;public:p,,0");
+    }
+
+    #[test]
+    fn refuses_what_it_did_not_write() {
+        assert_eq!(parse("h1", 4), Some(vec![]));
+        for offset in [
+            "",
+            "h2;a,e,1",
+            "h1;a,e",
+            "h1;a,e,1,x",
+            "h1;a,e,-1",
+            "h1;a,,3",
+            "h1;a,e,1;b,e,1;c,e,1",
+            "hello",
+        ] {
+            assert_eq!(parse(offset, 2), None, "{offset:?}");
+        }
+    }
+}
