@@ -167,6 +167,14 @@ impl Connection {
         true
     }
 
+    /// Records, in a Socket.IO connection's offset, the grant of a channel joined (or
+    /// refreshed) with a subscription token: `grant` makes it.
+    pub fn grant(&self, channel: &ChannelName, grant: impl FnOnce() -> String) {
+        if let Some(cursor) = self.lock_subscriptions().cursor.as_deref_mut() {
+            cursor.grant(channel, grant());
+        }
+    }
+
     /// Moves a just-answered subscription's position in a Socket.IO connection's offset:
     /// the `herald:offset` event to send ahead of the answer when that changed the offset.
     pub fn answered(&self, channel: &ChannelName, epoch: &Arc<str>, offset: u64) -> Option<Bytes> {

@@ -132,6 +132,10 @@ impl From<HistoryError> for Status {
 /// Longest accepted idempotency key.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
+/// What a client publish's idempotency key is stored under, before its user's name and its
+/// own key: a client can never claim a key of the backend's or of another user.
+pub const CLIENT_KEY_PREFIX: &str = "client:";
+
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -147,6 +151,10 @@ pub enum PublishError {
     NotAllowed,
     #[error("idempotency_key must be at most {MAX_IDEMPOTENCY_KEY_BYTES} bytes")]
     InvalidIdempotencyKey,
+    #[error(
+        "idempotency_key must not begin with {CLIENT_KEY_PREFIX:?}: those are the clients' keys"
+    )]
+    ReservedIdempotencyKey,
     /// Another publish with the key is still being sent; retrying later is safe.
     #[error("a publish with this idempotency_key is in progress; retry")]
     IdempotencyKeyInFlight,
@@ -160,9 +168,10 @@ impl PublishError {
     fn error_code(&self) -> ErrorCode {
         match self {
             Self::InvalidChannel(_) | Self::UnknownNamespace(_) => ErrorCode::UnknownChannel,
-            Self::InvalidEvent(_) | Self::InvalidData(_) | Self::InvalidIdempotencyKey => {
-                ErrorCode::BadRequest
-            }
+            Self::InvalidEvent(_)
+            | Self::InvalidData(_)
+            | Self::InvalidIdempotencyKey
+            | Self::ReservedIdempotencyKey => ErrorCode::BadRequest,
             Self::NotAllowed => ErrorCode::PermissionDenied,
             Self::State(_) | Self::Broker(_) | Self::IdempotencyKeyInFlight => {
                 ErrorCode::Unavailable
@@ -176,7 +185,8 @@ impl PublishError {
             | Self::UnknownNamespace(_)
             | Self::InvalidEvent(_)
             | Self::InvalidData(_)
-            | Self::InvalidIdempotencyKey => Status::invalid_argument(self.to_string()),
+            | Self::InvalidIdempotencyKey
+            | Self::ReservedIdempotencyKey => Status::invalid_argument(self.to_string()),
             Self::NotAllowed => Status::permission_denied(self.to_string()),
             Self::State(_) | Self::Broker(_) | Self::IdempotencyKeyInFlight => {
                 Status::unavailable(self.to_string())

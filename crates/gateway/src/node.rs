@@ -20,7 +20,7 @@ use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
 use crate::connections::{Connection, Connections, Heartbeat, SWEEP_INTERVAL};
 use crate::envelope::EnvelopeLimits;
-use crate::error::{HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
+use crate::error::{CLIENT_KEY_PREFIX, HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::{Hub, Interest};
 use crate::metrics;
 use crate::presence::PresenceService;
@@ -334,10 +334,8 @@ impl Node {
         if request.from.is_some() && !options.client_publish {
             return Err(PublishError::NotAllowed);
         }
-        let idempotency_key = request.idempotency_key.as_deref();
-        if idempotency_key.is_some_and(|key| key.len() > MAX_IDEMPOTENCY_KEY_BYTES) {
-            return Err(PublishError::InvalidIdempotencyKey);
-        }
+        let idempotency_key = scoped_key(request.idempotency_key, request.from.as_deref())?;
+        let idempotency_key = idempotency_key.as_deref();
         let history = options.has_history().then(|| HistoryPolicy {
             size: options.history_size,
             ttl: options.history_ttl(),
@@ -531,5 +529,49 @@ async fn check_positions(hub: std::sync::Weak<Hub>, reconnected: Arc<Notify>) {
         }
         let Some(hub) = hub.upgrade() else { return };
         hub.check_positions().await;
+    }
+}
+
+/// The idempotency key a publish is stored under: the backend's as it is (but never in the
+/// clients' space), a client's prefixed with its user, length first so no two (user, key)
+/// pairs meet.
+fn scoped_key(key: Option<String>, from: Option<&str>) -> Result<Option<String>, PublishError> {
+    let Some(key) = key else { return Ok(None) };
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(PublishError::InvalidIdempotencyKey);
+    }
+    match from {
+        Some(user) => Ok(Some(format!(
+            "{CLIENT_KEY_PREFIX}{}:{user}:{key}",
+            user.len()
+        ))),
+        None if key.starts_with(CLIENT_KEY_PREFIX) => Err(PublishError::ReservedIdempotencyKey),
+        None => Ok(Some(key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_keys_are_scoped_to_their_user_and_out_of_the_backends_reach() {
+        let alice = scoped_key(Some("k".into()), Some("alice"))
+            .unwrap()
+            .unwrap();
+        let bob = scoped_key(Some("k".into()), Some("bob")).unwrap().unwrap();
+        assert_ne!(alice, bob);
+        // "a:b" + "c" and "a" + "b:c" are different pairs.
+        assert_ne!(
+            scoped_key(Some("c".into()), Some("a:b")).unwrap(),
+            scoped_key(Some("b:c".into()), Some("a")).unwrap()
+        );
+        assert_eq!(scoped_key(Some("k".into()), None).unwrap().unwrap(), "k");
+        assert!(matches!(
+            scoped_key(Some(alice), None),
+            Err(PublishError::ReservedIdempotencyKey)
+        ));
+        assert!(scoped_key(None, Some("alice")).unwrap().is_none());
+        assert!(scoped_key(Some("x".repeat(257)), Some("alice")).is_err());
     }
 }

@@ -97,6 +97,7 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
                 channel: r.channel,
                 event: r.event,
                 data,
+                idempotency_key: non_empty(r.idempotency_key),
             })
         }
         Some(PbMethod::History(r)) => Method::History(HistoryRequest {
@@ -180,6 +181,7 @@ pub fn encode_command(command: Command) -> Vec<u8> {
             channel: r.channel,
             event: r.event,
             data: r.data.get().as_bytes().to_vec(),
+            idempotency_key: r.idempotency_key.unwrap_or_default(),
         }),
         Method::History(r) => PbMethod::History(pb::HistoryRequest {
             channel: r.channel,
@@ -793,6 +795,7 @@ mod tests {
                 channel: "c:d".into(),
                 event: "e".into(),
                 data: b"{\"a\":".to_vec(),
+                idempotency_key: String::new(),
             })),
         }
         .encode_length_delimited_to_vec();

@@ -114,6 +114,10 @@ pub struct PublishRequest {
     pub channel: String,
     pub event: String,
     pub data: Box<RawValue>,
+    /// Makes a retry safe: the same key on the same channel within 5 minutes is applied
+    /// once (scoped to the connection's user).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,8 @@
 //! A Socket.IO connection's offset: the channels it holds and, for each, the position of
 //! the last publication it was sent, written as one string that needs no JSON escaping:
-//! `h1;<channel>,<epoch>,<offset>;…` (channel names have no `;` or `,`, epochs neither;
-//! a channel without history has an empty epoch and offset 0).
+//! `h1;<channel>,<epoch>,<offset>[,<grant>];…` (channel names have no `;` or `,`, epochs
+//! and grants neither; a channel without history has an empty epoch and offset 0; a grant
+//! stands for the subscription token the channel was joined with).
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ struct Held {
     /// `None` until the subscription is answered: until then the client does not know it
     /// holds the channel, and the offset leaves it out.
     position: Option<(Arc<str>, u64)>,
+    /// The grant of a channel joined with a subscription token.
+    grant: Option<Box<str>>,
 }
 
 impl Cursor {
@@ -32,7 +35,15 @@ impl Cursor {
             self.held.push(Held {
                 channel: channel.clone(),
                 position: None,
+                grant: None,
             });
+        }
+    }
+
+    /// Records the grant of a held channel (joined, or refreshed, with a subscription token).
+    pub fn grant(&mut self, channel: &ChannelName, grant: String) {
+        if let Some(held) = self.held.iter_mut().find(|held| held.channel == *channel) {
+            held.grant = Some(grant.into());
         }
     }
 
@@ -70,6 +81,9 @@ impl Cursor {
             if let Some((epoch, last)) = &held.position {
                 use std::fmt::Write;
                 let _ = write!(offset, ";{},{epoch},{last}", held.channel.as_str());
+                if let Some(grant) = &held.grant {
+                    let _ = write!(offset, ",{grant}");
+                }
             }
         }
         offset
@@ -82,6 +96,8 @@ pub struct Mark {
     pub channel: String,
     /// Where it was in the channel's history; `None` for a channel without history.
     pub position: Option<StreamPosition>,
+    /// The grant, for a channel joined with a subscription token.
+    pub grant: Option<String>,
 }
 
 /// The channels in a client's offset, at most `max`; `None` when it is not an offset this
@@ -97,9 +113,13 @@ pub fn parse(offset: &str, max: usize) -> Option<Vec<Mark>> {
             return None;
         }
         let mut fields = entry.split(',');
-        let (Some(channel), Some(epoch), Some(offset), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(channel), Some(epoch), Some(offset), grant, None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             return None;
         };
         let offset: u64 = offset.parse().ok()?;
@@ -114,6 +134,7 @@ pub fn parse(offset: &str, max: usize) -> Option<Vec<Mark>> {
         marks.push(Mark {
             channel: channel.to_owned(),
             position,
+            grant: grant.map(str::to_owned),
         });
     }
     Some(marks)
@@ -145,8 +166,9 @@ mod tests {
         assert!(cursor.advance(&room, &epoch, 4));
         assert!(cursor.advance(&public, &Arc::from(""), 0));
         assert!(!cursor.advance(&channel("public:never"), &epoch, 1));
+        cursor.grant(&public, "1800.tag".into());
         let offset = cursor.render();
-        assert_eq!(offset, "h1;org:a:room:1,1764.r.abc,4;public:p,,0");
+        assert_eq!(offset, "h1;org:a:room:1,1764.r.abc,4;public:p,,0,1800.tag");
         assert_eq!(
             parse(&offset, 8).unwrap(),
             vec![
@@ -156,17 +178,19 @@ mod tests {
                         offset: 4,
                         epoch: "1764.r.abc".into()
                     }),
+                    grant: None,
                 },
                 Mark {
                     channel: "public:p".into(),
-                    position: None
+                    position: None,
+                    grant: Some("1800.tag".into()),
                 },
             ]
         );
         assert!(!cursor.release(&lobby), "never answered");
         assert!(cursor.release(&room));
         assert!(!cursor.release(&room));
-        assert_eq!(cursor.render(), "h1;public:p,,0");
+        assert_eq!(cursor.render(), "h1;public:p,,0,1800.tag");
     }
 
     #[test]
@@ -176,7 +200,7 @@ mod tests {
             "",
             "h2;a,e,1",
             "h1;a,e",
-            "h1;a,e,1,x",
+            "h1;a,e,1,x,y",
             "h1;a,e,-1",
             "h1;a,,3",
             "h1;a,e,1;b,e,1;c,e,1",

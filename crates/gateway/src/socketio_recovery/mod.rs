@@ -30,6 +30,7 @@ pub use cursor::Cursor;
 pub use key::RecoveryKey;
 
 use crate::auth::check_subscribe;
+use crate::clock::unix_seconds;
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::server_subscriptions;
@@ -109,7 +110,15 @@ async fn rejoin(
         let Ok((channel, rule, options)) = node.channel(&mark.channel) else {
             return Outcome::Lost(joined);
         };
+        // A grant stands for the subscription token the channel was joined with, until its
+        // `exp`; the subscription then ends at that `exp` as the token's did.
+        let granted = mark.grant.as_deref().and_then(|grant| {
+            let key = node.recovery_key();
+            key.verify_grant(grant, &claims.sub, channel.as_str())
+                .filter(|expires| *expires > unix_seconds())
+        });
         let allowed = kept.contains(&channel)
+            || granted.is_some()
             || check_subscribe(rule.access, &channel, &claims, None).is_ok();
         // A position for a channel that now keeps no history, or none for one that now
         // does: its namespace changed since.
@@ -118,7 +127,8 @@ async fn rejoin(
             return Outcome::Lost(joined);
         }
         let recover = mark.position.as_ref();
-        let joining = match begin_join(node, connection, &channel, options, recover, None).await {
+        let joining = begin_join(node, connection, &channel, options, recover, granted);
+        let joining = match joining.await {
             Ok(joining) => joining,
             Err(failure) if failure.code.temporary() => return Outcome::Unavailable(joined),
             Err(_) => return Outcome::Lost(joined),
@@ -130,6 +140,10 @@ async fn rejoin(
             .map(|p| p.event.len() + p.data.get().len())
             .sum();
         let covered = recover.is_none() || (result.recovered && !result.more);
+        if let Some(expires) = granted {
+            let tokens = &node.connections().subscription_tokens;
+            tokens.insert(&connection.id, &channel, expires);
+        }
         joined.push(joining);
         match budget.checked_sub(bytes) {
             Some(left) if covered => budget = left,

@@ -187,6 +187,7 @@ async fn frames_of_the_wrong_kind_or_undecodable_close_4000() {
             channel: CHANNEL.into(),
             event: "e".into(),
             data: format!("\"{}\"", "x".repeat(70 * 1024)).into_bytes(),
+            idempotency_key: String::new(),
         })),
     };
     dave.send_binary(large.encode_length_delimited_to_vec())

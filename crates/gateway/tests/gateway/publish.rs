@@ -274,6 +274,56 @@ async fn idempotency_key_publishes_once() {
 }
 
 #[tokio::test]
+async fn a_client_publish_with_an_idempotency_key_is_applied_once_and_the_key_is_its_users() {
+    let gateway = TestGateway::with(|c| {
+        c.namespaces.insert("chat".into(), chat_namespace());
+    })
+    .await;
+    let alice = gateway.member("alice").await;
+    let bob = gateway.member("bob").await;
+    let channel = "chat:acme:room";
+    within("subscribe", bob.subscribe(channel)).await.unwrap();
+    async fn publish(client: &herald_client::Client, text: &str) -> serde_json::Value {
+        let params = json!({
+            "channel": "chat:acme:room",
+            "event": "message.created",
+            "data": {"text": text},
+            "idempotencyKey": "k1",
+        });
+        let result = within("publish", client.request("publish", params)).await;
+        serde_json::from_str::<serde_json::Value>(result.expect("published").get()).unwrap()["offset"].clone()
+    }
+    let first = publish(&alice, "once").await;
+    // A retry (a reply lost to a reconnect) answers the same offset and publishes nothing.
+    let retry = publish(&alice, "twice").await;
+    assert_eq!(first, retry);
+    // Another user's same key is another key.
+    let other = publish(&bob, "bob's").await;
+    assert_ne!(other, first);
+    let texts: Vec<String> = [next_publication(&bob).await, next_publication(&bob).await]
+        .iter()
+        .map(|p| {
+            serde_json::from_str::<serde_json::Value>(p.data.get()).unwrap()["text"].to_string()
+        })
+        .collect();
+    assert_eq!(texts, [r#""once""#, r#""bob's""#]);
+
+    // The backend can neither claim nor collide with a client's key.
+    let mut grpc = gateway.grpc().await;
+    let request = PublishRequest {
+        channel: channel.into(),
+        event: "e".into(),
+        data: b"{}".to_vec(),
+        idempotency_key: "client:5:alice:k1".into(),
+    };
+    let refused = within("reserved key", grpc.publish(request)).await;
+    assert_eq!(
+        refused.expect_err("a key in the clients' space").code(),
+        tonic::Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
 async fn client_publish_is_stamped_with_sender_and_time_where_allowed() {
     let gateway = TestGateway::with(|c| {
         c.namespaces.insert("chat".into(), chat_namespace());

@@ -31,7 +31,7 @@ pub async fn apply(
         event: request.event,
         data,
         from: Some(connection.claims().sub.clone()),
-        idempotency_key: None,
+        idempotency_key: request.idempotency_key.filter(|key| !key.is_empty()),
     };
     let position = node.publish(publish).await?;
     Ok(Answer::Result(connection.codec.result(

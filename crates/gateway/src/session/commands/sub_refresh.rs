@@ -36,6 +36,10 @@ pub fn apply(
             "not subscribed to this channel with a subscription token",
         ));
     }
+    let key = node.recovery_key();
+    connection.grant(&channel, || {
+        key.grant(&token.sub, channel.as_str(), token.exp)
+    });
     Ok(Answer::Result(
         connection
             .codec

@@ -95,6 +95,11 @@ pub async fn begin_join(
     if !connection.add_subscription(channel) {
         return Err(Failure::code(ErrorCode::AlreadySubscribed));
     }
+    if let Some(expires) = expires {
+        let user = connection.claims().sub.clone();
+        let key = node.recovery_key();
+        connection.grant(channel, || key.grant(&user, channel.as_str(), expires));
+    }
     if let Err(error) = node.add_subscriber(channel, connection.clone()).await {
         leave(node, connection, channel).await;
         return Err(error.into());
