@@ -11,6 +11,7 @@ import { connected, fresh, nextEvent, request, waitFor, type Reply } from "./hel
 import type { Suite } from "./helpers/suite.js";
 import type { ClusterTarget } from "./helpers/herald.js";
 import type { Target } from "./helpers/target.js";
+import { mintToken } from "./helpers/token.js";
 
 /** What socket.io-client keeps for a recovery (private fields, sent in its next CONNECT). */
 export function recoveryState(socket: Socket): { pid?: string; offset?: string } {
@@ -223,6 +224,32 @@ export function heraldRecoveryCases(suite: Suite): void {
     await own.publish("marker");
     await own.arrived("marker");
     expect(adas.received).toEqual([]);
+  });
+
+  it("a new token that no longer grants a channel: recovered === false, that channel not replayed", async () => {
+    const user = fresh("ada");
+    const socket = clients.socket({ auth: { token: token(user) }, reconnection: false });
+    await connected(socket);
+    const feed = new Feed(current(), fresh("org:acme:ch:revoked"), socket);
+    await request(socket, "herald:subscribe", feed.channel);
+    await feed.publish("before");
+    await feed.arrived("before");
+
+    await drop(current(), socket, user);
+    await feed.publish("missed");
+    // Still an org member, without the channel grant: the channel is re-authorised and refused.
+    socket.auth = { token: mintToken(current().secret, { sub: user, channels: [] }) };
+    const marker = nextEvent(socket, "marker");
+    await reconnect(socket);
+    expect(socket.recovered).toBe(false);
+    expect(socket.connected).toBe(true);
+    expect(await request<Reply>(socket, "herald:subscribe", "org:acme")).toMatchObject({
+      ok: true,
+    });
+    await feed.publish("after");
+    await current().publish("org:acme", "marker", {});
+    await marker;
+    expect(feed.received).toEqual(["before"]);
   });
 
   it("a channel without history is subscribed again without replay (herald:subscribed, recoverable: false); recovered stays true", async () => {
