@@ -73,24 +73,28 @@ export async function reconnect(socket: Socket): Promise<void> {
   await done;
 }
 
+/** A connected socket of `user` that the test reconnects itself (no reconnection of its own). */
+async function manual(
+  suite: Suite,
+  user: string,
+  transports: ("polling" | "websocket")[] = ["websocket"],
+): Promise<Socket> {
+  const socket = suite.clients.socket({
+    auth: { token: suite.token(user) },
+    transports,
+    reconnection: false,
+  });
+  await connected(socket);
+  return socket;
+}
+
 /** The recovery cases every target passes. */
 export function recoveryCases(suite: Suite): void {
-  const { current, clients, token } = suite;
-
-  /** A connected socket of `user` that the test reconnects itself (no reconnection of its own). */
-  const manual = async (user: string, transports: ("polling" | "websocket")[] = ["websocket"]) => {
-    const socket = clients.socket({
-      auth: { token: token(user) },
-      transports,
-      reconnection: false,
-    });
-    await connected(socket);
-    return socket;
-  };
+  const { current, token } = suite;
 
   /** `user`'s socket, subscribed to a fresh channel (herald:subscribe), with two events received. */
   const subscribed = async (user: string, transports?: ("polling" | "websocket")[]) => {
-    const socket = await manual(user, transports);
+    const socket = await manual(suite, user, transports);
     const feed = new Feed(current(), fresh("org:acme:ch:recover"), socket);
     expect(await request<Reply>(socket, "herald:subscribe", feed.channel)).toMatchObject({
       ok: true,
@@ -122,7 +126,7 @@ export function recoveryCases(suite: Suite): void {
 
   it("a server-side subscription is recovered with its missed events", async () => {
     const user = fresh("ada");
-    const socket = await manual(user);
+    const socket = await manual(suite, user);
     const feed = new Feed(current(), fresh("org:acme:ch:pushed"), socket);
     const subscribedEvent = nextEvent<{ channel: string }>(socket, "herald:subscribed");
     await current().subscribe(user, feed.channel);
@@ -197,8 +201,7 @@ export function heraldRecoveryCases(suite: Suite): void {
 
   it("a pid and offset of another user: recovered === false, none of the other's channels or missed events", async () => {
     const [bobUser, adaUser] = [fresh("bob"), fresh("ada")];
-    const bob = clients.socket({ auth: { token: token(bobUser) }, reconnection: false });
-    await connected(bob);
+    const bob = await manual(suite, bobUser);
     // A channel both may read: only the pid's binding to bob keeps ada out of his session.
     const channel = fresh("org:acme:ch:shared");
     const bobs = new Feed(current(), channel, bob);
@@ -228,8 +231,7 @@ export function heraldRecoveryCases(suite: Suite): void {
 
   it("a new token that no longer grants a channel: recovered === false, that channel not replayed", async () => {
     const user = fresh("ada");
-    const socket = clients.socket({ auth: { token: token(user) }, reconnection: false });
-    await connected(socket);
+    const socket = await manual(suite, user);
     const feed = new Feed(current(), fresh("org:acme:ch:revoked"), socket);
     await request(socket, "herald:subscribe", feed.channel);
     await feed.publish("before");
@@ -254,8 +256,7 @@ export function heraldRecoveryCases(suite: Suite): void {
 
   it("a channel without history is subscribed again without replay (herald:subscribed, recoverable: false); recovered stays true", async () => {
     const user = fresh("ada");
-    const socket = clients.socket({ auth: { token: token(user) }, reconnection: false });
-    await connected(socket);
+    const socket = await manual(suite, user);
     const kept = new Feed(current(), fresh("org:acme:ch:kept"), socket);
     const plain = new Feed(current(), fresh("public:plain"), socket);
     for (const feed of [kept, plain]) {
@@ -293,14 +294,13 @@ export function heraldRecoveryCases(suite: Suite): void {
  * client reconnects through the proxy to node 1 and recovers; node 0's publications follow.
  */
 export function crossNodeCases(suite: Suite<ClusterTarget>): void {
-  const { current, clients, token } = suite;
+  const { current } = suite;
 
   it("dropped on one node, reconnected to the other: recovered === true, exactly the missed events, then live ones from both nodes", async () => {
     const cluster = current();
     const [a, b] = cluster.nodes;
     const user = fresh("ada");
-    const socket = clients.socket({ auth: { token: token(user) }, reconnection: false });
-    await connected(socket);
+    const socket = await manual(suite, user);
     const feed = new Feed(cluster, fresh("org:acme:ch:moved"), socket);
     await request(socket, "herald:subscribe", feed.channel);
     await feed.publish("before 1", a);
