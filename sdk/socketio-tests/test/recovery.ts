@@ -29,14 +29,17 @@ export class Feed {
     readonly channel: string,
     private readonly socket: Socket,
   ) {
-    // The offset, a last argument, is the client's business.
-    socket.on("message:new", (data: { text: string }) => this.received.push(data.text));
+    // A socket may hold several feeds: each takes its own channel's. (The offset, a last
+    // argument, is the client's business.)
+    socket.on("message:new", (data: { channel: string; text: string }) => {
+      if (data.channel === channel) this.received.push(data.text);
+    });
   }
 
   /** Publishes `text` (through `via`, else the feed's target). */
   async publish(text: string, via: Pick<Target, "publish"> = this.target): Promise<void> {
     this.sent.push(text);
-    await via.publish(this.channel, "message:new", { text });
+    await via.publish(this.channel, "message:new", { channel: this.channel, text });
   }
 
   /** Resolves once `text` has arrived (bounded). */
