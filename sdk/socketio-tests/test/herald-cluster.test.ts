@@ -21,7 +21,7 @@ if (!("unavailable" in cluster)) {
     crossNodeCases(suite);
   });
 } else if (process.env["HERALD_SOCKETIO_REQUIRED"] === "1") {
-  it("has a herald binary with Socket.IO", () => {
+  it("has a herald binary with Socket.IO, nats-server and redis-server", () => {
     throw new Error(cluster.unavailable);
   });
 } else {

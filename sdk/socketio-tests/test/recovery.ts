@@ -295,34 +295,37 @@ export function heraldRecoveryCases(suite: Suite): void {
 /**
  * Across the nodes of `cluster`: dropped on node 0, missed events published on node 1, the
  * client reconnects through the proxy to node 1 and recovers; node 0's publications follow.
+ * Over polling too: recovering needs no affinity, only a new session on any node.
  */
 export function crossNodeCases(suite: Suite<ClusterTarget>): void {
   const { current } = suite;
 
-  it("dropped on one node, reconnected to the other: recovered === true, exactly the missed events, then live ones from both nodes", async () => {
-    const cluster = current();
-    const [a, b] = cluster.nodes;
-    const user = fresh("ada");
-    const socket = await manual(suite, user);
-    const feed = new Feed(cluster, fresh("org:acme:ch:moved"), socket);
-    await request(socket, "herald:subscribe", feed.channel);
-    await feed.publish("before 1", a);
-    await feed.publish("before 2", b);
-    await feed.arrived("before 2");
+  for (const transport of ["websocket", "polling"] as const) {
+    it(`over ${transport}, dropped on one node, reconnected to the other: recovered === true, exactly the missed events, then live ones from both nodes`, async () => {
+      const cluster = current();
+      const [a, b] = cluster.nodes;
+      const user = fresh("ada");
+      const socket = await manual(suite, user, [transport]);
+      const feed = new Feed(cluster, fresh("org:acme:ch:moved"), socket);
+      await request(socket, "herald:subscribe", feed.channel);
+      await feed.publish("before 1", a);
+      await feed.publish("before 2", b);
+      await feed.arrived("before 2");
 
-    const reason = nextEvent<string>(socket, "disconnect");
-    expect(await a.disconnect(user, 4200)).toBe(1);
-    expect(await reason).toBe("transport close");
-    for (let n = 1; n <= 3; n++) await feed.publish(`missed ${n}`, b);
-    cluster.route(1);
-    await reconnect(socket);
-    expect(socket.recovered).toBe(true);
-    await feed.publish("live from a", a);
-    await feed.publish("live from b", b);
-    await feed.arrived("live from b");
-    expect(feed.received).toEqual(feed.sent);
-    // It is node b that holds the connection now.
-    expect(await a.disconnect(user, 4200)).toBe(0);
-    expect(await b.disconnect(user, 4200)).toBe(1);
-  });
+      const reason = nextEvent<string>(socket, "disconnect");
+      expect(await a.disconnect(user, 4200)).toBe(1);
+      expect(await reason).toBe("transport close");
+      for (let n = 1; n <= 3; n++) await feed.publish(`missed ${n}`, b);
+      cluster.route(1);
+      await reconnect(socket);
+      expect(socket.recovered).toBe(true);
+      await feed.publish("live from a", a);
+      await feed.publish("live from b", b);
+      await feed.arrived("live from b");
+      expect(feed.received).toEqual(feed.sent);
+      // It is node b that holds the connection now.
+      expect(await a.disconnect(user, 4200)).toBe(0);
+      expect(await b.disconnect(user, 4200)).toBe(1);
+    });
+  }
 }

@@ -61,7 +61,9 @@ async function startServer(
         child.off("error", onError);
       };
     }).then((failure) => {
-      if (failure !== null) throw new Error(`${command} ${failure}:\n${output}`);
+      if (failure !== null) {
+        throw new Error(`${command} ${failure}${output === "" ? "" : `:\n${output}`}`);
+      }
     });
   } catch (error) {
     await stop();

@@ -304,6 +304,11 @@ export async function startHeraldCluster(): Promise<ClusterTarget | { unavailabl
     if (error instanceof Error && error.message.includes("no Socket.IO endpoint")) {
       return { unavailable: error.message };
     }
+    if (error instanceof Error && error.message.includes("ENOENT")) {
+      return {
+        unavailable: `${error.message}: apt-get install nats-server redis-server (scripts/test does)`,
+      };
+    }
     throw error;
   }
 }
