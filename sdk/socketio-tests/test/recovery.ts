@@ -257,6 +257,63 @@ export function heraldRecoveryCases(suite: Suite): void {
     expect(feed.received).toEqual(["before"]);
   });
 
+  it("more missed than history keeps, or more than a quarter of the queue budget: recovered === false, nothing replayed", async () => {
+    for (const { count, size } of [
+      // Past the 100 publications an org:<org>:… channel keeps.
+      { count: 101, size: 0 },
+      // 80 × 4 KB: within history, past a quarter of the 1 MiB queue budget.
+      { count: 80, size: 4_000 },
+    ]) {
+      const user = fresh("ada");
+      const socket = await manual(suite, user);
+      const feed = new Feed(current(), fresh("org:acme:ch:overflow"), socket);
+      await request(socket, "herald:subscribe", feed.channel);
+      await feed.publish("before");
+      await feed.arrived("before");
+
+      await drop(current(), socket, user);
+      const padding = "x".repeat(size);
+      for (let n = 0; n < count; n++) {
+        const text = `missed ${n}`;
+        await current().publish(feed.channel, "message:new", {
+          channel: feed.channel,
+          text,
+          padding,
+        });
+      }
+      await reconnect(socket);
+      expect(socket.recovered).toBe(false);
+      expect(socket.connected).toBe(true);
+      await request(socket, "herald:subscribe", feed.channel);
+      await feed.publish("again");
+      await feed.arrived("again");
+      expect(feed.received).toEqual(["before", "again"]);
+    }
+  });
+
+  it("presence is not replayed: a join missed while down does not come after the recovery", async () => {
+    const [adaUser, bobUser] = [fresh("ada"), fresh("bob")];
+    const ada = await manual(suite, adaUser);
+    const feed = new Feed(current(), fresh("org:acme:ch:room"), ada);
+    await request(ada, "herald:subscribe", feed.channel);
+    await feed.publish("before");
+    await feed.arrived("before");
+    const joins = record<{ user: string }>(ada, "herald:join");
+
+    await drop(current(), ada, adaUser);
+    const bob = await suite.connect(bobUser);
+    expect(await request<Reply>(bob, "herald:subscribe", feed.channel)).toMatchObject({
+      ok: true,
+    });
+    await feed.publish("missed");
+    await reconnect(ada);
+    expect(ada.recovered).toBe(true);
+    await feed.publish("live");
+    await feed.arrived("live");
+    expect(feed.received).toEqual(["before", "missed", "live"]);
+    expect(joins.map((join) => join.user)).not.toContain(bobUser);
+  });
+
   it("a channel without history is subscribed again without replay (herald:subscribed, recoverable: false); recovered stays true", async () => {
     const user = fresh("ada");
     const socket = await manual(suite, user);

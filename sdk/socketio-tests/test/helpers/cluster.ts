@@ -12,6 +12,22 @@ import { join } from "node:path";
 import { freePort } from "../../../typescript/test/helpers/gateway.js";
 import { waitFor } from "./client.js";
 
+/**
+ * `start()`, again (up to three times in all) when it failed on a port taken between the
+ * free-port probe and the server's bind: outgoing connections (the suite's files run in
+ * parallel) take ports from the same ephemeral range.
+ */
+export async function retryPortClash<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (error) {
+      const clash = error instanceof Error && /address already in use/i.test(error.message);
+      if (!clash || attempt === 3) throw error;
+    }
+  }
+}
+
 /** A server process of the test's own. */
 export interface ServerProcess {
   readonly port: number;

@@ -19,7 +19,14 @@ import {
   type Gateway,
 } from "../../../typescript/test/helpers/gateway.js";
 import { createBackend, type Backend } from "./backend.js";
-import { redisCommand, startNats, startRedis, TcpProxy, type ServerProcess } from "./cluster.js";
+import {
+  redisCommand,
+  retryPortClash,
+  startNats,
+  startRedis,
+  TcpProxy,
+  type ServerProcess,
+} from "./cluster.js";
 import { HEARTBEAT, type Target } from "./target.js";
 import { waitFor } from "./client.js";
 
@@ -185,7 +192,9 @@ export async function startHerald(
     backend,
     server,
     booted: gateway,
-  } = await withBackend((_, address) => startGateway({ env: nodeEnv(address, env) }));
+  } = await withBackend((_, address) =>
+    retryPortClash(() => startGateway({ env: nodeEnv(address, env) })),
+  );
   let api = connectApi(gateway.grpcAddr, gateway.apiKey);
   const stop = async () => {
     api.close();
@@ -244,7 +253,10 @@ export async function startHeraldCluster(): Promise<ClusterTarget | { unavailabl
     for (const step of stops.splice(0).reverse()) await step();
   };
   try {
-    const servers: ServerProcess[] = [await startNats(), await startRedis()];
+    const servers: ServerProcess[] = [
+      await retryPortClash(startNats),
+      await retryPortClash(startRedis),
+    ];
     stops.push(...servers.map((server) => () => server.stop()));
     const [nats, redis] = servers as [ServerProcess, ServerProcess];
     // The same keys on both nodes: either verifies the other's tokens and pids.
@@ -259,7 +271,9 @@ export async function startHeraldCluster(): Promise<ClusterTarget | { unavailabl
       try {
         for (const id of ["a", "b"]) {
           started.push(
-            await startGateway({ env: nodeEnv(address, { ...shared, HERALD_NODE_ID: id }) }),
+            await retryPortClash(() =>
+              startGateway({ env: nodeEnv(address, { ...shared, HERALD_NODE_ID: id }) }),
+            ),
           );
         }
       } catch (error) {
