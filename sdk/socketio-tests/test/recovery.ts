@@ -11,7 +11,7 @@ import { connected, fresh, nextEvent, request, waitFor, type Reply } from "./hel
 import type { Suite } from "./helpers/suite.js";
 import type { ClusterTarget } from "./helpers/herald.js";
 import type { Target } from "./helpers/target.js";
-import { mintToken } from "./helpers/token.js";
+import { mintSubscriptionToken, mintToken } from "./helpers/token.js";
 
 /** What socket.io-client keeps for a recovery (private fields, sent in its next CONNECT). */
 export function recoveryState(socket: Socket): { pid?: string; offset?: string } {
@@ -255,6 +255,32 @@ export function heraldRecoveryCases(suite: Suite): void {
     await current().publish("org:acme", "marker", {});
     await marker;
     expect(feed.received).toEqual(["before"]);
+  });
+
+  it("a channel held by a subscription token (no claim grants it) is recovered on the token's signed grant", async () => {
+    const user = fresh("ada");
+    const secret = current().secret;
+    const socket = clients.socket({
+      auth: { token: mintToken(secret, { sub: user, channels: [] }) },
+      reconnection: false,
+    });
+    await connected(socket);
+    const feed = new Feed(current(), fresh("org:acme:ch:private"), socket);
+    const grant = { token: mintSubscriptionToken(secret, user, feed.channel) };
+    expect(await request<Reply>(socket, "herald:subscribe", feed.channel, grant)).toMatchObject({
+      ok: true,
+    });
+    await feed.publish("before");
+    await feed.arrived("before");
+
+    await drop(current(), socket, user);
+    await feed.publish("missed 1");
+    await feed.publish("missed 2");
+    await reconnect(socket);
+    expect(socket.recovered).toBe(true);
+    await feed.publish("live");
+    await feed.arrived("live");
+    expect(feed.received).toEqual(feed.sent);
   });
 
   it("more missed than history keeps, or more than a quarter of the queue budget: recovered === false, nothing replayed", async () => {
