@@ -411,4 +411,32 @@ export function crossNodeCases(suite: Suite<ClusterTarget>): void {
       expect(await b.disconnect(user, 4200)).toBe(1);
     });
   }
+
+  it("the client's node crashes (SIGKILL): reconnected to the other node, recovered === true with the missed events", async () => {
+    const cluster = current();
+    const [a, b] = cluster.nodes;
+    const user = fresh("ada");
+    const socket = await manual(suite, user);
+    const feed = new Feed(cluster, fresh("org:acme:ch:crash"), socket);
+    await request(socket, "herald:subscribe", feed.channel);
+    await feed.publish("before", b);
+    await feed.arrived("before");
+
+    const reason = nextEvent<string>(socket, "disconnect");
+    await a.kill();
+    try {
+      expect(await reason).toBe("transport close");
+      await feed.publish("missed 1", b);
+      await feed.publish("missed 2", b);
+      cluster.route(1);
+      await reconnect(socket);
+      expect(socket.recovered).toBe(true);
+      await feed.publish("live", b);
+      await feed.arrived("live");
+      expect(feed.received).toEqual(feed.sent);
+    } finally {
+      // Back for the next case (same ports and keys).
+      await a.start();
+    }
+  });
 }

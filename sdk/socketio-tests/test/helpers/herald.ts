@@ -154,6 +154,34 @@ function connectApi(grpcAddr: string, apiKey: string): NodeApi {
   };
 }
 
+/** One running node: its HTTP port and gRPC API, and a crash and restart on the same ports. */
+export interface HeraldNode extends NodeApi {
+  readonly httpPort: number;
+  /** Kills the process (SIGKILL: a crash, no drain). */
+  kill(): Promise<void>;
+  /** Starts it again on the same ports and keys (so its pids still verify); waits until ready. */
+  start(): Promise<void>;
+}
+
+function heraldNode(gateway: Gateway, apiKey: string): HeraldNode {
+  let api = connectApi(gateway.grpcAddr, apiKey);
+  return {
+    httpPort: Number(gateway.httpAddr.split(":").at(-1)),
+    publish: (channel, event, data) => api.publish(channel, event, data),
+    disconnect: (user, code) => api.disconnect(user, code),
+    subscribe: (user, channel) => api.subscribe(user, channel),
+    unsubscribe: (user, channel) => api.unsubscribe(user, channel),
+    kill: () => gateway.kill(),
+    start: async () => {
+      await gateway.start();
+      // A fresh gRPC channel: the old one backs off after the node went away.
+      api.close();
+      api = connectApi(gateway.grpcAddr, apiKey);
+    },
+    close: () => api.close(),
+  };
+}
+
 /** Starts the backend's gRPC server, then `boot` with its address; stops it if `boot` fails. */
 async function withBackend<T>(
   boot: (backend: Backend, address: string) => Promise<T>,
@@ -195,9 +223,9 @@ export async function startHerald(
   } = await withBackend((_, address) =>
     retryPortClash(() => startGateway({ env: nodeEnv(address, env) })),
   );
-  let api = connectApi(gateway.grpcAddr, gateway.apiKey);
+  const node = heraldNode(gateway, gateway.apiKey);
   const stop = async () => {
-    api.close();
+    node.close();
     server.forceShutdown();
     await gateway.stop();
   };
@@ -209,26 +237,18 @@ export async function startHerald(
     url: gateway.httpUrl,
     secret: gateway.secret,
     backend,
-    publish: (channel, event, data) => api.publish(channel, event, data),
-    disconnect: (user, code) => api.disconnect(user, code),
-    subscribe: (user, channel) => api.subscribe(user, channel),
-    unsubscribe: (user, channel) => api.unsubscribe(user, channel),
+    publish: (channel, event, data) => node.publish(channel, event, data),
+    disconnect: (user, code) => node.disconnect(user, code),
+    subscribe: (user, channel) => node.subscribe(user, channel),
+    unsubscribe: (user, channel) => node.unsubscribe(user, channel),
     loseState: async () => {
-      // A standalone node keeps history in memory: a restart (same ports and keys, so its
-      // pids still verify) starts every channel over in a new epoch.
-      await gateway.kill();
-      await gateway.start();
-      // A fresh channel: the old one backs off after the node went away.
-      api.close();
-      api = connectApi(gateway.grpcAddr, gateway.apiKey);
+      // A standalone node keeps history in memory: a restart starts every channel over in a
+      // new epoch.
+      await node.kill();
+      await node.start();
     },
     stop,
   };
-}
-
-/** One node of a cluster: its HTTP port (where the proxy sends clients) and gRPC API. */
-export interface HeraldNode extends NodeApi {
-  readonly httpPort: number;
 }
 
 /**
@@ -284,10 +304,10 @@ export async function startHeraldCluster(): Promise<ClusterTarget | { unavailabl
     });
     stops.push(() => server.forceShutdown());
     stops.push(...booted.map((gateway) => () => gateway.stop()));
-    const nodes = booted.map((gateway) => ({
-      ...connectApi(gateway.grpcAddr, shared.HERALD_API_KEYS),
-      httpPort: Number(gateway.httpAddr.split(":").at(-1)),
-    })) as [HeraldNode, HeraldNode];
+    const nodes = booted.map((gateway) => heraldNode(gateway, shared.HERALD_API_KEYS)) as [
+      HeraldNode,
+      HeraldNode,
+    ];
     stops.push(...nodes.map((node) => () => node.close()));
     const proxy = await TcpProxy.start(nodes[0].httpPort);
     stops.push(() => proxy.stop());
