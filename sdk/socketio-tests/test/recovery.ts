@@ -8,8 +8,8 @@
 import type { Socket } from "socket.io-client";
 import { expect, it } from "vitest";
 import { connected, fresh, nextEvent, request, waitFor, type Reply } from "./helpers/client.js";
-import type { Suite } from "./helpers/suite.js";
 import type { ClusterTarget } from "./helpers/herald.js";
+import type { Suite } from "./helpers/suite.js";
 import type { Target } from "./helpers/target.js";
 import { mintSubscriptionToken, mintToken } from "./helpers/token.js";
 
