@@ -1,47 +1,32 @@
 /**
  * The Socket.IO compatibility suite, one definition for every target: the reference
  * `socket.io` server (reference.test.ts) and Herald (herald.test.ts). A case counts only when
- * the reference passes it. The WebSocket transport, HTTP long-polling and the upgrade;
- * connection state recovery is todo.
+ * the reference passes it. The WebSocket transport, HTTP long-polling and the upgrade,
+ * connection state recovery (recovery.ts).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { BackendCall } from "./helpers/backend.js";
-import { Clients, connectError, connected, nextEvent, request, waitFor } from "./helpers/client.js";
+import {
+  connectError,
+  connected,
+  fresh,
+  nextEvent,
+  request,
+  waitFor,
+  type Reply,
+} from "./helpers/client.js";
+import { suiteOn, type Suite } from "./helpers/suite.js";
 import { HEARTBEAT, type Target } from "./helpers/target.js";
 import { mintToken, PERMISSION_DENIED, TOKEN_EXPIRED, UNAUTHORIZED } from "./helpers/token.js";
+import { recoveryCases } from "./recovery.js";
 
-/** Ack of `herald:subscribe` / `herald:unsubscribe`. */
-interface Reply {
-  ok?: boolean;
-  error?: { code: number; message: string };
-}
-
-let unique = 0;
-/** A name no other case uses, so cases share a target without seeing each other. */
-const fresh = (prefix: string) => `${prefix}${++unique}`;
-
-/** Registers the suite against the target `start` brings up (once for the file). */
-export function compatSuite(start: () => Promise<Target>): void {
-  let target: Target | undefined;
-  const current = () => {
-    if (!target) throw new Error("the target did not start");
-    return target;
-  };
-  const clients = new Clients(current);
-  const token = (sub: string, ttlSeconds?: number) =>
-    mintToken(current().secret, { sub, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) });
-  /** A connected socket of `user` with a valid token in `auth`. */
-  const connect = async (user: string) => {
-    const socket = clients.socket({ auth: { token: token(user) } });
-    await connected(socket);
-    return socket;
-  };
-
-  beforeAll(async () => {
-    target = await start();
-  });
-  afterEach(() => clients.closeAll());
-  afterAll(() => target?.stop());
+/**
+ * Registers the suite against the target `start` brings up (once for the file); answers its
+ * handles, for a target's own cases beside it.
+ */
+export function compatSuite(start: () => Promise<Target>): Suite {
+  const suite = suiteOn(start);
+  const { current, clients, token, connect } = suite;
 
   describe("WebSocket transport", () => {
     describe("auth", () => {
@@ -439,9 +424,6 @@ export function compatSuite(start: () => Promise<Target>): void {
     });
   });
 
-  describe("connection state recovery", () => {
-    it.todo("forced disconnect (4200) → recovered === true with the missed events, in order, once");
-    it.todo("the same with the client reconnecting to the other node of a two-node cluster");
-    it.todo("recovered === false after a Redis flush");
-  });
+  describe("connection state recovery", () => recoveryCases(suite));
+  return suite;
 }

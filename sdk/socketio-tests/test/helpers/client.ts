@@ -5,6 +5,16 @@ import type { Target } from "./target.js";
 
 export { waitFor };
 
+/** Ack of `herald:subscribe` / `herald:unsubscribe`. */
+export interface Reply {
+  ok?: boolean;
+  error?: { code: number; message: string };
+}
+
+let unique = 0;
+/** A name no other case uses, so cases share a target without seeing each other. */
+export const fresh = (prefix: string) => `${prefix}${++unique}`;
+
 /** A CONNECT_ERROR as socket.io-client reports it. */
 export type ConnectError = Error & { data?: { code?: number } };
 

@@ -15,6 +15,11 @@
  * - The app's services: publish, server-side subscribe / unsubscribe (`herald:subscribed`,
  *   `herald:unsubscribed` with code 2000), and disconnect by close code: 41xx and 42xx drop
  *   the transport (the client reconnects), 40xx is a Socket.IO DISCONNECT (it does not).
+ * - Connection state recovery: socket.io's own `connectionStateRecovery` (pid, offsets, the
+ *   missed packets, the socket's rooms). Its offsets are its own: it stores every emit,
+ *   reserved events too, where Herald gives offsets to publications only; the suite never
+ *   looks inside offsets. A recovering CONNECT goes through the token check again, as
+ *   Herald re-authorises, and keeps the session's subscriptions.
  */
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -112,6 +117,7 @@ export async function startReference(): Promise<Target> {
     serveClient: false,
     pingInterval: HEARTBEAT.intervalSeconds * 1000,
     pingTimeout: HEARTBEAT.timeoutSeconds * 1000,
+    connectionStateRecovery: { skipMiddlewares: false },
   });
   const socketsOf = (user: string) =>
     [...io.of("/").sockets.values()].filter((socket) => sessionOf(socket).claims.sub === user);
@@ -130,13 +136,22 @@ export async function startReference(): Promise<Target> {
       next(Object.assign(new Error(verdict.message), { data: { code: verdict.code } }));
       return;
     }
-    const session: Session = { claims: verdict, joined: new Map() };
+    // A recovered socket got its `socket.data` back with its rooms: it keeps its channels.
+    const joined = socket.recovered ? sessionOf(socket).joined : new Map<string, number>();
+    const session: Session = { claims: verdict, joined };
     Object.assign(socket.data as object, session);
     next();
   });
   io.on("connection", (socket) => {
-    const { claims } = sessionOf(socket);
+    const { claims, joined } = sessionOf(socket);
     if (socketsOf(claims.sub).length === 1) announce(claims, "online");
+    // Back in its channels' presence, as on a fresh subscribe.
+    if (socket.recovered) {
+      for (const channel of joined.keys()) {
+        joined.set(channel, Date.now());
+        if (hasJoinLeave(channel)) socket.to(channel).emit("herald:join", member(socket, channel));
+      }
+    }
     socket.onAny((event: string, ...args: unknown[]) => {
       const last = args.at(-1);
       const ack = typeof last === "function" ? (args.pop() as (reply: unknown) => void) : null;
@@ -144,7 +159,11 @@ export async function startReference(): Promise<Target> {
       ack?.(reply);
     });
     socket.on("disconnecting", () => {
-      for (const channel of [...sessionOf(socket).joined.keys()]) unsubscribe(socket, channel);
+      // The others see it leave; its channels stay in its session, which socket.io keeps
+      // (with the rooms, left after this) for a recovery.
+      for (const channel of sessionOf(socket).joined.keys()) {
+        if (hasJoinLeave(channel)) socket.to(channel).emit("herald:leave", member(socket, channel));
+      }
     });
     socket.on("disconnect", () => {
       if (socketsOf(claims.sub).length === 0) announce(claims, "offline");
@@ -185,6 +204,10 @@ export async function startReference(): Promise<Target> {
           reason: "unsubscribed by the server",
         });
       }
+    },
+    loseState: async () => {
+      // socket.io-adapter's in-memory session store (a private field): what a restart loses.
+      (io.of("/").adapter as unknown as { sessions: Map<string, unknown> }).sessions.clear();
     },
     stop: () => io.close(),
   };

@@ -16,6 +16,12 @@ export interface Target {
   subscribe(user: string, channel: string): Promise<void>;
   /** Ends the server-side subscription of every connection of `user` to `channel`. */
   unsubscribe(user: string, channel: string): Promise<void>;
+  /**
+   * Loses what connection state recovery needs (the reference's sessions; Herald's history in
+   * Redis), so a client reconnecting now gets `recovered === false`. Absent on a target that
+   * cannot (the recovery-lost case is skipped there).
+   */
+  loseState?(): Promise<void>;
   stop(): Promise<void>;
 }
 

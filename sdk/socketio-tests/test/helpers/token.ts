@@ -4,7 +4,11 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 
-export { mintToken, type TokenClaims } from "../../../typescript/test/helpers/token.js";
+export {
+  mintSubscriptionToken,
+  mintToken,
+  type TokenClaims,
+} from "../../../typescript/test/helpers/token.js";
 
 /** The claims the reference server uses. */
 export interface Claims {
