@@ -4,6 +4,7 @@ import {
   BackendError,
   serveBackend,
   type BackendServer,
+  type RpcContext,
   type RpcRequest,
 } from "../../src/index.js";
 import { backendService } from "../../src/proto.js";
@@ -23,14 +24,14 @@ afterEach(async () => {
 
 /** Calls the backend as Herald does. */
 async function backend(
-  rpc: (request: RpcRequest) => unknown,
+  rpc: (request: RpcRequest, context: RpcContext) => unknown,
   options: { token?: string; onError?: (error: unknown) => void } = {},
 ) {
   const server = await serveBackend({ rpc }, { address: "127.0.0.1:0", ...options });
   const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
   open.push({ server, client });
   const method = backendService()["Rpc"] as grpc.MethodDefinition<object, RawResponse>;
-  return (request: object, authorization?: string) =>
+  return (request: object, authorization?: string, deadlineMs = 5_000) =>
     new Promise<RawResponse>((resolve, reject) => {
       const metadata = new grpc.Metadata();
       if (authorization) metadata.set("authorization", authorization);
@@ -40,7 +41,7 @@ async function backend(
         method.responseDeserialize,
         request,
         metadata,
-        { deadline: Date.now() + 5_000 },
+        { deadline: Date.now() + deadlineMs },
         (error, response) => (error ? reject(error) : resolve(response as RawResponse)),
       );
     });
@@ -119,6 +120,24 @@ describe("serveBackend", () => {
       code: grpc.status.UNAUTHENTICATED,
     });
     expect((await call(request, "Bearer s3cret")).data.toString()).toBe('"ok"');
+  });
+
+  it("passes the deadline, and aborts the signal when Herald stops waiting", async () => {
+    let deadline: Date | undefined;
+    let aborted!: Promise<void>;
+    const call = await backend((_, context) => {
+      deadline = context.deadline;
+      aborted = new Promise((resolve) => context.signal.addEventListener("abort", () => resolve()));
+      return aborted;
+    });
+    const before = Date.now();
+    await expect(call(request, undefined, 200)).rejects.toMatchObject({
+      code: grpc.status.DEADLINE_EXCEEDED,
+    });
+    expect(deadline!.getTime()).toBeGreaterThanOrEqual(before);
+    expect(deadline!.getTime()).toBeLessThanOrEqual(before + 1_000);
+    // The call already failed on the client's side; the abort follows within the test's timeout.
+    await aborted;
   });
 
   it("refuses error codes under 1000", () => {
