@@ -17,6 +17,7 @@ mod http;
 pub mod hub;
 mod metrics;
 pub mod node;
+pub mod operator;
 mod outbox;
 mod pace;
 mod paging;

@@ -1,4 +1,5 @@
-//! `herald`: run a gateway node, print its configuration, or mint a token.
+//! `herald`: run a gateway node, print its configuration, mint a token, or call a live
+//! node's gRPC API as an operator (publish, presence, disconnect).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use herald_gateway::auth::{
 };
 use herald_gateway::config::{Config, ConfigArgs, LogFormat, SettingsFormat, settings_listing};
 use herald_gateway::dev_backend::DevBackend;
+use herald_gateway::operator::Operator;
 
 /// jemalloc returns memory after a burst of connections (a reconnect storm) where the
 /// system allocator keeps it; measured with `herald-loadtest idle --storms`.
@@ -72,6 +74,63 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Publish an event to a channel through a node's gRPC API (with the configured API key).
+    Publish {
+        #[arg(long)]
+        channel: String,
+        #[arg(long)]
+        event: String,
+        /// The event's data, JSON.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// Makes a retry of this command safe: the same key on the channel within 5 minutes
+        /// is published once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print a channel's presence members (or only their counts) from a node's gRPC API.
+    Presence {
+        #[arg(long)]
+        channel: String,
+        /// Only the number of users and connections.
+        #[arg(long)]
+        stats: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Close every connection of a user, on every node, with a close code.
+    Disconnect {
+        #[arg(long)]
+        user: String,
+        /// 4000-4299; 4200 (reconnect now) by default, 4001 to make it get a new token.
+        #[arg(long, default_value_t = 4200)]
+        code: u32,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which node an operator command calls, and with which key.
+#[derive(clap::Args)]
+struct Target {
+    /// The node's gRPC URL (default: the configured HERALD_GRPC_ADDR, on loopback when it
+    /// listens on every interface).
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// The API key is the first of HERALD_API_KEYS, from the environment or these settings.
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+impl Target {
+    async fn operator(&self) -> anyhow::Result<Operator> {
+        let config = Config::load(&self.config)?;
+        Ok(Operator::connect(&config, self.url.clone()).await?)
+    }
 }
 
 /// After `serve` returns, how long tasks still running on blocking threads (a DNS lookup,
@@ -135,6 +194,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("HERALD_JWT_SECRET is not set: `herald token` signs with the HS256 secret");
             };
             println!("{token}");
+            Ok(())
+        }
+        Command::Publish {
+            channel,
+            event,
+            data,
+            idempotency_key,
+            target,
+        } => {
+            let mut operator = target.operator().await?;
+            let published = operator
+                .publish(channel, event, &data, idempotency_key)
+                .await?;
+            println!("{published}");
+            Ok(())
+        }
+        Command::Presence {
+            channel,
+            stats,
+            target,
+        } => {
+            let presence = target.operator().await?.presence(channel, stats).await?;
+            println!("{presence}");
+            Ok(())
+        }
+        Command::Disconnect {
+            user,
+            code,
+            reason,
+            target,
+        } => {
+            let mut operator = target.operator().await?;
+            let closed = operator.disconnect(user, code, reason).await?;
+            println!("{closed}");
             Ok(())
         }
     }

@@ -10,6 +10,7 @@ mod framing;
 mod grpc;
 mod lifecycle;
 mod limits;
+mod operator;
 mod paging;
 mod presence;
 mod publish;
