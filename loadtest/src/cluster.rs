@@ -247,10 +247,10 @@ async fn measure(load: &LoadArgs, cluster: &mut Cluster, ticks: u64) -> Result<(
          node_b_cpu_us_per_delivery={b_per_delivery:.3}",
         load.window.max(1),
         tally.per_sec,
-        report::ms(tally.from_ts.value_at_quantile(0.5)),
-        report::ms(tally.from_ts.value_at_quantile(0.99)),
-        report::ms(tally.from_send.value_at_quantile(0.5)),
-        report::ms(tally.from_send.value_at_quantile(0.99)),
+        report::quantile_ms(&tally.from_ts, 0.5),
+        report::quantile_ms(&tally.from_ts, 0.99),
+        report::quantile_ms(&tally.from_send, 0.5),
+        report::quantile_ms(&tally.from_send, 0.99),
     );
     Ok(())
 }

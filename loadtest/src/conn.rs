@@ -7,7 +7,8 @@
 //!   compete with the gateway for the machine's cores.
 //! - `rust`: `herald_client::Client` (its own background task per connection), to compare.
 //!
-//! Either speaks JSON (`herald.v1.json`) or the binary subprotocol (`herald.v1.proto`).
+//! Either speaks JSON (`herald.v1.json`) or the binary subprotocol (`herald.v1.proto`); the
+//! lean client also speaks Socket.IO at `/socket.io/` (see `socketio.rs`).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::socketio::{self, Packet};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -64,6 +67,9 @@ pub enum Protocol {
     Json,
     /// `herald.v1.proto`: binary frames of protobuf.
     Proto,
+    /// Socket.IO (Engine.IO v4 over a WebSocket at `/socket.io/`): the lean client only.
+    #[value(name = "socketio")]
+    SocketIo,
 }
 
 impl Protocol {
@@ -71,7 +77,13 @@ impl Protocol {
         match self {
             Protocol::Json => Codec::Json,
             Protocol::Proto => Codec::Proto,
+            Protocol::SocketIo => Codec::SocketIo,
         }
+    }
+
+    /// Its name in reports: the subprotocol, or `socket.io`.
+    pub fn name(self) -> &'static str {
+        self.codec().subprotocol().unwrap_or("socket.io")
     }
 }
 
@@ -150,6 +162,10 @@ impl Conn {
                 "open",
                 "only the lean client stops before subscribing".into(),
             )),
+            (ClientKind::Rust, _) if opening.codec == Codec::SocketIo => Err((
+                "open",
+                "only the lean client speaks Socket.IO (--client lean)".into(),
+            )),
             (ClientKind::Rust, Stage::Subscribe) => {
                 let mut options = ConnectOptions::new(ws_url);
                 options.subprotocols =
@@ -196,16 +212,23 @@ impl Conn {
     }
 }
 
-/// The upgrade request for `ws_url`, asking for `codec`'s subprotocol.
+/// The upgrade request for `ws_url`, asking for `codec`'s subprotocol; for Socket.IO, the
+/// WebSocket transport of Engine.IO on the same host, without a subprotocol.
 fn request(
     ws_url: &str,
     codec: Codec,
-) -> Result<tungstenite::handshake::client::Request, tungstenite::Error> {
-    let mut request = ws_url.into_client_request()?;
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_static(codec.subprotocol().expect("a /ws codec")),
-    );
+) -> Result<tungstenite::handshake::client::Request, OpenError> {
+    let request = match codec.subprotocol() {
+        Some(subprotocol) => {
+            let mut request = ws_url.into_client_request()?;
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static(subprotocol),
+            );
+            request
+        }
+        None => socketio::url(ws_url)?.into_client_request()?,
+    };
     Ok(request)
 }
 
@@ -251,6 +274,7 @@ impl LeanConn {
             None => LeanConn::upgrade(ws_url, codec).await,
         }
         .map_err(|e| ("upgrade", e))?;
+        conn.engine_open().await.map_err(|e| ("upgrade", e))?;
         conn.call(1, "connect", serde_json::json!({ "token": token }))
             .await
             .map_err(|e| ("connect", e))?;
@@ -276,6 +300,7 @@ impl LeanConn {
         let mut conn = LeanConn::upgrade(ws_url, codec)
             .await
             .map_err(|e| ("upgrade", e))?;
+        conn.engine_open().await.map_err(|e| ("upgrade", e))?;
         conn.call(1, "connect", serde_json::json!({ "token": token }))
             .await
             .map_err(|e| ("connect", e))?;
@@ -324,6 +349,29 @@ impl LeanConn {
         }
     }
 
+    /// Over Socket.IO, reads the Engine.IO `open` packet the server sends first (answering
+    /// pings meanwhile); nothing on the other codecs.
+    async fn engine_open(&mut self) -> Result<(), OpenError> {
+        if self.codec != Codec::SocketIo {
+            return Ok(());
+        }
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => match socketio::parse(&text)? {
+                    Packet::Open => return Ok(()),
+                    Packet::Ping => self.socket.send(Message::text(socketio::PONG)).await?,
+                    other => {
+                        return Err(format!("{other:?} before the Engine.IO open packet").into());
+                    }
+                },
+                Some(Ok(Message::Close(frame))) => return Err(closed(frame).into()),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err("connection closed".into()),
+            }
+        }
+    }
+
     /// Sends a command and waits for its reply (its result, if any); queues pushes that
     /// arrive meanwhile.
     async fn call(
@@ -332,44 +380,44 @@ impl LeanConn {
         method: &str,
         params: serde_json::Value,
     ) -> Result<Option<Box<RawValue>>, OpenError> {
-        let command = serde_json::json!({ "id": id, method: params }).to_string();
-        let message = match self.codec {
-            Codec::Json => Message::text(command),
+        let (message, reply_id) = match self.codec {
+            Codec::Json => (
+                Message::text(serde_json::json!({ "id": id, method: params }).to_string()),
+                id,
+            ),
             Codec::Proto => {
+                let command = serde_json::json!({ "id": id, method: params }).to_string();
                 let command = parse_command(&command)?.map_err(|e| e.message)?;
-                Message::binary(binary::encode_command(command))
+                (Message::binary(binary::encode_command(command)), id)
             }
-            Codec::SocketIo => unreachable!("the load test opens /ws, not /socket.io/"),
+            Codec::SocketIo => {
+                let (packet, reply_id) = socketio::command(id, method, params)?;
+                (Message::text(packet), reply_id)
+            }
         };
         self.socket.send(message).await?;
         loop {
-            let messages = match self.socket.next().await {
+            let incoming = match self.socket.next().await {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    server_messages(&message)
+                    self.incoming(&message)
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    let close = frame.map_or("without a close frame".to_owned(), |f| {
-                        format!("{} {:?}", u16::from(f.code), f.reason.as_str())
-                    });
-                    return Err(format!("connection closed {close}").into());
-                }
+                Some(Ok(Message::Close(frame))) => return Err(closed(frame).into()),
                 Some(Ok(_)) => continue,
                 Some(Err(error)) => return Err(error.into()),
                 None => return Err("connection closed".into()),
             };
             let mut replied = None;
-            for message in messages {
-                let message = message?;
-                if let Some(push) = message.push {
-                    self.queued.push_back(push);
-                } else if message.id == Some(id) {
-                    replied = Some(match message.error {
-                        Some(error) => {
-                            Err(format!("server error {}: {}", error.code, error.message))
-                        }
-                        None => Ok(message.result),
-                    });
+            let mut pinged = false;
+            for incoming in incoming {
+                match incoming? {
+                    Incoming::Push(push) => self.queued.push_back(push),
+                    Incoming::Reply { id, result } if id == reply_id => replied = Some(result),
+                    Incoming::Ping => pinged = true,
+                    Incoming::Reply { .. } | Incoming::Other => {}
                 }
+            }
+            if pinged {
+                self.socket.send(Message::text(socketio::PONG)).await?;
             }
             if let Some(reply) = replied {
                 return reply.map_err(Into::into);
@@ -378,7 +426,8 @@ impl LeanConn {
     }
 
     /// The next push, or how the connection ended. Cancel-safe: a push read is queued
-    /// before this returns.
+    /// before this returns (a pong cut short by cancelling is lost, but cancelling ends the
+    /// run).
     pub async fn next_event(&mut self) -> Event {
         loop {
             if let Some(push) = self.queued.pop_front() {
@@ -386,13 +435,17 @@ impl LeanConn {
             }
             match self.socket.next().await {
                 Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                    for message in server_messages(&message) {
-                        if let Ok(ServerMessage {
-                            push: Some(push), ..
-                        }) = message
-                        {
-                            self.queued.push_back(push);
+                    let mut pinged = false;
+                    for incoming in self.incoming(&message) {
+                        match incoming {
+                            Ok(Incoming::Push(push)) => self.queued.push_back(push),
+                            Ok(Incoming::Ping) => pinged = true,
+                            _ => {}
                         }
+                    }
+                    // A failed pong shows as the connection's end on the next read.
+                    if pinged {
+                        let _ = self.socket.send(Message::text(socketio::PONG)).await;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -401,7 +454,7 @@ impl LeanConn {
                         reason: f.reason.to_string(),
                     }));
                 }
-                // Pings are answered by tungstenite while reading.
+                // WebSocket pings are answered by tungstenite while reading.
                 Some(Ok(_)) => {}
                 Some(Err(tungstenite::Error::ConnectionClosed)) | None => {
                     return Event::Closed(None);
@@ -415,6 +468,89 @@ impl LeanConn {
             }
         }
     }
+
+    /// What a data frame carries, in this connection's codec.
+    fn incoming(&self, message: &Message) -> Vec<Result<Incoming, OpenError>> {
+        match (self.codec, message) {
+            (Codec::SocketIo, Message::Text(text)) => {
+                vec![socketio::parse(text).map(Incoming::from)]
+            }
+            (Codec::SocketIo, _) => Vec::new(),
+            (Codec::Json | Codec::Proto, message) => server_messages(message)
+                .into_iter()
+                .map(|message| message.map(Incoming::from))
+                .collect(),
+        }
+    }
+}
+
+/// A server message, whatever its codec.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "not boxed, as `Event`: each is moved once, never stored"
+)]
+enum Incoming {
+    Push(Push),
+    /// The reply to command `id`: its result, if any, or the error.
+    Reply {
+        id: u64,
+        result: Result<Option<Box<RawValue>>, String>,
+    },
+    /// An Engine.IO ping, to answer with a pong.
+    Ping,
+    Other,
+}
+
+impl From<ServerMessage> for Incoming {
+    fn from(message: ServerMessage) -> Incoming {
+        match (message.push, message.id) {
+            (Some(push), _) => Incoming::Push(push),
+            (None, Some(id)) => Incoming::Reply {
+                id,
+                result: match message.error {
+                    Some(error) => Err(format!("server error {}: {}", error.code, error.message)),
+                    None => Ok(message.result),
+                },
+            },
+            (None, None) => Incoming::Other,
+        }
+    }
+}
+
+impl From<Packet> for Incoming {
+    fn from(packet: Packet) -> Incoming {
+        match packet {
+            Packet::Ping => Incoming::Ping,
+            Packet::Reply { id, result } => Incoming::Reply {
+                id,
+                result: result.map(Some),
+            },
+            Packet::Publication {
+                channel,
+                publication,
+            } => Incoming::Push(Push {
+                channel,
+                publication: Some(publication),
+                unsubscribe: None,
+                disconnect: None,
+                join: None,
+                leave: None,
+                presence: None,
+                typing: None,
+                status: None,
+                subscribe: None,
+            }),
+            Packet::Open | Packet::Other => Incoming::Other,
+        }
+    }
+}
+
+/// How a connection closed during a command, from its close frame.
+fn closed(frame: Option<tungstenite::protocol::CloseFrame>) -> String {
+    let close = frame.map_or("without a close frame".to_owned(), |f| {
+        format!("{} {:?}", u16::from(f.code), f.reason.as_str())
+    });
+    format!("connection closed {close}")
 }
 
 /// The messages of a data frame: newline-separated JSON in a text frame, length-delimited

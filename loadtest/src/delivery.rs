@@ -79,7 +79,7 @@ impl LoadArgs {
             self.payload_bytes,
             self.channel,
             self.client,
-            self.protocol.codec().subprotocol().expect("a /ws codec")
+            self.protocol.name()
         )
     }
 }
@@ -95,7 +95,7 @@ struct Received {
     out_of_order: usize,
     /// Other pushes (unsubscribe, disconnect...).
     other_pushes: usize,
-    /// Server `ts` (ms) → receipt, µs.
+    /// Server `ts` (ms) → receipt, µs (none over Socket.IO, whose events carry no `ts`).
     from_ts_us: Vec<u64>,
     /// Client-side publish call start → receipt, µs.
     from_send_us: Vec<u64>,
@@ -568,8 +568,10 @@ async fn receive(mut conn: Conn, m: usize, mut cancelled: watch::Receiver<bool>)
             continue;
         }
         distinct += 1;
-        let ts_us = (publication.ts.max(0) as u64) * 1000;
-        from_ts_us.push(now_us.saturating_sub(ts_us));
+        // Socket.IO events carry no server `ts` (0 here).
+        if publication.ts > 0 {
+            from_ts_us.push(now_us.saturating_sub(publication.ts as u64 * 1000));
+        }
         from_send_us.push(now_us.saturating_sub(sent_us));
         first.get_or_insert(publication);
         if distinct == m {

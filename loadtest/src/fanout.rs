@@ -127,12 +127,15 @@ async fn measure(load: &LoadArgs, with_floor: bool, target: &mut Target, ticks: 
         value.map_or("n/a".to_owned(), |value| format!("{value:.decimals$}"))
     };
     println!(
-        "RESULT scenario=fanout subscribers={n} publications={m} deliveries_per_sec={:.0} \
-         p50_ms={} p99_ms={} cpu_us_per_delivery={} floor_cpu_us_per_delivery={} \
-         ratio_to_floor={}",
+        "RESULT scenario=fanout protocol={} subscribers={n} publications={m} \
+         deliveries_per_sec={:.0} p50_ms={} p99_ms={} send_p50_ms={} send_p99_ms={} \
+         cpu_us_per_delivery={} floor_cpu_us_per_delivery={} ratio_to_floor={}",
+        load.protocol.name(),
         tally.per_sec,
-        report::ms(tally.from_ts.value_at_quantile(0.5)),
-        report::ms(tally.from_ts.value_at_quantile(0.99)),
+        report::quantile_ms(&tally.from_ts, 0.5),
+        report::quantile_ms(&tally.from_ts, 0.99),
+        report::quantile_ms(&tally.from_send, 0.5),
+        report::quantile_ms(&tally.from_send, 0.99),
         number(cpu_per_delivery, 3),
         number(floor.as_ref().map(Floor::cpu_per_delivery), 3),
         number(floor.as_ref().and_then(|f| f.ratio(cpu_per_delivery)), 2),

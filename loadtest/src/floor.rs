@@ -5,8 +5,9 @@
 //! `TcpStream::write`, the call tokio makes for the gateway's sockets): the frame Herald
 //! would send (the push of `herald_protocol`'s encoder in the run's codec, with the event,
 //! epoch and offsets of a real delivery of the gateway phase, in one unmasked text frame for
-//! JSON or binary frame for protobuf), at the
-//! gateway phase's publication rate. Subscribers count deliveries as they do for the
+//! JSON or binary frame for protobuf; for Socket.IO the publication's event with the offset
+//! the gateway appends for a connection holding the one channel), at the gateway phase's
+//! publication rate. Subscribers count deliveries as they do for the
 //! gateway; the thread's CPU per delivery is what Herald's is compared with.
 
 use std::io::Write;
@@ -30,8 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::conn::Conn;
 use crate::delivery::{self, Deliveries, LoadArgs, Published, Subscribers, Tally};
-use crate::procfs;
 use crate::report::{self, Report};
+use crate::{procfs, socketio};
 
 /// Longest one connection to the floor server may take to open, and the accepting side to
 /// finish once every client has connected.
@@ -298,8 +299,10 @@ fn write_frames(
     })
 }
 
-/// Publication `seq` as the gateway encodes it (once per publication) in the shape's
-/// codec, in a text frame (JSON) or a binary one (protobuf).
+/// Publication `seq` as the gateway encodes it in the shape's codec, in a text frame (JSON,
+/// Socket.IO) or a binary one (protobuf). The gateway encodes it once per publication, but
+/// for Socket.IO appends each connection's offset; here all connections hold the one channel,
+/// so every frame is the same.
 fn encode(shape: &Shape, seq: usize, frame: &mut Vec<u8>) -> Result<()> {
     let data = RawValue::from_string(delivery::payload(seq, shape.payload_bytes))?;
     let publication = Publication {
@@ -315,12 +318,16 @@ fn encode(shape: &Shape, seq: usize, frame: &mut Vec<u8>) -> Result<()> {
         true => Data::Binary,
         false => Data::Text,
     };
-    Frame::message(
-        shape.codec.publication(&publication),
-        OpCode::Data(opcode),
-        true,
-    )
-    .format(frame)?;
+    let mut payload = shape.codec.publication(&publication);
+    if shape.codec == Codec::SocketIo {
+        let offset = socketio::render_offset(
+            publication.channel.as_str(),
+            &publication.epoch,
+            publication.offset,
+        );
+        payload = herald_protocol::socketio::with_offset(&payload, &offset);
+    }
+    Frame::message(payload, OpCode::Data(opcode), true).format(frame)?;
     Ok(())
 }
 
@@ -378,5 +385,32 @@ mod tests {
             .remove(0)
             .unwrap();
         assert_eq!(decoded.push.unwrap().publication.unwrap().offset, 8);
+
+        let events = Shape {
+            codec: Codec::SocketIo,
+            ..binary
+        };
+        frame.clear();
+        encode(&events, 7, &mut frame).unwrap();
+        assert_eq!(frame[..2], [0x81, 126]);
+        let text = std::str::from_utf8(&frame[4..]).unwrap();
+        assert!(text.starts_with(r#"42["loadtest",{"seq":7,"#), "{text}");
+        assert!(
+            text.ends_with(r#","h1;bench:fanout,1764590000000.k3x9,8"]"#),
+            "{text}"
+        );
+        let socketio::Packet::Publication {
+            channel,
+            publication,
+        } = socketio::parse(text).unwrap()
+        else {
+            panic!("not a publication: {text}")
+        };
+        assert_eq!(channel.as_deref(), Some("bench:fanout"));
+        assert_eq!(
+            (&*publication.epoch, publication.offset),
+            ("1764590000000.k3x9", 8)
+        );
+        assert_eq!(publication.data.get().len(), 100);
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use herald_client::CloseInfo;
 use tokio::sync::watch;
 
-use crate::conn::{ClientKind, Conn, Event, Opening, Stage};
+use crate::conn::{ClientKind, Conn, Event, Opening, Protocol, Stage};
 use crate::connect::{Readers, connect_all};
 use crate::gateway::{Target, TargetArgs};
 use crate::procfs;
@@ -30,6 +30,9 @@ pub struct IdleArgs {
     /// Client implementation
     #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
     client: ClientKind,
+    /// Protocol of the connections
+    #[arg(long, value_enum, default_value_t = Protocol::Json)]
+    protocol: Protocol,
     /// How far each connection goes before it is held (the lean client): measuring each
     /// stage gives the breakdown of a connection's memory. Stopping before `connect` needs
     /// a longer connect timeout: `--gateway-env HERALD_CONNECT_TIMEOUT_SECONDS=600`
@@ -69,8 +72,12 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     };
     let settle = Duration::from_secs(args.settle);
     let mut report = Report::new(format!(
-        "idle: {n} connections over {} channels ({}0..), {:?} client, up to {:?}",
-        args.channels, args.channel_prefix, args.client, args.stage
+        "idle: {n} connections over {} channels ({}0..), {:?} client, {}, up to {:?}",
+        args.channels,
+        args.channel_prefix,
+        args.client,
+        args.protocol.name(),
+        args.stage
     ));
 
     tokio::time::sleep(settle).await;
@@ -167,8 +174,11 @@ async fn measure(args: &IdleArgs, target: &mut Target, ticks: u64) -> Result<()>
     let _ = cancel.send(true);
     drop(holders);
     println!(
-        "RESULT scenario=idle connections={n} stage={:?} rss_kib_per_connection={per_connection:.2} channels={} storms={} rss_kib_per_connection_after_storms={after_storms:.2}",
-        args.stage, args.channels, args.storms
+        "RESULT scenario=idle protocol={} connections={n} stage={:?} rss_kib_per_connection={per_connection:.2} channels={} storms={} rss_kib_per_connection_after_storms={after_storms:.2}",
+        args.protocol.name(),
+        args.stage,
+        args.channels,
+        args.storms
     );
     Ok(())
 }
@@ -182,7 +192,7 @@ async fn connect_idle(args: &IdleArgs, target: &mut Target) -> Result<Readers<Op
         target,
         Opening {
             kind: args.client,
-            codec: herald_protocol::Codec::Json,
+            codec: args.protocol.codec(),
             stage: args.stage,
         },
         args.connections,

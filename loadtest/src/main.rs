@@ -37,6 +37,7 @@ mod process;
 mod procfs;
 mod report;
 mod rpc;
+mod socketio;
 mod storm;
 mod sweep;
 mod wire;

@@ -65,6 +65,14 @@ pub fn ms(micros: u64) -> String {
     format!("{:.3}", micros as f64 / 1000.0)
 }
 
+/// A quantile of a histogram of microseconds in milliseconds ([`ms`]), `n/a` without samples.
+pub fn quantile_ms(histogram: &Histogram<u64>, quantile: f64) -> String {
+    match histogram.is_empty() {
+        true => "n/a".to_owned(),
+        false => ms(histogram.value_at_quantile(quantile)),
+    }
+}
+
 /// A duration in seconds with three decimals.
 pub fn secs(duration: Duration) -> String {
     format!("{:.3} s", duration.as_secs_f64())
