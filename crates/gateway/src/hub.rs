@@ -65,7 +65,6 @@ const GAP_FILL_RETRY_WINDOW: Duration = Duration::from_secs(30);
 /// Longest pause between gap fill retries.
 const GAP_FILL_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// The pause before gap fill retry `attempt` (0-based): doubling from `base`, capped.
 /// Sends one publication to one subscriber: the shared bytes (written straight to the
 /// socket when `direct`), or, on a Socket.IO connection, its own event carrying the
 /// connection's offset after `position`.
@@ -87,6 +86,7 @@ fn send_publication(
     }
 }
 
+/// The pause before gap fill retry `attempt` (0-based): doubling from `base`, capped.
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.min(16);
     base.saturating_mul(factor).min(GAP_FILL_MAX_BACKOFF)
