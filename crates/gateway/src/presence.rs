@@ -14,6 +14,10 @@
 //!
 //! On a channel with more members than the push limit, joins and leaves go out as batched
 //! diffs instead (see [`crate::presence_diff`]), so a crowd joining costs a push a second.
+//!
+//! A member's presence state (`setPresenceState`) is stored in its entry and pushed as a
+//! `state` event (or in the diff) where joins and leaves are. The node keeps the states of
+//! its own connections too, so that an entry it re-creates comes back with its state.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -25,7 +29,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use futures_util::FutureExt;
 use herald_protocol::ChannelName;
-use herald_protocol::reply::{ChannelEvent, PresenceMember, TypingPush, encode_event};
+use herald_protocol::reply::{ChannelEvent, PresenceMember, StatePush, TypingPush, encode_event};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::Claims;
@@ -51,6 +56,23 @@ const STATUS_PUSH_BURST: f64 = 3.0;
 const TYPING_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections refreshed per round trip.
 const REFRESH_BATCH: usize = 1000;
+/// A connection changes its presence state in a channel at most once per this (error 110).
+pub const STATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A `setPresenceState` refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetStateError {
+    #[error("presence state changed more often than once every 250 ms")]
+    Throttled,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The presence state one of this node's connections set in a channel.
+struct LocalState {
+    set_at: Instant,
+    state: Option<Arc<RawValue>>,
+}
 
 /// A typing indicator held by one of this node's connections.
 struct LocalTyper {
@@ -96,6 +118,9 @@ pub struct PresenceService {
     /// (org, user) → the status the user last set through this node, kept while the user
     /// has a connection here, so that re-created entries come back with it.
     statuses: DashMap<(Arc<str>, Arc<str>), Status>,
+    /// (channel, connection id) → the presence state the connection last set there, kept
+    /// until it leaves the channel.
+    states: DashMap<(ChannelName, Arc<str>), LocalState>,
     /// Joins and leaves of big channels, pushed as one diff a channel every [`DIFF_INTERVAL`].
     diffs: Diffs,
 }
@@ -117,6 +142,7 @@ impl PresenceService {
             typing_pushes: DashMap::new(),
             status_pushes: DashMap::new(),
             statuses: DashMap::new(),
+            states: DashMap::new(),
         })
     }
 
@@ -181,6 +207,7 @@ impl PresenceService {
             client: connection.id.clone(),
             info: connection.claims().info.clone(),
             joined_at: unix_millis(),
+            state: None,
         };
         let joined = self
             .state
@@ -202,8 +229,60 @@ impl PresenceService {
         Ok(())
     }
 
+    /// `setPresenceState`: the state of the connection's membership of `channel` (a
+    /// channel with presence it is subscribed to), pushed where joins and leaves are.
+    pub async fn set_state(
+        &self,
+        channel: &ChannelName,
+        options: &ChannelOptions,
+        connection: &Connection,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<(), SetStateError> {
+        let now = Instant::now();
+        match self.states.entry((channel.clone(), connection.id.clone())) {
+            Entry::Occupied(mut local) => {
+                if now.duration_since(local.get().set_at) < STATE_INTERVAL {
+                    return Err(SetStateError::Throttled);
+                }
+                local.insert(LocalState {
+                    set_at: now,
+                    state: state.clone(),
+                });
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(LocalState {
+                    set_at: now,
+                    state: state.clone(),
+                });
+            }
+        }
+        // Not a member in the store (it lost the entry): the next refresh re-creates it
+        // with this state, and announces it.
+        let Some(members) = self
+            .state
+            .set_state(channel, &connection.id, state.clone())
+            .await?
+        else {
+            return Ok(());
+        };
+        if !options.join_leave {
+            return Ok(());
+        }
+        let push = StatePush {
+            user: connection.claims().sub.clone(),
+            client: connection.id.clone(),
+            state,
+        };
+        if !self.diffs.state(channel, &push, members) {
+            self.push(channel, &ChannelEvent::State(push), None).await;
+        }
+        Ok(())
+    }
+
     /// A subscription ended (unsubscribe, server unsubscribe or disconnect).
     pub async fn left(&self, channel: &ChannelName, connection: &Connection) {
+        self.states
+            .remove(&(channel.clone(), connection.id.clone()));
         let Some((_, options)) = self.config.channel_rule(channel) else {
             return;
         };
@@ -562,6 +641,7 @@ impl PresenceService {
                             .channel_rule(channel)
                             .is_some_and(|(_, options)| options.presence)
                     }),
+                    states: self.states_of(&connection),
                     orgs: connection.claims().orgs.clone(),
                     statuses: connection
                         .claims()
@@ -583,6 +663,12 @@ impl PresenceService {
                 (!live.channels.is_empty() || !live.orgs.is_empty()).then_some((connection, live))
             })
             .unzip();
+        // A state whose connection left while setting it.
+        self.states.retain(|(channel, client), _| {
+            connections
+                .get(client)
+                .is_some_and(|connection| connection.is_subscribed(channel))
+        });
         // A user with no connection here any more: their status is another node's to keep.
         // (`of_user` catches a connection opened since the snapshot.)
         self.statuses
@@ -600,6 +686,22 @@ impl PresenceService {
                 }
             }
         }
+    }
+
+    /// The presence states `connection` holds, by channel.
+    fn states_of(&self, connection: &Connection) -> Vec<(ChannelName, Arc<RawValue>)> {
+        if self.states.is_empty() {
+            return Vec::new();
+        }
+        connection
+            .subscriptions()
+            .into_iter()
+            .filter_map(|channel| {
+                let local = self.states.get(&(channel.clone(), connection.id.clone()))?;
+                let state = local.state.clone()?;
+                Some((channel, state))
+            })
+            .collect()
     }
 
     /// Announces re-created entries once: a `join` for a member (on channels with

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::ChannelName;
+use serde_json::value::RawValue;
 
 use super::presence::{
     Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, TYPING_TTL, Typer,
@@ -127,6 +128,24 @@ impl Presence for MemoryState {
             maps.channels.remove(channel);
         }
         Ok(left.map(|member| (member, count)))
+    }
+
+    async fn set_state(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<Option<u64>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let Some(members) = maps.channels.get_mut(channel) else {
+            return Ok(None);
+        };
+        match members.get_mut(client) {
+            Some((member, expires)) if *expires > now => member.state = state,
+            _ => return Ok(None),
+        }
+        Ok(Some(members.len() as u64))
     }
 
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError> {
@@ -310,6 +329,7 @@ impl Presence for MemoryState {
                             client: connection.client.clone(),
                             info: connection.info.clone(),
                             joined_at: now,
+                            state: connection.state_in(channel.as_str()),
                         };
                         members.insert(connection.client.clone(), (member.clone(), expires));
                         restored.members.push((channel.clone(), member));
@@ -408,6 +428,7 @@ mod tests {
             user: Arc::from(user),
             info: None,
             channels: vec![ChannelName::parse("org:acme:ch:general").unwrap()],
+            states: Vec::new(),
             orgs: vec![Arc::from("acme")],
             statuses: status.map(|s| (Arc::from("acme"), s)).into_iter().collect(),
         }

@@ -38,6 +38,7 @@ fn member(user: &str, client: &str, joined_at: i64, info: Option<&str>) -> Membe
         client: Arc::from(client),
         info: info.map(|info| Arc::from(RawValue::from_string(info.to_owned()).unwrap())),
         joined_at,
+        state: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn live(client: &str, user: &str, channels: &[&str], orgs: &[&str]) -> LiveConne
         user: Arc::from(user),
         info: None,
         channels: channels.iter().map(|name| channel(name)).collect(),
+        states: Vec::new(),
         orgs: orgs.iter().map(|org| Arc::from(*org)).collect(),
         statuses: Vec::new(),
     }

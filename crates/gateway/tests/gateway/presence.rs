@@ -44,6 +44,11 @@ async fn typing_is_pushed_to_others_rate_limited_and_ends() {
     suite::typing_is_pushed_to_others_rate_limited_and_ends(&TestGateway::start().await).await;
 }
 
+#[tokio::test]
+async fn presence_state_is_listed_pushed_and_ends() {
+    suite::presence_state_is_listed_pushed_and_ends(&TestGateway::start().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_members_join_and_leave() {
     suite::a_thousand_members_join_and_leave(&TestGateway::start().await).await;
