@@ -227,6 +227,8 @@ pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<B
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     fn member(client: &str, joined_at: i64) -> Member {
@@ -292,6 +294,65 @@ mod tests {
         assert_eq!(diff.joins[0].joined_at, 9);
     }
 
+    fn state(client: &str, state: Option<&str>) -> StatePush {
+        StatePush {
+            user: Arc::from(format!("user-{client}")),
+            client: Arc::from(client),
+            state: state.map(|s| Arc::from(RawValue::from_string(s.to_owned()).unwrap())),
+        }
+    }
+
+    fn text(state: &Option<Arc<RawValue>>) -> Option<&str> {
+        state.as_deref().map(RawValue::get)
+    }
+
+    #[test]
+    fn state_changes_net_out_per_connection() {
+        let diffs = Diffs::new(1);
+        // The last of several changes wins.
+        diffs.state(&channel(), &state("a", Some("1")), 5);
+        diffs.state(&channel(), &state("a", Some("2")), 5);
+        // Cleared is a change too.
+        diffs.state(&channel(), &state("b", Some("1")), 5);
+        diffs.state(&channel(), &state("b", None), 5);
+        // Joined in the interval: the join carries the latest state.
+        diffs.join(&channel(), &member("c", 3), 5);
+        diffs.state(&channel(), &state("c", Some("3")), 5);
+        // Left after a change: no state entry.
+        diffs.state(&channel(), &state("d", Some("4")), 5);
+        diffs.leave(&channel(), &member("d", 4), 5);
+        // Left, then a change racing the leave: nothing but the leave.
+        diffs.leave(&channel(), &member("e", 5), 5);
+        diffs.state(&channel(), &state("e", Some("5")), 5);
+        // Rejoined: the new membership's state rides on its join.
+        diffs.leave(&channel(), &member("f", 6), 5);
+        diffs.join(&channel(), &member("f", 9), 5);
+        diffs.state(&channel(), &state("f", Some("6")), 5);
+        let taken = diffs.take();
+        let diff = &taken[0].1;
+        let states: Vec<(&str, Option<&str>)> = diff
+            .states
+            .iter()
+            .map(|s| (&*s.client, text(&s.state)))
+            .collect();
+        assert_eq!(states, [("a", Some("2")), ("b", None)]);
+        let joins: Vec<(&str, Option<&str>)> = diff
+            .joins
+            .iter()
+            .map(|m| (&*m.client, text(&m.state)))
+            .collect();
+        assert_eq!(joins, [("c", Some("3")), ("f", Some("6"))]);
+        assert_eq!(clients(&diff.leaves), ["d", "e", "f"]);
+    }
+
+    #[test]
+    fn a_state_change_below_the_limit_is_pushed_at_once() {
+        let diffs = Diffs::new(3);
+        assert!(!diffs.state(&channel(), &state("a", Some("1")), 3));
+        assert!(diffs.state(&channel(), &state("a", Some("2")), 4));
+        assert_eq!(diffs.take()[0].1.states.len(), 1);
+    }
+
     #[test]
     fn a_diff_that_nets_out_is_not_pushed() {
         let diffs = Diffs::new(1);
@@ -329,5 +390,27 @@ mod tests {
             .chain((0..10).map(|i| format!("j{i}")))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn states_come_after_joins_across_split_pushes() {
+        let mut diff = PresenceDiff::default();
+        diff.joins.push(PresenceMember::new(&member("j", 1), None));
+        diff.states.push(state("s1", Some(r#""x""#)));
+        diff.states.push(state("s2", None));
+        let one = json_len(&diff.joins[0]) + 1;
+        let pushes = encode(&channel(), diff, one);
+        let bodies: Vec<serde_json::Value> = pushes
+            .iter()
+            .map(|push| serde_json::from_slice::<serde_json::Value>(push).unwrap())
+            .map(|value| value["push"]["presence"].clone())
+            .collect();
+        assert_eq!(bodies.len(), 3);
+        assert_eq!(bodies[0]["joins"][0]["client"], "j");
+        assert_eq!(bodies[1]["states"][0]["state"], "x");
+        assert_eq!(
+            bodies[2]["states"][0],
+            serde_json::json!({"user": "user-s2", "client": "s2", "state": null})
+        );
     }
 }

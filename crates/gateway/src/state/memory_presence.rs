@@ -499,6 +499,71 @@ mod tests {
         assert!(state.refresh(&connections, TTL).await.unwrap().is_empty());
     }
 
+    fn member(client: &str) -> Member {
+        Member {
+            user: Arc::from("alice"),
+            client: Arc::from(client),
+            info: None,
+            joined_at: 1,
+            state: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_is_set_on_live_members_only_and_goes_with_the_entry() {
+        let state = MemoryState::new();
+        let channel = ChannelName::parse("org:acme:ch:general").unwrap();
+        let mood: Arc<RawValue> = Arc::from(RawValue::from_string("\"ok\"".into()).unwrap());
+        assert_eq!(
+            state
+                .set_state(&channel, "c1", Some(mood.clone()))
+                .await
+                .unwrap(),
+            None,
+            "not a member"
+        );
+        state.join(&channel, &member("c1"), TTL).await.unwrap();
+        state.join(&channel, &member("c2"), TTL).await.unwrap();
+        assert_eq!(
+            state.set_state(&channel, "c1", Some(mood)).await.unwrap(),
+            Some(2)
+        );
+        let members = state.members(&channel).await.unwrap();
+        let states: Vec<Option<&str>> = members
+            .iter()
+            .map(|m| m.state.as_deref().map(RawValue::get))
+            .collect();
+        assert_eq!(states, [Some("\"ok\""), None]);
+        state.set_state(&channel, "c1", None).await.unwrap();
+        assert!(state.members(&channel).await.unwrap()[0].state.is_none());
+
+        // An expired entry is no member to set a state on.
+        state
+            .presence()
+            .channels
+            .get_mut(&channel)
+            .unwrap()
+            .get_mut("c2")
+            .unwrap()
+            .1 = 0;
+        assert_eq!(state.set_state(&channel, "c2", None).await.unwrap(), None);
+    }
+
+    // As in Redis: a re-created member comes back with the state its connection set.
+    #[tokio::test]
+    async fn a_refresh_recreates_a_member_with_its_state() {
+        let state = MemoryState::new();
+        let mut connection = live("c1", "alice", None);
+        let channel = connection.channels[0].clone();
+        let mood: Arc<RawValue> = Arc::from(RawValue::from_string("[1]".into()).unwrap());
+        connection.states = vec![(channel.clone(), mood)];
+        let restored = state.refresh(&[connection], TTL).await.unwrap();
+        let restored_state = restored.members[0].1.state.as_deref().map(RawValue::get);
+        assert_eq!(restored_state, Some("[1]"));
+        let listed = state.members(&channel).await.unwrap();
+        assert_eq!(listed[0].state.as_deref().map(RawValue::get), Some("[1]"));
+    }
+
     #[tokio::test]
     async fn set_status_counts_an_uncounted_connection() {
         let state = MemoryState::new();
