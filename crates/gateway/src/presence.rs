@@ -629,6 +629,22 @@ impl PresenceService {
     async fn refresh(&self, connections: &Connections) {
         // Only nodes where someone set a status pay for looking statuses up.
         let any_status = !self.statuses.is_empty();
+        // A state whose connection left while setting it.
+        self.states.retain(|(channel, client), _| {
+            connections
+                .get(client)
+                .is_some_and(|connection| connection.is_subscribed(channel))
+        });
+        let mut states: HashMap<Arc<str>, Vec<(ChannelName, Arc<RawValue>)>> = HashMap::new();
+        for local in self.states.iter() {
+            let ((channel, client), local) = local.pair();
+            if let Some(state) = &local.state {
+                states
+                    .entry(client.clone())
+                    .or_default()
+                    .push((channel.clone(), state.clone()));
+            }
+        }
         let mut users = HashSet::new();
         let (handles, live): (Vec<Arc<Connection>>, Vec<LiveConnection>) = connections
             .all()
@@ -641,7 +657,7 @@ impl PresenceService {
                             .channel_rule(channel)
                             .is_some_and(|(_, options)| options.presence)
                     }),
-                    states: self.states_of(&connection),
+                    states: states.remove(&connection.id).unwrap_or_default(),
                     orgs: connection.claims().orgs.clone(),
                     statuses: connection
                         .claims()
@@ -663,12 +679,6 @@ impl PresenceService {
                 (!live.channels.is_empty() || !live.orgs.is_empty()).then_some((connection, live))
             })
             .unzip();
-        // A state whose connection left while setting it.
-        self.states.retain(|(channel, client), _| {
-            connections
-                .get(client)
-                .is_some_and(|connection| connection.is_subscribed(channel))
-        });
         // A user with no connection here any more: their status is another node's to keep.
         // (`of_user` catches a connection opened since the snapshot.)
         self.statuses
@@ -686,22 +696,6 @@ impl PresenceService {
                 }
             }
         }
-    }
-
-    /// The presence states `connection` holds, by channel.
-    fn states_of(&self, connection: &Connection) -> Vec<(ChannelName, Arc<RawValue>)> {
-        if self.states.is_empty() {
-            return Vec::new();
-        }
-        connection
-            .subscriptions()
-            .into_iter()
-            .filter_map(|channel| {
-                let local = self.states.get(&(channel.clone(), connection.id.clone()))?;
-                let state = local.state.clone()?;
-                Some((channel, state))
-            })
-            .collect()
     }
 
     /// Announces re-created entries once: a `join` for a member (on channels with
