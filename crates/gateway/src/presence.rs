@@ -240,17 +240,11 @@ impl PresenceService {
     ) -> Result<(), SetStateError> {
         let now = Instant::now();
         match self.states.entry((channel.clone(), connection.id.clone())) {
-            Entry::Occupied(mut local) => {
-                if now.duration_since(local.get().set_at) < STATE_INTERVAL {
-                    return Err(SetStateError::Throttled);
-                }
-                local.insert(LocalState {
-                    set_at: now,
-                    state: state.clone(),
-                });
+            Entry::Occupied(local) if now.duration_since(local.get().set_at) < STATE_INTERVAL => {
+                return Err(SetStateError::Throttled);
             }
-            Entry::Vacant(vacant) => {
-                vacant.insert(LocalState {
+            entry => {
+                entry.insert(LocalState {
                     set_at: now,
                     state: state.clone(),
                 });

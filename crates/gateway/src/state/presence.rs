@@ -194,8 +194,9 @@ pub trait Presence: Send + Sync + 'static {
     /// Extends the expiry of these connections' presence and org entries to `ttl` from
     /// now (one round trip per call, whatever the number of connections), and re-creates
     /// the entries that are missing (more round trips, only then): a member joined at now
-    /// with the connection's `info` and its state in the channel, a connection in an org (the user back online, with
-    /// their status from `statuses` if any). Reports what it re-created.
+    /// with the connection's `info` and its state in the channel, a connection in an org
+    /// (the user back online, with their status from `statuses` if any). Reports what it
+    /// re-created.
     async fn refresh(&self, live: &[LiveConnection], ttl: Duration)
     -> Result<Restored, StateError>;
 

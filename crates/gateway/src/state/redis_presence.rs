@@ -41,10 +41,10 @@
 //! it only if the entry is still the one read.
 //!
 //! Scripts (`lua/presence_*.lua`), each on one slot: `join`; `remove` (leave, stop typing);
-//! `live` (members, typers); `typing` (start); `connected`, `disconnected` and `status`,
-//! the atomic status transitions; `statuses`; `sweep_channel` and `sweep_org`, which
-//! remove what expired and return it; `settle`, the sweep index's compare-and-set;
-//! `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
+//! `state` (a member's presence state, compare and set); `live` (members, typers);
+//! `typing` (start); `connected`, `disconnected` and `status`, the atomic status
+//! transitions; `statuses`; `sweep_channel` and `sweep_org`, which remove what expired and
+//! return it; `settle`, the sweep index's compare-and-set; `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
 //! connections of a channel on this node share one), plus one `ZADD LT` per sweep index.
 //!
 //! Healing. `CH` makes each `ZADD` answer how many entries it extended: fewer than sent
@@ -533,8 +533,8 @@ impl Presence for RedisState {
                 members_key(channel.as_str()),
                 members_expiry_key(channel.as_str()),
             ];
-            // Only a refresh re-creating the entry races with its own connection's change:
-            // a few reads settle it.
+            // Besides its own connection, only a join replacing an expired entry or a
+            // refresh re-creating a lost one writes it: another read settles such a race.
             for _ in 0..STATE_ATTEMPTS {
                 self.check_connected().map_err(unavailable)?;
                 let read: Option<String> = self
