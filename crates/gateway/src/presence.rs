@@ -121,7 +121,8 @@ pub struct PresenceService {
     /// (channel, connection id) → the presence state the connection last set there, kept
     /// until it leaves the channel.
     states: DashMap<(ChannelName, Arc<str>), LocalState>,
-    /// Joins and leaves of big channels, pushed as one diff a channel every [`DIFF_INTERVAL`].
+    /// Joins, leaves and state changes of big channels, pushed as one diff a channel every
+    /// [`DIFF_INTERVAL`].
     diffs: Diffs,
 }
 
@@ -599,9 +600,9 @@ impl PresenceService {
         });
     }
 
-    /// Pushes the joins and leaves collected for big channels, one diff a channel (split
-    /// into pushes of at most the writer's frame cap, so a diff is never a bigger frame than
-    /// the writer builds anyway).
+    /// Pushes the joins, leaves and state changes collected for big channels, one diff a
+    /// channel (split into pushes of at most the writer's frame cap, so a diff is never a
+    /// bigger frame than the writer builds anyway).
     async fn push_diffs(&self) {
         let budget = crate::session::frame_cap(&self.config.limits);
         for (channel, diff) in self.diffs.take() {

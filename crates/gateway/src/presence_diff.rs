@@ -26,7 +26,7 @@ use herald_protocol::reply::{ChannelEvent, PresenceDiff, PresenceMember, StatePu
 use crate::paging::json_len;
 use crate::state::Member;
 
-/// How often a big channel's collected joins and leaves go out.
+/// How often a big channel's collected joins, leaves and state changes go out.
 pub const DIFF_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection's net change to a channel's presence since the last diff.
@@ -42,7 +42,7 @@ enum Net {
     State(StatePush),
 }
 
-/// The joins and leaves of big channels waiting for the next diff.
+/// The joins, leaves and state changes of big channels waiting for the next diff.
 pub struct Diffs {
     /// Members above which a channel's changes are collected; 0 = never.
     limit: u64,
