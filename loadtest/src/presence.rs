@@ -82,6 +82,7 @@ async fn measure(args: &PresenceArgs, redis: &RedisServer) -> Result<()> {
             client: client.clone(),
             info: Some(info.clone()),
             joined_at: i as i64,
+            state: None,
         };
         state.join(&channel, &member, TTL).await?;
         state.connected(ORG, &user, &client, TTL).await?;
@@ -90,6 +91,7 @@ async fn measure(args: &PresenceArgs, redis: &RedisServer) -> Result<()> {
             user,
             info: Some(info.clone()),
             channels: vec![channel.clone()],
+            states: Vec::new(),
             orgs: vec![Arc::from(ORG)],
             statuses: Vec::new(),
         });

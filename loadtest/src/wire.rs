@@ -76,6 +76,7 @@ pub fn run(args: WireArgs) -> Result<()> {
         )?)),
         status: None,
         joined_at: 1_764_590_000_000,
+        state: None,
     });
 
     let mut report = Report::new(format!(

@@ -41,7 +41,7 @@ pub use herald_protocol::command::StreamPosition;
 pub use herald_protocol::reply::{
     ConnectResult, ErrorBody, HistoryResult, PingResult, PresenceDiff, PresenceMember,
     PresenceResult, PresenceStatsResult, PublishResult, Push, ReceivedPublication, RefreshResult,
-    SubscribeResult, TypingPush,
+    StatePush, SubscribeResult, TypingPush,
 };
 
 use herald_protocol::Codec;
@@ -375,6 +375,13 @@ impl Client {
             ("active", Some(active.into())),
         ]);
         self.request("typing", params).await.map(drop)
+    }
+
+    /// Sets the presence state of this connection's membership of `channel`; `null` clears
+    /// it.
+    pub async fn set_presence_state(&self, channel: &str, state: Value) -> Result<(), ClientError> {
+        let params = object([("channel", Some(channel.into())), ("state", Some(state))]);
+        self.request("setPresenceState", params).await.map(drop)
     }
 
     /// Calls `method` of the app's backend with `data` and returns the `data` it answered

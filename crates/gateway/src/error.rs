@@ -8,6 +8,7 @@ use tonic::Status;
 use crate::auth::{AuthError, Denied};
 use crate::backend::BackendError;
 use crate::broker::BrokerError;
+use crate::presence::SetStateError;
 use crate::state::StateError;
 
 /// A command's failure, as the client sees it.
@@ -76,6 +77,15 @@ impl From<ChannelError> for Failure {
 impl From<StateError> for Failure {
     fn from(error: StateError) -> Self {
         Self::new(ErrorCode::Unavailable, error.to_string())
+    }
+}
+
+impl From<SetStateError> for Failure {
+    fn from(error: SetStateError) -> Self {
+        match error {
+            SetStateError::Throttled => Self::new(ErrorCode::TooManyRequests, error.to_string()),
+            SetStateError::State(error) => error.into(),
+        }
     }
 }
 

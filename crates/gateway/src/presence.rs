@@ -14,6 +14,10 @@
 //!
 //! On a channel with more members than the push limit, joins and leaves go out as batched
 //! diffs instead (see [`crate::presence_diff`]), so a crowd joining costs a push a second.
+//!
+//! A member's presence state (`setPresenceState`) is stored in its entry and pushed as a
+//! `state` event (or in the diff) where joins and leaves are. The node keeps the states of
+//! its own connections too, so that an entry it re-creates comes back with its state.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -25,7 +29,8 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use futures_util::FutureExt;
 use herald_protocol::ChannelName;
-use herald_protocol::reply::{ChannelEvent, PresenceMember, TypingPush, encode_event};
+use herald_protocol::reply::{ChannelEvent, PresenceMember, StatePush, TypingPush, encode_event};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::auth::Claims;
@@ -51,6 +56,23 @@ const STATUS_PUSH_BURST: f64 = 3.0;
 const TYPING_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Connections refreshed per round trip.
 const REFRESH_BATCH: usize = 1000;
+/// A connection changes its presence state in a channel at most once per this (error 110).
+pub const STATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A `setPresenceState` refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetStateError {
+    #[error("presence state changed more often than once every 250 ms")]
+    Throttled,
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The presence state one of this node's connections set in a channel.
+struct LocalState {
+    set_at: Instant,
+    state: Option<Arc<RawValue>>,
+}
 
 /// A typing indicator held by one of this node's connections.
 struct LocalTyper {
@@ -96,7 +118,11 @@ pub struct PresenceService {
     /// (org, user) → the status the user last set through this node, kept while the user
     /// has a connection here, so that re-created entries come back with it.
     statuses: DashMap<(Arc<str>, Arc<str>), Status>,
-    /// Joins and leaves of big channels, pushed as one diff a channel every [`DIFF_INTERVAL`].
+    /// (channel, connection id) → the presence state the connection last set there, kept
+    /// until it leaves the channel.
+    states: DashMap<(ChannelName, Arc<str>), LocalState>,
+    /// Joins, leaves and state changes of big channels, pushed as one diff a channel every
+    /// [`DIFF_INTERVAL`].
     diffs: Diffs,
 }
 
@@ -117,6 +143,7 @@ impl PresenceService {
             typing_pushes: DashMap::new(),
             status_pushes: DashMap::new(),
             statuses: DashMap::new(),
+            states: DashMap::new(),
         })
     }
 
@@ -181,6 +208,7 @@ impl PresenceService {
             client: connection.id.clone(),
             info: connection.claims().info.clone(),
             joined_at: unix_millis(),
+            state: None,
         };
         let joined = self
             .state
@@ -202,8 +230,54 @@ impl PresenceService {
         Ok(())
     }
 
+    /// `setPresenceState`: the state of the connection's membership of `channel` (a
+    /// channel with presence it is subscribed to), pushed where joins and leaves are.
+    pub async fn set_state(
+        &self,
+        channel: &ChannelName,
+        options: &ChannelOptions,
+        connection: &Connection,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<(), SetStateError> {
+        let now = Instant::now();
+        match self.states.entry((channel.clone(), connection.id.clone())) {
+            Entry::Occupied(local) if now.duration_since(local.get().set_at) < STATE_INTERVAL => {
+                return Err(SetStateError::Throttled);
+            }
+            entry => {
+                entry.insert(LocalState {
+                    set_at: now,
+                    state: state.clone(),
+                });
+            }
+        }
+        // Not a member in the store (it lost the entry): the next refresh re-creates it
+        // with this state, and announces it.
+        let Some(members) = self
+            .state
+            .set_state(channel, &connection.id, state.clone())
+            .await?
+        else {
+            return Ok(());
+        };
+        if !options.join_leave {
+            return Ok(());
+        }
+        let push = StatePush {
+            user: connection.claims().sub.clone(),
+            client: connection.id.clone(),
+            state,
+        };
+        if !self.diffs.state(channel, &push, members) {
+            self.push(channel, &ChannelEvent::State(push), None).await;
+        }
+        Ok(())
+    }
+
     /// A subscription ended (unsubscribe, server unsubscribe or disconnect).
     pub async fn left(&self, channel: &ChannelName, connection: &Connection) {
+        self.states
+            .remove(&(channel.clone(), connection.id.clone()));
         let Some((_, options)) = self.config.channel_rule(channel) else {
             return;
         };
@@ -526,9 +600,9 @@ impl PresenceService {
         });
     }
 
-    /// Pushes the joins and leaves collected for big channels, one diff a channel (split
-    /// into pushes of at most the writer's frame cap, so a diff is never a bigger frame than
-    /// the writer builds anyway).
+    /// Pushes the joins, leaves and state changes collected for big channels, one diff a
+    /// channel (split into pushes of at most the writer's frame cap, so a diff is never a
+    /// bigger frame than the writer builds anyway).
     async fn push_diffs(&self) {
         let budget = crate::session::frame_cap(&self.config.limits);
         for (channel, diff) in self.diffs.take() {
@@ -550,6 +624,22 @@ impl PresenceService {
     async fn refresh(&self, connections: &Connections) {
         // Only nodes where someone set a status pay for looking statuses up.
         let any_status = !self.statuses.is_empty();
+        // A state whose connection left while setting it.
+        self.states.retain(|(channel, client), _| {
+            connections
+                .get(client)
+                .is_some_and(|connection| connection.is_subscribed(channel))
+        });
+        let mut states: HashMap<Arc<str>, Vec<(ChannelName, Arc<RawValue>)>> = HashMap::new();
+        for local in self.states.iter() {
+            let ((channel, client), local) = local.pair();
+            if let Some(state) = &local.state {
+                states
+                    .entry(client.clone())
+                    .or_default()
+                    .push((channel.clone(), state.clone()));
+            }
+        }
         let mut users = HashSet::new();
         let (handles, live): (Vec<Arc<Connection>>, Vec<LiveConnection>) = connections
             .all()
@@ -562,6 +652,7 @@ impl PresenceService {
                             .channel_rule(channel)
                             .is_some_and(|(_, options)| options.presence)
                     }),
+                    states: states.remove(&connection.id).unwrap_or_default(),
                     orgs: connection.claims().orgs.clone(),
                     statuses: connection
                         .claims()

@@ -5,9 +5,13 @@
 //! batching) bound a crowd. One push per join is N² pushes for N members joining; this is
 //! at most one per channel and node a second, whatever the rate of joins.
 //!
+//! Presence state changes (`setPresenceState`) of such a channel go into the diff too.
+//!
 //! Each connection's changes are netted over the interval: a join then a leave is nothing, a
-//! leave then a join (a resubscribe) stays a leave and a join. Applying a diff's leaves,
-//! then its joins, gives the member list the pushes one by one would have given.
+//! leave then a join (a resubscribe) stays a leave and a join; of its state changes the last
+//! one stays, folded into its join when it joined in the interval, and none after it left.
+//! Applying a diff's leaves, then its joins, then its states, gives the member list the
+//! pushes one by one would have given.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -17,12 +21,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_protocol::ChannelName;
-use herald_protocol::reply::{ChannelEvent, PresenceDiff, PresenceMember, encode_event};
+use herald_protocol::reply::{ChannelEvent, PresenceDiff, PresenceMember, StatePush, encode_event};
 
 use crate::paging::json_len;
 use crate::state::Member;
 
-/// How often a big channel's collected joins and leaves go out.
+/// How often a big channel's collected joins, leaves and state changes go out.
 pub const DIFF_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One connection's net change to a channel's presence since the last diff.
@@ -34,9 +38,11 @@ enum Net {
         left: Member,
         joined: Member,
     },
+    /// A member from before the interval changed its state.
+    State(StatePush),
 }
 
-/// The joins and leaves of big channels waiting for the next diff.
+/// The joins, leaves and state changes of big channels waiting for the next diff.
 pub struct Diffs {
     /// Members above which a channel's changes are collected; 0 = never.
     limit: u64,
@@ -66,8 +72,9 @@ impl Diffs {
     pub fn join(&self, channel: &ChannelName, member: &Member, members: u64) -> bool {
         self.collect(channel, members, member.client.clone(), |net| {
             Some(match net {
-                None => Net::Joined(member.clone()),
-                Some(Net::Joined(_)) => Net::Joined(member.clone()),
+                // A join after a state change without a leave between: the store lost the
+                // entry and it was re-created, so the join tells it all.
+                None | Some(Net::Joined(_) | Net::State(_)) => Net::Joined(member.clone()),
                 Some(Net::Left(left) | Net::Rejoined { left, .. }) => Net::Rejoined {
                     left,
                     joined: member.clone(),
@@ -79,10 +86,30 @@ impl Diffs {
     /// Collects `member`'s leave, as [`Self::join`] does; `members` counts it.
     pub fn leave(&self, channel: &ChannelName, member: &Member, members: u64) -> bool {
         self.collect(channel, members, member.client.clone(), |net| match net {
-            None | Some(Net::Left(_)) => Some(Net::Left(member.clone())),
+            None | Some(Net::Left(_) | Net::State(_)) => Some(Net::Left(member.clone())),
             // Subscribers never saw it: nothing to tell them.
             Some(Net::Joined(_)) => None,
             Some(Net::Rejoined { left, .. }) => Some(Net::Left(left)),
+        })
+    }
+
+    /// Collects a member's state change, as [`Self::join`] does; `members` counts it.
+    pub fn state(&self, channel: &ChannelName, state: &StatePush, members: u64) -> bool {
+        self.collect(channel, members, state.client.clone(), |net| {
+            Some(match net {
+                None | Some(Net::State(_)) => Net::State(state.clone()),
+                // Subscribers learn of the member with its latest state.
+                Some(Net::Joined(mut joined)) => {
+                    joined.state = state.state.clone();
+                    Net::Joined(joined)
+                }
+                Some(Net::Rejoined { left, mut joined }) => {
+                    joined.state = state.state.clone();
+                    Net::Rejoined { left, joined }
+                }
+                // A change racing the leave: the member is gone.
+                Some(left @ Net::Left(_)) => left,
+            })
         })
     }
 
@@ -117,7 +144,8 @@ impl Diffs {
         true
     }
 
-    /// Takes every pending diff: per channel, its leaves and its joins (oldest first).
+    /// Takes every pending diff: per channel, its leaves and its joins (oldest first), and
+    /// its state changes.
     /// Channels whose changes netted out are left out.
     pub fn take(&self) -> Vec<(ChannelName, PresenceDiff)> {
         let pending = mem::take(&mut *self.pending());
@@ -132,23 +160,32 @@ impl Diffs {
                         diff.leaves.push(PresenceMember::new(&left, None));
                         diff.joins.push(PresenceMember::new(&joined, None));
                     }
+                    Net::State(state) => diff.states.push(state),
                 }
             }
-            if diff.joins.is_empty() && diff.leaves.is_empty() {
+            if diff.is_empty() {
                 continue;
             }
             let order = |m: &PresenceMember| (m.joined_at, m.client.clone());
             diff.leaves.sort_unstable_by_key(order);
             diff.joins.sort_unstable_by_key(order);
+            diff.states.sort_unstable_by(|a, b| a.client.cmp(&b.client));
             diffs.push((channel, diff));
         }
         diffs
     }
 }
 
-/// A diff as `presence` pushes of at most `budget` bytes of members each (at least one
-/// member), leaves before joins across them, so that applying them in order (each one's
-/// leaves, then its joins) applies the diff.
+/// One entry of a diff.
+enum Change {
+    Leave(PresenceMember),
+    Join(PresenceMember),
+    State(StatePush),
+}
+
+/// A diff as `presence` pushes of at most `budget` bytes of changes each (at least one
+/// change), leaves before joins before states across them, so that applying them in order
+/// (each one's leaves, then its joins, then its states) applies the diff.
 pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<Bytes> {
     let mut pushes = Vec::new();
     let mut part = PresenceDiff::default();
@@ -156,11 +193,15 @@ pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<B
     let changes = diff
         .leaves
         .into_iter()
-        .map(|member| (false, member))
-        .chain(diff.joins.into_iter().map(|member| (true, member)));
-    for (joined, member) in changes {
-        let size = json_len(&member) + 1;
-        if bytes + size > budget && !(part.joins.is_empty() && part.leaves.is_empty()) {
+        .map(Change::Leave)
+        .chain(diff.joins.into_iter().map(Change::Join))
+        .chain(diff.states.into_iter().map(Change::State));
+    for change in changes {
+        let size = match &change {
+            Change::Leave(member) | Change::Join(member) => json_len(member),
+            Change::State(state) => json_len(state),
+        } + 1;
+        if bytes + size > budget && !part.is_empty() {
             let full = mem::take(&mut part);
             pushes.push(encode_event(
                 channel.as_str(),
@@ -169,13 +210,13 @@ pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<B
             bytes = 0;
         }
         bytes += size;
-        if joined {
-            part.joins.push(member);
-        } else {
-            part.leaves.push(member);
+        match change {
+            Change::Leave(member) => part.leaves.push(member),
+            Change::Join(member) => part.joins.push(member),
+            Change::State(state) => part.states.push(state),
         }
     }
-    if !(part.joins.is_empty() && part.leaves.is_empty()) {
+    if !part.is_empty() {
         pushes.push(encode_event(
             channel.as_str(),
             &ChannelEvent::Presence(part),
@@ -186,6 +227,8 @@ pub fn encode(channel: &ChannelName, diff: PresenceDiff, budget: usize) -> Vec<B
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
     fn member(client: &str, joined_at: i64) -> Member {
@@ -194,6 +237,7 @@ mod tests {
             client: Arc::from(client),
             info: None,
             joined_at,
+            state: None,
         }
     }
 
@@ -250,6 +294,65 @@ mod tests {
         assert_eq!(diff.joins[0].joined_at, 9);
     }
 
+    fn state(client: &str, state: Option<&str>) -> StatePush {
+        StatePush {
+            user: Arc::from(format!("user-{client}")),
+            client: Arc::from(client),
+            state: state.map(|s| Arc::from(RawValue::from_string(s.to_owned()).unwrap())),
+        }
+    }
+
+    fn text(state: &Option<Arc<RawValue>>) -> Option<&str> {
+        state.as_deref().map(RawValue::get)
+    }
+
+    #[test]
+    fn state_changes_net_out_per_connection() {
+        let diffs = Diffs::new(1);
+        // The last of several changes wins.
+        diffs.state(&channel(), &state("a", Some("1")), 5);
+        diffs.state(&channel(), &state("a", Some("2")), 5);
+        // Cleared is a change too.
+        diffs.state(&channel(), &state("b", Some("1")), 5);
+        diffs.state(&channel(), &state("b", None), 5);
+        // Joined in the interval: the join carries the latest state.
+        diffs.join(&channel(), &member("c", 3), 5);
+        diffs.state(&channel(), &state("c", Some("3")), 5);
+        // Left after a change: no state entry.
+        diffs.state(&channel(), &state("d", Some("4")), 5);
+        diffs.leave(&channel(), &member("d", 4), 5);
+        // Left, then a change racing the leave: nothing but the leave.
+        diffs.leave(&channel(), &member("e", 5), 5);
+        diffs.state(&channel(), &state("e", Some("5")), 5);
+        // Rejoined: the new membership's state rides on its join.
+        diffs.leave(&channel(), &member("f", 6), 5);
+        diffs.join(&channel(), &member("f", 9), 5);
+        diffs.state(&channel(), &state("f", Some("6")), 5);
+        let taken = diffs.take();
+        let diff = &taken[0].1;
+        let states: Vec<(&str, Option<&str>)> = diff
+            .states
+            .iter()
+            .map(|s| (&*s.client, text(&s.state)))
+            .collect();
+        assert_eq!(states, [("a", Some("2")), ("b", None)]);
+        let joins: Vec<(&str, Option<&str>)> = diff
+            .joins
+            .iter()
+            .map(|m| (&*m.client, text(&m.state)))
+            .collect();
+        assert_eq!(joins, [("c", Some("3")), ("f", Some("6"))]);
+        assert_eq!(clients(&diff.leaves), ["d", "e", "f"]);
+    }
+
+    #[test]
+    fn a_state_change_below_the_limit_is_pushed_at_once() {
+        let diffs = Diffs::new(3);
+        assert!(!diffs.state(&channel(), &state("a", Some("1")), 3));
+        assert!(diffs.state(&channel(), &state("a", Some("2")), 4));
+        assert_eq!(diffs.take()[0].1.states.len(), 1);
+    }
+
     #[test]
     fn a_diff_that_nets_out_is_not_pushed() {
         let diffs = Diffs::new(1);
@@ -287,5 +390,27 @@ mod tests {
             .chain((0..10).map(|i| format!("j{i}")))
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn states_come_after_joins_across_split_pushes() {
+        let mut diff = PresenceDiff::default();
+        diff.joins.push(PresenceMember::new(&member("j", 1), None));
+        diff.states.push(state("s1", Some(r#""x""#)));
+        diff.states.push(state("s2", None));
+        let one = json_len(&diff.joins[0]) + 1;
+        let pushes = encode(&channel(), diff, one);
+        let bodies: Vec<serde_json::Value> = pushes
+            .iter()
+            .map(|push| serde_json::from_slice::<serde_json::Value>(push).unwrap())
+            .map(|value| value["push"]["presence"].clone())
+            .collect();
+        assert_eq!(bodies.len(), 3);
+        assert_eq!(bodies[0]["joins"][0]["client"], "j");
+        assert_eq!(bodies[1]["states"][0]["state"], "x");
+        assert_eq!(
+            bodies[2]["states"][0],
+            serde_json::json!({"user": "user-s2", "client": "s2", "state": null})
+        );
     }
 }

@@ -22,16 +22,17 @@ use serde_json::value::RawValue;
 use crate::codes::{CloseCode, ErrorCode, Reconnect};
 use crate::command::{
     ChannelRequest, Command, CommandError, ConnectRequest, FrameError, HistoryRequest, Method,
-    PingRequest, PresenceRequest, PublishRequest, RefreshRequest, RpcRequest, SetStatusRequest,
-    StreamPosition, SubRefreshRequest, SubscribeRequest, TypingRequest, UnsubscribeRequest,
+    PingRequest, PresenceRequest, PublishRequest, RefreshRequest, RpcRequest,
+    SetPresenceStateRequest, SetStatusRequest, StreamPosition, SubRefreshRequest, SubscribeRequest,
+    TypingRequest, UnsubscribeRequest,
 };
 use crate::presence::{Status, UserStatus};
 use crate::publication::Publication;
 use crate::reply::{
     ChannelEvent, ConnectResult, DisconnectPush, EmptyResult, ErrorBody, HistoryResult, PingResult,
     PresenceDiff, PresenceMember, PresenceResult, PresenceStatsResult, PublishResult, Push,
-    ReceivedPublication, RefreshResult, RpcResult, ServerMessage, SubscribeResult, TypingPush,
-    UnsubscribePush,
+    ReceivedPublication, RefreshResult, RpcResult, ServerMessage, StatePush, SubscribeResult,
+    TypingPush, UnsubscribePush,
 };
 
 /// `herald.v1.client`, generated from `proto/herald/v1/client.proto`.
@@ -123,6 +124,13 @@ fn command_of(command: pb::Command) -> Result<Command, CommandError> {
             channel: r.channel,
             active: r.active,
         }),
+        Some(PbMethod::SetPresenceState(r)) => {
+            let state = optional_value(r.state).map_err(|reason| bad_data(id, reason))?;
+            Method::SetPresenceState(SetPresenceStateRequest {
+                channel: r.channel,
+                state,
+            })
+        }
         Some(PbMethod::Rpc(r)) => {
             let data = optional_value(r.data).map_err(|reason| bad_data(id, reason))?;
             Method::Rpc(RpcRequest {
@@ -205,6 +213,10 @@ pub fn encode_command(command: Command) -> Vec<u8> {
         Method::Typing(r) => PbMethod::Typing(pb::TypingRequest {
             channel: r.channel,
             active: r.active,
+        }),
+        Method::SetPresenceState(r) => PbMethod::SetPresenceState(pb::SetPresenceStateRequest {
+            channel: r.channel,
+            state: json_bytes(r.state.as_deref()),
         }),
         Method::Rpc(r) => PbMethod::Rpc(pb::RpcRequest {
             method: r.method,
@@ -379,11 +391,9 @@ pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
     let kind = match event {
         ChannelEvent::Join(m) => PbPush::Join(member(m)),
         ChannelEvent::Leave(m) => PbPush::Leave(member(m)),
-        ChannelEvent::Presence(diff) => PbPush::Presence(pb::PresenceDiff {
-            joins: diff.joins.iter().map(member).collect(),
-            leaves: diff.leaves.iter().map(member).collect(),
-        }),
+        ChannelEvent::Presence(diff) => PbPush::Presence(presence_diff(diff)),
         ChannelEvent::Typing(t) => PbPush::Typing(typing(t)),
+        ChannelEvent::State(s) => PbPush::State(state_push(s)),
         ChannelEvent::Status(s) => PbPush::Status(pb::UserStatus {
             user: s.user.to_string(),
             status: s.status.as_str().to_owned(),
@@ -438,12 +448,11 @@ pub fn transcode_push(json: &[u8]) -> Result<Bytes, String> {
     } else if let Some(m) = push.leave {
         PbPush::Leave(member(&m))
     } else if let Some(diff) = push.presence {
-        PbPush::Presence(pb::PresenceDiff {
-            joins: diff.joins.iter().map(member).collect(),
-            leaves: diff.leaves.iter().map(member).collect(),
-        })
+        PbPush::Presence(presence_diff(&diff))
     } else if let Some(t) = push.typing {
         PbPush::Typing(typing(&t))
+    } else if let Some(s) = push.state {
+        PbPush::State(state_push(&s))
     } else if let Some(s) = push.status {
         PbPush::Status(pb::UserStatus {
             user: s.user.to_string(),
@@ -488,6 +497,23 @@ fn member(m: &PresenceMember) -> pb::PresenceMember {
         info: json_bytes(m.info.as_deref()),
         status: m.status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
         joined_at: m.joined_at,
+        state: json_bytes(m.state.as_deref()),
+    }
+}
+
+fn presence_diff(diff: &PresenceDiff) -> pb::PresenceDiff {
+    pb::PresenceDiff {
+        joins: diff.joins.iter().map(member).collect(),
+        leaves: diff.leaves.iter().map(member).collect(),
+        states: diff.states.iter().map(state_push).collect(),
+    }
+}
+
+fn state_push(s: &StatePush) -> pb::StatePush {
+    pb::StatePush {
+        user: s.user.to_string(),
+        client: s.client.to_string(),
+        state: json_bytes(s.state.as_deref()),
     }
 }
 
@@ -666,6 +692,15 @@ fn member_of(m: pb::PresenceMember) -> Result<PresenceMember, String> {
             status => Some(status_of(status)?),
         },
         joined_at: m.joined_at,
+        state: optional_json(m.state)?,
+    })
+}
+
+fn state_of(s: pb::StatePush) -> Result<StatePush, String> {
+    Ok(StatePush {
+        user: s.user.into(),
+        client: s.client.into(),
+        state: optional_json(s.state)?,
     })
 }
 
@@ -688,6 +723,7 @@ fn push_of(p: pb::Push) -> Result<Push, String> {
         presence: None,
         typing: None,
         status: None,
+        state: None,
         subscribe: None,
     };
     match p.kind.ok_or("push of an unknown kind")? {
@@ -720,9 +756,15 @@ fn push_of(p: pb::Push) -> Result<Push, String> {
                     .into_iter()
                     .map(member_of)
                     .collect::<Result<_, _>>()?,
+                states: diff
+                    .states
+                    .into_iter()
+                    .map(state_of)
+                    .collect::<Result<_, _>>()?,
             })
         }
         PbPush::Typing(t) => push.typing = Some(typing_of(t)?),
+        PbPush::State(s) => push.state = Some(state_of(s)?),
         PbPush::Status(s) => {
             push.status = Some(UserStatus {
                 user: s.user.into(),
@@ -757,6 +799,8 @@ mod tests {
             r#"{"id":7,"typing":{"channel":"c:d","active":true}}"#,
             r#"{"id":8,"setStatus":{"status":"away"}}"#,
             r#"{"id":9,"subRefresh":{"channel":"c:d","token":"t"}}"#,
+            r#"{"id":16,"setPresenceState":{"channel":"c:d","state":{"mood":"away"}}}"#,
+            r#"{"id":17,"setPresenceState":{"channel":"c:d"}}"#,
             r#"{"id":10,"presenceStats":{"channel":"c:d"}}"#,
             r#"{"id":11,"ping":{}}"#,
             r#"{"id":12,"unsubscribe":{"channel":"c:d"}}"#,
@@ -889,6 +933,9 @@ mod tests {
             info: None,
             status: Some(Status::Busy),
             joined_at: 5,
+            state: Some(Arc::from(
+                RawValue::from_string(r#"{"mood":"ok"}"#.into()).unwrap(),
+            )),
         });
         same(
             reply::encode_event("org:a", &join),
@@ -918,14 +965,25 @@ mod tests {
             info: None,
             status: None,
             joined_at: 5,
+            state: None,
+        };
+        let state = |client: &str, state: Option<&str>| StatePush {
+            user: "bob".into(),
+            client: client.into(),
+            state: state.map(|s| Arc::from(RawValue::from_string(s.into()).unwrap())),
         };
         let diff = ChannelEvent::Presence(PresenceDiff {
             joins: vec![member("c1"), member("c2")],
             leaves: vec![member("c0")],
+            states: vec![state("c3", Some("[2]")), state("c4", None)],
         });
+        let set = ChannelEvent::State(state("c1", Some(r#"{"mood":"ok"}"#)));
+        let cleared = ChannelEvent::State(state("c1", None));
         let pushes = [
             reply::encode_event("org:a:ch:b", &typing),
             reply::encode_event("org:a:ch:b", &diff),
+            reply::encode_event("org:a:ch:b", &set),
+            reply::encode_event("org:a:ch:b", &cleared),
             reply::encode_publication(&publication(Some("alice"))),
             reply::encode_unsubscribe("a:b", 3000, "resubscribe"),
             reply::encode_disconnect(CloseCode::SlowConsumer, "slow"),

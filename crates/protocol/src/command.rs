@@ -33,6 +33,7 @@ pub enum Method {
     PresenceStats(ChannelRequest),
     SetStatus(SetStatusRequest),
     Typing(TypingRequest),
+    SetPresenceState(SetPresenceStateRequest),
     Rpc(RpcRequest),
 }
 
@@ -52,6 +53,7 @@ impl Method {
             Self::PresenceStats(_) => "presenceStats",
             Self::SetStatus(_) => "setStatus",
             Self::Typing(_) => "typing",
+            Self::SetPresenceState(_) => "setPresenceState",
             Self::Rpc(_) => "rpc",
         }
     }
@@ -178,6 +180,16 @@ pub struct TypingRequest {
     pub active: bool,
 }
 
+/// `setPresenceState`: the JSON state of the connection's membership of a channel, shown
+/// to the channel's members until it leaves; absent and `null` clear it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetPresenceStateRequest {
+    pub channel: String,
+    #[serde(default)]
+    pub state: Option<Box<RawValue>>,
+}
+
 /// `rpc`: a call to the app's backend, answered with the backend's reply.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -257,6 +269,7 @@ pub fn parse_command(line: &str) -> Result<Result<Command, CommandError>, FrameE
         "presenceStats" => params_of(id, params).map(Method::PresenceStats),
         "setStatus" => params_of(id, params).map(Method::SetStatus),
         "typing" => params_of(id, params).map(Method::Typing),
+        "setPresenceState" => params_of(id, params).map(Method::SetPresenceState),
         "rpc" => params_of(id, params).map(Method::Rpc),
         _ => Err(CommandError {
             id,
@@ -364,6 +377,21 @@ mod tests {
             };
             assert!(rpc.data.is_none(), "{no_data}");
         }
+        let cmd =
+            one(r#"{"id":12,"setPresenceState":{"channel":"c:d","state":{"mood":"ok"}}}"#).unwrap();
+        let Method::SetPresenceState(set) = cmd.method else {
+            panic!("setPresenceState")
+        };
+        assert_eq!(set.state.unwrap().get(), r#"{"mood":"ok"}"#);
+        for cleared in [
+            r#"{"id":13,"setPresenceState":{"channel":"c:d"}}"#,
+            r#"{"id":13,"setPresenceState":{"channel":"c:d","state":null}}"#,
+        ] {
+            let Method::SetPresenceState(set) = one(cleared).unwrap().method else {
+                panic!("setPresenceState")
+            };
+            assert!(set.state.is_none(), "{cleared}");
+        }
     }
 
     #[test]
@@ -404,7 +432,7 @@ mod tests {
         ];
         /// JSON's punctuation and the letters of the method names, so mutants stay close.
         const ALPHABET: &[u8] = br#"{}[]":,\0123456789eE+-.truefalsnl idconectsubrpyhgmak"#;
-        const METHODS: [&str; 13] = [
+        const METHODS: [&str; 14] = [
             "connect",
             "subscribe",
             "unsubscribe",
@@ -417,6 +445,7 @@ mod tests {
             "presenceStats",
             "setStatus",
             "typing",
+            "setPresenceState",
             "rpc",
         ];
 

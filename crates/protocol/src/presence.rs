@@ -19,6 +19,9 @@ pub struct Member {
     pub info: Option<Arc<RawValue>>,
     /// Unix milliseconds.
     pub joined_at: i64,
+    /// The JSON state the connection attached to its membership (`setPresenceState`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Arc<RawValue>>,
 }
 
 /// A user's status in an org.

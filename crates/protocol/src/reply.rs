@@ -67,6 +67,9 @@ pub struct PresenceMember {
     pub status: Option<Status>,
     /// Unix milliseconds.
     pub joined_at: i64,
+    /// The member's presence state (`setPresenceState`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Arc<RawValue>>,
 }
 
 impl PresenceMember {
@@ -77,8 +80,20 @@ impl PresenceMember {
             info: member.info.clone(),
             status,
             joined_at: member.joined_at,
+            state: member.state.clone(),
         }
     }
+}
+
+/// `state` push, and an entry of a `presence` diff's `states`: a member's presence state
+/// changed; `null` when it was cleared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatePush {
+    pub user: Arc<str>,
+    /// Connection id.
+    pub client: Arc<str>,
+    #[serde(default)]
+    pub state: Option<Arc<RawValue>>,
 }
 
 /// One page of a channel's presence, oldest member first.
@@ -95,14 +110,23 @@ pub struct PresenceResult {
 
 /// `presence` push: the net changes to a big channel's presence since the last one, sent
 /// instead of one `join` or `leave` push per connection once the channel has more members
-/// than the node's push limit. Apply `leaves` first, then `joins`: a connection that left
-/// and joined again within the interval is in both.
+/// than the node's push limit. Apply `leaves` first, then `joins`, then `states`: a
+/// connection that left and joined again within the interval is in both lists, and one
+/// that left has no entry in `states`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PresenceDiff {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joins: Vec<PresenceMember>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leaves: Vec<PresenceMember>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub states: Vec<StatePush>,
+}
+
+impl PresenceDiff {
+    pub fn is_empty(&self) -> bool {
+        self.joins.is_empty() && self.leaves.is_empty() && self.states.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +170,7 @@ pub enum ChannelEvent {
     Presence(PresenceDiff),
     Typing(TypingPush),
     Status(UserStatus),
+    State(StatePush),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,7 +316,7 @@ pub fn encode_publication(publication: &Publication) -> Bytes {
     })
 }
 
-/// `{"push":{"channel":C,"join"|"leave"|"presence"|"typing"|"status":{...}}}`.
+/// `{"push":{"channel":C,"join"|"leave"|"presence"|"typing"|"status"|"state":{...}}}`.
 pub fn encode_event(channel: &str, event: &ChannelEvent) -> Bytes {
     #[derive(Serialize)]
     struct EventFrame<'a> {
@@ -407,6 +432,8 @@ pub struct Push {
     pub typing: Option<TypingPush>,
     #[serde(default)]
     pub status: Option<UserStatus>,
+    #[serde(default)]
+    pub state: Option<StatePush>,
     /// The server subscribed the connection to the push's channel.
     #[serde(default)]
     pub subscribe: Option<SubscribeResult<ReceivedPublication>>,
@@ -446,11 +473,21 @@ mod event_tests {
             info: None,
             status: None,
             joined_at: 5,
+            state: None,
         });
         let text = String::from_utf8(encode_event("org:acme:ch:x", &join).to_vec()).unwrap();
         assert!(
             text.contains(r#""join":{"user":"bob","client":"c1","joinedAt":5}"#),
             "{text}"
+        );
+        let state = ChannelEvent::State(StatePush {
+            user: "bob".into(),
+            client: "c1".into(),
+            state: Some(Arc::from(RawValue::from_string("[1]".into()).unwrap())),
+        });
+        assert_eq!(
+            &encode_event("org:acme:ch:x", &state)[..],
+            br#"{"push":{"channel":"org:acme:ch:x","state":{"user":"bob","client":"c1","state":[1]}}}"#
         );
     }
 }

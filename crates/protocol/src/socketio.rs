@@ -374,7 +374,8 @@ fn disconnect(advice: Reconnect) -> Bytes {
 /// A push in Herald's JSON (`{"push":{"channel":C,"<kind>":{...}}}`) as a Socket.IO
 /// packet: a publication as its event, a disconnect as [`encode_disconnect`], and the other
 /// kinds as reserved events (`herald:join`, `herald:leave`, `herald:typing`,
-/// `herald:status`, `herald:presence`, `herald:subscribed`, `herald:unsubscribed`) whose
+/// `herald:status`, `herald:presence`, `herald:state`, `herald:subscribed`,
+/// `herald:unsubscribed`) whose
 /// argument is the push's body with its `channel`.
 pub fn transcode_push(push: &[u8]) -> Result<Bytes, String> {
     #[derive(Deserialize)]
@@ -416,6 +417,7 @@ pub fn transcode_push(push: &[u8]) -> Result<Bytes, String> {
         "typing" => "herald:typing",
         "status" => "herald:status",
         "presence" => "herald:presence",
+        "state" => "herald:state",
         "subscribe" => "herald:subscribed",
         "unsubscribe" => "herald:unsubscribed",
         other => return Err(format!("unknown push kind {other}")),
@@ -455,7 +457,7 @@ mod tests {
 
     use super::*;
     use crate::channel::ChannelName;
-    use crate::reply::{self, ChannelEvent, PingResult, TypingPush};
+    use crate::reply::{self, ChannelEvent, PingResult, StatePush, TypingPush};
 
     fn commands(frame: &str) -> Vec<Result<Command, CommandError>> {
         parse_frame(frame.as_bytes()).unwrap()
@@ -605,6 +607,15 @@ mod tests {
         assert_eq!(
             &transcode_push(&reply::encode_event("org:a:ch:b", &typing)).unwrap()[..],
             br#"42["herald:typing",{"channel":"org:a:ch:b","user":"alice","active":true}]"#
+        );
+        let state = ChannelEvent::State(StatePush {
+            user: "alice".into(),
+            client: "c1".into(),
+            state: None,
+        });
+        assert_eq!(
+            &transcode_push(&reply::encode_event("org:a:ch:b", &state)).unwrap()[..],
+            br#"42["herald:state",{"channel":"org:a:ch:b","user":"alice","client":"c1","state":null}]"#
         );
         assert_eq!(
             &transcode_push(&reply::encode_unsubscribe("public:a", 2500, "gone")).unwrap()[..],

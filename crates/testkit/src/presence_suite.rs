@@ -26,6 +26,11 @@ pub trait Deployment {
 /// A client of user `sub` (member of org `acme`, channels `org:acme:*`, info with a name)
 /// on node `node`.
 pub async fn connect(d: &impl Deployment, node: usize, sub: &str) -> Client {
+    connect_with_id(d, node, sub).await.0
+}
+
+/// [`connect`], with the connection id.
+pub async fn connect_with_id(d: &impl Deployment, node: usize, sub: &str) -> (Client, String) {
     let mut claims = claims(sub, &["acme"], &["org:acme:*"], 3600);
     claims.info = Some(
         serde_json::value::RawValue::from_string(json!({ "name": sub.to_uppercase() }).to_string())
@@ -33,10 +38,10 @@ pub async fn connect(d: &impl Deployment, node: usize, sub: &str) -> Client {
             .into(),
     );
     let token = sign(&claims);
-    let (client, _) = within("connect", Client::connect(&d.ws_url(node), &token))
+    let (client, connected) = within("connect", Client::connect(&d.ws_url(node), &token))
         .await
         .expect("client connects");
-    client
+    (client, connected.client)
 }
 
 pub fn status_of<'a>(push: &'a Push, user: &str) -> Option<&'a str> {
@@ -446,5 +451,126 @@ pub async fn a_crowd_gets_batched_presence_diffs(d: &impl Deployment, limit: usi
     assert!(
         diffs >= 1 && diffs <= 2 * seconds,
         "{diffs} presence diffs in about {seconds} s"
+    );
+}
+
+/// The `state` push about `client` among a client's pushes, as (user, state JSON).
+pub fn state_of(push: &Push, client: &str) -> Option<(String, Option<String>)> {
+    let state = push.state.as_ref().filter(|s| &*s.client == client)?;
+    Some((
+        state.user.to_string(),
+        state.state.as_ref().map(|s| s.get().to_owned()),
+    ))
+}
+
+/// The state `client` has in `looker`'s `presence` reply on `channel`, and whether it is a
+/// member at all.
+pub async fn listed_state(looker: &Client, channel: &str, client: &str) -> Option<Option<String>> {
+    let members = looker.presence(channel).await.unwrap().members;
+    let member = members.iter().find(|m| &*m.client == client)?;
+    Some(member.state.as_ref().map(|s| s.get().to_owned()))
+}
+
+/// Sets a presence state, retrying while the 250 ms throttle (error 110) refuses it.
+pub async fn set_state(client: &Client, channel: &str, state: serde_json::Value) {
+    within("a presence state accepted", async {
+        loop {
+            match client.set_presence_state(channel, state.clone()).await {
+                Ok(()) => return,
+                Err(error) if error.server_code() == Some(110) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(error) => panic!("setPresenceState failed: {error}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// A member's presence state set on node 0 is listed and pushed on node 1 (to the setter
+/// too), throttled, cleared by `null`, and gone once the member leaves; on a channel
+/// without join and leave pushes it is listed only.
+pub async fn presence_state_is_listed_pushed_and_ends(d: &impl Deployment) {
+    let channel = "org:acme:ch:state";
+    let (alice, alice_id) = connect_with_id(d, 0, "alice").await;
+    alice.subscribe(channel).await.unwrap();
+    let bob = connect(d, 1, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+    assert_eq!(listed_state(&bob, channel, &alice_id).await, Some(None));
+
+    let (first, second) = tokio::join!(
+        alice.set_presence_state(channel, json!({ "mood": "coding" })),
+        alice.set_presence_state(channel, json!({ "mood": "lunch" })),
+    );
+    first.unwrap();
+    assert_eq!(
+        second.unwrap_err().server_code(),
+        Some(110),
+        "a second change within 250 ms"
+    );
+    let coding = Some(r#"{"mood":"coding"}"#.to_owned());
+    let push = next_push(&bob, "alice's state", |p| state_of(p, &alice_id).is_some()).await;
+    assert_eq!(push.channel.as_deref(), Some(channel));
+    assert_eq!(
+        state_of(&push, &alice_id),
+        Some(("alice".to_owned(), coding.clone()))
+    );
+    let echo = next_push(&alice, "alice's own state", |p| {
+        state_of(p, &alice_id).is_some()
+    })
+    .await;
+    assert_eq!(state_of(&echo, &alice_id).unwrap().1, coding);
+    assert_eq!(listed_state(&bob, channel, &alice_id).await, Some(coding));
+
+    set_state(&alice, channel, serde_json::Value::Null).await;
+    let push = next_push(&bob, "alice's state cleared", |p| {
+        state_of(p, &alice_id).is_some()
+    })
+    .await;
+    assert_eq!(state_of(&push, &alice_id).unwrap().1, None);
+    assert_eq!(listed_state(&bob, channel, &alice_id).await, Some(None));
+
+    // It belongs to the membership: a resubscribe starts without it.
+    set_state(&alice, channel, json!("away")).await;
+    next_push(&bob, "alice away", |p| state_of(p, &alice_id).is_some()).await;
+    alice.unsubscribe(channel).await.unwrap();
+    next_push(&bob, "alice's leave", |p| p.leave.is_some()).await;
+    alice.subscribe(channel).await.unwrap();
+    let push = next_push(&bob, "alice's join", |p| p.join.is_some()).await;
+    assert!(push.join.unwrap().state.is_none());
+    assert_eq!(listed_state(&bob, channel, &alice_id).await, Some(None));
+
+    // Errors: not subscribed (103), no presence (108), too large (107).
+    let dave = connect(d, 0, "dave").await;
+    let error = dave
+        .set_presence_state(channel, json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.server_code(), Some(103));
+    dave.subscribe("public:lobby").await.unwrap();
+    let error = dave
+        .set_presence_state("public:lobby", json!(1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.server_code(), Some(108));
+    let error = alice
+        .set_presence_state(channel, json!("x".repeat(1100)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.server_code(), Some(107));
+
+    // `org:acme` has presence without join and leave pushes: listed, never pushed.
+    alice.subscribe("org:acme").await.unwrap();
+    bob.subscribe("org:acme").await.unwrap();
+    set_state(&alice, "org:acme", json!([1, 2])).await;
+    assert_eq!(
+        listed_state(&bob, "org:acme", &alice_id).await,
+        Some(Some("[1,2]".to_owned()))
+    );
+    marker(d, "org:acme", 1).await;
+    let before = pushes_until_marker(&bob, 1).await;
+    assert!(
+        before.iter().all(|p| p.state.is_none()),
+        "a state push where joins and leaves are not pushed: {before:?}"
     );
 }

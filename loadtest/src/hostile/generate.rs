@@ -303,6 +303,11 @@ pub fn forbidden_requests(forger: &Forger, sub: &str) -> Vec<Forbidden> {
             json!({ "channel": victim_general, "active": true }),
         ),
         f(
+            "setPresenceState: another org's channel",
+            "setPresenceState",
+            json!({ "channel": victim_general, "state": { "mood": "forged" } }),
+        ),
+        f(
             "publish: the healthy channel (no client_publish)",
             "publish",
             json!({ "channel": super::HEALTHY_CHANNEL, "event": "forged", "data": { "seq": 0 } }),
@@ -361,6 +366,7 @@ pub fn templates(forger: &Forger, sub: &str) -> Vec<String> {
         json!({ "id": 10, "ping": {} }),
         json!({ "id": 11, "unsubscribe": { "channel": format!("org:{e}:ch:general") } }),
         json!({ "id": 12, "presenceStats": { "channel": format!("org:{e}") } }),
+        json!({ "id": 13, "setPresenceState": { "channel": format!("org:{e}:ch:general"), "state": { "mood": "ok", "at": [1, 2] } } }),
     ]
     .iter()
     .map(|command| command.to_string())

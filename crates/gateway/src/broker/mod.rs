@@ -25,8 +25,8 @@ pub enum BrokerError {
     Unencodable(String),
 }
 
-/// A presence event (`join`, `leave`, `typing`, `status`) for a channel's subscribers:
-/// ephemeral, encoded once by the node that raises it.
+/// A presence event (`join`, `leave`, `presence`, `typing`, `status`, `state`) for a
+/// channel's subscribers: ephemeral, encoded once by the node that raises it.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub channel: ChannelName,

@@ -423,6 +423,7 @@ struct EventPush<'a> {
     presence: Option<IgnoredAny>,
     typing: Option<IgnoredAny>,
     status: Option<IgnoredAny>,
+    state: Option<IgnoredAny>,
 }
 
 /// A presence event from another node: a push frame, written into client streams verbatim,
@@ -440,6 +441,7 @@ fn deliver_event(
         frame.push.presence.is_some(),
         frame.push.typing.is_some(),
         frame.push.status.is_some(),
+        frame.push.state.is_some(),
     ];
     if frame.push.channel != channel.as_str()
         || kinds.iter().filter(|kind| **kind).count() != 1

@@ -275,6 +275,8 @@ pub struct Config {
     pub presence_ttl: Duration,
     /// Members above which a channel's joins and leaves go out as batched diffs; 0 = never.
     pub presence_push_limit: u64,
+    /// Largest presence state (`setPresenceState`), in bytes of compact JSON.
+    pub presence_state_bytes: usize,
     /// How long a user's server-side subscriptions are kept after the last `Subscribe` or
     /// the user's last connect.
     #[serde(rename = "server_subscription_ttl_seconds", serialize_with = "as_secs")]
@@ -359,6 +361,7 @@ impl Config {
             gap_wait: Duration::from_millis(v.gap_wait_ms),
             presence_ttl: Duration::from_secs(v.presence_ttl_seconds),
             presence_push_limit: v.presence_push_limit,
+            presence_state_bytes: v.presence_state_bytes,
             server_subscription_ttl: Duration::from_secs(v.server_subscription_ttl_seconds),
             nats_url: v.nats_url,
             redis_url: v.redis_url,

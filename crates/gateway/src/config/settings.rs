@@ -128,6 +128,11 @@ settings! {
         doc: "on a channel with more presence members than this (connections, cluster-wide), `join` and `leave` pushes give way to one `presence` diff push a second per node (0 = always one push per join or leave)",
         helm: Helm::Value("herald.presencePushLimit"),
     }
+    presence_state_bytes: usize where (at_least(1)) {
+        default: Text("1024"),
+        doc: "largest presence state a connection attaches to its membership of a channel (`setPresenceState`), in bytes of compact JSON (over: error 107)",
+        helm: Helm::Value("herald.presenceStateBytes"),
+    }
     server_subscription_ttl_seconds: u64 where (at_least(1)) {
         default: Text("86400"),
         doc: "a user's server-side subscriptions (gRPC `Subscribe` without `client`) are kept this long after the last `Subscribe` or the user's last connect, and restored on every connect of the user meanwhile",

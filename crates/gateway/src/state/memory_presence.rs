@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::ChannelName;
+use serde_json::value::RawValue;
 
 use super::presence::{
     Expired, LiveConnection, Member, Presence, Restored, Status, StatusChange, TYPING_TTL, Typer,
@@ -127,6 +128,24 @@ impl Presence for MemoryState {
             maps.channels.remove(channel);
         }
         Ok(left.map(|member| (member, count)))
+    }
+
+    async fn set_state(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<Option<u64>, StateError> {
+        let now = unix_millis();
+        let mut maps = self.presence();
+        let Some(members) = maps.channels.get_mut(channel) else {
+            return Ok(None);
+        };
+        match members.get_mut(client) {
+            Some((member, expires)) if *expires > now => member.state = state,
+            _ => return Ok(None),
+        }
+        Ok(Some(members.len() as u64))
     }
 
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError> {
@@ -310,6 +329,7 @@ impl Presence for MemoryState {
                             client: connection.client.clone(),
                             info: connection.info.clone(),
                             joined_at: now,
+                            state: connection.state_in(channel.as_str()),
                         };
                         members.insert(connection.client.clone(), (member.clone(), expires));
                         restored.members.push((channel.clone(), member));
@@ -408,6 +428,7 @@ mod tests {
             user: Arc::from(user),
             info: None,
             channels: vec![ChannelName::parse("org:acme:ch:general").unwrap()],
+            states: Vec::new(),
             orgs: vec![Arc::from("acme")],
             statuses: status.map(|s| (Arc::from("acme"), s)).into_iter().collect(),
         }
@@ -476,6 +497,71 @@ mod tests {
             Status::Away
         );
         assert!(state.refresh(&connections, TTL).await.unwrap().is_empty());
+    }
+
+    fn member(client: &str) -> Member {
+        Member {
+            user: Arc::from("alice"),
+            client: Arc::from(client),
+            info: None,
+            joined_at: 1,
+            state: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_is_set_on_live_members_only_and_goes_with_the_entry() {
+        let state = MemoryState::new();
+        let channel = ChannelName::parse("org:acme:ch:general").unwrap();
+        let mood: Arc<RawValue> = Arc::from(RawValue::from_string("\"ok\"".into()).unwrap());
+        assert_eq!(
+            state
+                .set_state(&channel, "c1", Some(mood.clone()))
+                .await
+                .unwrap(),
+            None,
+            "not a member"
+        );
+        state.join(&channel, &member("c1"), TTL).await.unwrap();
+        state.join(&channel, &member("c2"), TTL).await.unwrap();
+        assert_eq!(
+            state.set_state(&channel, "c1", Some(mood)).await.unwrap(),
+            Some(2)
+        );
+        let members = state.members(&channel).await.unwrap();
+        let states: Vec<Option<&str>> = members
+            .iter()
+            .map(|m| m.state.as_deref().map(RawValue::get))
+            .collect();
+        assert_eq!(states, [Some("\"ok\""), None]);
+        state.set_state(&channel, "c1", None).await.unwrap();
+        assert!(state.members(&channel).await.unwrap()[0].state.is_none());
+
+        // An expired entry is no member to set a state on.
+        state
+            .presence()
+            .channels
+            .get_mut(&channel)
+            .unwrap()
+            .get_mut("c2")
+            .unwrap()
+            .1 = 0;
+        assert_eq!(state.set_state(&channel, "c2", None).await.unwrap(), None);
+    }
+
+    // As in Redis: a re-created member comes back with the state its connection set.
+    #[tokio::test]
+    async fn a_refresh_recreates_a_member_with_its_state() {
+        let state = MemoryState::new();
+        let mut connection = live("c1", "alice", None);
+        let channel = connection.channels[0].clone();
+        let mood: Arc<RawValue> = Arc::from(RawValue::from_string("[1]".into()).unwrap());
+        connection.states = vec![(channel.clone(), mood)];
+        let restored = state.refresh(&[connection], TTL).await.unwrap();
+        let restored_state = restored.members[0].1.state.as_deref().map(RawValue::get);
+        assert_eq!(restored_state, Some("[1]"));
+        let listed = state.members(&channel).await.unwrap();
+        assert_eq!(listed[0].state.as_deref().map(RawValue::get), Some("[1]"));
     }
 
     #[tokio::test]

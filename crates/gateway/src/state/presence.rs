@@ -43,6 +43,8 @@ pub struct LiveConnection {
     pub info: Option<Arc<RawValue>>,
     /// Channels (with presence) the connection has joined.
     pub channels: Vec<ChannelName>,
+    /// The presence states it set in some of them, for a re-created member.
+    pub states: Vec<(ChannelName, Arc<RawValue>)>,
     /// Orgs the connection counts towards the user's online status in.
     pub orgs: Vec<Arc<str>>,
     /// Statuses the user set through this node, by org: kept when the user's entries are
@@ -59,6 +61,16 @@ pub struct Restored {
     pub connections: Vec<(Arc<str>, Arc<str>, Arc<str>)>,
     /// Users back online in an org, or back to the status they had set (push `status`).
     pub statuses: Vec<StatusChange>,
+}
+
+impl LiveConnection {
+    /// The presence state the connection set in `channel`, if any.
+    pub fn state_in(&self, channel: &str) -> Option<Arc<RawValue>> {
+        self.states
+            .iter()
+            .find(|(set_in, _)| set_in.as_str() == channel)
+            .map(|(_, state)| state.clone())
+    }
 }
 
 impl Restored {
@@ -121,6 +133,16 @@ pub trait Presence: Send + Sync + 'static {
             .map(|(member, _)| member))
     }
 
+    /// Sets (`None`: clears) the presence state of `client`'s membership of `channel`. The
+    /// channel's members (counted as [`Self::join_counted`] does), or None when `client` is
+    /// not a live member.
+    async fn set_state(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<Option<u64>, StateError>;
+
     /// The channel's members (unexpired), one entry per connection, oldest first.
     async fn members(&self, channel: &ChannelName) -> Result<Vec<Member>, StateError>;
 
@@ -172,8 +194,9 @@ pub trait Presence: Send + Sync + 'static {
     /// Extends the expiry of these connections' presence and org entries to `ttl` from
     /// now (one round trip per call, whatever the number of connections), and re-creates
     /// the entries that are missing (more round trips, only then): a member joined at now
-    /// with the connection's `info`, a connection in an org (the user back online, with
-    /// their status from `statuses` if any). Reports what it re-created.
+    /// with the connection's `info` and its state in the channel, a connection in an org
+    /// (the user back online, with their status from `statuses` if any). Reports what it
+    /// re-created.
     async fn refresh(&self, live: &[LiveConnection], ttl: Duration)
     -> Result<Restored, StateError>;
 

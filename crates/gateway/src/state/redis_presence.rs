@@ -36,11 +36,15 @@
 //! TTLs that differ between calls can the sweeper move a due time past an entry added
 //! meanwhile; that entry is then swept late, never lost. Herald uses one TTL.)
 //!
+//! A member's presence state (`setPresenceState`) is a field of its JSON, so it expires,
+//! is refreshed and is removed with the entry; the node rewrites the JSON and `state` sets
+//! it only if the entry is still the one read.
+//!
 //! Scripts (`lua/presence_*.lua`), each on one slot: `join`; `remove` (leave, stop typing);
-//! `live` (members, typers); `typing` (start); `connected`, `disconnected` and `status`,
-//! the atomic status transitions; `statuses`; `sweep_channel` and `sweep_org`, which
-//! remove what expired and return it; `settle`, the sweep index's compare-and-set;
-//! `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
+//! `state` (a member's presence state, compare and set); `live` (members, typers);
+//! `typing` (start); `connected`, `disconnected` and `status`, the atomic status
+//! transitions; `statuses`; `sweep_channel` and `sweep_org`, which remove what expired and
+//! return it; `settle`, the sweep index's compare-and-set; `unlock`. `refresh` is plain `ZADD XX CH` commands in one pipeline, one per key (the
 //! connections of a channel on this node share one), plus one `ZADD LT` per sweep index.
 //!
 //! Healing. `CH` makes each `ZADD` answer how many entries it extended: fewer than sent
@@ -66,12 +70,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fred::clients::{Pipeline, WithOptions};
-use fred::prelude::{ClientLike, KeysInterface, SortedSetsInterface, Value};
+use fred::prelude::{ClientLike, HashesInterface, KeysInterface, SortedSetsInterface, Value};
 use fred::types::scripts::Script;
 use fred::types::sorted_sets::Ordering as ZaddOrdering;
 use fred::types::{ClusterHash, CustomCommand, Expiration, SetOptions};
 use fred::util::redis_keyslot;
 use herald_protocol::ChannelName;
+use serde_json::value::RawValue;
 
 use super::StateError;
 use super::presence::{
@@ -97,6 +102,9 @@ const INDEX_TTL: Duration = Duration::from_secs(3600);
 const KEY_TTLS: u32 = 3;
 /// Due channels (or orgs) swept per pipeline.
 const SWEEP_BATCH: i64 = 200;
+/// Reads of a member's entry before setting its state gives up on an entry that keeps
+/// changing.
+const STATE_ATTEMPTS: usize = 3;
 /// Entries one sweep script removes at most, so a script never blocks Redis for long; a
 /// channel with more stays due and is visited again.
 const SWEEP_SCRIPT_LIMIT: i64 = 1000;
@@ -105,6 +113,7 @@ struct Scripts {
     join: Script,
     remove: Script,
     leave: Script,
+    state: Script,
     live: Script,
     typing: Script,
     connected: Script,
@@ -123,6 +132,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     join: Script::from_lua(include_str!("lua/presence_join.lua")),
     remove: Script::from_lua(include_str!("lua/presence_remove.lua")),
     leave: Script::from_lua(include_str!("lua/presence_leave.lua")),
+    state: Script::from_lua(include_str!("lua/presence_state.lua")),
     live: Script::from_lua(include_str!("lua/presence_live.lua")),
     typing: Script::from_lua(include_str!("lua/presence_typing.lua")),
     connected: Script::from_lua(include_str!("lua/presence_connected.lua")),
@@ -344,6 +354,7 @@ impl RedisState {
                     client: connection.client.clone(),
                     info: connection.info.clone(),
                     joined_at: now,
+                    state: connection.state_in(channel),
                 };
                 args.push(Value::from(&*connection.client));
                 args.push(Value::from(json(&member)?));
@@ -507,6 +518,54 @@ impl Presence for RedisState {
                 return Ok(None);
             }
             Ok(Some((parse(text(&member)?)?, number(&left)?.max(0) as u64)))
+        })
+        .await
+    }
+
+    async fn set_state(
+        &self,
+        channel: &ChannelName,
+        client: &str,
+        state: Option<Arc<RawValue>>,
+    ) -> Result<Option<u64>, StateError> {
+        timed("presence_set_state", async {
+            let keys = vec![
+                members_key(channel.as_str()),
+                members_expiry_key(channel.as_str()),
+            ];
+            // Besides its own connection, only a join replacing an expired entry or a
+            // refresh re-creating a lost one writes it: another read settles such a race.
+            for _ in 0..STATE_ATTEMPTS {
+                self.check_connected().map_err(unavailable)?;
+                let read: Option<String> = self
+                    .commands()
+                    .hget(&keys[0], client)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(read) = read else {
+                    return Ok(None);
+                };
+                let mut member: Member = parse(&read)?;
+                member.state = state.clone();
+                let args = vec![
+                    Value::from(client),
+                    Value::from(read),
+                    Value::from(json(&member)?),
+                    Value::from(unix_millis()),
+                ];
+                let reply = self
+                    .eval(&SCRIPTS.state, keys.clone(), args)
+                    .await
+                    .map_err(unavailable)?;
+                match number(&reply)? {
+                    -1 => continue,
+                    0 => return Ok(None),
+                    members => return Ok(Some(members as u64)),
+                }
+            }
+            Err(malformed(
+                "presence entry kept changing while its state was set",
+            ))
         })
         .await
     }

@@ -12,7 +12,8 @@ use herald_client::{Client, Push};
 use herald_protocol::presence::Status;
 use herald_testkit::backends::{NatsServer, RedisServer};
 use herald_testkit::presence_suite::{
-    self as suite, Deployment, connect, marker, next_push, pushes_until_marker, status_of,
+    self as suite, Deployment, connect, connect_with_id, listed_state, marker, next_push,
+    pushes_until_marker, set_state, state_of, status_of,
 };
 use herald_testkit::within;
 use tokio::net::{TcpListener, TcpStream};
@@ -75,6 +76,11 @@ async fn presence_lists_members_across_nodes_with_join_and_leave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_pushed_to_others_rate_limited_and_ends() {
     suite::typing_is_pushed_to_others_rate_limited_and_ends(&Cluster::start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_state_is_listed_pushed_and_ends() {
+    suite::presence_state_is_listed_pushed_and_ends(&Cluster::start().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,4 +534,64 @@ async fn presence_events_from_another_node_reach_binary_subscribers() {
     within("typing", bob.typing(channel, true)).await.unwrap();
     let typing = next_push(&alice, "bob typing on node A", |p| p.typing.is_some()).await;
     assert!(typing.typing.unwrap().active);
+}
+
+/// A presence state lives in the member's Redis entry: it outlasts the entry's first TTL
+/// through the refreshes, comes back with the entry when Redis loses its data (the node
+/// re-creates it from what its connection set), and goes with the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_state_survives_refreshes_and_redis_losing_its_data() {
+    let cluster = Cluster::start().await;
+    let watcher = connect(&cluster, 0, "watcher").await;
+    watcher.subscribe(HEAL_CHANNEL).await.unwrap();
+    let (alice, alice_id) = connect_with_id(&cluster, 1, "alice").await;
+    alice.subscribe(HEAL_CHANNEL).await.unwrap();
+    next_push(&watcher, "alice's join", |p| is_join_of(p, "alice")).await;
+    set_state(
+        &alice,
+        HEAL_CHANNEL,
+        serde_json::json!({ "mood": "coding" }),
+    )
+    .await;
+    let coding = Some(r#"{"mood":"coding"}"#.to_owned());
+    let push = next_push(&watcher, "alice's state", |p| {
+        state_of(p, &alice_id).is_some()
+    })
+    .await;
+    assert_eq!(state_of(&push, &alice_id).unwrap().1, coding);
+
+    // TTL 3 s, a refresh a second: past the first TTL only refreshes kept the entry.
+    more_refreshes(&cluster, 4).await;
+    assert_eq!(
+        listed_state(&watcher, HEAL_CHANNEL, &alice_id).await,
+        Some(coding.clone())
+    );
+
+    cluster.redis.flushall().await;
+    let push = bounded(Duration::from_secs(10), "alice back", async {
+        loop {
+            let push = watcher.next_push().await.expect("watcher connected");
+            if is_join_of(&push, "alice") {
+                return push;
+            }
+        }
+    })
+    .await;
+    let joined = push.join.unwrap().state.map(|s| s.get().to_owned());
+    assert_eq!(joined, coding, "re-created with its state");
+    assert_eq!(
+        listed_state(&watcher, HEAL_CHANNEL, &alice_id).await,
+        Some(coding)
+    );
+
+    alice.unsubscribe(HEAL_CHANNEL).await.unwrap();
+    next_push(&watcher, "alice's leave", |p| is_leave_of(p, "alice")).await;
+    assert_eq!(listed_state(&watcher, HEAL_CHANNEL, &alice_id).await, None);
+    alice.subscribe(HEAL_CHANNEL).await.unwrap();
+    next_push(&watcher, "alice's join", |p| is_join_of(p, "alice")).await;
+    assert_eq!(
+        listed_state(&watcher, HEAL_CHANNEL, &alice_id).await,
+        Some(None),
+        "a new membership starts without a state"
+    );
 }

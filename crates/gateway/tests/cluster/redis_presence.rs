@@ -38,6 +38,7 @@ fn member(user: &str, client: &str, joined_at: i64, info: Option<&str>) -> Membe
         client: Arc::from(client),
         info: info.map(|info| Arc::from(RawValue::from_string(info.to_owned()).unwrap())),
         joined_at,
+        state: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn live(client: &str, user: &str, channels: &[&str], orgs: &[&str]) -> LiveConne
         user: Arc::from(user),
         info: None,
         channels: channels.iter().map(|name| channel(name)).collect(),
+        states: Vec::new(),
         orgs: orgs.iter().map(|org| Arc::from(*org)).collect(),
         statuses: Vec::new(),
     }
@@ -157,6 +159,91 @@ async fn members_join_list_and_leave_with_their_info() {
         state.join(&general, &alice, TTL).await.unwrap(),
         "a connection that left can join again"
     );
+}
+
+fn states(members: &[Member]) -> Vec<(&str, Option<&str>)> {
+    members
+        .iter()
+        .map(|m| (&*m.client, m.state.as_deref().map(RawValue::get)))
+        .collect()
+}
+
+fn raw(json: &str) -> Arc<RawValue> {
+    Arc::from(RawValue::from_string(json.to_owned()).unwrap())
+}
+
+#[tokio::test]
+async fn a_members_state_is_set_in_its_entry_and_goes_with_it() {
+    let redis = RedisServer::start().await;
+    let state = connect(&redis).await;
+    let general = channel(CHANNEL);
+    let info = r#"{"name":"Alice","n":[1, 2.50]}"#;
+    let alice = member("alice", "c-alice", 1_000, Some(info));
+    assert_eq!(
+        state
+            .set_state(&general, "c-alice", Some(raw("1")))
+            .await
+            .unwrap(),
+        None,
+        "not a member yet"
+    );
+    state.join(&general, &alice, TTL).await.unwrap();
+    state
+        .join(&general, &member("bob", "c-bob", 2_000, None), TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .set_state(&general, "c-alice", Some(raw(r#"{"mood":"ok"}"#)))
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let members = state.members(&general).await.unwrap();
+    assert_eq!(
+        states(&members),
+        [("c-alice", Some(r#"{"mood":"ok"}"#)), ("c-bob", None)]
+    );
+    assert_eq!(
+        members[0].info.as_deref().map(RawValue::get),
+        Some(info),
+        "info byte for byte after the entry was rewritten"
+    );
+    state.set_state(&general, "c-alice", None).await.unwrap();
+    let members = state.members(&general).await.unwrap();
+    assert_eq!(states(&members), [("c-alice", None), ("c-bob", None)]);
+
+    state
+        .set_state(&general, "c-alice", Some(raw("[2]")))
+        .await
+        .unwrap();
+    let left = state.leave(&general, "c-alice").await.unwrap().unwrap();
+    assert_eq!(left.state.as_deref().map(RawValue::get), Some("[2]"));
+    assert_eq!(
+        state
+            .set_state(&general, "c-alice", Some(raw("3")))
+            .await
+            .unwrap(),
+        None,
+        "gone with the member"
+    );
+    state.join(&general, &alice, TTL).await.unwrap();
+    let members = state.members(&general).await.unwrap();
+    assert_eq!(states(&members), [("c-alice", None), ("c-bob", None)]);
+
+    // Re-created after Redis lost it: with the state the node knows.
+    redis.flushall().await;
+    let alice_live = LiveConnection {
+        states: vec![(general.clone(), raw(r#""back""#))],
+        ..live("c-alice", "alice", &[CHANNEL], &[])
+    };
+    let restored = state.refresh(&[alice_live], TTL).await.unwrap();
+    assert_eq!(
+        states(&[restored.members[0].1.clone()]),
+        [("c-alice", Some(r#""back""#))]
+    );
+    let members = state.members(&general).await.unwrap();
+    assert_eq!(states(&members), [("c-alice", Some(r#""back""#))]);
 }
 
 #[tokio::test]

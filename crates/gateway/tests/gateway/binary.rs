@@ -99,6 +99,15 @@ async fn every_method_answers_over_binary_frames() {
         .await
         .unwrap();
     within("typing", alice.typing(CHANNEL, true)).await.unwrap();
+    within(
+        "set presence state",
+        alice.set_presence_state(CHANNEL, serde_json::json!({"mood": "ok"})),
+    )
+    .await
+    .unwrap();
+    let presence = within("presence", alice.presence(CHANNEL)).await.unwrap();
+    let state = presence.members[0].state.as_deref().map(|s| s.get());
+    assert_eq!(state, Some(r#"{"mood":"ok"}"#));
     assert!(within("ping", alice.ping()).await.unwrap().ts > 0);
     let token = gateway.token("alice", &["acme"], &["org:acme:*"]);
     within("refresh", alice.refresh(&token)).await.unwrap();
@@ -145,6 +154,16 @@ async fn one_publication_reaches_both_codecs_and_presence_events_are_transcoded(
     assert_eq!(typing.channel.as_deref(), Some(CHANNEL));
     let typing = typing.typing.unwrap();
     assert_eq!((&*typing.user, typing.active), ("carol", true));
+    within(
+        "set presence state",
+        carol.set_presence_state(CHANNEL, serde_json::json!([1])),
+    )
+    .await
+    .unwrap();
+    let state = next_push(&alice, "carol's state", |p| p.state.is_some()).await;
+    let state = state.state.unwrap();
+    assert_eq!(&*state.user, "carol");
+    assert_eq!(state.state.as_deref().map(|s| s.get()), Some("[1]"));
 }
 
 #[tokio::test]

@@ -44,6 +44,11 @@ async fn typing_is_pushed_to_others_rate_limited_and_ends() {
     suite::typing_is_pushed_to_others_rate_limited_and_ends(&TestGateway::start().await).await;
 }
 
+#[tokio::test]
+async fn presence_state_is_listed_pushed_and_ends() {
+    suite::presence_state_is_listed_pushed_and_ends(&TestGateway::start().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_members_join_and_leave() {
     suite::a_thousand_members_join_and_leave(&TestGateway::start().await).await;
@@ -53,6 +58,63 @@ async fn a_thousand_members_join_and_leave() {
 async fn a_crowd_gets_batched_presence_diffs() {
     let gateway = TestGateway::with(|config| config.presence_push_limit = 5).await;
     suite::a_crowd_gets_batched_presence_diffs(&gateway, 5).await;
+}
+
+/// Over the push limit a state change goes out in the channel's `presence` diff, netted:
+/// the last of a connection's changes within the interval.
+#[tokio::test]
+async fn state_changes_in_a_crowd_go_out_in_presence_diffs() {
+    let gateway = TestGateway::with(|config| config.presence_push_limit = 2).await;
+    let channel = "org:acme:ch:crowd";
+    let watcher = suite::connect(&gateway, 0, "watcher").await;
+    watcher.subscribe(channel).await.unwrap();
+    let mut crowd = Vec::new();
+    for i in 0..3 {
+        let (client, id) = suite::connect_with_id(&gateway, 0, &format!("user-{i}")).await;
+        client.subscribe(channel).await.unwrap();
+        crowd.push((client, id));
+    }
+    let (setter, setter_id) = &crowd[2];
+    within("the setter's join in a diff", async {
+        loop {
+            let push = watcher.next_push().await.expect("watcher connected");
+            let joins = push.presence.map(|diff| diff.joins).unwrap_or_default();
+            if joins.iter().any(|m| &*m.client == setter_id.as_str()) {
+                return;
+            }
+        }
+    })
+    .await;
+    suite::set_state(setter, channel, serde_json::json!("first")).await;
+    suite::set_state(setter, channel, serde_json::json!("last")).await;
+    let states = within("the state in a diff", async {
+        let mut states = Vec::new();
+        loop {
+            let push = watcher.next_push().await.expect("watcher connected");
+            assert!(
+                push.state.is_none(),
+                "a state push past the limit: {push:?}"
+            );
+            let Some(diff) = push.presence else { continue };
+            states.extend(
+                diff.states
+                    .into_iter()
+                    .filter(|s| &*s.client == setter_id.as_str())
+                    .map(|s| s.state.map(|s| s.get().to_owned())),
+            );
+            if states.last() == Some(&Some(r#""last""#.to_owned())) {
+                return states;
+            }
+        }
+    })
+    .await;
+    // The two changes came within a second (250 ms apart): usually one diff holds the
+    // last only; a diff may have gone out between them.
+    assert!(states.len() <= 2, "{states:?}");
+    assert_eq!(
+        suite::listed_state(&watcher, channel, setter_id).await,
+        Some(Some(r#""last""#.to_owned()))
+    );
 }
 
 /// The `status` pushes about `user` among `pushes`.

@@ -320,6 +320,34 @@ async fn presence_and_server_side_pushes_are_reserved_events_and_disconnect_maps
     assert_eq!(joined[1]["channel"], channel);
     assert_eq!(joined[1]["user"], "bob");
 
+    // A native member's presence state reaches Socket.IO subscribers as `herald:state`.
+    let url = format!("ws://{}/ws", served.http);
+    let (carol, connected) = within(
+        "carol connects",
+        herald_client::Client::connect(&url, &token("carol")),
+    )
+    .await
+    .expect("connect");
+    within("subscribe", carol.subscribe(channel)).await.unwrap();
+    within(
+        "set presence state",
+        carol.set_presence_state(channel, json!({"mood": "ok"})),
+    )
+    .await
+    .unwrap();
+    let state = json!({"channel": channel, "user": "carol", "client": connected.client, "state": {"mood": "ok"}});
+    for sio in [&mut alice, &mut bob] {
+        let joined = event_args(&sio.packet().await);
+        assert_eq!(
+            (&joined[0], &joined[1]["user"]),
+            (&json!("herald:join"), &json!("carol"))
+        );
+        assert_eq!(
+            event_args(&sio.packet().await),
+            [json!("herald:state"), state.clone()]
+        );
+    }
+
     let mut grpc = grpc_client(served.grpc, Some(API_KEY)).await;
     let subscribe = herald_api::v1::SubscribeRequest {
         user: "bob".into(),

@@ -7,6 +7,7 @@ mod presence;
 mod publish;
 mod refresh;
 mod rpc;
+mod set_presence_state;
 mod set_status;
 mod sub_refresh;
 mod subscribe;
@@ -45,6 +46,9 @@ pub async fn dispatch(
         Method::PresenceStats(request) => presence::stats(node, connection, id, request).await,
         Method::SetStatus(request) => set_status::apply(node, connection, id, request).await,
         Method::Typing(request) => typing::apply(node, connection, id, request).await,
+        Method::SetPresenceState(request) => {
+            set_presence_state::apply(node, connection, id, request).await
+        }
         Method::Rpc(request) => rpc::apply(node, connection, rpc, id, request),
     }
 }

@@ -150,6 +150,7 @@ mod tests {
             client: Arc::from(client),
             info: None,
             joined_at,
+            state: None,
         };
         (member, None)
     }
