@@ -110,7 +110,9 @@ describe("React hooks", () => {
       createElement(Probe<ConnectionSnapshot>, { hook: useConnectionState, out: state }),
     );
     expect(state.current).toEqual({ state: "disconnected", latency: null, degraded: false });
-    act(() => client.connect());
+    act(() => {
+      void client.connect();
+    });
     await act(flush);
     const socket = FakeWebSocket.last();
     act(() => socket.accept());
