@@ -257,7 +257,9 @@ export class ChannelState {
         ),
       );
     }
+    const changed = this.presenceState !== next;
     this.presenceState = next;
+    if (changed) this.presence.notify();
     return new Promise<void>((resolve, reject) => {
       this.stateWaiters.push({ resolve, reject });
       this.scheduleState();

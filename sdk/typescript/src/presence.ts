@@ -167,6 +167,11 @@ export class PresenceTracker {
     else if (this.apply({ kind: "leave", wire })) this.emitter.emit("update", this.members);
   }
 
+  /** Tells `update` listeners that something around the list changed (this connection's state). */
+  notify(): void {
+    this.emitter.emit("update", this.members);
+  }
+
   /** A `state` push: a member's presence state changed. */
   state(wire: WirePresenceState): void {
     if (this.buffered) this.buffered.push({ kind: "state", wire });

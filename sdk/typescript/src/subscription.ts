@@ -15,8 +15,15 @@ export interface SubscriptionPresence {
   onJoin(listener: (member: PresenceMember) => void): Unsubscribe;
   /** A connection left. */
   onLeave(listener: (member: PresenceMember) => void): Unsubscribe;
-  /** The list changed (joins, leaves, status changes, refetches): the full list. */
+  /**
+   * The list changed (joins, leaves, status and state changes, refetches), or this
+   * connection's own state did: the full list.
+   */
   onUpdate(listener: (members: readonly PresenceMember[]) => void): Unsubscribe;
+  /** This connection's presence state in the channel (null: none). */
+  getMyState(): unknown;
+  /** Sets it: `HeraldClient.setPresenceState(channel, state)`. */
+  setMyState(state: unknown): Promise<void>;
 }
 
 /** Typing in a subscription's channel. */
@@ -60,6 +67,8 @@ export class Subscription<E extends EventMap = EventMap> {
       onJoin: (listener) => track(state.presence.on("join", listener)),
       onLeave: (listener) => track(state.presence.on("leave", listener)),
       onUpdate: (listener) => track(state.presence.on("update", listener)),
+      getMyState: () => state.presenceState,
+      setMyState: (next) => state.setPresenceState(next),
     };
     this.typing = {
       start: () => {

@@ -80,7 +80,7 @@ describe("React hooks", () => {
     render(client, [
       createElement(Probe<readonly PresenceMember[]>, {
         key: "p",
-        hook: () => usePresence(CHANNEL),
+        hook: () => usePresence(CHANNEL).members,
         out: members,
       }),
       createElement(Probe<TypingState>, { key: "t", hook: () => useTyping(CHANNEL), out: typing }),
@@ -209,7 +209,7 @@ describe("React hooks", () => {
             }),
             createElement(Probe<readonly PresenceMember[]>, {
               key: "p",
-              hook: () => usePresence(CHANNEL),
+              hook: () => usePresence(CHANNEL).members,
               out: members,
             }),
           ]),
