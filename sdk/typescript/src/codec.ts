@@ -106,6 +106,7 @@ function method(name: string, p: Params): Command["method"] {
           channel,
           event: str(p.event),
           data: encoder.encode(JSON.stringify(p.data ?? null)),
+          idempotencyKey: str(p.idempotencyKey),
         }),
       };
     case "rpc":

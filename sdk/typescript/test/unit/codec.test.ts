@@ -31,7 +31,12 @@ describe("the binary codec", () => {
   it("turns JSON command lines into length-delimited Commands", () => {
     const text = [
       encodeCommand(1, "subscribe", { channel: "a:b", recover: { offset: 7, epoch: "e" } }),
-      encodeCommand(2, "publish", { channel: "a:b", event: "x", data: { n: [1, "é"] } }),
+      encodeCommand(2, "publish", {
+        channel: "a:b",
+        event: "x",
+        data: { n: [1, "é"] },
+        idempotencyKey: "k1",
+      }),
       encodeCommand(3, "history", { channel: "a:b", limit: 0, sinceOffset: 2 }),
       encodeCommand(4, "typing", { channel: "a:b", active: true }),
     ].join("\n");
@@ -43,6 +48,7 @@ describe("the binary codec", () => {
     });
     const data = publish?.method.case === "publish" ? publish.method.value.data : undefined;
     expect(JSON.parse(new TextDecoder().decode(data))).toEqual({ n: [1, "é"] });
+    expect(publish?.method).toMatchObject({ value: { idempotencyKey: "k1" } });
     expect(history?.method).toMatchObject({ value: { limit: 0, sinceOffset: 2n } });
     expect(typing?.method).toMatchObject({ case: "typing", value: { active: true } });
     expect(() => encodeBinaryCommands(encodeCommand(5, "dance", {}))).toThrow(TypeError);
