@@ -291,6 +291,11 @@ export class ChannelState {
             error instanceof HeraldError
               ? error
               : new HeraldError("transport", String(error), true);
+          // The connection dropped: the resubscribe sends the state again and settles them.
+          if (heraldError.code === "disconnected") {
+            this.stateWaiters.push(...waiters);
+            return;
+          }
           for (const waiter of waiters) waiter.reject(heraldError);
         },
       );

@@ -463,7 +463,7 @@ export class HeraldClient {
         this.enqueue({
           method: "publish",
           params,
-          timeoutMs: 0,
+          timeoutMs: this.options.commandTimeoutMs,
           resolve: resolve as (value: unknown) => void,
           reject,
         });
@@ -585,7 +585,7 @@ export class HeraldClient {
       this.enqueue({
         method: "publish",
         params,
-        timeoutMs: 0,
+        timeoutMs: this.options.commandTimeoutMs,
         resolve: () => {},
         reject: (error) => this.events.emit("error", error),
       });

@@ -85,6 +85,21 @@ describe("presence state", () => {
     });
   });
 
+  it("settles a state whose reply the connection lost with the resend after the resubscribe", async () => {
+    const { client, socket } = await subscribed();
+    const done = client.setPresenceState(CHANNEL, "x");
+    socket.serverClose(4200);
+    await vi.advanceTimersByTimeAsync(1000);
+    const next = FakeWebSocket.last();
+    next.accept();
+    await flush();
+    next.reply("subscribe", ok);
+    await flush();
+    expect(next.command("setPresenceState").params.state).toBe("x");
+    next.reply("setPresenceState");
+    await expect(done).resolves.toBeUndefined();
+  });
+
   it("shows members' states from presence results, state pushes and diffs", async () => {
     const { socket, sub } = await subscribed();
     socket.reply("presence", {
