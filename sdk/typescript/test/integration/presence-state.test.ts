@@ -4,8 +4,13 @@
  * the connection); HERALD_PRESENCE_STATE_REQUIRED=1 makes that a failure.
  */
 import { afterAll, describe, expect, it } from "vitest";
-import { ErrorCodes, HeraldError, type PresenceMember } from "../../src/index.js";
-import { active, makeClient } from "../helpers/clients.js";
+import {
+  ErrorCodes,
+  HeraldError,
+  type PresenceMember,
+  type ProtocolMode,
+} from "../../src/index.js";
+import { active, makeClient as makeBaseClient } from "../helpers/clients.js";
 import { CHAT_NAMESPACE, HERALD_BIN } from "../helpers/gateway.js";
 import { gatewayWithApi } from "../helpers/grpc.js";
 import { waitFor } from "../helpers/wait.js";
@@ -19,7 +24,7 @@ afterAll(async () => {
 
 /** Null when the gateway takes `setPresenceState`, else why the suite cannot run. */
 async function probe(): Promise<string | null> {
-  const { client } = makeClient(gateway, "probe");
+  const { client } = makeBaseClient(gateway, "probe");
   const channel = "chat:acme:probe";
   try {
     await active(client.subscribe(channel));
@@ -51,7 +56,9 @@ const isEqual = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify
 const stateOf = (members: readonly PresenceMember[], user: string) =>
   members.find((m) => m.userId === user)?.state;
 
-function presenceStateSuite(): void {
+function presenceStateSuite(protocol: ProtocolMode): void {
+  const makeClient = (gw: typeof gateway, sub: string) => makeBaseClient(gw, sub, { protocol });
+
   it("shows a member's state to the others, in pushes and in presence results", async () => {
     const channel = "chat:acme:ps";
     const alice = makeClient(gateway, "alice").client;
@@ -112,13 +119,16 @@ function presenceStateSuite(): void {
   });
 }
 
+const PROTOCOLS: ProtocolMode[] = ["json", "protobuf"];
+
 if (unavailable === null) {
-  describe("per-channel presence state", presenceStateSuite);
+  describe.each(PROTOCOLS)("per-channel presence state (%s)", presenceStateSuite);
 } else if (process.env["HERALD_PRESENCE_STATE_REQUIRED"] === "1") {
   it("has a herald binary with setPresenceState", () => {
     throw new Error(unavailable);
   });
 } else {
   console.warn(`presence state against the gateway skipped: ${unavailable}`);
-  describe.skip(`per-channel presence state skipped: ${unavailable}`, presenceStateSuite);
+  describe.skip(`per-channel presence state skipped: ${unavailable}`, () =>
+    presenceStateSuite("json"));
 }

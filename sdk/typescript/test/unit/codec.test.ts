@@ -133,6 +133,43 @@ describe("the binary codec", () => {
     expect(invalid).toHaveLength(1);
   });
 
+  it("carries presence state: the command, members' states, state pushes and diffs", () => {
+    const text = [
+      encodeCommand(1, "setPresenceState", { channel: "a:b", state: { cell: "B3" } }),
+      encodeCommand(2, "setPresenceState", { channel: "a:b", state: null }),
+    ].join("\n");
+    const [set, clear] = commands(encodeBinaryCommands(text));
+    const state = (command: Command | undefined) =>
+      command?.method.case === "setPresenceState" ? command.method.value.state : undefined;
+    expect(JSON.parse(new TextDecoder().decode(state(set)))).toEqual({ cell: "B3" });
+    expect(state(clear)).toHaveLength(0);
+
+    const bytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    const push = (kind: any) =>
+      sizeDelimitedEncode(
+        ReplySchema,
+        create(ReplySchema, { kind: { case: "push", value: { channel: "a:b", kind } } }),
+      );
+    const frame = concat(
+      push({
+        case: "join",
+        value: { user: "ann", client: "c1", joinedAt: 1n, state: bytes(7) },
+      }),
+      push({ case: "state", value: { user: "ann", client: "c1", state: bytes({ x: 1 }) } }),
+      push({ case: "state", value: { user: "ann", client: "c1" } }),
+      push({
+        case: "presence",
+        value: { states: [{ user: "bob", client: "c2", state: bytes("here") }] },
+      }),
+    );
+    expect(decodeBinaryFrame(frame).map((m) => m.push)).toEqual([
+      { channel: "a:b", join: { user: "ann", client: "c1", joinedAt: 1, state: 7 } },
+      { channel: "a:b", state: { user: "ann", client: "c1", state: { x: 1 } } },
+      { channel: "a:b", state: { user: "ann", client: "c1", state: null } },
+      { channel: "a:b", presence: { states: [{ user: "bob", client: "c2", state: "here" }] } },
+    ]);
+  });
+
   it("carries rpc, connect's server-side positions and the subscribe push", () => {
     const text = [
       encodeCommand(1, "connect", {
