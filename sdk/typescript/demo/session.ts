@@ -60,5 +60,7 @@ export function demoClient(user: string, firstToken: string | null = null): Hera
       return first ?? fetchToken(user);
     },
     name: "herald-demo",
+    // The URL follows the page's own scheme: ws:// only for a page served over http://.
+    allowInsecureTransport: true,
   });
 }

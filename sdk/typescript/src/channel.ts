@@ -8,6 +8,7 @@ import {
   type SubscribeResult,
   type WirePresenceDiff,
   type WirePresenceMember,
+  type WirePresenceState,
   type WirePublication,
   type WireTyper,
 } from "./protocol.js";
@@ -21,6 +22,11 @@ export type SubscriptionTokenSource = (channel: string) => string | Promise<stri
 
 /** Options of {@link HeraldClient.subscribe}. */
 export interface SubscribeOptions {
+  /**
+   * A subscription token for the channel, used as is for every subscribe (a fixed token
+   * cannot be refreshed: prefer `getToken`, which is called again before it expires).
+   */
+  token?: string;
   /**
    * A subscription token for the channel, from your backend (a JWT with `sub`, `channel` and
    * `exp`). Called for every subscribe (the first, after a reconnect, after the server ended
@@ -63,6 +69,8 @@ export interface SubscriptionEvents {
   recovered: (info: SubscribedInfo) => void;
   /** After a reconnect: history no longer covers the gap; refetch the channel's state. */
   state_lost: (info: SubscribedInfo) => void;
+  /** With `state_lost` (and the client's `sync_requested`): refetch the channel's state. */
+  sync_requested: (info: SubscribedInfo) => void;
   /** The server ended the subscription (2000, 2403, …): it will not resume by itself. */
   unsubscribed: (info: UnsubscribedInfo) => void;
   /** Subscribing failed (permission denied, unknown channel…), or a presence fetch did. */
@@ -102,6 +110,18 @@ export interface ChannelHost {
   now(): number;
   /** How long before a token's expiry it is refreshed, ms. */
   readonly refreshBeforeExpiryMs: number;
+  /** A channel's recovery failed: the client emits `sync_requested`. */
+  syncRequested(info: SubscribedInfo): void;
+}
+
+/** The largest presence state, bytes of JSON (the gateway's default limit). */
+export const PRESENCE_STATE_BYTES = 1024;
+/** The gateway takes one state change per channel and connection per this many ms. */
+const PRESENCE_STATE_INTERVAL_MS = 250;
+
+interface StateWaiter {
+  resolve: () => void;
+  reject: (error: HeraldError) => void;
 }
 
 /** An in-flight subscribe that stopped mattering before it was sent. */
@@ -146,6 +166,14 @@ export class ChannelState {
   private getToken: SubscriptionTokenSource | undefined;
   /** Sends `subRefresh` before the subscription token expires (only with `getToken`). */
   private tokenRefresher: TokenRefresher | undefined;
+  /** The live handles, for `HeraldClient.unsubscribe(channel)`. */
+  readonly handles = new Set<{ unsubscribe(): void }>();
+  /** The presence state this connection wants in the channel (null: none). */
+  presenceState: unknown = null;
+  /** `setPresenceState` calls waiting for the next send's acknowledgement. */
+  private stateWaiters: StateWaiter[] = [];
+  private stateTimer: ReturnType<typeof setTimeout> | undefined;
+  private stateSentAt = -Infinity;
 
   /** Creates the state of `channel`. */
   constructor(
@@ -197,6 +225,95 @@ export class ChannelState {
       refreshed: () => {},
       failed: (error) => this.lifecycle.emit("error", error),
     });
+  }
+
+  /** Drops every handle (their listeners too). */
+  releaseHandles(): void {
+    for (const handle of [...this.handles]) handle.unsubscribe();
+  }
+
+  /**
+   * Sets this connection's presence state in the channel: coalesced to one send per 250 ms
+   * (the last state wins), sent once subscribed, and again after every resubscribe.
+   */
+  setPresenceState(state: unknown): Promise<void> {
+    const next = state === undefined ? null : state;
+    const bytes = new TextEncoder().encode(JSON.stringify(next)).length;
+    if (bytes > PRESENCE_STATE_BYTES) {
+      return Promise.reject(
+        new HeraldError(
+          "message_too_large",
+          `setPresenceState: ${bytes} bytes of JSON is over ${PRESENCE_STATE_BYTES}`,
+          false,
+        ),
+      );
+    }
+    if (this.phase === "ended" || this.phase === "failed") {
+      return Promise.reject(
+        new HeraldError(
+          "disconnected",
+          `setPresenceState: ${this.channel} is not subscribed`,
+          false,
+        ),
+      );
+    }
+    const changed = this.presenceState !== next;
+    this.presenceState = next;
+    if (changed) this.presence.notify();
+    return new Promise<void>((resolve, reject) => {
+      this.stateWaiters.push({ resolve, reject });
+      this.scheduleState();
+    });
+  }
+
+  private scheduleState(): void {
+    if (this.stateTimer !== undefined) return;
+    if (this.phase !== "subscribed" || !this.host.isConnected()) return;
+    const wait = this.stateSentAt + PRESENCE_STATE_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      this.stateTimer = setTimeout(() => {
+        this.stateTimer = undefined;
+        this.scheduleState();
+      }, wait);
+      return;
+    }
+    const waiters = this.stateWaiters;
+    this.stateWaiters = [];
+    this.stateSentAt = Date.now();
+    this.host
+      .request("setPresenceState", { channel: this.channel, state: this.presenceState })
+      .then(
+        () => {
+          for (const waiter of waiters) waiter.resolve();
+        },
+        (error: unknown) => {
+          const heraldError =
+            error instanceof HeraldError
+              ? error
+              : new HeraldError("transport", String(error), true);
+          // The connection dropped: the resubscribe sends the state again and settles them.
+          if (heraldError.code === "disconnected") {
+            this.stateWaiters.push(...waiters);
+            return;
+          }
+          for (const waiter of waiters) waiter.reject(heraldError);
+        },
+      );
+  }
+
+  /** The subscription ended: the state is gone, and whoever waits for it is told. */
+  private dropPresenceState(): void {
+    clearTimeout(this.stateTimer);
+    this.stateTimer = undefined;
+    this.presenceState = null;
+    const waiters = this.stateWaiters;
+    this.stateWaiters = [];
+    const error = new HeraldError(
+      "disconnected",
+      `setPresenceState: ${this.channel} was unsubscribed`,
+      false,
+    );
+    for (const waiter of waiters) waiter.reject(error);
   }
 
   /** One more handle; a subscription the gateway refused is tried again for it. */
@@ -253,6 +370,8 @@ export class ChannelState {
   /** The connection was lost: the gateway forgot the subscription. */
   disconnected(): void {
     this.tokenRefresher?.stop();
+    clearTimeout(this.stateTimer);
+    this.stateTimer = undefined;
     this.attemptId += 1;
     this.onServer = false;
     this.early = [];
@@ -314,6 +433,7 @@ export class ChannelState {
     }
     this.phase = "ended";
     this.presence.reset();
+    this.dropPresenceState();
     this.host.release(this);
     this.lifecycle.emit("unsubscribed", { channel: this.channel, code, reason });
   }
@@ -328,6 +448,11 @@ export class ChannelState {
   /** A `presence` push (batched joins and leaves) for this channel. */
   presenceDiff(diff: WirePresenceDiff): void {
     if (this.phase === "subscribed") this.presence.diff(diff);
+  }
+
+  /** A `state` push: a member's presence state changed. */
+  presenceStateEvent(wire: WirePresenceState): void {
+    if (this.phase === "subscribed") this.presence.state(wire);
   }
 
   /** A `typing` push for this channel. */
@@ -476,7 +601,16 @@ export class ChannelState {
     };
     this.lifecycle.emit("subscribed", info);
     if (recover) this.lifecycle.emit(recovered ? "recovered" : "state_lost", info);
+    if (recover && !recovered) {
+      this.lifecycle.emit("sync_requested", info);
+      this.host.syncRequested(info);
+    }
     this.presence.subscribed();
+    // The gateway forgot the state with the old subscription.
+    if (this.presenceState !== null || this.stateWaiters.length > 0) {
+      if (this.stateWaiters.length === 0) this.stateWaiters.push({ resolve() {}, reject() {} });
+      this.scheduleState();
+    }
   }
 
   private refused(error: unknown): void {
@@ -536,6 +670,7 @@ export class ChannelState {
   /** No handle left: unsubscribe on the gateway and forget the channel. */
   private end(): void {
     this.tokenRefresher?.stop();
+    this.dropPresenceState();
     this.typing.stop();
     const wasOnServer = this.onServer;
     this.attemptId += 1;

@@ -1,5 +1,10 @@
 import { Backoff, jitter } from "./backoff.js";
-import { ChannelState, type ChannelHost, type SubscribeOptions } from "./channel.js";
+import {
+  ChannelState,
+  type ChannelHost,
+  type SubscribeOptions,
+  type SubscriptionEvents,
+} from "./channel.js";
 import { Commands, WaitingCommands } from "./commands.js";
 import { Emitter, type Unsubscribe } from "./emitter.js";
 import { EnvironmentWatch } from "./environment.js";
@@ -10,11 +15,11 @@ import type {
   History,
   HistoryOptions,
   QueryClientLike,
-  QueuedPublication,
   TransportKind,
   UserStatusChange,
 } from "./events.js";
 import { Heartbeat } from "./heartbeat.js";
+import { Outbox, type OutgoingPublish } from "./outbox.js";
 import { resolveOptions, type HeraldOptions, type ResolvedOptions } from "./options.js";
 import type { PresenceMember, SettableStatus } from "./presence.js";
 import {
@@ -24,6 +29,8 @@ import {
   type ConnectResult,
   type HistoryResult,
   type PingResult,
+  type PresenceStatsResult,
+  type PublishParams,
   type PublishResult,
   type ReconnectAdvice,
   type RefreshResult,
@@ -41,6 +48,23 @@ import type { Transport, TransportClose } from "./transport/types.js";
 import { TransportSelector } from "./transport/select.js";
 import { createWebSocketTransport } from "./transport/websocket.js";
 import type { Typer } from "./typing.js";
+
+/** Options of {@link HeraldClient.publish}. */
+export interface PublishOptions {
+  /**
+   * The publish's idempotency key (at most 256 bytes): the gateway applies one publish per
+   * key and user within 5 minutes. Default: a random one per publish, reused by its retries.
+   */
+  idempotencyKey?: string;
+}
+
+/** What {@link HeraldClient.presenceStats} answers. */
+export type PresenceStats = PresenceStatsResult;
+
+/** Handlers by event name, for {@link HeraldClient.subscribeToChannel}. */
+export type ChannelHandlers<E extends EventMap = EventMap> = {
+  [K in keyof E & string]?: (data: E[K], publication: Publication<E[K]>) => void;
+} & { [K in keyof SubscriptionEvents]?: SubscriptionEvents[K] };
 
 /** A command that waits in the offline queue for the next connect. */
 interface Queued {
@@ -79,6 +103,11 @@ export class HeraldClient {
   private readonly commands = new Commands();
   private readonly waiting = new WaitingCommands();
   private readonly queue: BoundedQueue<Queued>;
+  private readonly outbox: Outbox;
+  /** `connect()` promises waiting for the session (or a fatal close). */
+  private connectWaiters: { resolve: () => void; reject: (error: HeraldError) => void }[] = [];
+  /** `connect()` (or a lazy connect) ran, or `disconnect()` did: no more lazy connects. */
+  private started = false;
   private readonly heartbeat: Heartbeat;
   private readonly refresher: TokenRefresher;
 
@@ -108,13 +137,24 @@ export class HeraldClient {
   private desiredStatus: SettableStatus | null = null;
 
   private readonly transports: TransportSelector;
-  private readonly environment = new EnvironmentWatch(() => this.retryNow());
+  private readonly environment = new EnvironmentWatch(
+    () => this.backOnline(),
+    () => this.wentOffline(),
+  );
 
   /** Use {@link createClient}. */
   constructor(options: HeraldOptions) {
     this.options = resolveOptions(options);
     this.backoff = new Backoff(this.options.backoff, this.options.random);
     this.queue = new BoundedQueue(this.options.offlineQueueSize);
+    this.outbox = new Outbox(
+      {
+        isConnected: () => this.state === "connected",
+        send: (params) => this.send<PublishResult>("publish", params),
+        changed: () => this.persistQueue(),
+      },
+      this.options.publishesPerSecond,
+    );
     this.transports = new TransportSelector(
       this.options.transport,
       this.options.WebSocket !== undefined,
@@ -166,25 +206,51 @@ export class HeraldClient {
         idleMs: this.options.typingIdleMs,
         expiryMs: this.options.typingExpiryMs,
       },
+      syncRequested: (info) => this.events.emit("sync_requested", info),
     };
+    this.restoreQueue();
+    if (this.options.autoConnect) this.connect().catch(() => {});
   }
 
   // ---- connection --------------------------------------------------------------------
 
-  /** Connects (no-op while connected or already trying). Starts over after `permanently_disconnected`. */
-  connect(): void {
-    if (
-      this.state === "connecting" ||
-      this.state === "connected" ||
-      this.state === "reconnecting"
-    ) {
-      return;
+  /**
+   * Connects, and resolves once connected. Idempotent: while connected it resolves at once,
+   * while trying it waits for the same attempt. Rejects (a {@link HeraldError} `disconnected`,
+   * not temporary) on a close that stops the client (4000–4099 but 4002 and 4009), when
+   * reconnecting gives up (`permanently_disconnected`), or on `disconnect()`
+   * (`client_closed`). Starts over after `permanently_disconnected` and `disconnected`.
+   * Ignoring the promise is fine: a rejection nobody awaits is not reported as unhandled.
+   */
+  connect(): Promise<void> {
+    this.started = true;
+    if (this.state === "connected") return Promise.resolve();
+    const promise = new Promise<void>((resolve, reject) => {
+      this.connectWaiters.push({ resolve, reject });
+    });
+    promise.catch(() => {});
+    if (this.state !== "connecting" && this.state !== "reconnecting" && this.state !== "offline") {
+      this.backoff.reset();
+      this.transports.reset();
+      this.environment.attach(true);
+      if (EnvironmentWatch.isOffline()) {
+        this.setState("offline");
+      } else {
+        this.setState("connecting");
+        void this.open();
+      }
     }
-    this.backoff.reset();
-    this.transports.reset();
-    this.environment.attach(true);
-    this.setState("connecting");
-    void this.open();
+    return promise;
+  }
+
+  /** Settles the `connect()` promises. */
+  private settleConnect(error: HeraldError | null): void {
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const waiter of waiters) {
+      if (error) waiter.reject(error);
+      else waiter.resolve();
+    }
   }
 
   /**
@@ -196,6 +262,7 @@ export class HeraldClient {
     if (this.state === "connected") {
       for (const channel of this.channels.values()) channel.typing.stop();
     }
+    this.started = true;
     this.generation += 1;
     const transport = this.transport;
     this.teardown("client_closed");
@@ -204,7 +271,10 @@ export class HeraldClient {
     this.reconnectTimer = undefined;
     const error = new HeraldError("client_closed", "the client disconnected", false);
     this.waiting.failAll(error);
+    this.outbox.failAll(error);
     for (const item of this.queue.drain()) item.reject(error);
+    this.persistQueue();
+    this.settleConnect(error);
     this.environment.attach(false);
     const was = this.state;
     this.setState("disconnected");
@@ -259,6 +329,11 @@ export class HeraldClient {
     return this.events.on(event, listener);
   }
 
+  /** Removes `listener` from a client event (every time it was added), like the function `on` returns. */
+  off<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): void {
+    this.events.off(event, listener);
+  }
+
   // ---- channels ----------------------------------------------------------------------
 
   /**
@@ -266,8 +341,9 @@ export class HeraldClient {
    * on the gateway however many handles exist; it is unsubscribed when the last handle's
    * `unsubscribe()` runs (coalesced within a task, so React StrictMode's mount–unmount–mount
    * sends one `subscribe`). Subscriptions made while offline start when connected.
-   * For channels authorised by subscription tokens, pass `getToken` (see
-   * {@link SubscribeOptions}).
+   * For channels authorised by subscription tokens, pass `token` or `getToken` (see
+   * {@link SubscribeOptions}). The first subscribe on a client that was never connected (nor
+   * disconnected) connects it.
    *
    * @typeParam E - event name → type of its `data`.
    */
@@ -281,7 +357,43 @@ export class HeraldClient {
       this.channels.set(channel, state);
     }
     if (options?.getToken) state.setTokenSource(options.getToken);
-    return new Subscription<E>(state);
+    else if (options?.token !== undefined) {
+      const token = options.token;
+      state.setTokenSource(() => token);
+    }
+    const subscription = new Subscription<E>(state);
+    if (!this.started) this.connect().catch(() => {});
+    return subscription;
+  }
+
+  /**
+   * Subscribes to `channel` with a handler per event (publication events, or the lifecycle
+   * events `subscribed`, `recovered`, `state_lost`, `sync_requested`, `unsubscribed`,
+   * `error`), and returns the handle.
+   */
+  subscribeToChannel<E extends EventMap = EventMap>(
+    channel: string,
+    handlers: ChannelHandlers<E>,
+    options?: SubscribeOptions,
+  ): Subscription<E> {
+    const subscription = this.subscribe<E>(channel, options);
+    for (const [event, handler] of Object.entries(handlers)) {
+      if (typeof handler === "function") {
+        (subscription.on as (event: string, listener: (...args: any[]) => void) => Unsubscribe)(
+          event,
+          handler as (...args: any[]) => void,
+        );
+      }
+    }
+    return subscription;
+  }
+
+  /**
+   * Drops every handle on `channel` (their listeners too): the gateway subscription ends.
+   * A server-side subscription stays (the server ends those).
+   */
+  unsubscribe(channel: string): void {
+    this.channels.get(channel)?.releaseHandles();
   }
 
   /** The channels with at least one live handle, and the server-side subscriptions. */
@@ -306,6 +418,14 @@ export class HeraldClient {
     return this.channels.get(channel)?.presence.peek() ?? EMPTY;
   }
 
+  /**
+   * How many users and connections are in a subscribed channel's presence (protocol
+   * `presenceStats`); waits for the connection while connecting.
+   */
+  presenceStats(channel: string): Promise<PresenceStats> {
+    return this.request<PresenceStatsResult>("presenceStats", { channel });
+  }
+
   /** Who is typing in a subscribed channel (empty when not subscribed). */
   getTypers(channel: string): readonly Typer[] {
     return this.channels.get(channel)?.typing.getTypers() ?? EMPTY;
@@ -315,12 +435,39 @@ export class HeraldClient {
    * Publishes an event from the client, where the channel's namespace allows it
    * (`client_publish`); the gateway stamps the sender and the time. While not connected the
    * publish waits in the offline queue (at most `offlineQueueSize`, oldest dropped with a
-   * `queue_overflow` event) and goes out, in order, after the next connect. A publish that
-   * was sent but not answered when the connection dropped fails with `disconnected`
-   * (it may or may not have been applied).
+   * `queue_overflow` event) and goes out, in order, after the next connect. At most
+   * `publishesPerSecond` (10) go out per channel per second; the excess waits, in order.
+   * Every publish carries an idempotency key: one sent but not answered when the connection
+   * dropped is sent again after the reconnect with the same key (applied once), so it
+   * rejects only on the gateway's error, a timeout, `disconnect()`, or `message_too_large`
+   * (over `maxMessageBytes`, checked before sending).
    */
-  publish(channel: string, event: string, data: unknown): Promise<PublishResult> {
-    return this.sendOrQueue<PublishResult>("publish", { channel, event, data });
+  publish(
+    channel: string,
+    event: string,
+    data: unknown,
+    options: PublishOptions = {},
+  ): Promise<PublishResult> {
+    const params = {
+      channel,
+      event,
+      data,
+      idempotencyKey: options.idempotencyKey ?? idempotencyKey(),
+    };
+    const tooLarge = this.oversize("publish", params);
+    if (tooLarge) return Promise.reject(tooLarge);
+    return new Promise<PublishResult>((resolve, reject) => {
+      const item: OutgoingPublish = { params, resolve, reject };
+      if (this.state === "connected") this.outbox.add(item);
+      else
+        this.enqueue({
+          method: "publish",
+          params,
+          timeoutMs: this.options.commandTimeoutMs,
+          resolve: resolve as (value: unknown) => void,
+          reject,
+        });
+    });
   }
 
   /**
@@ -336,6 +483,8 @@ export class HeraldClient {
    */
   async rpc<T = unknown>(method: string, data?: unknown, options: RpcOptions = {}): Promise<T> {
     const params = data === undefined ? { method } : { method, data };
+    const tooLarge = this.oversize("rpc", params);
+    if (tooLarge) throw tooLarge;
     const result = await this.sendOrQueue<RpcResult>("rpc", params, options.timeout);
     return (result.data ?? null) as T;
   }
@@ -351,26 +500,96 @@ export class HeraldClient {
   ): Promise<T> {
     if (this.state === "connected") return this.send<T>(method, params, timeoutMs);
     return new Promise<T>((resolve, reject) => {
-      const queued: Queued = {
+      this.enqueue({
         method,
         params,
         timeoutMs,
         resolve: resolve as (value: unknown) => void,
         reject,
-      };
-      for (const item of this.queue.push(queued)) {
-        item.reject(
-          new HeraldError(
-            "queue_overflow",
-            `${item.method} dropped: the offline queue is full`,
-            true,
-          ),
-        );
-        if (item.method === "publish") {
-          this.events.emit("queue_overflow", { ...(item.params as QueuedPublication) });
-        }
-      }
+      });
     });
+  }
+
+  /** Puts a command in the offline queue, dropping the oldest when full. */
+  private enqueue(queued: Queued): void {
+    for (const item of this.queue.push(queued)) {
+      item.reject(
+        new HeraldError(
+          "queue_overflow",
+          `${item.method} dropped: the offline queue is full`,
+          true,
+        ),
+      );
+      if (item.method === "publish") {
+        const { channel, event, data } = item.params as PublishParams;
+        this.events.emit("queue_overflow", { channel, event, data });
+      }
+    }
+    if (queued.method === "publish") this.persistQueue();
+  }
+
+  /** The local error for a command over `maxMessageBytes`, or null when it fits. */
+  private oversize(method: string, params: unknown): HeraldError | null {
+    const bytes = commandBytes(method, params);
+    if (bytes <= this.options.maxMessageBytes) return null;
+    return new HeraldError(
+      "message_too_large",
+      `${method}: ${bytes} bytes is over the ${this.options.maxMessageBytes}-byte message limit`,
+      false,
+    );
+  }
+
+  /** Saves the unsent publishes (with `persistOfflineQueue`). */
+  private persistQueue(): void {
+    const persistence = this.options.persistence;
+    if (!persistence) return;
+    const publishes = [
+      ...this.outbox.items().map((item) => item.params),
+      ...this.queue
+        .peek()
+        .filter((item) => item.method === "publish")
+        .map((item) => item.params as PublishParams),
+    ];
+    try {
+      if (publishes.length === 0) persistence.storage.removeItem(persistence.key);
+      else persistence.storage.setItem(persistence.key, JSON.stringify(publishes));
+    } catch (error) {
+      // A full or blocked storage loses only the persistence, not the publishes.
+      this.events.emit(
+        "error",
+        new HeraldError("transport", `saving the offline queue failed: ${describe(error)}`, true),
+      );
+    }
+  }
+
+  /** Queues the publishes a previous page left unsent (with `persistOfflineQueue`). */
+  private restoreQueue(): void {
+    const persistence = this.options.persistence;
+    if (!persistence) return;
+    let saved: unknown;
+    try {
+      saved = JSON.parse(persistence.storage.getItem(persistence.key) ?? "[]");
+    } catch {
+      saved = [];
+    }
+    if (!Array.isArray(saved)) return;
+    for (const entry of saved as Partial<PublishParams>[]) {
+      if (typeof entry?.channel !== "string" || typeof entry.event !== "string") continue;
+      const params = {
+        channel: entry.channel,
+        event: entry.event,
+        data: entry.data ?? null,
+        idempotencyKey:
+          typeof entry.idempotencyKey === "string" ? entry.idempotencyKey : idempotencyKey(),
+      };
+      this.enqueue({
+        method: "publish",
+        params,
+        timeoutMs: this.options.commandTimeoutMs,
+        resolve: () => {},
+        reject: (error) => this.events.emit("error", error),
+      });
+    }
   }
 
   /**
@@ -411,10 +630,32 @@ export class HeraldClient {
    * their connections (protocol method `setStatus`). Remembered and sent again after each
    * reconnect; while not connected the promise resolves at once.
    */
-  async setPresenceState(status: SettableStatus): Promise<void> {
+  async setStatus(status: SettableStatus): Promise<void> {
     this.desiredStatus = status;
     if (this.state !== "connected") return;
     await this.send("setStatus", { status });
+  }
+
+  /** The user's status: the same as {@link setStatus}. */
+  setPresenceState(status: SettableStatus): Promise<void>;
+  /**
+   * Attaches a small JSON `state` to this connection's presence in a subscribed `channel`
+   * (null clears it), shown to the channel's members (`state` of {@link PresenceMember}).
+   * Resolves when the gateway acknowledged it. Calls closer than 250 ms apart are coalesced
+   * (the last state goes out); a state over 1024 bytes of JSON rejects with
+   * `message_too_large`. Sent again after each resubscribe while the channel is subscribed.
+   */
+  setPresenceState(channel: string, state: unknown): Promise<void>;
+  setPresenceState(first: string, state?: unknown): Promise<void> {
+    if (arguments.length < 2) return this.setStatus(first as SettableStatus);
+    const channel = this.channels.get(first);
+    if (!channel) return Promise.reject(notConnected("setPresenceState"));
+    return channel.setPresenceState(state);
+  }
+
+  /** The state this connection set in `channel`'s presence (null: none). */
+  getPresenceState(channel: string): unknown {
+    return this.channels.get(channel)?.presenceState ?? null;
   }
 
   /**
@@ -594,6 +835,7 @@ export class HeraldClient {
     this.backoff.reset();
     this.transports.connected();
     this.setState("connected");
+    this.settleConnect(null);
     this.refresher.start(result.expires);
     this.heartbeat.start(
       (timeoutMs) => this.send<PingResult>("ping", {}, timeoutMs),
@@ -609,8 +851,18 @@ export class HeraldClient {
       this.host.send("setStatus", { status: this.desiredStatus });
     }
     this.waiting.flush((method, params) => this.send(method, params));
+    // Publishes left from the last connection first: they are older than the queued ones.
+    this.outbox.connected();
     for (const item of this.queue.drain()) {
-      this.send(item.method, item.params, item.timeoutMs).then(item.resolve, item.reject);
+      if (item.method === "publish") {
+        this.outbox.add({
+          params: item.params as OutgoingPublish["params"],
+          resolve: item.resolve,
+          reject: item.reject,
+        });
+      } else {
+        this.send(item.method, item.params, item.timeoutMs).then(item.resolve, item.reject);
+      }
     }
     this.events.emit("connected", {
       clientId: result.client,
@@ -665,6 +917,7 @@ export class HeraldClient {
     else if (push.leave) channel.presenceEvent("leave", push.leave);
     else if (push.presence) channel.presenceDiff(push.presence);
     else if (push.typing) channel.typingEvent(push.typing);
+    else if (push.state) channel.presenceStateEvent(push.state);
   }
 
   /** A `subscribe` push: the server subscribed this connection to `name`, or restored it. */
@@ -727,12 +980,13 @@ export class HeraldClient {
   /** Decides what follows a close. */
   private afterClose(advice: ReconnectAdvice, wasConnected: boolean): void {
     switch (advice) {
-      case "stop":
-        this.waiting.failAll(
-          new HeraldError("disconnected", "the gateway closed the connection", false),
-        );
+      case "stop": {
+        const error = new HeraldError("disconnected", "the gateway closed the connection", false);
+        this.waiting.failAll(error);
         this.setState("disconnected");
+        this.settleConnect(error);
         return;
+      }
       case "refresh_token":
         this.tokenStale = true;
         // A token fetched just now that is already expired (a clock off, a stale token
@@ -752,8 +1006,11 @@ export class HeraldClient {
         break;
     }
     if (this.backoff.exhausted) {
-      this.waiting.failAll(new HeraldError("disconnected", "gave up reconnecting", false));
+      const error = new HeraldError("disconnected", "gave up reconnecting", false);
+      this.waiting.failAll(error);
       this.setState("permanently_disconnected");
+      this.events.emit("permanently_disconnected", { attempts: this.backoff.failures });
+      this.settleConnect(error);
       return;
     }
     this.reconnectIn(this.backoff.next());
@@ -778,6 +1035,7 @@ export class HeraldClient {
     this.transport = null;
     this.session = null;
     this.heldPushes = [];
+    this.outbox.disconnected();
     this.commands.failAll(code);
     for (const channel of this.channels.values()) channel.disconnected();
   }
@@ -789,6 +1047,42 @@ export class HeraldClient {
     const previous = this.state;
     this.state = state;
     this.stateListeners.emit("change", state, previous);
+  }
+
+  /**
+   * The browser says the network is gone: drop the connection (it would only time out) and
+   * wait for `online` instead of spending reconnect attempts.
+   */
+  private wentOffline(): void {
+    if (
+      this.state !== "connected" &&
+      this.state !== "connecting" &&
+      this.state !== "reconnecting"
+    ) {
+      return;
+    }
+    const wasConnected = this.state === "connected";
+    this.generation += 1;
+    const transport = this.transport;
+    this.teardown("disconnected");
+    transport?.close(1000, "offline");
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.setState("offline");
+    if (wasConnected) {
+      this.events.emit("disconnected", { code: 1006, reason: "offline", advice: "backoff" });
+    }
+  }
+
+  /** The network is back: reconnect now. */
+  private backOnline(): void {
+    if (this.state === "offline") {
+      this.backoff.reset();
+      this.setState("reconnecting");
+      void this.open();
+      return;
+    }
+    this.retryNow();
   }
 
   /** Tries at once instead of waiting out the backoff. */
@@ -814,6 +1108,22 @@ export class HeraldClient {
  */
 export function createClient(options: HeraldOptions): HeraldClient {
   return new HeraldClient(options);
+}
+
+/** A random idempotency key (122 bits; base 36 where `crypto.randomUUID` is missing). */
+function idempotencyKey(): string {
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (typeof crypto?.randomUUID === "function") return crypto.randomUUID();
+  let key = "";
+  while (key.length < 24) key += Math.random().toString(36).slice(2);
+  return key.slice(0, 24);
+}
+
+const encoder = new TextEncoder();
+
+/** UTF-8 bytes of a command's JSON line. */
+function commandBytes(method: string, params: unknown): number {
+  return encoder.encode(JSON.stringify({ id: 0, [method]: params })).length;
 }
 
 function notConnected(method: string): HeraldError {

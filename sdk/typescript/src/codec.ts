@@ -27,6 +27,7 @@ import {
   RefreshRequestSchema,
   ReplySchema,
   RpcRequestSchema,
+  SetPresenceStateRequestSchema,
   SetStatusRequestSchema,
   StreamPositionSchema,
   SubRefreshRequestSchema,
@@ -39,6 +40,7 @@ import {
   type Push,
   type Reply,
   type Result,
+  type StatePush,
   type SubscribeResult,
   type TypingPush,
 } from "./gen/herald/v1/client_pb.js";
@@ -47,6 +49,7 @@ import type {
   StreamPosition,
   SubscribeResult as WireSubscribeResult,
   WirePresenceMember,
+  WirePresenceState,
   WirePublication,
   WirePush,
   WireTyper,
@@ -106,6 +109,7 @@ function method(name: string, p: Params): Command["method"] {
           channel,
           event: str(p.event),
           data: encoder.encode(JSON.stringify(p.data ?? null)),
+          idempotencyKey: str(p.idempotencyKey),
         }),
       };
     case "rpc":
@@ -147,6 +151,18 @@ function method(name: string, p: Params): Command["method"] {
       return {
         case: name,
         value: create(TypingRequestSchema, { channel, active: p.active === true }),
+      };
+    case "setPresenceState":
+      return {
+        case: name,
+        value: create(SetPresenceStateRequestSchema, {
+          channel,
+          // Empty clears it, as `null` does in JSON.
+          state:
+            p.state === null || p.state === undefined
+              ? new Uint8Array()
+              : encoder.encode(JSON.stringify(p.state)),
+        }),
       };
     default:
       throw new TypeError(`herald: no binary form for method ${JSON.stringify(name)}`);
@@ -230,7 +246,12 @@ function member(m: PresenceMember): WirePresenceMember {
   const info = optionalJson(m.info);
   if (info !== undefined) out.info = info;
   if (m.status !== "") out.status = m.status;
+  if (m.state.length > 0) out.state = json(m.state);
   return out;
+}
+
+function presenceState(s: StatePush): WirePresenceState {
+  return { user: s.user, client: s.client, state: s.state.length === 0 ? null : json(s.state) };
 }
 
 function typer(t: TypingPush): WireTyper {
@@ -319,7 +340,11 @@ function push(p: Push): WirePush {
       out.presence = {
         ...(value.joins.length > 0 ? { joins: value.joins.map(member) } : {}),
         ...(value.leaves.length > 0 ? { leaves: value.leaves.map(member) } : {}),
+        ...(value.states.length > 0 ? { states: value.states.map(presenceState) } : {}),
       };
+      break;
+    case "state":
+      out.state = presenceState(value);
       break;
     case "typing":
       out.typing = typer(value);

@@ -4,12 +4,15 @@ export type Unsubscribe = () => void;
 /** Any function: listener types are checked where an {@link Emitter} is declared. */
 type Listener = (...args: any[]) => void;
 
+/** A registered listener: a wrapper, so that one function added twice is two entries. */
+type Entry = Listener & { original: Listener };
+
 /**
  * A small typed event emitter. A throwing listener does not stop the others: its error is
  * reported with `reportError` (browsers, Node) or rethrown asynchronously.
  */
 export class Emitter<Events extends { [K in keyof Events]: Listener }> {
-  private readonly listeners = new Map<keyof Events, Set<Listener>>();
+  private readonly listeners = new Map<keyof Events, Set<Entry>>();
 
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(event: K, listener: Events[K]): Unsubscribe {
@@ -19,11 +22,18 @@ export class Emitter<Events extends { [K in keyof Events]: Listener }> {
       this.listeners.set(event, set);
     }
     // Wrapped so that the same function added twice is two listeners, each removable.
-    const entry: Listener = (...args) => listener(...args);
+    const entry = Object.assign((...args: unknown[]) => listener(...args), { original: listener });
     set.add(entry);
     return () => {
       set.delete(entry);
     };
+  }
+
+  /** Removes every registration of `listener` for `event`. */
+  off<K extends keyof Events>(event: K, listener: Events[K]): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const entry of [...set]) if (entry.original === listener) set.delete(entry);
   }
 
   /** Calls every listener of `event` with `args`. */

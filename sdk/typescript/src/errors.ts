@@ -6,10 +6,17 @@ import type { WireError } from "./protocol.js";
  * - `disconnected`: the connection ended before the reply, or the client is not connected;
  * - `queue_overflow`: a publish or rpc queued while offline was dropped to make room;
  * - `client_closed`: `disconnect()` was called while the command was pending or queued;
- * - `transport`: the transport failed (a bad handshake, a lost SSE session).
+ * - `transport`: the transport failed (a bad handshake, a lost SSE session);
+ * - `message_too_large`: the command is over `maxMessageBytes` (or a presence state over
+ *   1024 bytes); it was not sent (the gateway would close the connection with 4009).
  */
 export type LocalErrorCode =
-  "timeout" | "disconnected" | "queue_overflow" | "client_closed" | "transport";
+  | "timeout"
+  | "disconnected"
+  | "queue_overflow"
+  | "client_closed"
+  | "transport"
+  | "message_too_large";
 
 /**
  * An error from Herald: either a protocol error reply (numeric `code`, see

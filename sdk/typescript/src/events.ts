@@ -1,4 +1,4 @@
-import type { UnsubscribedInfo } from "./channel.js";
+import type { SubscribedInfo, UnsubscribedInfo } from "./channel.js";
 import type { HeraldError } from "./errors.js";
 import type { PresenceStatus } from "./presence.js";
 import type { ReconnectAdvice } from "./protocol.js";
@@ -10,11 +10,18 @@ import type { TransportKind } from "./transport/select.js";
  * - `connecting`: the first attempt after `connect()`;
  * - `connected`: authenticated, commands flow;
  * - `reconnecting`: lost, waiting for (or making) the next attempt;
+ * - `offline`: the browser says there is no network (`offline` event, `navigator.onLine`):
+ *   not trying until it is back (`online`); publishes queue meanwhile;
  * - `disconnected`: not connected and not trying (`disconnect()`, or a 4000–4099 close);
  * - `permanently_disconnected`: gave up after the backoff's `maxAttempts`; `connect()` starts over.
  */
 export type ConnectionState =
-  "connecting" | "connected" | "reconnecting" | "disconnected" | "permanently_disconnected";
+  | "connecting"
+  | "connected"
+  | "reconnecting"
+  | "offline"
+  | "disconnected"
+  | "permanently_disconnected";
 
 export type { TransportKind };
 
@@ -74,6 +81,16 @@ export interface ClientEvents {
   connected: (info: ConnectedInfo) => void;
   /** A connection ended. */
   disconnected: (info: DisconnectInfo) => void;
+  /**
+   * Reconnecting gave up after the backoff's `maxAttempts` (the state turned
+   * `permanently_disconnected`); `connect()` starts over.
+   */
+  permanently_disconnected: (info: { attempts: number }) => void;
+  /**
+   * A channel's recovery failed after a reconnect (beside its subscription's `state_lost`):
+   * publications were missed, refetch the channel's state from your API.
+   */
+  sync_requested: (info: SubscribedInfo) => void;
   /** The token was replaced on the open connection. */
   token_refreshed: (info: { expires: number }) => void;
   /** A user's status changed in an org. */

@@ -13,7 +13,14 @@
  * @packageDocumentation
  */
 
-export { createClient, HeraldClient, type RpcOptions } from "./client.js";
+export {
+  createClient,
+  HeraldClient,
+  type ChannelHandlers,
+  type PresenceStats,
+  type PublishOptions,
+  type RpcOptions,
+} from "./client.js";
 export type {
   ClientEvents,
   ConnectedInfo,
@@ -28,7 +35,7 @@ export type {
 } from "./events.js";
 export { HeraldError, type LocalErrorCode } from "./errors.js";
 export type { Unsubscribe } from "./emitter.js";
-export type { HeraldOptions, ProtocolMode, TransportMode } from "./options.js";
+export type { HeraldOptions, ProtocolMode, StorageLike, TransportMode } from "./options.js";
 export { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from "./backoff.js";
 export {
   Subscription,

@@ -65,6 +65,37 @@ export interface HeraldOptions {
   version?: string;
   /** Random numbers in [0, 1) for jitter (tests pass a fixed one). Default `Math.random`. */
   random?: () => number;
+  /**
+   * Connect as soon as the client is created. Default false: the client connects on
+   * `connect()` or on the first `subscribe` (unless `disconnect()` ran before).
+   */
+  autoConnect?: boolean;
+  /**
+   * Allow `ws://` and `http://` URLs to hosts other than localhost (tokens and data would go
+   * in clear text). Default false: such URLs throw at creation.
+   */
+  allowInsecureTransport?: boolean;
+  /**
+   * The gateway's `HERALD_MAX_MESSAGE_BYTES`: a command bigger than this (UTF-8 bytes of its
+   * JSON) fails at once with `message_too_large` instead of being sent (the gateway would
+   * close the connection with 4009). Default 65536.
+   */
+  maxMessageBytes?: number;
+  /** Publishes sent per channel per second at most; later ones wait, in order. Default 10. */
+  publishesPerSecond?: number;
+  /**
+   * Keep unsent publishes (the offline queue) in `localStorage`, so that they survive a
+   * reload: `true`, or the storage and key to use. Default off. Restored publishes go out
+   * with their idempotency keys after the next connect; their failures are `error` events.
+   */
+  persistOfflineQueue?: boolean | { key?: string; storage?: StorageLike };
+}
+
+/** The part of the Web Storage API the offline queue's persistence uses. */
+export interface StorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
 }
 
 /** {@link HeraldOptions} with every default filled in. */
@@ -90,6 +121,11 @@ export interface ResolvedOptions {
   name: string;
   version: string;
   random: () => number;
+  autoConnect: boolean;
+  maxMessageBytes: number;
+  publishesPerSecond: number;
+  /** Where the offline queue is persisted, or null. */
+  persistence: { key: string; storage: StorageLike } | null;
 }
 
 /** The SDK's version, sent in `connect`. */
@@ -129,7 +165,16 @@ export function resolveOptions(options: HeraldOptions): ResolvedOptions {
     name: options.name ?? "herald-js",
     version: options.version ?? SDK_VERSION,
     random: options.random ?? Math.random,
+    autoConnect: options.autoConnect ?? false,
+    maxMessageBytes: options.maxMessageBytes ?? 65536,
+    publishesPerSecond: options.publishesPerSecond ?? 10,
+    persistence: persistence(options),
   };
+  if (!options.allowInsecureTransport) {
+    for (const url of [resolved.url, resolved.sseUrl, resolved.rpcUrl]) {
+      if (url !== undefined) refuseInsecure(url);
+    }
+  }
   if (resolved.transport === "websocket" && !resolved.WebSocket) {
     throw new TypeError(
       "herald: no WebSocket implementation: pass `WebSocket` (in Node 20: from the `ws` package)",
@@ -142,6 +187,48 @@ export function resolveOptions(options: HeraldOptions): ResolvedOptions {
     throw new TypeError("herald: neither WebSocket nor fetch is available: pass `WebSocket`");
   }
   return resolved;
+}
+
+/**
+ * Throws on a `ws://` or `http://` URL to a host other than localhost: tokens in clear text
+ * are a deployment mistake, not a choice to make silently.
+ */
+function refuseInsecure(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new TypeError(`herald: invalid URL ${url}`);
+  }
+  if (parsed.protocol !== "ws:" && parsed.protocol !== "http:") return;
+  if (isLocalHost(parsed.hostname)) return;
+  throw new TypeError(
+    `herald: ${parsed.protocol}// to ${parsed.hostname} sends tokens in clear text: use wss:// (https://), or pass allowInsecureTransport: true`,
+  );
+}
+
+function isLocalHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  return (
+    host === "localhost" ||
+    host.endsWith(".localhost") ||
+    /^127(\.\d{1,3}){3}$/.test(host) ||
+    host === "[::1]"
+  );
+}
+
+const DEFAULT_QUEUE_KEY = "herald:offline-queue";
+
+function persistence(options: HeraldOptions): ResolvedOptions["persistence"] {
+  const setting = options.persistOfflineQueue;
+  if (!setting) return null;
+  const custom = setting === true ? {} : setting;
+  const storage =
+    custom.storage ?? (globalThis as { localStorage?: StorageLike }).localStorage ?? undefined;
+  if (!storage) {
+    throw new TypeError("herald: persistOfflineQueue needs localStorage: pass `storage`");
+  }
+  return { key: custom.key ?? DEFAULT_QUEUE_KEY, storage };
 }
 
 function definedOnly<T extends object>(value: T): Partial<T> {

@@ -5,6 +5,7 @@ import {
   type PresenceResult,
   type WirePresenceDiff,
   type WirePresenceMember,
+  type WirePresenceState,
 } from "./protocol.js";
 
 /** A user's status: `offline` means the user has no connection left. */
@@ -29,6 +30,8 @@ export interface PresenceMember {
   joinedAt: number;
   /** The whole `info` claim of the user's token, as data (never render it as HTML). */
   info: Record<string, unknown> | null;
+  /** The connection's presence state in this channel (`setPresenceState`), when it has one. */
+  state?: unknown;
 }
 
 /** Maps the wire shape `{user, client, info:{name, avatar}, status, joinedAt}`. */
@@ -43,6 +46,7 @@ export function toMember(wire: WirePresenceMember, status?: PresenceStatus): Pre
   };
   if (typeof info?.["name"] === "string") member.name = info["name"];
   if (typeof info?.["avatar"] === "string") member.avatar = info["avatar"];
+  if (wire.state !== undefined && wire.state !== null) member.state = wire.state;
   return member;
 }
 
@@ -72,7 +76,8 @@ export interface PresenceHost {
 type Change =
   | { kind: "join"; wire: WirePresenceMember }
   | { kind: "leave"; wire: WirePresenceMember }
-  | { kind: "diff"; diff: WirePresenceDiff };
+  | { kind: "diff"; diff: WirePresenceDiff }
+  | { kind: "state"; wire: WirePresenceState };
 
 /**
  * A channel's live member list: the `presence` command after each (re)subscribe, then
@@ -160,6 +165,17 @@ export class PresenceTracker {
   leave(wire: WirePresenceMember): void {
     if (this.buffered) this.buffered.push({ kind: "leave", wire });
     else if (this.apply({ kind: "leave", wire })) this.emitter.emit("update", this.members);
+  }
+
+  /** Tells `update` listeners that something around the list changed (this connection's state). */
+  notify(): void {
+    this.emitter.emit("update", this.members);
+  }
+
+  /** A `state` push: a member's presence state changed. */
+  state(wire: WirePresenceState): void {
+    if (this.buffered) this.buffered.push({ kind: "state", wire });
+    else if (this.apply({ kind: "state", wire })) this.emitter.emit("update", this.members);
   }
 
   /** A `presence` push: a big channel's joins and leaves, batched. */
@@ -254,6 +270,12 @@ export class PresenceTracker {
   /** Applies a join, leave or diff; emits `join`/`leave` for each member it changed. */
   private apply(change: Change): boolean {
     if (change.kind === "diff") return this.applyDiff(change.diff);
+    if (change.kind === "state") {
+      const members = withStates(this.members, [change.wire]);
+      if (members === this.members) return false;
+      this.members = Object.freeze(members);
+      return true;
+    }
     const index = this.members.findIndex((m) => m.clientId === change.wire.client);
     if (change.kind === "join") {
       if (index >= 0) return false;
@@ -292,10 +314,34 @@ export class PresenceTracker {
       members.push(member);
       joined.push(member);
     }
-    if (left.length === 0 && joined.length === 0) return false;
-    this.members = Object.freeze(members);
+    const stated = withStates(members, diff.states ?? []);
+    if (left.length === 0 && joined.length === 0 && stated === members) return false;
+    this.members = Object.freeze(stated);
     for (const member of left) this.emitter.emit("leave", member);
     for (const member of joined) this.emitter.emit("join", member);
     return true;
   }
+}
+
+/** `members` with the states applied (the same array when nothing changed). */
+function withStates(
+  members: readonly PresenceMember[],
+  states: readonly WirePresenceState[],
+): readonly PresenceMember[] {
+  if (states.length === 0) return members;
+  const byClient = new Map(states.map((wire) => [wire.client, wire.state]));
+  let changed = false;
+  const next = members.map((member) => {
+    if (!byClient.has(member.clientId)) return member;
+    const state = byClient.get(member.clientId);
+    if (state === undefined || state === null) {
+      if (member.state === undefined) return member;
+      changed = true;
+      const { state: _dropped, ...rest } = member;
+      return rest;
+    }
+    changed = true;
+    return { ...member, state };
+  });
+  return changed ? next : members;
 }

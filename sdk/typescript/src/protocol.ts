@@ -68,6 +68,15 @@ export interface SubscribeResult {
   expires?: number;
 }
 
+/** `publish` params. */
+export interface PublishParams {
+  channel: string;
+  event: string;
+  data: unknown;
+  /** The same key within 5 minutes (per user) publishes once: at most 256 bytes. */
+  idempotencyKey?: string;
+}
+
 /** `publish` result. */
 export interface PublishResult {
   offset: number;
@@ -111,16 +120,27 @@ export interface WirePresenceMember {
   status?: string;
   /** Unix milliseconds. */
   joinedAt: number;
+  /** The connection's presence state in the channel (`setPresenceState`), when it has one. */
+  state?: unknown;
+}
+
+/** `state` push: a member's presence state changed (null: cleared). */
+export interface WirePresenceState {
+  user: string;
+  client: string;
+  state: unknown;
 }
 
 /**
  * `presence` push: a big channel's joins and leaves of the last second, batched (the gateway
  * sends these instead of `join`/`leave` pushes once a channel has more members than its push
- * limit). Apply `leaves`, then `joins`; either is absent when empty.
+ * limit). Apply `leaves`, then `joins`, then `states`; each is absent when empty.
  */
 export interface WirePresenceDiff {
   joins?: WirePresenceMember[];
   leaves?: WirePresenceMember[];
+  /** State changes, netted per connection: apply after `leaves` and `joins`. */
+  states?: WirePresenceState[];
 }
 
 /** `presence` result. */
@@ -130,6 +150,14 @@ export interface PresenceResult {
   more?: boolean;
   /** Where the next page starts (opaque), with `more`. */
   cursor?: string;
+}
+
+/** `presenceStats` result. */
+export interface PresenceStatsResult {
+  /** Distinct users in the channel's presence. */
+  users: number;
+  /** Connections in the channel's presence. */
+  clients: number;
 }
 
 /** `status` push on `org:<org>`. */
@@ -158,6 +186,7 @@ export interface WirePush {
   leave?: WirePresenceMember;
   presence?: WirePresenceDiff;
   typing?: WireTyper;
+  state?: WirePresenceState;
   status?: WireStatus;
   /** The server subscribed the connection to `channel` (a server-side subscription). */
   subscribe?: SubscribeResult;
@@ -224,9 +253,10 @@ export const CloseCodes = {
 
 /**
  * What a client does after a close:
- * - `stop`: do not reconnect as is (4000–4099 except 4002);
+ * - `stop`: do not reconnect as is (4000–4099 except 4002 and 4009);
  * - `refresh_token`: get a new token, then reconnect at once (4002);
- * - `backoff`: reconnect after exponential backoff (4100–4199, abnormal closes);
+ * - `backoff`: reconnect after exponential backoff (4100–4199, abnormal closes, and 4009:
+ *   the message too large was dropped, the connection itself is fine);
  * - `now`: reconnect at once with a little jitter (4200–4299).
  */
 export type ReconnectAdvice = "stop" | "refresh_token" | "backoff" | "now";
@@ -234,6 +264,7 @@ export type ReconnectAdvice = "stop" | "refresh_token" | "backoff" | "now";
 /** The reconnect advice for a close code, by the protocol's three classes. */
 export function reconnectAdvice(code: number): ReconnectAdvice {
   if (code === CloseCodes.tokenExpired) return "refresh_token";
+  if (code === CloseCodes.messageTooLarge) return "backoff";
   if (code >= 4000 && code <= 4099) return "stop";
   if (code >= 4200 && code <= 4299) return "now";
   return "backoff";

@@ -20,6 +20,11 @@ export class BoundedQueue<T> {
     return over > 0 ? this.items.splice(0, over) : [];
   }
 
+  /** The items, oldest first, left in place. */
+  peek(): readonly T[] {
+    return this.items;
+  }
+
   /** Removes and returns every item, oldest first. */
   drain(): T[] {
     const items = this.items;

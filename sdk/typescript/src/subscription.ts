@@ -15,8 +15,15 @@ export interface SubscriptionPresence {
   onJoin(listener: (member: PresenceMember) => void): Unsubscribe;
   /** A connection left. */
   onLeave(listener: (member: PresenceMember) => void): Unsubscribe;
-  /** The list changed (joins, leaves, status changes, refetches): the full list. */
+  /**
+   * The list changed (joins, leaves, status and state changes, refetches), or this
+   * connection's own state did: the full list.
+   */
   onUpdate(listener: (members: readonly PresenceMember[]) => void): Unsubscribe;
+  /** This connection's presence state in the channel (null: none). */
+  getMyState(): unknown;
+  /** Sets it: `HeraldClient.setPresenceState(channel, state)`. */
+  setMyState(state: unknown): Promise<void>;
 }
 
 /** Typing in a subscription's channel. */
@@ -45,18 +52,23 @@ export class Subscription<E extends EventMap = EventMap> {
   /** Typing in the channel. */
   readonly typing: SubscriptionTyping;
   private readonly cleanups = new Set<Unsubscribe>();
+  /** What each listener added with `on` is removed by, for `off`. */
+  private readonly added: { event: string; listener: unknown; off: Unsubscribe }[] = [];
   private released = false;
 
   /** @internal Created by {@link HeraldClient.subscribe}. */
   constructor(private readonly channelState: ChannelState) {
     const state = channelState;
     state.retain();
+    state.handles.add(this);
     const track = (off: Unsubscribe): Unsubscribe => this.track(off);
     this.presence = {
       getMembers: () => state.presence.getMembers(),
       onJoin: (listener) => track(state.presence.on("join", listener)),
       onLeave: (listener) => track(state.presence.on("leave", listener)),
       onUpdate: (listener) => track(state.presence.on("update", listener)),
+      getMyState: () => state.presenceState,
+      setMyState: (next) => state.setPresenceState(next),
     };
     this.typing = {
       start: () => {
@@ -92,7 +104,10 @@ export class Subscription<E extends EventMap = EventMap> {
     return position ? { ...position } : null;
   }
 
-  /** Listens to a lifecycle event: `subscribed`, `recovered`, `state_lost`, `unsubscribed`, `error`. */
+  /**
+   * Listens to a lifecycle event: `subscribed`, `recovered`, `state_lost`, `sync_requested`,
+   * `unsubscribed`, `error`.
+   */
   on<K extends keyof SubscriptionEvents>(event: K, listener: SubscriptionEvents[K]): Unsubscribe;
   /** Listens to publications of one event, typed by the subscription's event map. */
   on<K extends keyof E & string>(
@@ -106,10 +121,23 @@ export class Subscription<E extends EventMap = EventMap> {
   ): Unsubscribe;
   on(event: string, listener: (...args: any[]) => void): Unsubscribe {
     if (this.released) return () => {};
-    if (isLifecycle(event)) {
-      return this.track(this.channelState.lifecycle.on(event, listener as never));
+    const off = this.track(
+      isLifecycle(event)
+        ? this.channelState.lifecycle.on(event, listener as never)
+        : this.channelState.listen(event, listener as PublicationListener),
+    );
+    this.added.push({ event, listener, off });
+    return off;
+  }
+
+  /** Removes `listener` from `event` (every time this handle added it). */
+  off(event: string, listener: (...args: any[]) => void): void {
+    for (let i = this.added.length - 1; i >= 0; i--) {
+      const entry = this.added[i] as (typeof this.added)[number];
+      if (entry.event !== event || entry.listener !== listener) continue;
+      entry.off();
+      this.added.splice(i, 1);
     }
-    return this.track(this.channelState.listen(event, listener as PublicationListener));
   }
 
   /**
@@ -122,6 +150,8 @@ export class Subscription<E extends EventMap = EventMap> {
     this.released = true;
     for (const off of this.cleanups) off();
     this.cleanups.clear();
+    this.added.length = 0;
+    this.channelState.handles.delete(this);
     this.channelState.releaseRef();
   }
 
@@ -138,7 +168,14 @@ export class Subscription<E extends EventMap = EventMap> {
   }
 }
 
-const LIFECYCLE = new Set(["subscribed", "recovered", "state_lost", "unsubscribed", "error"]);
+const LIFECYCLE = new Set([
+  "subscribed",
+  "recovered",
+  "state_lost",
+  "sync_requested",
+  "unsubscribed",
+  "error",
+]);
 
 function isLifecycle(event: string): event is keyof SubscriptionEvents {
   return LIFECYCLE.has(event);

@@ -6,6 +6,7 @@ const STATE_LABELS: Record<string, string> = {
   connecting: "Connecting…",
   connected: "Connected",
   reconnecting: "Reconnecting…",
+  offline: "No network",
   disconnected: "Disconnected",
   permanently_disconnected: "Offline",
 };

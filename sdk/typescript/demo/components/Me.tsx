@@ -16,7 +16,7 @@ export function Me({ user, status, onSignOut }: MeProps) {
   const [picked, setPicked] = useState<SettableStatus>("online");
   const changeStatus = (next: SettableStatus) => {
     setPicked(next);
-    client.setPresenceState(next).catch((error: unknown) => console.warn("status:", error));
+    client.setStatus(next).catch((error: unknown) => console.warn("status:", error));
   };
   return (
     <footer className="me" data-testid="me">

@@ -23,7 +23,7 @@ export function Members({
   /** Offline: the list is the last one known (the client refetches it after reconnecting). */
   stale: boolean;
 }) {
-  const members = usePresence(channel);
+  const { members } = usePresence(channel);
   // One row per user (a user with two tabs is two connections), by status then name.
   const users = [...new Set(members.map((member) => member.userId))]
     .map((user) => ({ user, status: statusOf(user) }))

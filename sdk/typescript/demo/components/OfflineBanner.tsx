@@ -9,7 +9,11 @@ export function OfflineBanner({ queued }: { queued: number }) {
   return (
     <div className="offline-banner" role="status" data-testid="offline-banner" data-queued={queued}>
       <span>
-        {stopped ? "You are offline." : "Connection lost. Reconnecting…"}
+        {stopped
+          ? "You are offline."
+          : state === "offline"
+            ? "No network. Reconnecting when it is back…"
+            : "Connection lost. Reconnecting…"}
         {queued > 0 &&
           ` ${queued} ${queued === 1 ? "message" : "messages"} queued, sent when you are back.`}
       </span>

@@ -6,7 +6,7 @@ import { ORG_CHANNEL } from "../rooms.js";
 /** Each user's status in org `demo`: from the org channel's presence and its `status` pushes. */
 export function useStatuses(): (user: string) => PresenceStatus {
   const client = useHerald();
-  const orgMembers = usePresence(ORG_CHANNEL);
+  const { members: orgMembers } = usePresence(ORG_CHANNEL);
   const [pushed, setPushed] = useState<Readonly<Record<string, PresenceStatus>>>({});
   useEffect(
     () =>

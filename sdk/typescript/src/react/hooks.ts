@@ -1,4 +1,11 @@
-import { useCallback, useEffect, useRef, useSyncExternalStore, type RefObject } from "react";
+import {
+  useCallback,
+  useEffect,
+  useMemo,
+  useRef,
+  useSyncExternalStore,
+  type RefObject,
+} from "react";
 import type { ConnectionState } from "../events.js";
 import type { PresenceMember } from "../presence.js";
 import type { Publication } from "../publication.js";
@@ -60,14 +67,41 @@ function useChannelStore<T>(
   return { value, subscription };
 }
 
+/** What {@link usePresence} returns. */
+export interface PresenceView {
+  /** The members, one entry per connection, each with its `state` when it set one. */
+  members: readonly PresenceMember[];
+  /** This connection's presence state in the channel (null: none). */
+  myState: unknown;
+  /** Sets it (coalesced to one send per 250 ms; at most 1024 bytes of JSON; null clears it). */
+  setMyState: (state: unknown) => Promise<void>;
+}
+
 /**
- * The live presence members of `channel` (one entry per connection), re-rendering on joins,
- * leaves and status changes.
+ * The live presence of `channel`: its members (one entry per connection, with their
+ * presence state), re-rendering on joins, leaves, status and state changes, and this
+ * connection's own state with its setter.
  */
-export function usePresence(channel: string): readonly PresenceMember[] {
+export function usePresence(channel: string): PresenceView {
   const client = useHerald();
-  const read = useCallback(() => client.getPresence(channel), [client, channel]);
-  return useChannelStore(channel, listenPresence, read).value;
+  const last = useRef<{ members: readonly PresenceMember[]; myState: unknown } | null>(null);
+  const read = useCallback(() => {
+    const members = client.getPresence(channel);
+    const myState = client.getPresenceState(channel);
+    const previous = last.current;
+    if (previous && previous.members === members && previous.myState === myState) return previous;
+    last.current = { members, myState };
+    return last.current;
+  }, [client, channel]);
+  const { value } = useChannelStore(channel, listenPresence, read);
+  const setMyState = useCallback(
+    (state: unknown) => client.setPresenceState(channel, state),
+    [client, channel],
+  );
+  return useMemo(
+    () => ({ members: value.members, myState: value.myState, setMyState }),
+    [value, setMyState],
+  );
 }
 
 function listenPresence(subscription: Subscription, onChange: () => void): void {

@@ -5,7 +5,7 @@
  * ```tsx
  * <HeraldProvider client={herald}><App /></HeraldProvider>
  * useChannelEvent("org:acme:ch:general", "message.created", (data) => …);
- * const members = usePresence("org:acme:ch:general");
+ * const { members, myState, setMyState } = usePresence("org:acme:ch:general");
  * const { typers, setTyping } = useTyping("org:acme:ch:general");
  * const { state, latency, degraded } = useConnectionState();
  * const { call, data, error, loading } = useRpc("message:send");
@@ -23,6 +23,7 @@ export {
   useServerSubscriptions,
   useTyping,
   type ConnectionSnapshot,
+  type PresenceView,
   type TypingState,
 } from "./hooks.js";
 export { useInvalidateOn } from "./query.js";

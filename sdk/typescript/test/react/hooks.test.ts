@@ -12,6 +12,7 @@ import {
   useServerSubscriptions,
   useTyping,
   type ConnectionSnapshot,
+  type PresenceView,
   type RpcState,
   type TypingState,
 } from "../../src/react/index.js";
@@ -80,7 +81,7 @@ describe("React hooks", () => {
     render(client, [
       createElement(Probe<readonly PresenceMember[]>, {
         key: "p",
-        hook: () => usePresence(CHANNEL),
+        hook: () => usePresence(CHANNEL).members,
         out: members,
       }),
       createElement(Probe<TypingState>, { key: "t", hook: () => useTyping(CHANNEL), out: typing }),
@@ -102,6 +103,40 @@ describe("React hooks", () => {
     expect(socket.command("typing").params).toEqual({ channel: CHANNEL, active: true });
   });
 
+  it("usePresence gives members with their state, myState and setMyState", async () => {
+    const { client, socket } = await connectedClient();
+    const view: { current?: PresenceView } = {};
+    render(
+      client,
+      createElement(Probe<PresenceView>, { hook: () => usePresence(CHANNEL), out: view }),
+    );
+    await act(flush);
+    socket.reply("subscribe", ok);
+    await act(flush);
+    socket.reply("presence", { members: [{ user: "ann", client: "c1", joinedAt: 1, state: 1 }] });
+    await act(flush);
+    expect(view.current?.members.map((m) => [m.userId, m.state])).toEqual([["ann", 1]]);
+    expect(view.current?.myState).toBeNull();
+    let done: Promise<void> | undefined;
+    act(() => {
+      done = view.current?.setMyState({ cell: "A1" });
+    });
+    expect(view.current?.myState).toEqual({ cell: "A1" });
+    expect(socket.command("setPresenceState").params).toEqual({
+      channel: CHANNEL,
+      state: { cell: "A1" },
+    });
+    socket.reply("setPresenceState");
+    await act(flush);
+    await done;
+    act(() =>
+      socket.receive({
+        push: { channel: CHANNEL, state: { user: "ann", client: "c1", state: 2 } },
+      }),
+    );
+    expect(view.current?.members.map((m) => m.state)).toEqual([2]);
+  });
+
   it("useConnectionState follows state, latency and degradation", async () => {
     const { client } = fakeClient();
     const state: { current?: ConnectionSnapshot } = {};
@@ -110,7 +145,9 @@ describe("React hooks", () => {
       createElement(Probe<ConnectionSnapshot>, { hook: useConnectionState, out: state }),
     );
     expect(state.current).toEqual({ state: "disconnected", latency: null, degraded: false });
-    act(() => client.connect());
+    act(() => {
+      void client.connect();
+    });
     await act(flush);
     const socket = FakeWebSocket.last();
     act(() => socket.accept());
@@ -207,7 +244,7 @@ describe("React hooks", () => {
             }),
             createElement(Probe<readonly PresenceMember[]>, {
               key: "p",
-              hook: () => usePresence(CHANNEL),
+              hook: () => usePresence(CHANNEL).members,
               out: members,
             }),
           ]),

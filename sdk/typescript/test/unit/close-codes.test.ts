@@ -4,7 +4,9 @@ import { connectedClient, FakeWebSocket, flush } from "../helpers/fake-websocket
 
 describe("close code classes", () => {
   it("maps codes to what the client does", () => {
-    expect([4000, 4001, 4003, 4009, 4099].map(reconnectAdvice)).toEqual(Array(5).fill("stop"));
+    expect([4000, 4001, 4003, 4099].map(reconnectAdvice)).toEqual(Array(4).fill("stop"));
+    // 4009 dropped one message too large: the connection is worth another try.
+    expect(reconnectAdvice(4009)).toBe("backoff");
     expect(reconnectAdvice(4002)).toBe("refresh_token");
     expect([4100, 4101, 4102, 4199].map(reconnectAdvice)).toEqual(Array(4).fill("backoff"));
     expect([4200, 4201, 4202, 4299].map(reconnectAdvice)).toEqual(Array(4).fill("now"));

@@ -31,7 +31,12 @@ describe("the binary codec", () => {
   it("turns JSON command lines into length-delimited Commands", () => {
     const text = [
       encodeCommand(1, "subscribe", { channel: "a:b", recover: { offset: 7, epoch: "e" } }),
-      encodeCommand(2, "publish", { channel: "a:b", event: "x", data: { n: [1, "é"] } }),
+      encodeCommand(2, "publish", {
+        channel: "a:b",
+        event: "x",
+        data: { n: [1, "é"] },
+        idempotencyKey: "k1",
+      }),
       encodeCommand(3, "history", { channel: "a:b", limit: 0, sinceOffset: 2 }),
       encodeCommand(4, "typing", { channel: "a:b", active: true }),
     ].join("\n");
@@ -43,6 +48,7 @@ describe("the binary codec", () => {
     });
     const data = publish?.method.case === "publish" ? publish.method.value.data : undefined;
     expect(JSON.parse(new TextDecoder().decode(data))).toEqual({ n: [1, "é"] });
+    expect(publish?.method).toMatchObject({ value: { idempotencyKey: "k1" } });
     expect(history?.method).toMatchObject({ value: { limit: 0, sinceOffset: 2n } });
     expect(typing?.method).toMatchObject({ case: "typing", value: { active: true } });
     expect(() => encodeBinaryCommands(encodeCommand(5, "dance", {}))).toThrow(TypeError);
@@ -125,6 +131,43 @@ describe("the binary codec", () => {
     );
     expect(truncated).toHaveLength(5);
     expect(invalid).toHaveLength(1);
+  });
+
+  it("carries presence state: the command, members' states, state pushes and diffs", () => {
+    const text = [
+      encodeCommand(1, "setPresenceState", { channel: "a:b", state: { cell: "B3" } }),
+      encodeCommand(2, "setPresenceState", { channel: "a:b", state: null }),
+    ].join("\n");
+    const [set, clear] = commands(encodeBinaryCommands(text));
+    const state = (command: Command | undefined) =>
+      command?.method.case === "setPresenceState" ? command.method.value.state : undefined;
+    expect(JSON.parse(new TextDecoder().decode(state(set)))).toEqual({ cell: "B3" });
+    expect(state(clear)).toHaveLength(0);
+
+    const bytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    const push = (kind: any) =>
+      sizeDelimitedEncode(
+        ReplySchema,
+        create(ReplySchema, { kind: { case: "push", value: { channel: "a:b", kind } } }),
+      );
+    const frame = concat(
+      push({
+        case: "join",
+        value: { user: "ann", client: "c1", joinedAt: 1n, state: bytes(7) },
+      }),
+      push({ case: "state", value: { user: "ann", client: "c1", state: bytes({ x: 1 }) } }),
+      push({ case: "state", value: { user: "ann", client: "c1" } }),
+      push({
+        case: "presence",
+        value: { states: [{ user: "bob", client: "c2", state: bytes("here") }] },
+      }),
+    );
+    expect(decodeBinaryFrame(frame).map((m) => m.push)).toEqual([
+      { channel: "a:b", join: { user: "ann", client: "c1", joinedAt: 1, state: 7 } },
+      { channel: "a:b", state: { user: "ann", client: "c1", state: { x: 1 } } },
+      { channel: "a:b", state: { user: "ann", client: "c1", state: null } },
+      { channel: "a:b", presence: { states: [{ user: "bob", client: "c2", state: "here" }] } },
+    ]);
   });
 
   it("carries rpc, connect's server-side positions and the subscribe push", () => {

@@ -75,20 +75,32 @@ describe("offline queue", () => {
     ).toEqual([3, 4, 5]);
   });
 
-  it("fails a publish sent but unanswered when the connection drops, and queues the next one", async () => {
+  it("sends a publish unanswered when the connection dropped again after the reconnect, same key", async () => {
     const { client, socket } = await connectedClient();
-    const inFlight = client.publish("chat:acme:room", "n", 1).catch((e: HeraldError) => e);
+    const inFlight = client.publish("chat:acme:room", "n", 1);
+    const key = socket.command("publish").params.idempotencyKey;
+    expect(typeof key).toBe("string");
     socket.serverClose(1006);
-    const error = await inFlight;
-    expect(error).toBeInstanceOf(HeraldError);
-    expect((error as HeraldError).code).toBe("disconnected");
-    expect((error as HeraldError).temporary).toBe(true);
     const queued = client.publish("chat:acme:room", "n", 2);
     await vi.advanceTimersByTimeAsync(2000);
-    FakeWebSocket.last().accept();
+    const next = FakeWebSocket.last();
+    expect(next).not.toBe(socket);
+    next.accept();
     await flush();
-    FakeWebSocket.last().reply("publish", { offset: 2, epoch: "e" });
+    const publishes = next.commands("publish");
+    expect(publishes.map((c) => c.params.data)).toEqual([1, 2]);
+    expect(publishes[0]?.params.idempotencyKey).toBe(key);
+    next.receive({ id: publishes[0]?.id as number, result: { offset: 1, epoch: "e" } });
+    next.receive({ id: publishes[1]?.id as number, result: { offset: 2, epoch: "e" } });
+    expect(await inFlight).toEqual({ offset: 1, epoch: "e" });
     expect(await queued).toEqual({ offset: 2, epoch: "e" });
+  });
+
+  it("rejects a publish only on the gateway's error", async () => {
+    const { client, socket } = await connectedClient();
+    const refused = client.publish("chat:acme:room", "n", 1).catch((e: HeraldError) => e);
+    socket.fail("publish", 103, false, "permission denied");
+    expect(await refused).toMatchObject({ code: 103, temporary: false });
   });
 
   it("rejects what is queued on disconnect()", async () => {

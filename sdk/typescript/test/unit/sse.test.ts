@@ -228,6 +228,7 @@ describe("transport auto", () => {
     const server = fakeServer();
     const client = createClient({
       url: "ws://h:1/ws",
+      allowInsecureTransport: true,
       WebSocket: FakeWebSocket as unknown as WebSocketConstructor,
       fetch: server.fetch,
       getToken: () => "t",
@@ -250,7 +251,12 @@ describe("transport auto", () => {
 
   it("uses SSE when there is no WebSocket at all", async () => {
     const server = fakeServer();
-    const client = createClient({ url: "ws://h:1/ws", fetch: server.fetch, getToken: () => "t" });
+    const client = createClient({
+      url: "ws://h:1/ws",
+      allowInsecureTransport: true,
+      fetch: server.fetch,
+      getToken: () => "t",
+    });
     vi.stubGlobal("WebSocket", undefined);
     client.connect();
     await realTick();

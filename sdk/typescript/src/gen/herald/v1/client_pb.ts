@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file herald/v1/client.proto.
  */
 export const file_herald_v1_client: GenFile = /*@__PURE__*/
-  fileDesc("ChZoZXJhbGQvdjEvY2xpZW50LnByb3RvEhBoZXJhbGQudjEuY2xpZW50IucFCgdDb21tYW5kEgoKAmlkGAEgASgEEjMKB2Nvbm5lY3QYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LkNvbm5lY3RSZXF1ZXN0SAASNwoJc3Vic2NyaWJlGAMgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXF1ZXN0SAASOwoLdW5zdWJzY3JpYmUYBCABKAsyJC5oZXJhbGQudjEuY2xpZW50LlVuc3Vic2NyaWJlUmVxdWVzdEgAEjMKB3B1Ymxpc2gYBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlB1Ymxpc2hSZXF1ZXN0SAASMwoHaGlzdG9yeRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlcXVlc3RIABIzCgdyZWZyZXNoGAcgASgLMiAuaGVyYWxkLnYxLmNsaWVudC5SZWZyZXNoUmVxdWVzdEgAEi0KBHBpbmcYCCABKAsyHS5oZXJhbGQudjEuY2xpZW50LlBpbmdSZXF1ZXN0SAASOgoLc3ViX3JlZnJlc2gYCSABKAsyIy5oZXJhbGQudjEuY2xpZW50LlN1YlJlZnJlc2hSZXF1ZXN0SAASNQoIcHJlc2VuY2UYCiABKAsyIS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVxdWVzdEgAEkAKDnByZXNlbmNlX3N0YXRzGAsgASgLMiYuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVN0YXRzUmVxdWVzdEgAEjgKCnNldF9zdGF0dXMYDCABKAsyIi5oZXJhbGQudjEuY2xpZW50LlNldFN0YXR1c1JlcXVlc3RIABIxCgZ0eXBpbmcYDSABKAsyHy5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1JlcXVlc3RIABIrCgNycGMYDiABKAsyHC5oZXJhbGQudjEuY2xpZW50LlJwY1JlcXVlc3RIAEIICgZtZXRob2QimQEKBVJlcGx5EgoKAmlkGAEgASgEEioKBnJlc3VsdBgCIAEoCzIYLmhlcmFsZC52MS5jbGllbnQuUmVzdWx0SAASKAoFZXJyb3IYAyABKAsyFy5oZXJhbGQudjEuY2xpZW50LkVycm9ySAASJgoEcHVzaBgEIAEoCzIWLmhlcmFsZC52MS5jbGllbnQuUHVzaEgAQgYKBGtpbmQi8QMKBlJlc3VsdBIyCgdjb25uZWN0GAEgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5Db25uZWN0UmVzdWx0SAASNgoJc3Vic2NyaWJlGAIgASgLMiEuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXN1bHRIABIyCgdwdWJsaXNoGAQgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5QdWJsaXNoUmVzdWx0SAASMgoHaGlzdG9yeRgFIAEoCzIfLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlc3VsdEgAEjIKB3JlZnJlc2gYBiABKAsyHy5oZXJhbGQudjEuY2xpZW50LlJlZnJlc2hSZXN1bHRIABIsCgRwaW5nGAcgASgLMhwuaGVyYWxkLnYxLmNsaWVudC5QaW5nUmVzdWx0SAASNAoIcHJlc2VuY2UYCCABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVzdWx0SAASPwoOcHJlc2VuY2Vfc3RhdHMYCSABKAsyJS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlU3RhdHNSZXN1bHRIABIqCgNycGMYCiABKAsyGy5oZXJhbGQudjEuY2xpZW50LlJwY1Jlc3VsdEgAQggKBnJlc3VsdEoECAMQBCI5CgVFcnJvchIMCgRjb2RlGAEgASgNEg8KB21lc3NhZ2UYAiABKAkSEQoJdGVtcG9yYXJ5GAMgASgIIscBCg5Db25uZWN0UmVxdWVzdBINCgV0b2tlbhgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB3ZlcnNpb24YAyABKAkSOAoEc3VicxgEIAMoCzIqLmhlcmFsZC52MS5jbGllbnQuQ29ubmVjdFJlcXVlc3QuU3Vic0VudHJ5Gk0KCVN1YnNFbnRyeRILCgNrZXkYASABKAkSLwoFdmFsdWUYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LlN0cmVhbVBvc2l0aW9uOgI4ASJaCg1Db25uZWN0UmVzdWx0Eg4KBmNsaWVudBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBG5vZGUYAyABKAkSDAoEcGluZxgEIAEoDRIPCgdleHBpcmVzGAUgASgDIi8KDlN0cmVhbVBvc2l0aW9uEg4KBm9mZnNldBgBIAEoBBINCgVlcG9jaBgCIAEoCSJlChBTdWJzY3JpYmVSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFdG9rZW4YAiABKAkSMQoHcmVjb3ZlchgDIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuU3RyZWFtUG9zaXRpb24iYwoLUHVibGljYXRpb24SDQoFZXZlbnQYASABKAkSDAoEZGF0YRgCIAEoDBIOCgZvZmZzZXQYAyABKAQSDQoFZXBvY2gYBCABKAkSCgoCdHMYBSABKAMSDAoEZnJvbRgGIAEoCSLrAQoPU3Vic2NyaWJlUmVzdWx0Eg4KBm9mZnNldBgBIAEoBBINCgVlcG9jaBgCIAEoCRITCgtyZWNvdmVyYWJsZRgDIAEoCBIRCglyZWNvdmVyZWQYBCABKAgSMwoMcHVibGljYXRpb25zGAUgAygLMh0uaGVyYWxkLnYxLmNsaWVudC5QdWJsaWNhdGlvbhIMCgRtb3JlGAYgASgIEiwKBnR5cGluZxgHIAMoCzIcLmhlcmFsZC52MS5jbGllbnQuVHlwaW5nUHVzaBIUCgdleHBpcmVzGAggASgDSACIAQFCCgoIX2V4cGlyZXMiJQoSVW5zdWJzY3JpYmVSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiPgoOUHVibGlzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVldmVudBgCIAEoCRIMCgRkYXRhGAMgASgMIi4KDVB1Ymxpc2hSZXN1bHQSDgoGb2Zmc2V0GAEgASgEEg0KBWVwb2NoGAIgASgJImsKDkhpc3RvcnlSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSEgoFbGltaXQYAiABKA1IAIgBARIZCgxzaW5jZV9vZmZzZXQYAyABKARIAYgBAUIICgZfbGltaXRCDwoNX3NpbmNlX29mZnNldCJxCg1IaXN0b3J5UmVzdWx0EjMKDHB1YmxpY2F0aW9ucxgBIAMoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb24SDgoGb2Zmc2V0GAIgASgEEg0KBWVwb2NoGAMgASgJEgwKBG1vcmUYBCABKAgiHwoOUmVmcmVzaFJlcXVlc3QSDQoFdG9rZW4YASABKAkiIAoNUmVmcmVzaFJlc3VsdBIPCgdleHBpcmVzGAEgASgDIg0KC1BpbmdSZXF1ZXN0IhgKClBpbmdSZXN1bHQSCgoCdHMYASABKAMiMwoRU3ViUmVmcmVzaFJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgV0b2tlbhgCIAEoCSIyCg9QcmVzZW5jZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIOCgZjdXJzb3IYAiABKAkiJwoUUHJlc2VuY2VTdGF0c1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSIiChBTZXRTdGF0dXNSZXF1ZXN0Eg4KBnN0YXR1cxgBIAEoCSIwCg1UeXBpbmdSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDgoGYWN0aXZlGAIgASgIIioKClJwY1JlcXVlc3QSDgoGbWV0aG9kGAEgASgJEgwKBGRhdGEYAiABKAwiGQoJUnBjUmVzdWx0EgwKBGRhdGEYASABKAwiXwoOUHJlc2VuY2VNZW1iZXISDAoEdXNlchgBIAEoCRIOCgZjbGllbnQYAiABKAkSDAoEaW5mbxgDIAEoDBIOCgZzdGF0dXMYBCABKAkSEQoJam9pbmVkX2F0GAUgASgDImEKDlByZXNlbmNlUmVzdWx0EjEKB21lbWJlcnMYASADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEgwKBG1vcmUYAiABKAgSDgoGY3Vyc29yGAMgASgJIjUKE1ByZXNlbmNlU3RhdHNSZXN1bHQSDQoFdXNlcnMYASABKAQSDwoHY2xpZW50cxgCIAEoBCI4CgpUeXBpbmdQdXNoEgwKBHVzZXIYASABKAkSDAoEaW5mbxgCIAEoDBIOCgZhY3RpdmUYAyABKAgiPQoKVXNlclN0YXR1cxIMCgR1c2VyGAEgASgJEg4KBnN0YXR1cxgCIAEoCRIRCglsYXN0X3NlZW4YAyABKAMi9AMKBFB1c2gSDwoHY2hhbm5lbBgBIAEoCRIsCgNwdWIYAiABKAsyHS5oZXJhbGQudjEuY2xpZW50LlB1YmxpY2F0aW9uSAASOgoLdW5zdWJzY3JpYmUYAyABKAsyIy5oZXJhbGQudjEuY2xpZW50LlNlcnZlclVuc3Vic2NyaWJlSAASOAoKZGlzY29ubmVjdBgEIAEoCzIiLmhlcmFsZC52MS5jbGllbnQuU2VydmVyRGlzY29ubmVjdEgAEjAKBGpvaW4YBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVySAASMQoFbGVhdmUYBiABKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVySAASLgoGdHlwaW5nGAcgASgLMhwuaGVyYWxkLnYxLmNsaWVudC5UeXBpbmdQdXNoSAASLgoGc3RhdHVzGAggASgLMhwuaGVyYWxkLnYxLmNsaWVudC5Vc2VyU3RhdHVzSAASMgoIcHJlc2VuY2UYCSABKAsyHi5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlRGlmZkgAEjYKCXN1YnNjcmliZRgKIAEoCzIhLmhlcmFsZC52MS5jbGllbnQuU3Vic2NyaWJlUmVzdWx0SABCBgoEa2luZCJxCgxQcmVzZW5jZURpZmYSLwoFam9pbnMYASADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEjAKBmxlYXZlcxgCIAMoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXIiMQoRU2VydmVyVW5zdWJzY3JpYmUSDAoEY29kZRgBIAEoDRIOCgZyZWFzb24YAiABKAkiQwoQU2VydmVyRGlzY29ubmVjdBIMCgRjb2RlGAEgASgNEg4KBnJlYXNvbhgCIAEoCRIRCglyZWNvbm5lY3QYAyABKAhiBnByb3RvMw");
+  fileDesc("ChZoZXJhbGQvdjEvY2xpZW50LnByb3RvEhBoZXJhbGQudjEuY2xpZW50IrAGCgdDb21tYW5kEgoKAmlkGAEgASgEEjMKB2Nvbm5lY3QYAiABKAsyIC5oZXJhbGQudjEuY2xpZW50LkNvbm5lY3RSZXF1ZXN0SAASNwoJc3Vic2NyaWJlGAMgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXF1ZXN0SAASOwoLdW5zdWJzY3JpYmUYBCABKAsyJC5oZXJhbGQudjEuY2xpZW50LlVuc3Vic2NyaWJlUmVxdWVzdEgAEjMKB3B1Ymxpc2gYBSABKAsyIC5oZXJhbGQudjEuY2xpZW50LlB1Ymxpc2hSZXF1ZXN0SAASMwoHaGlzdG9yeRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuSGlzdG9yeVJlcXVlc3RIABIzCgdyZWZyZXNoGAcgASgLMiAuaGVyYWxkLnYxLmNsaWVudC5SZWZyZXNoUmVxdWVzdEgAEi0KBHBpbmcYCCABKAsyHS5oZXJhbGQudjEuY2xpZW50LlBpbmdSZXF1ZXN0SAASOgoLc3ViX3JlZnJlc2gYCSABKAsyIy5oZXJhbGQudjEuY2xpZW50LlN1YlJlZnJlc2hSZXF1ZXN0SAASNQoIcHJlc2VuY2UYCiABKAsyIS5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlUmVxdWVzdEgAEkAKDnByZXNlbmNlX3N0YXRzGAsgASgLMiYuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVN0YXRzUmVxdWVzdEgAEjgKCnNldF9zdGF0dXMYDCABKAsyIi5oZXJhbGQudjEuY2xpZW50LlNldFN0YXR1c1JlcXVlc3RIABIxCgZ0eXBpbmcYDSABKAsyHy5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1JlcXVlc3RIABIrCgNycGMYDiABKAsyHC5oZXJhbGQudjEuY2xpZW50LlJwY1JlcXVlc3RIABJHChJzZXRfcHJlc2VuY2Vfc3RhdGUYDyABKAsyKS5oZXJhbGQudjEuY2xpZW50LlNldFByZXNlbmNlU3RhdGVSZXF1ZXN0SABCCAoGbWV0aG9kIpkBCgVSZXBseRIKCgJpZBgBIAEoBBIqCgZyZXN1bHQYAiABKAsyGC5oZXJhbGQudjEuY2xpZW50LlJlc3VsdEgAEigKBWVycm9yGAMgASgLMhcuaGVyYWxkLnYxLmNsaWVudC5FcnJvckgAEiYKBHB1c2gYBCABKAsyFi5oZXJhbGQudjEuY2xpZW50LlB1c2hIAEIGCgRraW5kIvEDCgZSZXN1bHQSMgoHY29ubmVjdBgBIAEoCzIfLmhlcmFsZC52MS5jbGllbnQuQ29ubmVjdFJlc3VsdEgAEjYKCXN1YnNjcmliZRgCIAEoCzIhLmhlcmFsZC52MS5jbGllbnQuU3Vic2NyaWJlUmVzdWx0SAASMgoHcHVibGlzaBgEIAEoCzIfLmhlcmFsZC52MS5jbGllbnQuUHVibGlzaFJlc3VsdEgAEjIKB2hpc3RvcnkYBSABKAsyHy5oZXJhbGQudjEuY2xpZW50Lkhpc3RvcnlSZXN1bHRIABIyCgdyZWZyZXNoGAYgASgLMh8uaGVyYWxkLnYxLmNsaWVudC5SZWZyZXNoUmVzdWx0SAASLAoEcGluZxgHIAEoCzIcLmhlcmFsZC52MS5jbGllbnQuUGluZ1Jlc3VsdEgAEjQKCHByZXNlbmNlGAggASgLMiAuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVJlc3VsdEgAEj8KDnByZXNlbmNlX3N0YXRzGAkgASgLMiUuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZVN0YXRzUmVzdWx0SAASKgoDcnBjGAogASgLMhsuaGVyYWxkLnYxLmNsaWVudC5ScGNSZXN1bHRIAEIICgZyZXN1bHRKBAgDEAQiOQoFRXJyb3ISDAoEY29kZRgBIAEoDRIPCgdtZXNzYWdlGAIgASgJEhEKCXRlbXBvcmFyeRgDIAEoCCLHAQoOQ29ubmVjdFJlcXVlc3QSDQoFdG9rZW4YASABKAkSDAoEbmFtZRgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEjgKBHN1YnMYBCADKAsyKi5oZXJhbGQudjEuY2xpZW50LkNvbm5lY3RSZXF1ZXN0LlN1YnNFbnRyeRpNCglTdWJzRW50cnkSCwoDa2V5GAEgASgJEi8KBXZhbHVlGAIgASgLMiAuaGVyYWxkLnYxLmNsaWVudC5TdHJlYW1Qb3NpdGlvbjoCOAEiWgoNQ29ubmVjdFJlc3VsdBIOCgZjbGllbnQYASABKAkSDAoEdXNlchgCIAEoCRIMCgRub2RlGAMgASgJEgwKBHBpbmcYBCABKA0SDwoHZXhwaXJlcxgFIAEoAyIvCg5TdHJlYW1Qb3NpdGlvbhIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiZQoQU3Vic2NyaWJlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg0KBXRva2VuGAIgASgJEjEKB3JlY292ZXIYAyABKAsyIC5oZXJhbGQudjEuY2xpZW50LlN0cmVhbVBvc2l0aW9uImMKC1B1YmxpY2F0aW9uEg0KBWV2ZW50GAEgASgJEgwKBGRhdGEYAiABKAwSDgoGb2Zmc2V0GAMgASgEEg0KBWVwb2NoGAQgASgJEgoKAnRzGAUgASgDEgwKBGZyb20YBiABKAki6wEKD1N1YnNjcmliZVJlc3VsdBIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkSEwoLcmVjb3ZlcmFibGUYAyABKAgSEQoJcmVjb3ZlcmVkGAQgASgIEjMKDHB1YmxpY2F0aW9ucxgFIAMoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb24SDAoEbW9yZRgGIAEoCBIsCgZ0eXBpbmcYByADKAsyHC5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1B1c2gSFAoHZXhwaXJlcxgIIAEoA0gAiAEBQgoKCF9leHBpcmVzIiUKElVuc3Vic2NyaWJlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIlcKDlB1Ymxpc2hSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkSDQoFZXZlbnQYAiABKAkSDAoEZGF0YRgDIAEoDBIXCg9pZGVtcG90ZW5jeV9rZXkYBCABKAkiLgoNUHVibGlzaFJlc3VsdBIOCgZvZmZzZXQYASABKAQSDQoFZXBvY2gYAiABKAkiawoOSGlzdG9yeVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRISCgVsaW1pdBgCIAEoDUgAiAEBEhkKDHNpbmNlX29mZnNldBgDIAEoBEgBiAEBQggKBl9saW1pdEIPCg1fc2luY2Vfb2Zmc2V0InEKDUhpc3RvcnlSZXN1bHQSMwoMcHVibGljYXRpb25zGAEgAygLMh0uaGVyYWxkLnYxLmNsaWVudC5QdWJsaWNhdGlvbhIOCgZvZmZzZXQYAiABKAQSDQoFZXBvY2gYAyABKAkSDAoEbW9yZRgEIAEoCCIfCg5SZWZyZXNoUmVxdWVzdBINCgV0b2tlbhgBIAEoCSIgCg1SZWZyZXNoUmVzdWx0Eg8KB2V4cGlyZXMYASABKAMiDQoLUGluZ1JlcXVlc3QiGAoKUGluZ1Jlc3VsdBIKCgJ0cxgBIAEoAyIzChFTdWJSZWZyZXNoUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg0KBXRva2VuGAIgASgJIjIKD1ByZXNlbmNlUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEg4KBmN1cnNvchgCIAEoCSInChRQcmVzZW5jZVN0YXRzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJIiIKEFNldFN0YXR1c1JlcXVlc3QSDgoGc3RhdHVzGAEgASgJIjAKDVR5cGluZ1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIOCgZhY3RpdmUYAiABKAgiOQoXU2V0UHJlc2VuY2VTdGF0ZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRINCgVzdGF0ZRgCIAEoDCIqCgpScGNSZXF1ZXN0Eg4KBm1ldGhvZBgBIAEoCRIMCgRkYXRhGAIgASgMIhkKCVJwY1Jlc3VsdBIMCgRkYXRhGAEgASgMIm4KDlByZXNlbmNlTWVtYmVyEgwKBHVzZXIYASABKAkSDgoGY2xpZW50GAIgASgJEgwKBGluZm8YAyABKAwSDgoGc3RhdHVzGAQgASgJEhEKCWpvaW5lZF9hdBgFIAEoAxINCgVzdGF0ZRgGIAEoDCI4CglTdGF0ZVB1c2gSDAoEdXNlchgBIAEoCRIOCgZjbGllbnQYAiABKAkSDQoFc3RhdGUYAyABKAwiYQoOUHJlc2VuY2VSZXN1bHQSMQoHbWVtYmVycxgBIAMoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXISDAoEbW9yZRgCIAEoCBIOCgZjdXJzb3IYAyABKAkiNQoTUHJlc2VuY2VTdGF0c1Jlc3VsdBINCgV1c2VycxgBIAEoBBIPCgdjbGllbnRzGAIgASgEIjgKClR5cGluZ1B1c2gSDAoEdXNlchgBIAEoCRIMCgRpbmZvGAIgASgMEg4KBmFjdGl2ZRgDIAEoCCI9CgpVc2VyU3RhdHVzEgwKBHVzZXIYASABKAkSDgoGc3RhdHVzGAIgASgJEhEKCWxhc3Rfc2VlbhgDIAEoAyKiBAoEUHVzaBIPCgdjaGFubmVsGAEgASgJEiwKA3B1YhgCIAEoCzIdLmhlcmFsZC52MS5jbGllbnQuUHVibGljYXRpb25IABI6Cgt1bnN1YnNjcmliZRgDIAEoCzIjLmhlcmFsZC52MS5jbGllbnQuU2VydmVyVW5zdWJzY3JpYmVIABI4CgpkaXNjb25uZWN0GAQgASgLMiIuaGVyYWxkLnYxLmNsaWVudC5TZXJ2ZXJEaXNjb25uZWN0SAASMAoEam9pbhgFIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXJIABIxCgVsZWF2ZRgGIAEoCzIgLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VNZW1iZXJIABIuCgZ0eXBpbmcYByABKAsyHC5oZXJhbGQudjEuY2xpZW50LlR5cGluZ1B1c2hIABIuCgZzdGF0dXMYCCABKAsyHC5oZXJhbGQudjEuY2xpZW50LlVzZXJTdGF0dXNIABIyCghwcmVzZW5jZRgJIAEoCzIeLmhlcmFsZC52MS5jbGllbnQuUHJlc2VuY2VEaWZmSAASNgoJc3Vic2NyaWJlGAogASgLMiEuaGVyYWxkLnYxLmNsaWVudC5TdWJzY3JpYmVSZXN1bHRIABIsCgVzdGF0ZRgLIAEoCzIbLmhlcmFsZC52MS5jbGllbnQuU3RhdGVQdXNoSABCBgoEa2luZCKeAQoMUHJlc2VuY2VEaWZmEi8KBWpvaW5zGAEgAygLMiAuaGVyYWxkLnYxLmNsaWVudC5QcmVzZW5jZU1lbWJlchIwCgZsZWF2ZXMYAiADKAsyIC5oZXJhbGQudjEuY2xpZW50LlByZXNlbmNlTWVtYmVyEisKBnN0YXRlcxgDIAMoCzIbLmhlcmFsZC52MS5jbGllbnQuU3RhdGVQdXNoIjEKEVNlcnZlclVuc3Vic2NyaWJlEgwKBGNvZGUYASABKA0SDgoGcmVhc29uGAIgASgJIkMKEFNlcnZlckRpc2Nvbm5lY3QSDAoEY29kZRgBIAEoDRIOCgZyZWFzb24YAiABKAkSEQoJcmVjb25uZWN0GAMgASgIYgZwcm90bzM");
 
 /**
  * One client command. Exactly one method field is set; `id` is echoed in the reply.
@@ -113,6 +113,12 @@ export type Command = Message<"herald.v1.client.Command"> & {
      */
     value: RpcRequest;
     case: "rpc";
+  } | {
+    /**
+     * @generated from field: herald.v1.client.SetPresenceStateRequest set_presence_state = 15;
+     */
+    value: SetPresenceStateRequest;
+    case: "setPresenceState";
   } | { case: undefined; value?: undefined };
 };
 
@@ -167,7 +173,7 @@ export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
 
 /**
  * The result of a command, of the command's own type; none is set for the methods whose
- * JSON result is `{}` (unsubscribe, setStatus, typing).
+ * JSON result is `{}` (unsubscribe, setStatus, typing, setPresenceState).
  *
  * @generated from message herald.v1.client.Result
  */
@@ -554,6 +560,14 @@ export type PublishRequest = Message<"herald.v1.client.PublishRequest"> & {
    * @generated from field: bytes data = 3;
    */
   data: Uint8Array;
+
+  /**
+   * Optional: the same key on the same channel within 5 minutes is applied once (scoped to
+   * the connection's user).
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -822,6 +836,33 @@ export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
   messageDesc(file_herald_v1_client, 23);
 
 /**
+ * The JSON state of this connection's membership of a channel, shown to its members until
+ * the connection leaves the channel.
+ *
+ * @generated from message herald.v1.client.SetPresenceStateRequest
+ */
+export type SetPresenceStateRequest = Message<"herald.v1.client.SetPresenceStateRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * JSON value; empty (or `null`) clears it.
+   *
+   * @generated from field: bytes state = 2;
+   */
+  state: Uint8Array;
+};
+
+/**
+ * Describes the message herald.v1.client.SetPresenceStateRequest.
+ * Use `create(SetPresenceStateRequestSchema)` to create a new message.
+ */
+export const SetPresenceStateRequestSchema: GenMessage<SetPresenceStateRequest> = /*@__PURE__*/
+  messageDesc(file_herald_v1_client, 24);
+
+/**
  * A call to the app's backend (`herald.v1.Backend/Rpc`), answered with its reply.
  *
  * @generated from message herald.v1.client.RpcRequest
@@ -847,7 +888,7 @@ export type RpcRequest = Message<"herald.v1.client.RpcRequest"> & {
  * Use `create(RpcRequestSchema)` to create a new message.
  */
 export const RpcRequestSchema: GenMessage<RpcRequest> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 24);
+  messageDesc(file_herald_v1_client, 25);
 
 /**
  * @generated from message herald.v1.client.RpcResult
@@ -866,7 +907,7 @@ export type RpcResult = Message<"herald.v1.client.RpcResult"> & {
  * Use `create(RpcResultSchema)` to create a new message.
  */
 export const RpcResultSchema: GenMessage<RpcResult> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 25);
+  messageDesc(file_herald_v1_client, 26);
 
 /**
  * One connection in a channel's presence.
@@ -906,6 +947,13 @@ export type PresenceMember = Message<"herald.v1.client.PresenceMember"> & {
    * @generated from field: int64 joined_at = 5;
    */
   joinedAt: bigint;
+
+  /**
+   * The member's presence state, a JSON value; empty when it has none.
+   *
+   * @generated from field: bytes state = 6;
+   */
+  state: Uint8Array;
 };
 
 /**
@@ -913,7 +961,40 @@ export type PresenceMember = Message<"herald.v1.client.PresenceMember"> & {
  * Use `create(PresenceMemberSchema)` to create a new message.
  */
 export const PresenceMemberSchema: GenMessage<PresenceMember> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 26);
+  messageDesc(file_herald_v1_client, 27);
+
+/**
+ * A member's presence state changed.
+ *
+ * @generated from message herald.v1.client.StatePush
+ */
+export type StatePush = Message<"herald.v1.client.StatePush"> & {
+  /**
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * Connection id.
+   *
+   * @generated from field: string client = 2;
+   */
+  client: string;
+
+  /**
+   * JSON value; empty when it was cleared.
+   *
+   * @generated from field: bytes state = 3;
+   */
+  state: Uint8Array;
+};
+
+/**
+ * Describes the message herald.v1.client.StatePush.
+ * Use `create(StatePushSchema)` to create a new message.
+ */
+export const StatePushSchema: GenMessage<StatePush> = /*@__PURE__*/
+  messageDesc(file_herald_v1_client, 28);
 
 /**
  * @generated from message herald.v1.client.PresenceResult
@@ -942,7 +1023,7 @@ export type PresenceResult = Message<"herald.v1.client.PresenceResult"> & {
  * Use `create(PresenceResultSchema)` to create a new message.
  */
 export const PresenceResultSchema: GenMessage<PresenceResult> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 27);
+  messageDesc(file_herald_v1_client, 29);
 
 /**
  * @generated from message herald.v1.client.PresenceStatsResult
@@ -968,7 +1049,7 @@ export type PresenceStatsResult = Message<"herald.v1.client.PresenceStatsResult"
  * Use `create(PresenceStatsResultSchema)` to create a new message.
  */
 export const PresenceStatsResultSchema: GenMessage<PresenceStatsResult> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 28);
+  messageDesc(file_herald_v1_client, 30);
 
 /**
  * @generated from message herald.v1.client.TypingPush
@@ -997,7 +1078,7 @@ export type TypingPush = Message<"herald.v1.client.TypingPush"> & {
  * Use `create(TypingPushSchema)` to create a new message.
  */
 export const TypingPushSchema: GenMessage<TypingPush> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 29);
+  messageDesc(file_herald_v1_client, 31);
 
 /**
  * A user's status in an org (`online`, `away`, `busy`, `offline`).
@@ -1028,7 +1109,7 @@ export type UserStatus = Message<"herald.v1.client.UserStatus"> & {
  * Use `create(UserStatusSchema)` to create a new message.
  */
 export const UserStatusSchema: GenMessage<UserStatus> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 30);
+  messageDesc(file_herald_v1_client, 32);
 
 /**
  * @generated from message herald.v1.client.Push
@@ -1101,6 +1182,12 @@ export type Push = Message<"herald.v1.client.Push"> & {
      */
     value: SubscribeResult;
     case: "subscribe";
+  } | {
+    /**
+     * @generated from field: herald.v1.client.StatePush state = 11;
+     */
+    value: StatePush;
+    case: "state";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1109,10 +1196,11 @@ export type Push = Message<"herald.v1.client.Push"> & {
  * Use `create(PushSchema)` to create a new message.
  */
 export const PushSchema: GenMessage<Push> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 31);
+  messageDesc(file_herald_v1_client, 33);
 
 /**
- * Joins and leaves of a channel over the push limit, batched: apply `leaves`, then `joins`.
+ * Joins, leaves and state changes of a channel over the push limit, batched: apply
+ * `leaves`, then `joins`, then `states`.
  *
  * @generated from message herald.v1.client.PresenceDiff
  */
@@ -1126,6 +1214,11 @@ export type PresenceDiff = Message<"herald.v1.client.PresenceDiff"> & {
    * @generated from field: repeated herald.v1.client.PresenceMember leaves = 2;
    */
   leaves: PresenceMember[];
+
+  /**
+   * @generated from field: repeated herald.v1.client.StatePush states = 3;
+   */
+  states: StatePush[];
 };
 
 /**
@@ -1133,7 +1226,7 @@ export type PresenceDiff = Message<"herald.v1.client.PresenceDiff"> & {
  * Use `create(PresenceDiffSchema)` to create a new message.
  */
 export const PresenceDiffSchema: GenMessage<PresenceDiff> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 32);
+  messageDesc(file_herald_v1_client, 34);
 
 /**
  * @generated from message herald.v1.client.ServerUnsubscribe
@@ -1155,7 +1248,7 @@ export type ServerUnsubscribe = Message<"herald.v1.client.ServerUnsubscribe"> & 
  * Use `create(ServerUnsubscribeSchema)` to create a new message.
  */
 export const ServerUnsubscribeSchema: GenMessage<ServerUnsubscribe> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 33);
+  messageDesc(file_herald_v1_client, 35);
 
 /**
  * @generated from message herald.v1.client.ServerDisconnect
@@ -1182,5 +1275,5 @@ export type ServerDisconnect = Message<"herald.v1.client.ServerDisconnect"> & {
  * Use `create(ServerDisconnectSchema)` to create a new message.
  */
 export const ServerDisconnectSchema: GenMessage<ServerDisconnect> = /*@__PURE__*/
-  messageDesc(file_herald_v1_client, 34);
+  messageDesc(file_herald_v1_client, 36);
 
