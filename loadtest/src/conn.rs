@@ -539,6 +539,7 @@ impl From<Packet> for Incoming {
                 typing: None,
                 status: None,
                 subscribe: None,
+                state: None,
             }),
             Packet::Open | Packet::Other => Incoming::Other,
         }
