@@ -129,7 +129,7 @@ pub struct PublishRequest {
     #[cfg_attr(test, ts(type = "unknown"))]
     pub data: Box<RawValue>,
     /// Makes a retry safe: the same key on the same channel within 5 minutes is applied
-    /// once (scoped to the connection's user).
+    /// once (scoped to the connection's user). At most 256 bytes.
     #[serde(default)]
     #[cfg_attr(test, ts(optional))]
     pub idempotency_key: Option<String>,

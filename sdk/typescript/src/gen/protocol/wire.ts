@@ -121,7 +121,7 @@ ts: number, from?: string, };
 export type PublishRequest = { channel: string, event: string, data: unknown, 
 /**
  * Makes a retry safe: the same key on the same channel within 5 minutes is applied
- * once (scoped to the connection's user).
+ * once (scoped to the connection's user). At most 256 bytes.
  */
 idempotencyKey?: string, };
 
