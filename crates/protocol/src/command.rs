@@ -60,17 +60,22 @@ impl Method {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectRequest {
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub token: Option<String>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub name: Option<String>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub version: Option<String>,
     /// The positions of the server-side subscriptions the client holds, to recover from
     /// when the server restores them after the reply.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<HashMap<String, StreamPosition>>", optional))]
     pub subs: HashMap<String, StreamPosition>,
     /// A Socket.IO client's `pid` and last `offset`, sent to recover its session; never
     /// read from Herald's own protocol. Boxed: rare, and commands are moved about whole.
@@ -88,51 +93,63 @@ pub struct Resume {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct StreamPosition {
     pub offset: u64,
     pub epoch: String,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeRequest {
     pub channel: String,
     /// Subscription token for channels that take one.
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub token: Option<String>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub recover: Option<StreamPosition>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct UnsubscribeRequest {
     pub channel: String,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct PublishRequest {
     pub channel: String,
     pub event: String,
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub data: Box<RawValue>,
     /// Makes a retry safe: the same key on the same channel within 5 minutes is applied
-    /// once (scoped to the connection's user).
+    /// once (scoped to the connection's user). At most 256 bytes.
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryRequest {
     pub channel: String,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub limit: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub since_offset: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct RefreshRequest {
     pub token: String,
 }
@@ -140,16 +157,19 @@ pub struct RefreshRequest {
 /// `subRefresh`: a new subscription token for a channel the connection is subscribed to
 /// with one, moving the subscription's expiry.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct SubRefreshRequest {
     pub channel: String,
     pub token: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PingRequest {}
 
 /// `presenceStats`: a channel the connection is a member of.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelRequest {
     pub channel: String,
@@ -158,15 +178,18 @@ pub struct ChannelRequest {
 /// `presence`: a channel the connection is a member of, from the start of its member list
 /// or from where the previous page's `cursor` left off.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceRequest {
     pub channel: String,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub cursor: Option<String>,
 }
 
 /// `setStatus`: `online`, `away` or `busy`, for every org of the user.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SetStatusRequest {
     pub status: String,
@@ -174,6 +197,7 @@ pub struct SetStatusRequest {
 
 /// `typing`: the connection's user starts (`active: true`) or stops typing in a channel.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct TypingRequest {
     pub channel: String,
@@ -183,21 +207,25 @@ pub struct TypingRequest {
 /// `setPresenceState`: the JSON state of the connection's membership of a channel, shown
 /// to the channel's members until it leaves; absent and `null` clear it.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SetPresenceStateRequest {
     pub channel: String,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub state: Option<Box<RawValue>>,
 }
 
 /// `rpc`: a call to the app's backend, answered with the backend's reply.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct RpcRequest {
     /// The backend's method, checked with [`valid_rpc_method`].
     pub method: String,
     /// Any JSON value; absent and `null` are the same.
     #[serde(default)]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub data: Option<Box<RawValue>>,
 }
 

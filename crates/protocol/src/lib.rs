@@ -14,6 +14,8 @@ pub mod presence;
 pub mod publication;
 pub mod reply;
 pub mod socketio;
+#[cfg(test)]
+mod typescript;
 
 pub use channel::{ChannelError, ChannelName};
 pub use codec::{Codec, SUBPROTOCOL_JSON, SUBPROTOCOL_PROTO};

@@ -26,6 +26,7 @@ pub struct Member {
 
 /// A user's status in an org.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Online,
@@ -57,6 +58,7 @@ impl Status {
 
 /// A user's status in an org, as read or as changed (the `status` push on `org:<org>`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
     pub user: Arc<str>,

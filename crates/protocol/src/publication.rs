@@ -13,18 +13,23 @@ use crate::channel::ChannelName;
 /// itself, written verbatim; `offset`/`epoch` are omitted on channels without history and
 /// `from` on server publishes, as proto3's JSON mapping omits defaults.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct Publication {
     #[serde(skip)]
     pub channel: ChannelName,
     pub event: Arc<str>,
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub data: Arc<RawValue>,
     #[serde(skip_serializing_if = "is_zero")]
+    #[cfg_attr(test, ts(as = "Option<u64>", optional))]
     pub offset: u64,
     #[serde(skip_serializing_if = "str::is_empty")]
+    #[cfg_attr(test, ts(as = "Option<Arc<str>>", optional))]
     pub epoch: Arc<str>,
     /// Server time of the publish, Unix milliseconds.
     pub ts: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub from: Option<Arc<str>>,
 }
 

@@ -18,6 +18,7 @@ use crate::presence::{Member, Status, Typer, UserStatus};
 use crate::publication::Publication;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectResult {
     /// Connection id.
@@ -31,6 +32,7 @@ pub struct ConnectResult {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeResult<P> {
     pub offset: u64,
@@ -49,26 +51,31 @@ pub struct SubscribeResult<P> {
     /// Subscribed with a subscription token: its `exp` (Unix seconds), when the server ends
     /// the subscription (2401) unless `subRefresh` moves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub expires: Option<i64>,
 }
 
 /// One connection in a channel's presence (`presence` result, `join` and `leave` pushes):
 /// a [`Member`] with its user's status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceMember {
     pub user: Arc<str>,
     /// Connection id.
     pub client: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub info: Option<Arc<RawValue>>,
     /// The user's status in the channel's org (`org:<org>…` channels, `presence` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub status: Option<Status>,
     /// Unix milliseconds.
     pub joined_at: i64,
     /// The member's presence state (`setPresenceState`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub state: Option<Arc<RawValue>>,
 }
 
@@ -88,16 +95,19 @@ impl PresenceMember {
 /// `state` push, and an entry of a `presence` diff's `states`: a member's presence state
 /// changed; `null` when it was cleared.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct StatePush {
     pub user: Arc<str>,
     /// Connection id.
     pub client: Arc<str>,
     #[serde(default)]
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub state: Option<Arc<RawValue>>,
 }
 
 /// One page of a channel's presence, oldest member first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PresenceResult {
     pub members: Vec<PresenceMember>,
     /// More members follow: ask again with `cursor`.
@@ -105,6 +115,7 @@ pub struct PresenceResult {
     pub more: bool,
     /// Where the next page starts (opaque), with `more`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
     pub cursor: Option<String>,
 }
 
@@ -114,6 +125,7 @@ pub struct PresenceResult {
 /// connection that left and joined again within the interval is in both lists, and one
 /// that left has no entry in `states`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PresenceDiff {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub joins: Vec<PresenceMember>,
@@ -130,6 +142,7 @@ impl PresenceDiff {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PresenceStatsResult {
     /// Distinct users.
     pub users: u64,
@@ -140,9 +153,11 @@ pub struct PresenceStatsResult {
 /// `typing` push, and an entry of a subscribe result's `typing`: a [`Typer`] starting or
 /// stopping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct TypingPush {
     pub user: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub info: Option<Arc<RawValue>>,
     pub active: bool,
 }
@@ -174,6 +189,7 @@ pub enum ChannelEvent {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryResult<P> {
     pub publications: Vec<P>,
@@ -186,24 +202,29 @@ pub struct HistoryResult<P> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PublishResult {
     pub offset: u64,
     pub epoch: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct RefreshResult {
     pub expires: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct PingResult {
     pub ts: i64,
 }
 
 /// `rpc`: the JSON value the app's backend returned (`null` when it returned none).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct RpcResult {
+    #[cfg_attr(test, ts(type = "unknown"))]
     pub data: Arc<RawValue>,
 }
 
@@ -212,6 +233,7 @@ pub struct RpcResult {
 pub struct EmptyResult {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct ErrorBody {
     pub code: u32,
     pub message: String,
@@ -219,12 +241,14 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct UnsubscribePush {
     pub code: u32,
     pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct DisconnectPush {
     pub code: u16,
     pub reason: String,
@@ -401,41 +425,58 @@ impl ReceivedPublication {
 
 /// Any server message, as a client decodes it.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct ServerMessage {
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub id: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional, type = "unknown"))]
     pub result: Option<Box<RawValue>>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub error: Option<ErrorBody>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub push: Option<Push>,
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(export_to = "wire.ts"))]
 pub struct Push {
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub channel: Option<String>,
     #[serde(rename = "pub", default)]
+    #[cfg_attr(test, ts(as = "Option<Publication>", optional))]
     pub publication: Option<ReceivedPublication>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub unsubscribe: Option<UnsubscribePush>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub disconnect: Option<DisconnectPush>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub join: Option<PresenceMember>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub leave: Option<PresenceMember>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub presence: Option<PresenceDiff>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub typing: Option<TypingPush>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub status: Option<UserStatus>,
     #[serde(default)]
+    #[cfg_attr(test, ts(optional))]
     pub state: Option<StatePush>,
     /// The server subscribed the connection to the push's channel.
     #[serde(default)]
+    #[cfg_attr(test, ts(as = "Option<SubscribeResult<Publication>>", optional))]
     pub subscribe: Option<SubscribeResult<ReceivedPublication>>,
 }
 

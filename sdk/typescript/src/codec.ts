@@ -52,6 +52,7 @@ import type {
   WirePresenceState,
   WirePublication,
   WirePush,
+  WireStatus,
   WireTyper,
 } from "./protocol.js";
 
@@ -229,8 +230,15 @@ function json(bytes: Uint8Array): unknown {
   return JSON.parse(decoder.decode(bytes));
 }
 
-function optionalJson(bytes: Uint8Array): Record<string, unknown> | undefined {
-  return bytes.length === 0 ? undefined : (json(bytes) as Record<string, unknown>);
+function optionalJson(bytes: Uint8Array): unknown {
+  return bytes.length === 0 ? undefined : json(bytes);
+}
+
+/** A user status from its text; the proto carries the gateway's `Status` as a string. */
+function userStatus(text: string): WireStatus["status"] | undefined {
+  return text === "online" || text === "away" || text === "busy" || text === "offline"
+    ? text
+    : undefined;
 }
 
 function publication(p: Publication): WirePublication {
@@ -245,7 +253,8 @@ function member(m: PresenceMember): WirePresenceMember {
   const out: WirePresenceMember = { user: m.user, client: m.client, joinedAt: Number(m.joinedAt) };
   const info = optionalJson(m.info);
   if (info !== undefined) out.info = info;
-  if (m.status !== "") out.status = m.status;
+  const status = userStatus(m.status);
+  if (status !== undefined) out.status = status;
   if (m.state.length > 0) out.state = json(m.state);
   return out;
 }
@@ -349,13 +358,16 @@ function push(p: Push): WirePush {
     case "typing":
       out.typing = typer(value);
       break;
-    case "status":
+    case "status": {
+      const status = userStatus(value.status);
+      if (status === undefined) break;
       out.status = {
         user: value.user,
-        status: value.status,
+        status,
         ...(value.lastSeen !== 0n ? { lastSeen: Number(value.lastSeen) } : {}),
       };
       break;
+    }
     case "subscribe":
       out.subscribe = subscribeResult(value);
       break;

@@ -2,6 +2,7 @@ import { Emitter, type Unsubscribe } from "./emitter.js";
 import { HeraldError } from "./errors.js";
 import {
   ErrorCodes,
+  isObject,
   type PresenceResult,
   type WirePresenceDiff,
   type WirePresenceMember,
@@ -36,7 +37,7 @@ export interface PresenceMember {
 
 /** Maps the wire shape `{user, client, info:{name, avatar}, status, joinedAt}`. */
 export function toMember(wire: WirePresenceMember, status?: PresenceStatus): PresenceMember {
-  const info = wire.info && typeof wire.info === "object" ? wire.info : null;
+  const info = isObject(wire.info) ? wire.info : null;
   const member: PresenceMember = {
     userId: wire.user,
     clientId: wire.client,

@@ -6,199 +6,78 @@
  * @packageDocumentation
  */
 
+import type * as Wire from "./gen/protocol/wire.js";
+
 /** The WebSocket subprotocol this SDK speaks by default. */
 export const SUBPROTOCOL = "herald.v1.json";
 
 /** The binary subprotocol (`protocol: "protobuf"`), whose codec is in `codec.ts`. */
 export const SUBPROTOCOL_PROTO = "herald.v1.proto";
 
+/*
+ * The wire shapes are generated from the gateway's Rust protocol crate into
+ * `gen/protocol/wire.ts` (`npm run generate:protocol`); these are the SDK's names for them.
+ */
+
 /** A position in a channel's history: the last offset seen and the channel's epoch. */
-export interface StreamPosition {
-  /** Offset of a publication, contiguous from 1 per channel. */
-  offset: number;
-  /** The channel's history epoch; it changes when the history is lost. */
-  epoch: string;
-}
+export type StreamPosition = Wire.StreamPosition;
 
 /** A publication as the gateway sends it (`pub` push, history, recovered publications). */
-export interface WirePublication {
-  event: string;
-  data: unknown;
-  /** Absent (0) on channels without history. */
-  offset?: number;
-  /** Absent ("") on channels without history. */
-  epoch?: string;
-  /** Server time of the publish, Unix milliseconds. */
-  ts?: number;
-  /** The sender's user id, on client publishes only. */
-  from?: string;
-}
+export type WirePublication = Wire.Publication;
 
 /** `connect` result. */
-export interface ConnectResult {
-  /** Connection id. */
-  client: string;
-  user: string;
-  node: string;
-  /** Server ping interval, seconds. */
-  ping: number;
-  /** Token expiry, Unix seconds. */
-  expires: number;
-}
+export type ConnectResult = Wire.ConnectResult;
 
 /** An entry of the subscribe result's `typing`, and the `typing` push. */
-export interface WireTyper {
-  user: string;
-  info?: Record<string, unknown> | null;
-  active: boolean;
-}
+export type WireTyper = Wire.TypingPush;
 
 /** `subscribe` result. */
-export interface SubscribeResult {
-  offset: number;
-  epoch: string;
-  recoverable: boolean;
-  recovered: boolean;
-  /** With `recovered`: the first page of the missed publications. */
-  publications: WirePublication[];
-  /** The page stopped before `offset`: fetch the rest with `history` from its last offset. */
-  more?: boolean;
-  typing?: WireTyper[];
-  /** Subscribed with a subscription token: its expiry, Unix seconds (ends with 2401 then). */
-  expires?: number;
-}
+export type SubscribeResult = Wire.SubscribeResult<WirePublication>;
 
 /** `publish` params. */
-export interface PublishParams {
-  channel: string;
-  event: string;
-  data: unknown;
-  /** The same key within 5 minutes (per user) publishes once: at most 256 bytes. */
-  idempotencyKey?: string;
-}
+export type PublishParams = Wire.PublishRequest;
 
 /** `publish` result. */
-export interface PublishResult {
-  offset: number;
-  epoch: string;
-}
+export type PublishResult = Wire.PublishResult;
 
 /** `rpc` result. */
-export interface RpcResult {
-  /** What the app's backend returned (JSON); null when it returned nothing. */
-  data: unknown;
-}
+export type RpcResult = Wire.RpcResult;
 
 /** `history` result. */
-export interface HistoryResult {
-  publications: WirePublication[];
-  offset: number;
-  epoch: string;
-  /** The page stopped before `offset` (at `limit` or the reply byte budget): ask again. */
-  more?: boolean;
-}
+export type HistoryResult = Wire.HistoryResult<WirePublication>;
 
 /** `refresh` result. */
-export interface RefreshResult {
-  /** The new token's expiry, Unix seconds. */
-  expires: number;
-}
+export type RefreshResult = Wire.RefreshResult;
 
 /** `ping` result. */
-export interface PingResult {
-  /** Server time, Unix milliseconds. */
-  ts: number;
-}
+export type PingResult = Wire.PingResult;
 
 /** One connection in a channel's presence, as the gateway sends it. */
-export interface WirePresenceMember {
-  user: string;
-  /** Connection id. */
-  client: string;
-  info?: Record<string, unknown> | null;
-  /** The user's status in the org (`org:<org>…` channels, `presence` result only). */
-  status?: string;
-  /** Unix milliseconds. */
-  joinedAt: number;
-  /** The connection's presence state in the channel (`setPresenceState`), when it has one. */
-  state?: unknown;
-}
+export type WirePresenceMember = Wire.PresenceMember;
 
 /** `state` push: a member's presence state changed (null: cleared). */
-export interface WirePresenceState {
-  user: string;
-  client: string;
-  state: unknown;
-}
+export type WirePresenceState = Wire.StatePush;
 
-/**
- * `presence` push: a big channel's joins and leaves of the last second, batched (the gateway
- * sends these instead of `join`/`leave` pushes once a channel has more members than its push
- * limit). Apply `leaves`, then `joins`, then `states`; each is absent when empty.
- */
-export interface WirePresenceDiff {
-  joins?: WirePresenceMember[];
-  leaves?: WirePresenceMember[];
-  /** State changes, netted per connection: apply after `leaves` and `joins`. */
-  states?: WirePresenceState[];
-}
+/** `presence` push: a big channel's joins, leaves and state changes, batched. */
+export type WirePresenceDiff = Wire.PresenceDiff;
 
 /** `presence` result. */
-export interface PresenceResult {
-  members: WirePresenceMember[];
-  /** More members follow: ask again with `cursor`. */
-  more?: boolean;
-  /** Where the next page starts (opaque), with `more`. */
-  cursor?: string;
-}
+export type PresenceResult = Wire.PresenceResult;
 
 /** `presenceStats` result. */
-export interface PresenceStatsResult {
-  /** Distinct users in the channel's presence. */
-  users: number;
-  /** Connections in the channel's presence. */
-  clients: number;
-}
+export type PresenceStatsResult = Wire.PresenceStatsResult;
 
 /** `status` push on `org:<org>`. */
-export interface WireStatus {
-  user: string;
-  /** online | away | busy | offline */
-  status: string;
-  /** Unix milliseconds, on `offline`. */
-  lastSeen?: number;
-}
+export type WireStatus = Wire.UserStatus;
 
 /** The body of an `{"error": …}` reply. */
-export interface WireError {
-  code: number;
-  message: string;
-  temporary: boolean;
-}
+export type WireError = Wire.ErrorBody;
 
-/** Any push (`{"push": …}`): exactly one of the optional fields is set. */
-export interface WirePush {
-  channel?: string;
-  pub?: WirePublication;
-  unsubscribe?: { code: number; reason: string };
-  disconnect?: { code: number; reason: string; reconnect: boolean };
-  join?: WirePresenceMember;
-  leave?: WirePresenceMember;
-  presence?: WirePresenceDiff;
-  typing?: WireTyper;
-  state?: WirePresenceState;
-  status?: WireStatus;
-  /** The server subscribed the connection to `channel` (a server-side subscription). */
-  subscribe?: SubscribeResult;
-}
+/** Any push (`{"push": …}`): exactly one of the optional fields besides `channel` is set. */
+export type WirePush = Wire.Push;
 
 /** Any server message. */
-export interface ServerMessage {
-  id?: number;
-  result?: unknown;
-  error?: WireError;
-  push?: WirePush;
-}
+export type ServerMessage = Wire.ServerMessage;
 
 /**
  * Protocol error codes (in `error` replies). Codes from 1000 up are the app's backend's own,
@@ -268,6 +147,11 @@ export function reconnectAdvice(code: number): ReconnectAdvice {
   if (code >= 4000 && code <= 4099) return "stop";
   if (code >= 4200 && code <= 4299) return "now";
   return "backoff";
+}
+
+/** Whether a JSON value (a token's `info` claim, say) is an object whose fields can be read. */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === "object";
 }
 
 /** Encodes one command line: `{"id":N,"<method>":{…}}`. */

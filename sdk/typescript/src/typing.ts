@@ -1,5 +1,5 @@
 import { Emitter, type Unsubscribe } from "./emitter.js";
-import type { WireTyper } from "./protocol.js";
+import { isObject, type WireTyper } from "./protocol.js";
 
 /** Someone typing in a channel. */
 export interface Typer {
@@ -33,7 +33,7 @@ export interface TypingHost {
 }
 
 function toTyper(wire: WireTyper): Typer {
-  const info = wire.info && typeof wire.info === "object" ? wire.info : null;
+  const info = isObject(wire.info) ? wire.info : null;
   const typer: Typer = { userId: wire.user, info };
   if (typeof info?.["name"] === "string") typer.name = info["name"];
   if (typeof info?.["avatar"] === "string") typer.avatar = info["avatar"];

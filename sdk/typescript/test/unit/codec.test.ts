@@ -133,6 +133,63 @@ describe("the binary codec", () => {
     expect(invalid).toHaveLength(1);
   });
 
+  it("decodes user statuses as the gateway's four values, dropping any other text", () => {
+    const push = (kind: Parameters<typeof create<typeof ReplySchema>>[1]) =>
+      sizeDelimitedEncode(ReplySchema, create(ReplySchema, kind));
+    const frame = concat(
+      push({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme",
+            kind: { case: "status", value: { user: "bob", status: "away" } },
+          },
+        },
+      }),
+      push({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme",
+            kind: { case: "status", value: { user: "bob", status: "dancing", lastSeen: 5n } },
+          },
+        },
+      }),
+      push({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme:ch:x",
+            kind: {
+              case: "join",
+              value: { user: "eve", client: "c2", status: "busy", joinedAt: 1n },
+            },
+          },
+        },
+      }),
+      push({
+        kind: {
+          case: "push",
+          value: {
+            channel: "org:acme:ch:x",
+            kind: { case: "join", value: { user: "eve", client: "c3", status: "?", joinedAt: 2n } },
+          },
+        },
+      }),
+    );
+    expect(decodeBinaryFrame(frame)).toEqual([
+      { push: { channel: "org:acme", status: { user: "bob", status: "away" } } },
+      { push: { channel: "org:acme" } },
+      {
+        push: {
+          channel: "org:acme:ch:x",
+          join: { user: "eve", client: "c2", status: "busy", joinedAt: 1 },
+        },
+      },
+      { push: { channel: "org:acme:ch:x", join: { user: "eve", client: "c3", joinedAt: 2 } } },
+    ]);
+  });
+
   it("carries presence state: the command, members' states, state pushes and diffs", () => {
     const text = [
       encodeCommand(1, "setPresenceState", { channel: "a:b", state: { cell: "B3" } }),
