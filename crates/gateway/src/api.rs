@@ -299,6 +299,10 @@ impl Herald for HeraldApi {
                             .unwrap_or_default(),
                         joined_at: member.joined_at,
                         status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                        state: member
+                            .state
+                            .map(|state| state.get().as_bytes().to_vec())
+                            .unwrap_or_default(),
                     })
                     .collect(),
             })

@@ -521,6 +521,20 @@ pub async fn presence_state_is_listed_pushed_and_ends(d: &impl Deployment) {
     .await;
     assert_eq!(state_of(&echo, &alice_id).unwrap().1, coding);
     assert_eq!(listed_state(&bob, channel, &alice_id).await, Some(coding));
+    // The backend sees it too (gRPC Presence, on the other node).
+    let mut grpc = grpc_client(d.grpc_addr(1), Some(API_KEY)).await;
+    let request = herald_api::v1::PresenceRequest {
+        channel: channel.into(),
+    };
+    let listed = within("gRPC Presence", grpc.presence(request))
+        .await
+        .expect("presence")
+        .into_inner();
+    let member = listed.members.iter().find(|m| m.client == alice_id);
+    assert_eq!(
+        member.expect("alice is listed").state,
+        br#"{"mood":"coding"}"#
+    );
 
     set_state(&alice, channel, serde_json::Value::Null).await;
     let push = next_push(&bob, "alice's state cleared", |p| {

@@ -99,6 +99,7 @@ interface RawPresenceMember {
   info: Buffer;
   joinedAt: number;
   status: string;
+  state: Buffer;
 }
 
 const RETRYABLE = new Set([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]);
@@ -204,7 +205,11 @@ export class HeraldServer {
     );
     return {
       ...response,
-      members: response.members.map((member) => ({ ...member, info: decodeJson<I>(member.info) })),
+      members: response.members.map((member) => ({
+        ...member,
+        info: decodeJson<I>(member.info),
+        state: decodeJson(member.state),
+      })),
     };
   }
 

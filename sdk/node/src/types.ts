@@ -72,6 +72,8 @@ export interface PresenceMember<I = unknown> {
   joinedAt: number;
   /** `online` | `away` | `busy` on `org:<org>…` channels; empty elsewhere. */
   status: string;
+  /** The connection's presence state (the client's `setPresenceState`); `null` when none. */
+  state: unknown;
 }
 
 /** `PresenceResponse`. */

@@ -121,7 +121,13 @@ describe("calls", () => {
             response: {
               members: [
                 { user: "u", client: "c", info: Buffer.alloc(0), joinedAt: 9, status: "" },
-                { user: "v", client: "d", info: Buffer.from('{"name":"V"}'), joinedAt: 10 },
+                {
+                  user: "v",
+                  client: "d",
+                  info: Buffer.from('{"name":"V"}'),
+                  joinedAt: 10,
+                  state: Buffer.from('{"cell":"B3"}'),
+                },
               ],
             },
           },
@@ -135,6 +141,7 @@ describe("calls", () => {
     });
     const { members } = await client.presence("org:acme:ch:a");
     expect(members.map((member) => member.info)).toEqual([null, { name: "V" }]);
+    expect(members.map((member) => member.state)).toEqual([null, { cell: "B3" }]);
   });
 
   it("iterateHistory follows `more` from the last offset and stops at a new epoch", async () => {
