@@ -109,13 +109,16 @@ impl Operator {
             .members
             .into_iter()
             .map(|member| {
+                // Empty bytes (none) are null.
                 let info: Value = serde_json::from_slice(&member.info).unwrap_or(Value::Null);
+                let state: Value = serde_json::from_slice(&member.state).unwrap_or(Value::Null);
                 json!({
                     "user": member.user,
                     "client": member.client,
                     "info": info,
                     "joinedAt": member.joined_at,
                     "status": member.status,
+                    "state": state,
                 })
             })
             .collect();
