@@ -13,6 +13,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::config::Secret;
+use crate::disconnect;
 use crate::metrics;
 use crate::node::{Node, PublishRequest};
 use crate::paging::history_page;
@@ -206,7 +207,7 @@ impl Herald for HeraldApi {
         request: Request<api::DisconnectRequest>,
     ) -> Result<Response<api::DisconnectResponse>, Status> {
         let request = request.into_inner();
-        let result = (|| {
+        let result = async {
             if request.user.is_empty() {
                 return Err(Status::invalid_argument("user is required"));
             }
@@ -219,16 +220,18 @@ impl Herald for HeraldApi {
                         Status::invalid_argument(format!("code {code} is not a Herald close code"))
                     })?,
             };
-            let connections = self.node.connections().of_user(&request.user);
-            for connection in &connections {
-                connection
-                    .outbox
-                    .close_with_reason(code, Some(&request.reason));
-            }
+            let closed = disconnect::disconnect(&self.node, &request.user, code, &request.reason)
+                .await
+                .map_err(|error| {
+                    Status::unavailable(format!(
+                        "closed here, but the other nodes could not be told: {error}"
+                    ))
+                })?;
             Ok(api::DisconnectResponse {
-                connections: connections.len() as u32,
+                connections: closed as u32,
             })
-        })();
+        }
+        .await;
         observe("Disconnect", result)
     }
 

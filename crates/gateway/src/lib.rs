@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 mod connections;
 pub mod dev_backend;
+mod disconnect;
 pub mod envelope;
 mod error;
 mod http;

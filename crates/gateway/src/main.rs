@@ -100,8 +100,7 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Close every connection of a user on the node it calls (one node: see README), with a
-    /// close code.
+    /// Close every connection of a user, on every node, with a close code.
     Disconnect {
         #[arg(long)]
         user: String,

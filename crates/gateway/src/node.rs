@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Authenticator, KeyError};
 use crate::backend::{Backend, BackendSetupError};
 use crate::broker::{
-    Broker, BrokerError, CHANGE_QUEUE, MemoryBroker, NatsBroker, NatsError, SubscriptionChange,
+    Broker, BrokerError, CHANGE_QUEUE, MemoryBroker, NatsBroker, NatsError, UserOrder,
 };
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config, NamespaceRule};
@@ -153,7 +153,7 @@ impl Node {
         hub: Arc<Hub>,
         idle: mpsc::UnboundedReceiver<ChannelName>,
         backplane: Backplane,
-        changes: mpsc::Receiver<SubscriptionChange>,
+        changes: mpsc::Receiver<UserOrder>,
     ) -> Result<Arc<Node>, NodeError> {
         let Backplane {
             broker,
@@ -293,7 +293,7 @@ impl Node {
     }
 
     /// Hands a server-side subscription change to every node, this one included.
-    pub async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+    pub async fn publish_change(&self, change: &UserOrder) -> Result<(), BrokerError> {
         self.broker.publish_change(change).await
     }
 

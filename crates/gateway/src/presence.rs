@@ -865,7 +865,7 @@ mod tests {
     use herald_protocol::Publication;
 
     use super::*;
-    use crate::broker::{BrokerError, SubscriptionChange};
+    use crate::broker::{BrokerError, UserOrder};
     use crate::config::ConfigArgs;
     use crate::state::MemoryState;
 
@@ -888,7 +888,7 @@ mod tests {
             }
             Ok(())
         }
-        async fn publish_change(&self, _: &SubscriptionChange) -> Result<(), BrokerError> {
+        async fn publish_change(&self, _: &UserOrder) -> Result<(), BrokerError> {
             Ok(())
         }
         async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {

@@ -22,8 +22,9 @@ use herald_protocol::{ChannelName, CloseCode, ErrorCode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::broker::{BrokerError, SubscriptionChange};
+use crate::broker::{BrokerError, SubscriptionChange, UserOrder};
 use crate::connections::Connection;
+use crate::disconnect;
 use crate::error::PublishError;
 use crate::node::Node;
 use crate::session::Failure;
@@ -105,27 +106,32 @@ async fn change(
         client: client.map(str::to_owned),
         subscribe,
     };
-    node.publish_change(&change).await?;
+    node.publish_change(&UserOrder::Subscription(change))
+        .await?;
     Ok(())
 }
 
-/// Applies the changes the broker hands over to this node's connections, until the node
-/// is gone. One task per change, so a slow state read holds up no other user; a user's
-/// changes run one after the other, so a `Subscribe` then `Unsubscribe` ends unsubscribed.
-pub async fn apply_changes(node: Weak<Node>, mut changes: mpsc::Receiver<SubscriptionChange>) {
+/// Applies the user orders the broker hands over (subscription changes, and the other
+/// nodes' gRPC `Disconnect`s) to this node's connections, until the node is gone. One task
+/// per order, so a slow state read holds up no other user; a user's orders run one after
+/// the other, so a `Subscribe` then `Unsubscribe` ends unsubscribed.
+pub async fn apply_changes(node: Weak<Node>, mut orders: mpsc::Receiver<UserOrder>) {
     let mut last_of_user: HashMap<String, JoinHandle<()>> = HashMap::new();
-    while let Some(change) = changes.recv().await {
+    while let Some(order) = orders.recv().await {
         let Some(node) = node.upgrade() else { return };
         if last_of_user.len() >= PRUNE_USERS_ABOVE {
             last_of_user.retain(|_, task| !task.is_finished());
         }
-        let previous = last_of_user.remove(&change.user);
-        let user = change.user.clone();
+        let user = order.user().to_owned();
+        let previous = last_of_user.remove(&user);
         let task = tokio::spawn(async move {
             if let Some(previous) = previous {
                 let _ = previous.await;
             }
-            apply(&node, change).await;
+            match order {
+                UserOrder::Subscription(change) => apply(&node, change).await,
+                UserOrder::Disconnect { disconnect } => disconnect::apply(&node, &disconnect),
+            }
         });
         last_of_user.insert(user, task);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 
-use super::{Broker, BrokerError, ChangeSender, Event, SubscriptionChange, hand_over};
+use super::{Broker, BrokerError, ChangeSender, Event, UserOrder, hand_over};
 use crate::hub::Hub;
 
 pub struct MemoryBroker {
@@ -32,7 +32,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+    async fn publish_change(&self, change: &UserOrder) -> Result<(), BrokerError> {
         hand_over(&self.changes, change.clone());
         Ok(())
     }

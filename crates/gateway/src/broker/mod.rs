@@ -66,17 +66,47 @@ pub struct SubscriptionChange {
     pub subscribe: bool,
 }
 
-/// Where a node's broker hands the subscription changes it receives.
-pub type ChangeSender = tokio::sync::mpsc::Sender<SubscriptionChange>;
+/// A gRPC `Disconnect` for a user's connections on the other nodes (the node called closes
+/// its own at once, and skips its order when it comes back).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DisconnectOrder {
+    pub user: String,
+    pub code: u16,
+    pub reason: String,
+    /// The node that was called.
+    pub origin: String,
+}
+
+/// What every node hears on the control subject: an order for one user's connections.
+/// Untagged, so a subscription change is the JSON it always was (nodes of an earlier
+/// release read those and drop the disconnects they do not know).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum UserOrder {
+    Disconnect { disconnect: DisconnectOrder },
+    Subscription(SubscriptionChange),
+}
+
+impl UserOrder {
+    pub fn user(&self) -> &str {
+        match self {
+            UserOrder::Disconnect { disconnect } => &disconnect.user,
+            UserOrder::Subscription(change) => &change.user,
+        }
+    }
+}
+
+/// Where a node's broker hands the user orders it receives.
+pub type ChangeSender = tokio::sync::mpsc::Sender<UserOrder>;
 
 /// How many received subscription changes may wait for the node to apply them.
 pub const CHANGE_QUEUE: usize = 4096;
 
-/// Hands a received change to the node; dropped (and logged) when the node is that far
+/// Hands a received order to the node; dropped (and logged) when the node is that far
 /// behind: the user's kept subscriptions are restored at their next connect anyway.
-fn hand_over(changes: &ChangeSender, change: SubscriptionChange) {
-    if let Err(error) = changes.try_send(change) {
-        tracing::warn!(%error, "subscription change dropped: the node is behind");
+fn hand_over(changes: &ChangeSender, order: UserOrder) {
+    if let Err(error) = changes.try_send(order) {
+        tracing::warn!(%error, "user order dropped: the node is behind");
     }
 }
 
@@ -88,8 +118,8 @@ pub trait Broker: Send + Sync + 'static {
     /// Hands one presence event to every interested node (this one included). At most once.
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError>;
 
-    /// Hands a subscription change to every node (this one included). At most once.
-    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError>;
+    /// Hands a user order to every node (this one included). At most once.
+    async fn publish_change(&self, order: &UserOrder) -> Result<(), BrokerError>;
 
     /// This node now has local subscribers of `channel`.
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;
@@ -99,4 +129,36 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker is connected (for `/readyz`).
     fn is_healthy(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscription_change_is_the_json_it_was_and_a_disconnect_is_told_apart() {
+        let change = r#"{"user":"u","channel":"org:a:ch:b","subscribe":true}"#;
+        let UserOrder::Subscription(parsed) = serde_json::from_str(change).unwrap() else {
+            panic!("a subscription change");
+        };
+        assert_eq!(
+            serde_json::to_string(&UserOrder::Subscription(parsed)).unwrap(),
+            change
+        );
+        let disconnect = UserOrder::Disconnect {
+            disconnect: DisconnectOrder {
+                user: "u".into(),
+                code: 4001,
+                reason: "r".into(),
+                origin: "n1".into(),
+            },
+        };
+        let json = serde_json::to_string(&disconnect).unwrap();
+        assert_eq!(
+            serde_json::from_str::<UserOrder>(&json).unwrap(),
+            disconnect
+        );
+        // What an earlier node makes of it: not a subscription change.
+        assert!(serde_json::from_str::<SubscriptionChange>(&json).is_err());
+    }
 }

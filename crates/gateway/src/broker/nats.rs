@@ -35,7 +35,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::{Broker, BrokerError, ChangeSender, Event, Exclude, SubscriptionChange, hand_over};
+use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_over};
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
@@ -46,7 +46,7 @@ pub const NODE_SUBJECT_PREFIX: &str = "herald.node";
 pub const APP_SUBJECT_PREFIX: &str = "herald.app";
 /// What a node subscribes to per channel: both of the above.
 const ANY_SUBJECT_PREFIX: &str = "herald.*";
-/// Server-side subscription changes, JSON [`SubscriptionChange`]s.
+/// Orders for a user's connections on every node, JSON [`UserOrder`]s.
 pub const CONTROL_SUBJECT: &str = "herald.control";
 
 /// Marks a NATS message as a presence event (a JSON push frame) rather than an envelope.
@@ -232,7 +232,7 @@ impl Broker for NatsBroker {
         bounded(sent).await
     }
 
-    async fn publish_change(&self, change: &SubscriptionChange) -> Result<(), BrokerError> {
+    async fn publish_change(&self, change: &UserOrder) -> Result<(), BrokerError> {
         if !self.is_connected() {
             return Err(BrokerError::Unavailable("NATS is not connected".into()));
         }
@@ -305,12 +305,12 @@ async fn bounded<E: std::fmt::Display>(
     }
 }
 
-/// Hands every subscription change on `herald.control` to the node.
+/// Hands every user order on `herald.control` to the node.
 async fn read_changes(mut control: async_nats::Subscriber, changes: ChangeSender) {
     while let Some(message) = control.next().await {
-        match serde_json::from_slice::<SubscriptionChange>(&message.payload) {
-            Ok(change) => hand_over(&changes, change),
-            Err(error) => tracing::debug!(%error, "dropped an invalid subscription change"),
+        match serde_json::from_slice::<UserOrder>(&message.payload) {
+            Ok(order) => hand_over(&changes, order),
+            Err(error) => tracing::debug!(%error, "dropped an invalid user order"),
         }
     }
 }

@@ -115,3 +115,33 @@ async fn subscribe_on_one_node_reaches_the_user_on_another_and_survives_a_move()
         "no restored subscription: {push:?}"
     );
 }
+
+/// gRPC `Disconnect` on one node closes the user's connections on every node, with the code
+/// and reason; the count is the node's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_on_one_node_closes_the_users_connections_on_every_node() {
+    let (_nats, _redis, nodes) = cluster(2).await;
+    let here = connect(&nodes[0].ws_url, "dora", json!({})).await;
+    let there = connect(&nodes[1].ws_url, "dora", json!({})).await;
+    let bystander = connect(&nodes[1].ws_url, "eddie", json!({})).await;
+    let mut grpc = nodes[0].grpc().await;
+    let request = herald_api::v1::DisconnectRequest {
+        user: "dora".into(),
+        code: 4001,
+        reason: "account suspended".into(),
+    };
+    let reply = within("Disconnect", grpc.disconnect(request))
+        .await
+        .expect("disconnect")
+        .into_inner();
+    assert_eq!(reply.connections, 1, "the called node's own");
+    for client in [&here, &there] {
+        let closed = within("the close", client.closed()).await.expect("closed");
+        assert_eq!(
+            (closed.code, closed.reason.as_str()),
+            (4001, "account suspended")
+        );
+    }
+    // Someone else on the other node is untouched: a round trip still answers.
+    within("ping", bystander.ping()).await.expect("eddie stays");
+}
