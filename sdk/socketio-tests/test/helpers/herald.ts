@@ -255,7 +255,8 @@ export async function startHerald(
  * Two Herald nodes on one NATS and one Redis, the client reaching them through a proxy.
  * As a `Target`: the client connects through the proxy (to node 0 unless `route` moved it);
  * publishes and server-side subscriptions go through node 1, so every delivery crosses NATS;
- * `disconnect` asks both nodes; `loseState` flushes Redis.
+ * `disconnect` asks the node the proxy sends clients to (gRPC Disconnect closes the user's
+ * connections on every node; its count is that node's); `loseState` flushes Redis.
  */
 export interface ClusterTarget extends Target {
   readonly nodes: readonly [HeraldNode, HeraldNode];
@@ -315,16 +316,19 @@ export async function startHeraldCluster(): Promise<ClusterTarget | { unavailabl
     if (!(await speaksSocketIo(url))) {
       throw new Error(`${HERALD_BIN} has no Socket.IO endpoint at /socket.io/`);
     }
-    const [near, far] = nodes;
+    const [, far] = nodes;
+    let routed: 0 | 1 = 0;
     return {
       url,
       secret: shared.HERALD_JWT_SECRET,
       backend,
       nodes,
-      route: (node) => proxy.pointAt(nodes[node].httpPort),
+      route: (node) => {
+        routed = node;
+        proxy.pointAt(nodes[node].httpPort);
+      },
       publish: (channel, event, data) => far.publish(channel, event, data),
-      disconnect: async (user, code) =>
-        (await near.disconnect(user, code)) + (await far.disconnect(user, code)),
+      disconnect: (user, code) => nodes[routed].disconnect(user, code),
       subscribe: (user, channel) => far.subscribe(user, channel),
       unsubscribe: (user, channel) => far.unsubscribe(user, channel),
       loseState: async () => {
