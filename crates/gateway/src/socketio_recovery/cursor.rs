@@ -12,6 +12,15 @@ use herald_protocol::command::StreamPosition;
 /// The format's tag, first in every offset.
 const VERSION: &str = "h1";
 
+/// The longest offset written: it goes out with every publication event and comes back in
+/// the reconnect's CONNECT, which must stay well under `HERALD_MAX_MESSAGE_BYTES` (64 KiB),
+/// however many channels (of up to 200 bytes each) a connection holds.
+pub const MAX_OFFSET_BYTES: usize = 8 * 1024;
+
+/// Written instead of an offset over [`MAX_OFFSET_BYTES`]: not a version [`parse`] reads, so
+/// such a connection reconnects to a fresh session (`recovered === false`).
+const TOO_LONG: &str = "h1!";
+
 /// The channels a connection holds, in the order it subscribed.
 #[derive(Debug, Default)]
 pub struct Cursor {
@@ -73,16 +82,19 @@ impl Cursor {
         self.held.remove(index).position.is_some()
     }
 
-    /// The offset as the client gets it.
+    /// The offset as the client gets it; [`TOO_LONG`] past [`MAX_OFFSET_BYTES`].
     pub fn render(&self) -> String {
+        use std::fmt::Write;
         let mut offset = String::with_capacity(VERSION.len() + self.held.len() * 48);
         offset.push_str(VERSION);
         for held in &self.held {
             if let Some((epoch, last)) = &held.position {
-                use std::fmt::Write;
                 let _ = write!(offset, ";{},{epoch},{last}", held.channel.as_str());
                 if let Some(grant) = &held.grant {
                     let _ = write!(offset, ",{grant}");
+                }
+                if offset.len() > MAX_OFFSET_BYTES {
+                    return TOO_LONG.to_owned();
                 }
             }
         }
@@ -191,6 +203,20 @@ mod tests {
         assert!(cursor.release(&room));
         assert!(!cursor.release(&room));
         assert_eq!(cursor.render(), "h1;public:p,,0,1800.tag");
+    }
+
+    #[test]
+    fn an_offset_too_long_to_send_back_is_one_that_does_not_recover() {
+        let mut cursor = Cursor::default();
+        let epoch: Arc<str> = Arc::from("1764612345678.r.Xq3v9TzL");
+        for n in 0..100 {
+            let held = channel(&format!("org:acme:ch:{n:0>60}"));
+            cursor.hold(&held);
+            cursor.advance(&held, &epoch, 1);
+        }
+        let offset = cursor.render();
+        assert_eq!(offset, TOO_LONG);
+        assert_eq!(parse(&offset, 1000), None);
     }
 
     #[test]

@@ -124,6 +124,16 @@ pub fn subscribed_channel(
     name: &str,
     feature: impl Fn(&ChannelOptions) -> bool,
 ) -> Result<ChannelName, Failure> {
+    subscribed_channel_with_options(node, connection, name, feature).map(|(channel, _)| channel)
+}
+
+/// [`subscribed_channel`] with the channel's options.
+pub fn subscribed_channel_with_options<'n>(
+    node: &'n Node,
+    connection: &Connection,
+    name: &str,
+    feature: impl Fn(&ChannelOptions) -> bool,
+) -> Result<(ChannelName, &'n ChannelOptions), Failure> {
     let (channel, _, options) = node.channel(name)?;
     if !feature(options) {
         return Err(Failure::new(
@@ -137,7 +147,7 @@ pub fn subscribed_channel(
             "subscribe to the channel first",
         ));
     }
-    Ok(channel)
+    Ok((channel, options))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use herald_protocol::publication::compact_raw;
 use herald_protocol::reply::EmptyResult;
 use serde_json::value::RawValue;
 
-use super::presence::subscribed_channel;
+use super::presence::subscribed_channel_with_options;
 use crate::connections::Connection;
 use crate::node::Node;
 use crate::session::{Answer, Failure};
@@ -22,8 +22,8 @@ pub async fn apply(
     id: u64,
     request: SetPresenceStateRequest,
 ) -> Result<Answer, Failure> {
-    let channel = subscribed_channel(node, connection, &request.channel, |o| o.presence)?;
-    let (_, _, options) = node.channel(&request.channel)?;
+    let (channel, options) =
+        subscribed_channel_with_options(node, connection, &request.channel, |o| o.presence)?;
     let config = node.config();
     let state = checked_state(
         request.state,
