@@ -178,6 +178,10 @@ impl Connection {
     /// Moves a just-answered subscription's position in a Socket.IO connection's offset:
     /// the `herald:offset` event to send ahead of the answer when that changed the offset.
     pub fn answered(&self, channel: &ChannelName, epoch: &Arc<str>, offset: u64) -> Option<Bytes> {
+        // Every subscribe passes here: other codecs skip the lock.
+        if self.codec != Codec::SocketIo {
+            return None;
+        }
         let mut subscriptions = self.lock_subscriptions();
         let cursor = subscriptions.cursor.as_mut()?;
         cursor

@@ -3,12 +3,13 @@
 //! same environment (or `--config` file) that runs a node can poke at it. Each prints one
 //! JSON object.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{DisconnectRequest, PresenceRequest, PresenceStatsRequest, PublishRequest};
 use serde_json::{Value, json};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
@@ -20,6 +21,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum OperatorError {
     #[error("HERALD_API_KEYS is not set: the gRPC API needs one of its keys")]
     NoApiKey,
+    #[error("the API key is not a valid header value")]
+    ApiKey,
     #[error("--data must be JSON: {0}")]
     Data(serde_json::Error),
     #[error("bad gRPC URL {url:?}: {source}")]
@@ -43,19 +46,18 @@ pub enum OperatorError {
 /// A gRPC client of one node, authenticated with its first API key.
 pub struct Operator {
     client: HeraldClient<Channel>,
-    api_key: String,
+    /// `Bearer <the first API key>`.
+    authorization: MetadataValue<Ascii>,
 }
 
 impl Operator {
     /// Connects to `url`, or to the configured gRPC address (loopback when it listens on
     /// every interface; `https` when the node serves gRPC over TLS).
     pub async fn connect(config: &Config, url: Option<String>) -> Result<Self, OperatorError> {
-        let api_key = config
-            .api_keys
-            .first()
-            .ok_or(OperatorError::NoApiKey)?
-            .expose()
-            .to_owned();
+        let api_key = config.api_keys.first().ok_or(OperatorError::NoApiKey)?;
+        let authorization = format!("Bearer {}", api_key.expose())
+            .parse()
+            .map_err(|_| OperatorError::ApiKey)?;
         let url = url.unwrap_or_else(|| default_url(config));
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| OperatorError::Url {
@@ -70,7 +72,7 @@ impl Operator {
             .map_err(|source| OperatorError::Connect { url, source })?;
         Ok(Self {
             client: HeraldClient::new(channel),
-            api_key,
+            authorization,
         })
     }
 
@@ -139,10 +141,10 @@ impl Operator {
 
     fn authorized<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        // An API key is printable ASCII (the config checks it), so always a valid header.
-        if let Ok(value) = format!("Bearer {}", self.api_key).parse() {
-            request.metadata_mut().insert("authorization", value);
-        }
+        let authorization = self.authorization.clone();
+        request
+            .metadata_mut()
+            .insert("authorization", authorization);
         request
     }
 }
@@ -173,9 +175,7 @@ fn default_url(config: &Config) -> String {
 fn reachable(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), addr.port()).into()
-        }
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
         _ => addr,
     }
 }
