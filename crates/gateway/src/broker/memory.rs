@@ -1,34 +1,103 @@
-//! In-process broker: a publication goes straight to this node's hub, a subscription
-//! change to the node.
+//! In-process broker: a publication goes to this node's hub, a subscription change to the
+//! node.
+//!
+//! Like the NATS broker's reader per subscribed channel, each channel with local
+//! subscribers has a fan-out task fed in publish order: a `Publish` call answers once its
+//! publication is queued, not after the fan-out (writing to thousands of sockets), so a
+//! publisher that waits for each answer is not held by every socket write, and a channel's
+//! publications and presence events still reach its subscribers in the order they were
+//! published. The queue is bounded: when a channel's fan-out falls that far behind,
+//! publishers wait for room.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{Broker, BrokerError, ChangeSender, Event, UserOrder, hand_over};
 use crate::hub::Hub;
 
+/// Publications and events a channel's fan-out task may have waiting.
+const CHANNEL_QUEUE: usize = 256;
+
+enum Delivery {
+    Publication(Publication),
+    Event(Event),
+}
+
+struct ChannelFanOut {
+    queue: mpsc::Sender<Delivery>,
+    task: JoinHandle<()>,
+}
+
 pub struct MemoryBroker {
     hub: Arc<Hub>,
     changes: ChangeSender,
+    channels: Mutex<HashMap<ChannelName, ChannelFanOut>>,
 }
 
 impl MemoryBroker {
     pub fn new(hub: Arc<Hub>, changes: ChangeSender) -> Self {
-        Self { hub, changes }
+        Self {
+            hub,
+            changes,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channels(&self) -> MutexGuard<'_, HashMap<ChannelName, ChannelFanOut>> {
+        // Nothing panics while holding this lock; a poisoned map is still a valid map.
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a delivery for the channel's fan-out task; without local subscribers there is
+    /// no task, and nobody to deliver to.
+    async fn hand_to_fan_out(&self, channel: &ChannelName, delivery: Delivery) {
+        let queue = self
+            .channels()
+            .get(channel)
+            .map(|fan_out| fan_out.queue.clone());
+        if let Some(queue) = queue {
+            // Fails only when the last subscriber left meanwhile and the task was stopped.
+            let _ = queue.send(delivery).await;
+        }
+    }
+}
+
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        for fan_out in self.channels().values() {
+            fan_out.task.abort();
+        }
+    }
+}
+
+/// Hands one channel's queued publications and events to the hub, in order.
+async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>) {
+    while let Some(delivery) = queue.recv().await {
+        match delivery {
+            Delivery::Publication(publication) => hub.deliver(publication),
+            Delivery::Event(event) => hub.deliver_event(&event),
+        }
     }
 }
 
 #[async_trait]
 impl Broker for MemoryBroker {
     async fn publish(&self, publication: &Publication) -> Result<(), BrokerError> {
-        self.hub.deliver(publication.clone());
+        let delivery = Delivery::Publication(publication.clone());
+        self.hand_to_fan_out(&publication.channel, delivery).await;
         Ok(())
     }
 
     async fn publish_event(&self, event: &Event) -> Result<(), BrokerError> {
-        self.hub.deliver_event(event);
+        self.hand_to_fan_out(&event.channel, Delivery::Event(event.clone()))
+            .await;
         Ok(())
     }
 
@@ -37,11 +106,22 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn subscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+    async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        let (queue, receiver) = mpsc::channel(CHANNEL_QUEUE);
+        let task = tokio::spawn(fan_out(self.hub.clone(), receiver));
+        if let Some(previous) = self
+            .channels()
+            .insert(channel.clone(), ChannelFanOut { queue, task })
+        {
+            previous.task.abort();
+        }
         Ok(())
     }
 
-    async fn unsubscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+    async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
+        if let Some(fan_out) = self.channels().remove(channel) {
+            fan_out.task.abort();
+        }
         Ok(())
     }
 

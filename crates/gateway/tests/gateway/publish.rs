@@ -2,6 +2,7 @@
 
 use herald_api::v1::{HistoryRequest, PublishRequest};
 use herald_client::StreamPosition;
+use herald_testkit::client::next_push;
 use serde_json::json;
 
 use crate::common::*;
@@ -239,6 +240,49 @@ async fn channels_without_history_have_no_offsets() {
         error_code(within("history", alice.history("public:lobby", None, None)).await),
         108
     );
+}
+
+/// A standalone Publish answers once its publication is queued for the channel's fan-out,
+/// not after it: one publisher's publications, on a channel with no offsets to reorder
+/// them by, and the presence events raised after them still arrive in the order sent.
+#[tokio::test]
+async fn one_publishers_publications_and_later_events_arrive_in_publish_order() {
+    let gateway = TestGateway::start().await;
+    let alice = gateway.member("alice").await;
+    within("subscribe", alice.subscribe("public:lobby"))
+        .await
+        .unwrap();
+    let sent = 300;
+    for n in 0..sent {
+        gateway.publish("public:lobby", "n", json!(n)).await;
+    }
+    for n in 0..sent {
+        let publication = next_publication(&alice).await;
+        assert_eq!(publication.data.get(), n.to_string(), "publication {n}");
+    }
+
+    let channel = "org:acme:ch:general";
+    within("subscribe", alice.subscribe(channel)).await.unwrap();
+    let bob = gateway.member("bob").await;
+    within("subscribe", bob.subscribe(channel)).await.unwrap();
+    next_push(&alice, "bob's join", |push| push.join.is_some()).await;
+    for n in 0..50 {
+        gateway.publish(channel, "n", json!(n)).await;
+    }
+    within("unsubscribe", bob.unsubscribe(channel))
+        .await
+        .unwrap();
+    for n in 0..50 {
+        let push = next_push(&alice, "a publication or bob's leave", |push| {
+            push.publication.is_some() || push.leave.is_some()
+        })
+        .await;
+        let publication = push
+            .publication
+            .unwrap_or_else(|| panic!("bob's leave came before publication {n}"));
+        assert_eq!(publication.data.get(), n.to_string());
+    }
+    next_push(&alice, "bob's leave", |push| push.leave.is_some()).await;
 }
 
 #[tokio::test]
