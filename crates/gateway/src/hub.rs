@@ -26,13 +26,13 @@
 //! confirms the epoch changed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use herald_protocol::reply::encode_unsubscribe;
-use herald_protocol::{ChannelName, CloseCode, Publication};
+use herald_protocol::{ChannelName, CloseCode, Codec, Publication};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -83,6 +83,121 @@ fn send_publication(
         connection.outbox.send_shared(push.shared(codec))
     } else {
         connection.send(push.bytes(codec))
+    }
+}
+
+/// What one publication did for one subscriber.
+enum Offer {
+    Sent,
+    /// Buffered for a pending subscriber, already had, or the connection is closing.
+    Skipped,
+    /// The subscriber is in another epoch: it must resubscribe.
+    StaleEpoch,
+}
+
+/// Offers one publication to one subscriber: buffered while it is pending, sent when it
+/// is the subscriber's next.
+fn offer(
+    subscriber: &mut Subscriber,
+    publication: &Publication,
+    push: &SharedPush,
+    direct: bool,
+) -> Offer {
+    if let Some(pending) = &mut subscriber.pending {
+        if pending.len() >= MAX_PENDING {
+            subscriber.connection.close(CloseCode::SlowConsumer);
+            return Offer::Skipped;
+        }
+        pending.push(Buffered {
+            offset: publication.offset,
+            epoch: publication.epoch.clone(),
+            push: push.clone(),
+        });
+        return Offer::Skipped;
+    }
+    if publication.offset != 0 {
+        subscriber.adopt(publication.offset, &publication.epoch);
+        // Usually the same allocation: no need to compare the strings.
+        if !Arc::ptr_eq(&subscriber.epoch, &publication.epoch)
+            && subscriber.epoch != publication.epoch
+        {
+            return Offer::StaleEpoch;
+        }
+        if publication.offset <= subscriber.offset {
+            return Offer::Skipped;
+        }
+        subscriber.offset = publication.offset;
+    }
+    let position = (publication.offset != 0).then_some((&publication.epoch, publication.offset));
+    let channel = &publication.channel;
+    if send_publication(&subscriber.connection, channel, push, position, direct) {
+        Offer::Sent
+    } else {
+        Offer::Skipped
+    }
+}
+
+/// Whether a subscriber takes every one of publications that follow one another from
+/// `first` on, as the same bytes as everyone else: live, in their epoch and before
+/// them, and not on Socket.IO (whose events each carry the connection's own offset).
+fn takes_all(subscriber: &Subscriber, first: &Publication) -> bool {
+    subscriber.pending.is_none()
+        && subscriber.connection.codec != Codec::SocketIo
+        && (first.offset == 0
+            || ((Arc::ptr_eq(&subscriber.epoch, &first.epoch) || subscriber.epoch == first.epoch)
+                && subscriber.offset < first.offset))
+}
+
+/// Publications fanned out together: their frames back to back, per codec in use, made
+/// once for every subscriber.
+struct Together<'a> {
+    pushes: &'a [SharedPush],
+    encoded: [OnceLock<(Bytes, Vec<Bytes>)>; 2],
+}
+
+impl<'a> Together<'a> {
+    fn new(pushes: &'a [SharedPush]) -> Self {
+        Together {
+            pushes,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The frames back to back and the messages they frame, in `codec` (JSON or
+    /// protobuf).
+    fn encoded(&self, codec: Codec) -> (&Bytes, &[Bytes]) {
+        let slot = usize::from(codec == Codec::Proto);
+        let (frames, messages) = self.encoded[slot].get_or_init(|| {
+            let mut frames = BytesMut::new();
+            let messages = self
+                .pushes
+                .iter()
+                .map(|push| {
+                    let shared = push.shared(codec);
+                    frames.extend_from_slice(shared.frame());
+                    shared.message().clone()
+                })
+                .collect();
+            (frames.freeze(), messages)
+        });
+        (frames, messages)
+    }
+}
+
+/// Whether `publication` is the next the channel delivers, with nothing held past a gap:
+/// the channel's next offset in its epoch, or one without an offset.
+fn follows(entry: &ChannelEntry, publication: &Publication) -> bool {
+    if publication.offset == 0 {
+        return true;
+    }
+    match &entry.delivered {
+        Some((epoch, last)) => {
+            entry.held.is_empty()
+                && publication.offset == last.saturating_add(1)
+                && (Arc::ptr_eq(epoch, &publication.epoch) || *epoch == publication.epoch)
+                && !is_unpublished(epoch)
+        }
+        None => false,
     }
 }
 
@@ -365,6 +480,34 @@ impl Hub {
         self.deliver_in_order(&mut entry, publication);
     }
 
+    /// Delivers publications of one channel that arrived together, in the order given.
+    /// Those that simply follow what the node delivered (or carry no offset) are fanned
+    /// out together; from the first that does not (a gap, a duplicate, another epoch) on,
+    /// each goes through [`Hub::deliver`].
+    pub fn deliver_all(self: &Arc<Self>, publications: Vec<Publication>) {
+        let mut publications = publications.into_iter().peekable();
+        let mut together = Vec::new();
+        if let Some(mut entry) = publications
+            .peek()
+            .and_then(|first| self.channels.get_mut(&first.channel))
+        {
+            while let Some(publication) = publications.next_if(|p| follows(&entry, p)) {
+                if publication.offset != 0 {
+                    entry.delivered = Some((publication.epoch.clone(), publication.offset));
+                }
+                together.push(publication);
+            }
+            match together.len() {
+                0 => {}
+                1 => self.fan_out(&mut entry, &together[0]),
+                _ => self.fan_out_together(&mut entry, &together),
+            }
+        }
+        for publication in publications {
+            self.deliver(publication);
+        }
+    }
+
     /// Asks the state for a channel's position after a publication arrived in an epoch the
     /// node has not delivered: [`Hub::catch_up`] then resubscribes everyone if the epoch
     /// really changed, and otherwise nothing happens (the publication was stale or forged).
@@ -610,37 +753,10 @@ impl Hub {
         let mut delivered = 0u64;
         let mut stale_epoch = false;
         for subscriber in &mut entry.subscribers {
-            if let Some(pending) = &mut subscriber.pending {
-                if pending.len() >= MAX_PENDING {
-                    subscriber.connection.close(CloseCode::SlowConsumer);
-                    continue;
-                }
-                pending.push(Buffered {
-                    offset: publication.offset,
-                    epoch: publication.epoch.clone(),
-                    push: push.clone(),
-                });
-                continue;
-            }
-            if publication.offset != 0 {
-                subscriber.adopt(publication.offset, &publication.epoch);
-                // Usually the same allocation: no need to compare the strings.
-                if !Arc::ptr_eq(&subscriber.epoch, &publication.epoch)
-                    && subscriber.epoch != publication.epoch
-                {
-                    stale_epoch = true;
-                    continue;
-                }
-                if publication.offset <= subscriber.offset {
-                    continue;
-                }
-                subscriber.offset = publication.offset;
-            }
-            let position =
-                (publication.offset != 0).then_some((&publication.epoch, publication.offset));
-            let channel = &publication.channel;
-            if send_publication(&subscriber.connection, channel, &push, position, direct) {
-                delivered += 1;
+            match offer(subscriber, publication, &push, direct) {
+                Offer::Sent => delivered += 1,
+                Offer::StaleEpoch => stale_epoch = true,
+                Offer::Skipped => {}
             }
         }
         if direct {
@@ -648,10 +764,50 @@ impl Hub {
         }
         metrics::counter!(metrics::DELIVERIES).increment(delivered);
         if stale_epoch {
-            let epoch = publication.epoch.clone();
-            let channel = publication.channel.clone();
-            self.evict(&channel, entry, |s| s.pending.is_none() && s.epoch != epoch);
+            self.evict_stale(entry, publication);
         }
+    }
+
+    /// Fans out publications that follow one another, all of one epoch, together: each
+    /// subscriber that takes them all gets their frames in one write (or its queue), the
+    /// others each publication on its own.
+    fn fan_out_together(&self, entry: &mut ChannelEntry, publications: &[Publication]) {
+        let pushes: Vec<SharedPush> = publications.iter().map(SharedPush::publication).collect();
+        let together = Together::new(&pushes);
+        let (first, last) = (&publications[0], &publications[publications.len() - 1]);
+        // Recorded as the channel's latest fan-out, so the pace still sees how fast
+        // publications come.
+        entry.pace.direct(Instant::now());
+        let mut delivered = 0u64;
+        let mut stale = None;
+        for subscriber in &mut entry.subscribers {
+            if takes_all(subscriber, first) {
+                let (frames, messages) = together.encoded(subscriber.connection.codec);
+                if subscriber.connection.outbox.send_framed(frames, messages) {
+                    delivered += messages.len() as u64;
+                }
+                subscriber.offset = last.offset;
+                continue;
+            }
+            for (publication, push) in publications.iter().zip(&pushes) {
+                match offer(subscriber, publication, push, false) {
+                    Offer::Sent => delivered += 1,
+                    Offer::StaleEpoch => stale = Some(publication),
+                    Offer::Skipped => {}
+                }
+            }
+        }
+        metrics::counter!(metrics::DELIVERIES).increment(delivered);
+        if let Some(publication) = stale {
+            self.evict_stale(entry, publication);
+        }
+    }
+
+    /// Sends the live subscribers of another epoch than `publication`'s to resubscribe.
+    fn evict_stale(&self, entry: &mut ChannelEntry, publication: &Publication) {
+        let epoch = publication.epoch.clone();
+        let channel = publication.channel.clone();
+        self.evict(&channel, entry, |s| s.pending.is_none() && s.epoch != epoch);
     }
 
     /// Server-side unsubscribe of the matching live subscribers, telling them to
@@ -942,6 +1098,48 @@ mod tests {
             fixture.hub.deliver(publication(offset, "e1"));
         }
         assert_eq!(subscriber.offsets(), vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn publications_that_arrive_together_go_out_once_in_order_and_a_gap_still_waits() {
+        let fixture = fixture();
+        let mut caught_up = fixture.subscriber("a", 0, "e1");
+        let mut proto = fixture.subscriber_in("b", Codec::Proto, 0, "e1");
+        caught_up.drain();
+        proto.drain();
+        fixture.hub.deliver(publication(1, "e1"));
+        // Joined after offset 2: it takes 3 and 4 of the batch, each on its own.
+        let mut later = fixture.subscriber("c", 2, "e1");
+        later.drain();
+        let pending = fixture.pending("d");
+        fixture.hub.deliver_all(
+            [2, 3, 4, 6, 5, 4]
+                .map(|offset| publication(offset, "e1"))
+                .to_vec(),
+        );
+        assert_eq!(caught_up.offsets(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(later.offsets(), vec![3, 4, 5, 6]);
+        let binary: Vec<u64> = proto
+            .registration
+            .connection
+            .outbox
+            .take_now()
+            .into_iter()
+            .filter_map(|item| match item {
+                Outbound::Message(bytes) => herald_protocol::binary::decode_frame(&bytes)
+                    .remove(0)
+                    .ok()?
+                    .push?
+                    .publication
+                    .map(|p| p.offset),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(binary, vec![1, 2, 3, 4, 5, 6], "the protobuf subscriber");
+        assert!(
+            pending.connection.outbox.take_now().is_empty(),
+            "a pending subscriber is sent nothing before its reply"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -96,7 +96,11 @@ impl Node {
         let state: Arc<dyn State> = Arc::new(memory.clone());
         let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
         let (changes, received) = mpsc::channel(CHANGE_QUEUE);
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone(), changes));
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(
+            hub.clone(),
+            changes,
+            config.fanout_coalesce,
+        ));
         // In-process backends are always up; the same alerts then work in both modes.
         metrics::gauge!(metrics::BROKER_UP).set(1.0);
         metrics::gauge!(metrics::STATE_UP).set(1.0);
@@ -135,6 +139,7 @@ impl Node {
             limits,
             reconnected.clone(),
             changes,
+            config.fanout_coalesce,
         )
         .await?;
         let backplane = Backplane {

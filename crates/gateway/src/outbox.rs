@@ -181,30 +181,37 @@ impl Outbox {
     /// the writer is idle and the socket takes it, queued otherwise. False when the
     /// connection is closing.
     pub fn send_shared(&self, message: &Shared) -> bool {
+        self.send_framed(message.frame(), std::slice::from_ref(message.message()))
+    }
+
+    /// Sends `messages`, in order, whose WebSocket frames back to back are `frames`: one
+    /// write straight to the socket when the writer is idle and the socket takes it, the
+    /// messages queued otherwise. False when the connection is closing.
+    pub fn send_framed(&self, frames: &Bytes, messages: &[Bytes]) -> bool {
+        let queue_all = || messages.iter().all(|message| self.send(message.clone()));
         let Some(socket) = &self.direct else {
-            return self.send(message.message().clone());
+            return queue_all();
         };
         if self.closing.load(Ordering::Relaxed) {
             return false;
         }
         if !self.pass(Turn::Idle, Turn::Direct) {
-            return self.send(message.message().clone());
+            return queue_all();
         }
-        let frame = message.frame();
-        let rest = match socket.try_write(frame) {
-            Ok(written) if written == frame.len() => None,
-            Ok(written) => Some(Outbound::Framed(frame.slice(written..))),
+        let rest = match socket.try_write(frames) {
+            Ok(written) if written == frames.len() => Vec::new(),
+            Ok(written) => vec![Outbound::Framed(frames.slice(written..))],
             // The socket is full (or failed, which the writer then finds too): the writer
-            // sends the message, coalesced with whatever follows it.
+            // sends the messages, coalesced with whatever follows them.
             Err(error) => {
                 if error.kind() != io::ErrorKind::WouldBlock {
                     tracing::debug!(%error, "direct write failed");
                 }
-                if !self.admit(message.message().len()) {
-                    self.end_direct(None);
+                if !self.admit(messages.iter().map(Bytes::len).sum()) {
+                    self.end_direct(Vec::new());
                     return false;
                 }
-                Some(Outbound::Message(message.message().clone()))
+                messages.iter().cloned().map(Outbound::Message).collect()
             }
         };
         self.end_direct(rest);
@@ -213,15 +220,15 @@ impl Outbox {
 
     /// Ends a direct write: hands what the socket did not take, and anything queued
     /// meanwhile, to the writer, or makes the turn idle again.
-    fn end_direct(&self, rest: Option<Outbound>) {
-        if rest.is_none() && self.pass(Turn::Direct, Turn::Idle) {
+    fn end_direct(&self, rest: Vec<Outbound>) {
+        if rest.is_empty() && self.pass(Turn::Direct, Turn::Idle) {
             return;
         }
         {
             let mut queue = self.lock();
-            if let Some(rest) = rest {
-                // Ahead of anything queued while the direct write ran.
-                queue.push_front(rest);
+            // Ahead of anything queued while the direct write ran.
+            for item in rest.into_iter().rev() {
+                queue.push_front(item);
             }
             // Direct or DirectThenQueue: both are ours to end. (Gone cannot happen: the
             // writer stops only on its turn.)
@@ -475,6 +482,36 @@ mod tests {
                 Some(Outbound::Framed(_)) | Some(Outbound::Message(_))
             ),
             "the rest of the big frame, first"
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_sent_together_are_one_direct_write_or_queued_in_order() {
+        use tokio::io::AsyncReadExt;
+        let (outbox, mut client) = direct_outbox().await;
+        let shared = [b"one", b"two"].map(|m| Shared::new(Bytes::from_static(m), false));
+        let frames: Bytes = [&shared[0].frame()[..], &shared[1].frame()[..]]
+            .concat()
+            .into();
+        let both = shared.each_ref().map(|s| s.message().clone());
+        assert!(outbox.send_framed(&frames, &both));
+        let mut received = vec![0u8; frames.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_exact(&mut received),
+        )
+        .await
+        .expect("the frames within 10 s")
+        .unwrap();
+        assert_eq!(&received[..], &frames[..], "written by the fan-out");
+        assert!(outbox.take_now().is_empty(), "nothing was queued");
+
+        // The writer's turn: both are queued behind the reply, in order.
+        assert!(outbox.send(Bytes::from_static(b"reply")));
+        assert!(outbox.send_framed(&frames, &both));
+        assert_eq!(
+            messages(&outbox.take_now()),
+            [&b"reply"[..], b"one", b"two"]
         );
     }
 

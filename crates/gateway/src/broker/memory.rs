@@ -11,14 +11,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use herald_protocol::{ChannelName, Publication};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::{Broker, BrokerError, ChangeSender, Event, UserOrder, hand_over};
 use crate::hub::Hub;
+use crate::pace::Coalesce;
 
 /// Publications and events a channel's fan-out task may have waiting.
 const CHANNEL_QUEUE: usize = 256;
@@ -36,14 +39,16 @@ struct ChannelFanOut {
 pub struct MemoryBroker {
     hub: Arc<Hub>,
     changes: ChangeSender,
+    coalesce: Duration,
     channels: Mutex<HashMap<ChannelName, ChannelFanOut>>,
 }
 
 impl MemoryBroker {
-    pub fn new(hub: Arc<Hub>, changes: ChangeSender) -> Self {
+    pub fn new(hub: Arc<Hub>, changes: ChangeSender, coalesce: Duration) -> Self {
         Self {
             hub,
             changes,
+            coalesce,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -77,12 +82,34 @@ impl Drop for MemoryBroker {
     }
 }
 
-/// Hands one channel's queued publications and events to the hub, in order.
-async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>) {
-    while let Some(delivery) = queue.recv().await {
-        match delivery {
-            Delivery::Publication(publication) => hub.deliver(publication),
-            Delivery::Event(event) => hub.deliver_event(&event),
+/// Hands one channel's queued publications and events to the hub, in order; publications
+/// that arrive together, or within `coalesce` ([`Coalesce`]), are fanned out together.
+async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>, coalesce: Duration) {
+    let mut coalesce = Coalesce::new(coalesce);
+    let mut together = Vec::new();
+    while let Some(mut delivery) = queue.recv().await {
+        let now = Instant::now();
+        let start = coalesce.start_at(now);
+        if start > now {
+            tokio::time::sleep_until(start).await;
+        }
+        loop {
+            match delivery {
+                Delivery::Publication(publication) => together.push(publication),
+                Delivery::Event(event) => {
+                    if !together.is_empty() {
+                        hub.deliver_all(std::mem::take(&mut together));
+                    }
+                    hub.deliver_event(&event);
+                }
+            }
+            match queue.try_recv() {
+                Ok(next) => delivery = next,
+                Err(_) => break,
+            }
+        }
+        if !together.is_empty() {
+            hub.deliver_all(std::mem::take(&mut together));
         }
     }
 }
@@ -108,7 +135,7 @@ impl Broker for MemoryBroker {
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         let (queue, receiver) = mpsc::channel(CHANNEL_QUEUE);
-        let task = tokio::spawn(fan_out(self.hub.clone(), receiver));
+        let task = tokio::spawn(fan_out(self.hub.clone(), receiver, self.coalesce));
         if let Some(previous) = self
             .channels()
             .insert(channel.clone(), ChannelFanOut { queue, task })

@@ -39,6 +39,7 @@ use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_o
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
+use crate::pace::Coalesce;
 
 /// Subjects of node-to-node messages.
 pub const NODE_SUBJECT_PREFIX: &str = "herald.node";
@@ -72,6 +73,8 @@ pub struct NatsBroker {
     /// One reader task per subscribed channel; the task owns the NATS subscription, so
     /// aborting it unsubscribes.
     readers: Mutex<HashMap<ChannelName, JoinHandle<()>>>,
+    /// `HERALD_FANOUT_COALESCE_MS`: see [`Coalesce`].
+    coalesce: Duration,
     /// Reads `herald.control` into the node's change queue.
     changes: JoinHandle<()>,
     connected: Arc<AtomicBool>,
@@ -95,6 +98,7 @@ impl NatsBroker {
         limits: EnvelopeLimits,
         reconnected: Arc<Notify>,
         changes: ChangeSender,
+        coalesce: Duration,
     ) -> Result<NatsBroker, NatsError> {
         let connected = Arc::new(AtomicBool::new(false));
         metrics::gauge!(metrics::BROKER_UP).set(0.0);
@@ -145,6 +149,7 @@ impl NatsBroker {
             hub,
             limits,
             readers: Mutex::new(HashMap::new()),
+            coalesce,
             changes: tokio::spawn(read_changes(control, changes)),
             connected,
         })
@@ -271,6 +276,7 @@ impl Broker for NatsBroker {
             subscriber,
             self.hub.clone(),
             self.limits,
+            self.coalesce,
         ));
         let mut readers = self.readers();
         if let Some(previous) = readers.insert(channel.clone(), task) {
@@ -315,46 +321,87 @@ async fn read_changes(mut control: async_nats::Subscriber, changes: ChangeSender
     }
 }
 
-/// Delivers one channel's NATS messages to the hub until the subscription ends.
+/// Delivers one channel's NATS messages to the hub until the subscription ends; the
+/// publications of messages that come within `coalesce` ([`Coalesce`]) are fanned out
+/// together.
 async fn read_subject(
     channel: ChannelName,
     mut subscriber: async_nats::Subscriber,
     hub: Arc<Hub>,
     limits: EnvelopeLimits,
+    coalesce: Duration,
 ) {
+    let mut coalesce = Coalesce::new(coalesce);
+    let mut together = Vec::new();
     while let Some(message) = subscriber.next().await {
-        let under = |prefix: &str| {
-            message
-                .subject
-                .as_str()
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.'))
-        };
-        let outcome = if under(NODE_SUBJECT_PREFIX) {
-            match message
-                .headers
-                .as_ref()
-                .filter(|h| h.get(EVENT_HEADER).is_some())
-            {
-                Some(headers) => deliver_event(&channel, headers, message.payload, &hub),
-                None => deliver_publication(&channel, &message.payload, limits, &hub),
+        let start = coalesce.start_at(tokio::time::Instant::now());
+        let mut next = Some(message);
+        let mut ended = false;
+        while let Some(message) = next {
+            take_message(&channel, message, limits, &hub, &mut together);
+            next = None;
+            if tokio::time::Instant::now() < start {
+                match tokio::time::timeout_at(start, subscriber.next()).await {
+                    Ok(Some(message)) => next = Some(message),
+                    Ok(None) => ended = true,
+                    Err(_elapsed) => {}
+                }
             }
-        } else if under(APP_SUBJECT_PREFIX) {
-            deliver_app_event(&channel, &message.payload, limits, &hub)
-        } else {
-            Err(InvalidMessage::Subject)
-        };
-        let result = match outcome {
-            Ok(()) => "delivered",
-            Err(error) => {
-                // Debug, not warn: whoever may publish on NATS controls how often this
-                // happens; the counter below is the signal.
-                tracing::debug!(%channel, subject = %message.subject, %error, "dropped an invalid NATS message");
-                "invalid"
-            }
-        };
-        metrics::counter!(metrics::NATS_MESSAGES, "result" => result).increment(1);
+        }
+        if !together.is_empty() {
+            hub.deliver_all(std::mem::take(&mut together));
+        }
+        if ended {
+            return;
+        }
     }
+}
+
+/// Checks one NATS message and adds its publication to `together`, or delivers its
+/// presence event (after the publications before it).
+fn take_message(
+    channel: &ChannelName,
+    message: async_nats::Message,
+    limits: EnvelopeLimits,
+    hub: &Arc<Hub>,
+    together: &mut Vec<Publication>,
+) {
+    let under = |prefix: &str| {
+        message
+            .subject
+            .as_str()
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
+    let outcome = if under(NODE_SUBJECT_PREFIX) {
+        match message
+            .headers
+            .as_ref()
+            .filter(|h| h.get(EVENT_HEADER).is_some())
+        {
+            Some(headers) => event(channel, headers, message.payload.clone()).map(|event| {
+                if !together.is_empty() {
+                    hub.deliver_all(std::mem::take(together));
+                }
+                hub.deliver_event(&event);
+            }),
+            None => publication(channel, &message.payload, limits).map(|p| together.push(p)),
+        }
+    } else if under(APP_SUBJECT_PREFIX) {
+        app_event(channel, &message.payload, limits).map(|p| together.push(p))
+    } else {
+        Err(InvalidMessage::Subject)
+    };
+    let result = match outcome {
+        Ok(()) => "delivered",
+        Err(error) => {
+            // Debug, not warn: whoever may publish on NATS controls how often this
+            // happens; the counter below is the signal.
+            tracing::debug!(%channel, subject = %message.subject, %error, "dropped an invalid NATS message");
+            "invalid"
+        }
+    };
+    metrics::counter!(metrics::NATS_MESSAGES, "result" => result).increment(1);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -370,31 +417,28 @@ enum InvalidMessage {
 }
 
 /// A publication from another node.
-fn deliver_publication(
+fn publication(
     channel: &ChannelName,
     payload: &[u8],
     limits: EnvelopeLimits,
-    hub: &Arc<Hub>,
-) -> Result<(), InvalidMessage> {
+) -> Result<Publication, InvalidMessage> {
     let publication = envelope::decode(channel.clone(), payload, limits)?;
     // Offsets are Redis integers: anything larger is corrupt, and must not reach the hub's
     // arithmetic.
     if publication.offset > i64::MAX as u64 {
         return Err(InvalidMessage::Offset(publication.offset));
     }
-    hub.deliver(publication);
-    Ok(())
+    Ok(publication)
 }
 
 /// An ephemeral event from a service: only its event name and data are taken (checked and
 /// compacted as a gRPC publish's); it has no offset, no epoch and no sender, and carries this
 /// node's time unless it gave one.
-fn deliver_app_event(
+fn app_event(
     channel: &ChannelName,
     payload: &[u8],
     limits: EnvelopeLimits,
-    hub: &Arc<Hub>,
-) -> Result<(), InvalidMessage> {
+) -> Result<Publication, InvalidMessage> {
     let mut publication = envelope::decode(channel.clone(), payload, limits)?;
     publication.offset = 0;
     publication.epoch = Arc::from("");
@@ -402,8 +446,7 @@ fn deliver_app_event(
     if publication.ts <= 0 {
         publication.ts = crate::clock::unix_millis();
     }
-    hub.deliver(publication);
-    Ok(())
+    Ok(publication)
 }
 
 /// The shape of a presence event from another node: one push of one kind, on this channel.
@@ -428,12 +471,11 @@ struct EventPush<'a> {
 
 /// A presence event from another node: a push frame, written into client streams verbatim,
 /// so it is checked to be exactly one compact push on this channel first.
-fn deliver_event(
+fn event(
     channel: &ChannelName,
     headers: &async_nats::HeaderMap,
     push: bytes::Bytes,
-    hub: &Hub,
-) -> Result<(), InvalidMessage> {
+) -> Result<Event, InvalidMessage> {
     let frame: EventFrame = serde_json::from_slice(&push).map_err(|_| InvalidMessage::Event)?;
     let kinds = [
         frame.push.join.is_some(),
@@ -453,10 +495,9 @@ fn deliver_event(
     let exclude = header(EXCLUDE_USER_HEADER)
         .map(Exclude::User)
         .or_else(|| header(EXCLUDE_CLIENT_HEADER).map(Exclude::Client));
-    hub.deliver_event(&Event {
+    Ok(Event {
         channel: channel.clone(),
         push,
         exclude,
-    });
-    Ok(())
+    })
 }

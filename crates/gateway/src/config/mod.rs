@@ -269,6 +269,9 @@ pub struct Config {
     /// How long a node waits for a missing offset before filling the gap from history.
     #[serde(rename = "gap_wait_ms", serialize_with = "as_millis")]
     pub gap_wait: Duration,
+    /// Publications of a channel that come within this of each other go out together.
+    #[serde(rename = "fanout_coalesce_ms", serialize_with = "as_millis")]
+    pub fanout_coalesce: Duration,
     /// Presence and online-status entries expire this long after their node last
     /// refreshed them (it refreshes every third of it).
     #[serde(rename = "presence_ttl_seconds", serialize_with = "as_secs")]
@@ -359,6 +362,7 @@ impl Config {
             log_format: v.log_format,
             drain: Duration::from_secs(v.drain_seconds),
             gap_wait: Duration::from_millis(v.gap_wait_ms),
+            fanout_coalesce: Duration::from_millis(v.fanout_coalesce_ms),
             presence_ttl: Duration::from_secs(v.presence_ttl_seconds),
             presence_push_limit: v.presence_push_limit,
             presence_state_bytes: v.presence_state_bytes,

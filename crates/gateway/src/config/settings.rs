@@ -118,6 +118,11 @@ settings! {
         doc: "how long a node waits for a missing offset before filling it from history",
         helm: Helm::Value("herald.gapWaitMs"),
     }
+    fanout_coalesce_ms: u64 {
+        default: Text("0"),
+        doc: "a publication that comes within this long of the previous one on its channel waits this long and goes out with those queued by then, in one write per subscriber: a fraction of the CPU per delivery on busy channels with many subscribers, for at most this much added latency; channels that publish less often never wait (0 = off)",
+        helm: Helm::Value("herald.fanoutCoalesceMs"),
+    }
     presence_ttl_seconds: u64 where (at_least(3)) {
         default: Text("60"),
         doc: "presence and online-status entries expire this long after their node last refreshed them; each node refreshes its connections' entries every third of it and sweeps expired ones as often, so a dead node's users leave within about 1⅓ × this",

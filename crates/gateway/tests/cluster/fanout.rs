@@ -9,7 +9,7 @@ use herald_testkit::within;
 use prost::Message;
 
 use crate::follower::Follower;
-use crate::nodes::{cluster, seq_request};
+use crate::nodes::{Node, cluster, cluster_with, seq_request};
 
 fn contiguous(from: u64, to: u64) -> Vec<u64> {
     (from..=to).collect()
@@ -18,6 +18,18 @@ fn contiguous(from: u64, to: u64) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_on_any_node_reaches_every_subscriber_once_in_order() {
     let (_nats, _redis, nodes) = cluster(3).await;
+    every_subscriber_gets_each_publication_once_in_order(&nodes).await;
+}
+
+/// Publications that come together are fanned out together (`HERALD_FANOUT_COALESCE_MS`):
+/// the same sequence reaches every subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_publications_reach_every_subscriber_once_in_order() {
+    let (_nats, _redis, nodes) = cluster_with(3, &[("HERALD_FANOUT_COALESCE_MS", "50")]).await;
+    every_subscriber_gets_each_publication_once_in_order(&nodes).await;
+}
+
+async fn every_subscriber_gets_each_publication_once_in_order(nodes: &[Node]) {
     let channel = "org:acme:ch:fanout";
     let mut followers = Vec::new();
     for (i, node) in nodes.iter().enumerate() {

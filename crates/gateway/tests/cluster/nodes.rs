@@ -141,11 +141,16 @@ pub fn seq_request(channel: &str, n: u64, idempotency_key: &str) -> PublishReque
 
 /// NATS, Redis and `n` nodes on them, named `node-0`, `node-1`, …
 pub async fn cluster(n: usize) -> (NatsServer, RedisServer, Vec<Node>) {
+    cluster_with(n, &[]).await
+}
+
+/// `n` nodes, each with `env` on top of the usual settings.
+pub async fn cluster_with(n: usize, env: &[(&str, &str)]) -> (NatsServer, RedisServer, Vec<Node>) {
     let nats = NatsServer::start().await;
     let redis = RedisServer::start().await;
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(Node::start(&format!("node-{i}"), &nats, &redis).await);
+        nodes.push(Node::start_with(&format!("node-{i}"), &nats, &redis, env).await);
     }
     (nats, redis, nodes)
 }

@@ -478,6 +478,7 @@ async fn an_event_header_nats_cannot_encode_is_an_error_not_a_panic() {
         crate::redis_state::LIMITS,
         notify,
         changes,
+        Duration::ZERO,
     )
     .await
     .unwrap();

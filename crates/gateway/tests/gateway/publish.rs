@@ -98,13 +98,27 @@ async fn concurrent_publishers_still_deliver_every_offset_once_in_order() {
     within("subscribe", alice.subscribe("org:acme:ch:busy"))
         .await
         .unwrap();
+    let publishers = four_publishers_of_25(&gateway, "org:acme:ch:busy").await;
+    for publisher in publishers {
+        within("publishers", publisher).await.unwrap();
+    }
+    for offset in 1..=100u64 {
+        assert_eq!(next_publication(&alice).await.offset, offset);
+    }
+}
+
+/// Four gRPC publishers of 25 publications each on `channel`, started at once.
+async fn four_publishers_of_25(
+    gateway: &TestGateway,
+    channel: &'static str,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut publishers = Vec::new();
     for p in 0..4 {
         let mut grpc = gateway.grpc().await;
         publishers.push(tokio::spawn(async move {
             for n in 0..25 {
                 let request = PublishRequest {
-                    channel: "org:acme:ch:busy".into(),
+                    channel: channel.into(),
                     event: "n".into(),
                     data: format!("[{p},{n}]").into_bytes(),
                     idempotency_key: String::new(),
@@ -113,12 +127,7 @@ async fn concurrent_publishers_still_deliver_every_offset_once_in_order() {
             }
         }));
     }
-    for publisher in publishers {
-        within("publishers", publisher).await.unwrap();
-    }
-    for offset in 1..=100u64 {
-        assert_eq!(next_publication(&alice).await.offset, offset);
-    }
+    publishers
 }
 
 #[tokio::test]
@@ -283,6 +292,62 @@ async fn one_publishers_publications_and_later_events_arrive_in_publish_order() 
         assert_eq!(publication.data.get(), n.to_string());
     }
     next_push(&alice, "bob's leave", |push| push.leave.is_some()).await;
+}
+
+/// With `HERALD_FANOUT_COALESCE_MS`, publications that come together go out together:
+/// each subscriber still gets every one once, in order, on a channel with history (four
+/// publishers at once) and on one without (one publisher), and one subscribing halfway
+/// through gets every one published after its reply.
+#[tokio::test]
+async fn coalesced_publications_arrive_once_and_in_order() {
+    let gateway =
+        TestGateway::with(|config| config.fanout_coalesce = std::time::Duration::from_millis(50))
+            .await;
+    let (busy, lobby) = ("org:acme:ch:busy", "public:lobby");
+    let mut subscribers = Vec::new();
+    for n in 0..3 {
+        let client = gateway.member(&format!("user{n}")).await;
+        for channel in [busy, lobby] {
+            within("subscribe", client.subscribe(channel))
+                .await
+                .unwrap();
+        }
+        subscribers.push(client);
+    }
+    let publishers = four_publishers_of_25(&gateway, busy).await;
+    let late = gateway.member("late").await;
+    for n in 0..100 {
+        gateway.publish(lobby, "n", json!(n)).await;
+        if n == 50 {
+            within("subscribe", late.subscribe(lobby)).await.unwrap();
+        }
+    }
+    for publisher in publishers {
+        within("publishers", publisher).await.unwrap();
+    }
+    let lobby_from = |from: usize| -> Vec<String> { (from..100).map(|n| n.to_string()).collect() };
+    for (i, subscriber) in subscribers.iter().enumerate() {
+        let (mut offsets, mut lobby_data) = (Vec::new(), Vec::new());
+        while offsets.len() < 100 || lobby_data.len() < 100 {
+            let push = next_push(subscriber, "a publication", |p| p.publication.is_some()).await;
+            let publication = push.publication.unwrap();
+            match push.channel.as_deref() {
+                Some("public:lobby") => lobby_data.push(publication.data.get().to_owned()),
+                _ => offsets.push(publication.offset),
+            }
+        }
+        assert_eq!(offsets, (1..=100).collect::<Vec<_>>(), "subscriber {i}");
+        assert_eq!(lobby_data, lobby_from(0), "subscriber {i}");
+    }
+    // Those still on their way when it subscribed may come too (a channel without history
+    // has no position to cut them at), each once, in order.
+    let mut late_data = Vec::new();
+    while late_data.last().map(String::as_str) != Some("99") {
+        late_data.push(next_publication(&late).await.data.get().to_owned());
+    }
+    let first: usize = late_data[0].parse().unwrap();
+    assert!(first <= 51, "the late subscriber missed {first}");
+    assert_eq!(late_data, lobby_from(first), "the late subscriber");
 }
 
 #[tokio::test]
