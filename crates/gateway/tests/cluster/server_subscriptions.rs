@@ -5,12 +5,12 @@
 use herald_client::{Client, ConnectOptions, ReceivedPublication};
 use herald_protocol::reply::SubscribeResult;
 use herald_testkit::client::{next_publication, next_push};
-use herald_testkit::grpc::{subscribe_request, unsubscribe_request};
+use herald_testkit::grpc::{Grpc, subscribe_request, unsubscribe_request};
 use herald_testkit::tokens::{claims, sign};
 use herald_testkit::within;
 use serde_json::json;
 
-use crate::nodes::cluster;
+use crate::nodes::{Node, cluster};
 
 const ROOM: &str = "org:acme:room:42";
 
@@ -37,6 +37,30 @@ async fn subscribed(client: &Client) -> SubscribeResult<ReceivedPublication> {
     push.subscribe.expect("a subscribe push")
 }
 
+/// gRPC `Subscribe` of alice's connections (or the one connection `client`) to `channel`,
+/// which must succeed.
+async fn subscribe_alice(grpc: &mut Grpc, channel: &str, client: &str) {
+    let request = subscribe_request("alice", channel, client);
+    within("gRPC Subscribe", grpc.subscribe(request))
+        .await
+        .expect("Subscribe");
+}
+
+/// Proves `client` got nothing of `ROOM` since its last push: a publication through `node`
+/// on a public channel it subscribes to now is its next push.
+async fn nothing_of_room_before(node: &Node, grpc: &mut Grpc, client: &Client, marker: &str) {
+    within("subscribe marker", client.subscribe(marker))
+        .await
+        .expect("public subscribe");
+    node.publish(grpc, marker, 1, "").await.expect("publish");
+    let push = within("next push", client.next_push()).await.expect("open");
+    assert_eq!(
+        (push.channel.as_deref(), push.publication.is_some()),
+        (Some(marker), true),
+        "nothing of {ROOM} came first: {push:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_on_one_node_reaches_the_user_on_another_and_survives_a_move() {
     let (_nats, _redis, nodes) = cluster(2).await;
@@ -45,10 +69,7 @@ async fn subscribe_on_one_node_reaches_the_user_on_another_and_survives_a_move()
     let on_a = connect(&a.ws_url, "alice", json!({})).await;
 
     let mut grpc_a = a.grpc().await;
-    let request = subscribe_request("alice", ROOM, "");
-    within("Subscribe on node A", grpc_a.subscribe(request))
-        .await
-        .expect("Subscribe");
+    subscribe_alice(&mut grpc_a, ROOM, "").await;
     subscribed(&on_b).await;
     subscribed(&on_a).await;
     let mut epoch = String::new();
@@ -94,18 +115,8 @@ async fn subscribe_on_one_node_reaches_the_user_on_another_and_survives_a_move()
         assert_eq!(push.unsubscribe.unwrap().code, 2000);
     }
     let later = connect(&b.ws_url, "alice", json!({})).await;
-    // Nothing kept any more: the first push after a public publication is that one.
-    within("subscribe", later.subscribe("public:later"))
-        .await
-        .expect("subscribe");
-    b.publish(&mut grpc_b, "public:later", 1, "")
-        .await
-        .expect("publish");
-    let push = within("next push", later.next_push()).await.expect("open");
-    assert!(
-        push.publication.is_some(),
-        "no restored subscription: {push:?}"
-    );
+    // Nothing kept any more: no restored subscription.
+    nothing_of_room_before(b, &mut grpc_b, &later, "public:later").await;
 }
 
 /// A `Subscribe` or `Unsubscribe` naming one connection reaches that connection on the
@@ -121,31 +132,15 @@ async fn a_client_scoped_change_on_one_node_reaches_that_connection_on_another()
         .await
         .expect("connects");
     let mut grpc_a = a.grpc().await;
-    let change = |channel: &str, client: &str| subscribe_request("alice", channel, client);
-    within(
-        "Subscribe web",
-        grpc_a.subscribe(change(ROOM, &web_result.client)),
-    )
-    .await
-    .expect("Subscribe");
+    subscribe_alice(&mut grpc_a, ROOM, &web_result.client).await;
     subscribed(&web).await;
     // A user's changes apply in order: the phone's first push is its own, so the one
     // naming the web connection did not reach it.
     let other = "org:acme:room:43";
-    within(
-        "Subscribe phone",
-        grpc_a.subscribe(change(other, &phone_result.client)),
-    )
-    .await
-    .expect("Subscribe");
+    subscribe_alice(&mut grpc_a, other, &phone_result.client).await;
     let push = next_push(&phone, "a subscribe push", |push| push.subscribe.is_some()).await;
     assert_eq!(push.channel.as_deref(), Some(other));
-    within(
-        "Subscribe phone",
-        grpc_a.subscribe(change(ROOM, &phone_result.client)),
-    )
-    .await
-    .expect("Subscribe");
+    subscribe_alice(&mut grpc_a, ROOM, &phone_result.client).await;
     subscribed(&phone).await;
 
     let request = unsubscribe_request("alice", ROOM, &web_result.client);
@@ -161,18 +156,7 @@ async fn a_client_scoped_change_on_one_node_reaches_that_connection_on_another()
     // The phone keeps the room: it gets the next publication, the web connection does not.
     a.publish(&mut grpc_a, ROOM, 1, "").await.expect("publish");
     assert_eq!(next_publication(&phone).await.offset, 1);
-    within("subscribe", web.subscribe("public:web"))
-        .await
-        .expect("subscribe");
-    a.publish(&mut grpc_a, "public:web", 1, "")
-        .await
-        .expect("publish");
-    let push = within("next push", web.next_push()).await.expect("open");
-    assert_eq!(
-        (push.channel.as_deref(), push.publication.is_some()),
-        (Some("public:web"), true),
-        "nothing of {ROOM} after the web connection's Unsubscribe: {push:?}"
-    );
+    nothing_of_room_before(a, &mut grpc_a, &web, "public:web").await;
 }
 
 /// A user's kept subscriptions are a Redis set that expires
@@ -184,10 +168,7 @@ async fn kept_subscriptions_expire_a_day_after_the_last_subscribe_or_connect() {
     let key = "herald:user:{alice}:subs";
     let ttl = || async { redis.command(&["TTL", key]).await.parse::<i64>().unwrap() };
     let mut grpc = nodes[0].grpc().await;
-    let request = subscribe_request("alice", ROOM, "");
-    within("Subscribe", grpc.subscribe(request))
-        .await
-        .expect("Subscribe");
+    subscribe_alice(&mut grpc, ROOM, "").await;
     assert_eq!(redis.command(&["SMEMBERS", key]).await, ROOM);
     let after_subscribe = ttl().await;
     assert!(
