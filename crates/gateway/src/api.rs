@@ -220,13 +220,8 @@ impl Herald for HeraldApi {
                         Status::invalid_argument(format!("code {code} is not a Herald close code"))
                     })?,
             };
-            let closed = disconnect::disconnect(&self.node, &request.user, code, &request.reason)
-                .await
-                .map_err(|error| {
-                    Status::unavailable(format!(
-                        "closed here, but the other nodes could not be told: {error}"
-                    ))
-                })?;
+            let closed =
+                disconnect::disconnect(&self.node, &request.user, code, &request.reason).await?;
             Ok(api::DisconnectResponse {
                 connections: closed as u32,
             })

@@ -5,7 +5,8 @@
 
 use herald_protocol::CloseCode;
 
-use crate::broker::{BrokerError, DisconnectOrder, UserOrder};
+use crate::broker::{DisconnectOrder, UserOrder};
+use crate::error::NotRelayed;
 use crate::node::Node;
 
 /// Closes `user`'s connections here and orders the other nodes to; the number closed here.
@@ -14,7 +15,7 @@ pub async fn disconnect(
     user: &str,
     code: CloseCode,
     reason: &str,
-) -> Result<usize, BrokerError> {
+) -> Result<usize, NotRelayed> {
     let closed = close_local(node, user, code, reason);
     let disconnect = DisconnectOrder {
         user: user.to_owned(),

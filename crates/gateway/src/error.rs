@@ -121,8 +121,26 @@ impl From<HistoryError> for Failure {
     }
 }
 
+/// A gRPC `Disconnect` whose order could not be handed to the other nodes; the user's
+/// connections on the called node are closed.
+#[derive(Debug, thiserror::Error)]
+#[error("closed here, but the other nodes could not be told: {0}")]
+pub struct NotRelayed(#[from] BrokerError);
+
 impl From<StateError> for Status {
     fn from(error: StateError) -> Self {
+        Status::unavailable(error.to_string())
+    }
+}
+
+impl From<BrokerError> for Status {
+    fn from(error: BrokerError) -> Self {
+        Status::unavailable(error.to_string())
+    }
+}
+
+impl From<NotRelayed> for Status {
+    fn from(error: NotRelayed) -> Self {
         Status::unavailable(error.to_string())
     }
 }

@@ -32,7 +32,7 @@ mod shared_push;
 mod socketio_recovery;
 pub mod state;
 pub mod tls;
-pub mod wire;
+mod wire;
 
 pub use config::Config;
 pub use server::Server;

@@ -54,7 +54,7 @@ impl From<ServerSubscriptionError> for tonic::Status {
                 tonic::Status::resource_exhausted(error.to_string())
             }
             ServerSubscriptionError::State(error) => error.into(),
-            ServerSubscriptionError::Broker(error) => tonic::Status::unavailable(error.to_string()),
+            ServerSubscriptionError::Broker(error) => error.into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use herald_api::v1::herald_client::HeraldClient;
+use herald_api::v1::{SubscribeRequest, UnsubscribeRequest};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::metadata::errors::InvalidMetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -54,4 +55,23 @@ pub async fn grpc_client(addr: SocketAddr, key: Option<&str>) -> Grpc {
         ApiKey::bearer(key).expect("the API key is a valid header value")
     });
     HeraldClient::with_interceptor(channel, key)
+}
+
+/// A `Subscribe` of `user`'s connections to `channel`, or of the one connection `client`
+/// when it is not empty.
+pub fn subscribe_request(user: &str, channel: &str, client: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        user: user.into(),
+        channel: channel.into(),
+        client: client.into(),
+    }
+}
+
+/// The `Unsubscribe` that ends what [`subscribe_request`] started.
+pub fn unsubscribe_request(user: &str, channel: &str, client: &str) -> UnsubscribeRequest {
+    UnsubscribeRequest {
+        user: user.into(),
+        channel: channel.into(),
+        client: client.into(),
+    }
 }

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.0 GET and POST, so the tests and the load generator need no HTTP client crate.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,4 +54,32 @@ pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String
     within("HTTP POST", post(addr, path, body))
         .await
         .unwrap_or_else(|error| panic!("POST {path} on {addr}: {error:#}"))
+}
+
+/// Polls the Prometheus `/metrics` at `addr` until a line of `series` (a metric name, or a
+/// name and labels: every line starting with it) has a value that `holds`; after `limit`,
+/// fails the test showing the metrics.
+pub async fn wait_for_metric(
+    addr: SocketAddr,
+    series: &str,
+    limit: Duration,
+    holds: impl Fn(f64) -> bool,
+) {
+    let seen = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .any(&holds)
+    };
+    let found = tokio::time::timeout(limit, async {
+        while !seen(&http_get(addr, "/metrics").await.1) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if found.is_err() {
+        let metrics = http_get(addr, "/metrics").await.1;
+        panic!("{series} never held on {addr} within {limit:?}:\n{metrics}");
+    }
 }

@@ -18,4 +18,4 @@ pub mod rpc_backend;
 pub mod tokens;
 mod wait;
 
-pub use wait::{WAIT, within};
+pub use wait::{WAIT, until, within, within_for};

@@ -9,6 +9,8 @@
 //! - anything else: no `data` (`null`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use herald_api::v1::backend_server::{Backend, BackendServer};
 use herald_api::v1::{RpcError, RpcRequest, RpcResponse};
@@ -33,6 +35,8 @@ pub struct Received {
 pub struct TestBackend {
     pub addr: SocketAddr,
     tls: bool,
+    /// TCP connections accepted so far.
+    accepted: Arc<AtomicUsize>,
     received: Mutex<mpsc::UnboundedReceiver<Received>>,
     task: JoinHandle<()>,
 }
@@ -62,8 +66,19 @@ impl TestBackend {
         let addr = listener.local_addr().expect("a bound address");
         let (sender, received) = mpsc::unbounded_channel();
         let service = BackendServer::new(Recorder { sender });
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let incoming = futures_util::stream::unfold(listener, move |listener| {
+            let counter = counter.clone();
+            async move {
+                let stream = listener.accept().await.map(|(stream, _)| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    stream
+                });
+                Some((stream, listener))
+            }
+        });
         let task = tokio::spawn(async move {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener);
             let _ = server
                 .add_service(service)
                 .serve_with_incoming(incoming)
@@ -72,6 +87,7 @@ impl TestBackend {
         TestBackend {
             addr,
             tls,
+            accepted,
             received: Mutex::new(received),
             task,
         }
@@ -81,6 +97,11 @@ impl TestBackend {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// How many TCP connections the backend has accepted.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// The next request the backend got.

@@ -3,9 +3,10 @@
  * contexts (separate storage, separate network), signing in through the page as a person
  * would. The scenarios run in order on the same conversation, which ends as the screenshot
  * in `e2e/artifacts/demo.png`. Every wait is on a selector, bounded by the context's default
- * timeout (10 s; longer where the event itself takes longer): the elapsed times are printed at
- * the end, not asserted, so a slow machine is not a failure. How soon the client reconnects
- * after each close code is the unit tests' (test/unit/close-codes.test.ts, on a fake clock).
+ * timeout (10 s; longer where the event itself takes longer), and no latency is asserted, so a
+ * slow machine is not a failure (latencies are the load generator's to measure). How soon the
+ * client reconnects after each close code is the unit tests' (test/unit/close-codes.test.ts,
+ * on a fake clock).
  * Messages go through `rpc("message:send")` to the dev backend built into `serve --dev`, which
  * publishes them over gRPC (the page shows only that backend's `message` events): every
  * message here, queued ones included, takes that path.
@@ -38,14 +39,6 @@ let ada: User;
 let bob: User;
 /** Bob's network: the only way from his browser context to the gateway. */
 let bobNetwork: Network;
-const timings: [string, number][] = [];
-
-/** Milliseconds since `start`, recorded under `label`. */
-function record(label: string, start: number): number {
-  const ms = Math.round(performance.now() - start);
-  timings.push([label, ms]);
-  return ms;
-}
 
 async function signIn(name: string, url = gateway.url): Promise<User> {
   const context = await browser.newContext({
@@ -110,11 +103,6 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  if (timings.length > 0) {
-    console.log(
-      `demo e2e timings:\n${timings.map(([label, ms]) => `  ${label.padEnd(58)} ${String(ms).padStart(6)} ms`).join("\n")}`,
-    );
-  }
   await browser?.close();
   await bobNetwork?.close();
   api?.close();
@@ -124,10 +112,8 @@ afterAll(async () => {
 describe("the demo chat between two browsers", () => {
   it("delivers a message and a reaction to the other user", async () => {
     const hello = "Morning! The new gateway build is green 🎉";
-    let start = performance.now();
     await send(ada, hello);
     await message(bob, hello).waitFor();
-    record("message ada → bob", start);
     const id = await message(ada, hello).getAttribute("data-id");
     expect(id).toBeTruthy();
     await expect(message(bob, hello).getAttribute("data-id")).resolves.toBe(id);
@@ -141,16 +127,12 @@ describe("the demo chat between two browsers", () => {
         `[data-testid=reaction][data-emoji="${emoji}"][data-count="${count}"]`,
       );
     await message(bob, hello).hover();
-    start = performance.now();
     await message(bob, hello).getByTestId("react-tada").click();
     await chip(ada, "🎉", 1).waitFor();
-    record("reaction bob → ada", start);
     await expect(chip(ada, "🎉", 1).getAttribute("data-mine")).resolves.toBe("false");
 
-    start = performance.now();
     await chip(ada, "🎉", 1).click();
     await chip(bob, "🎉", 2).waitFor();
-    record("reaction toggle on ada → bob (count 2)", start);
     await chip(ada, "🎉", 2).click();
     await chip(bob, "🎉", 1).waitFor();
     await chip(ada, "🎉", 1).waitFor();
@@ -164,10 +146,8 @@ describe("the demo chat between two browsers", () => {
     await bob.page.getByTestId("room-random").click();
     await bob.page.locator('[data-testid=messages][data-loaded="true"]').waitFor();
     const markup = `<img src=x onerror="window.__injected=1"> <b>not bold</b> & <script>window.__injected=2</script>`;
-    const start = performance.now();
     await send(bob, markup);
     await ada.page.locator("[data-testid=unread-random]", { hasText: "1" }).waitFor();
-    record("unread badge on ada for bob's #random message", start);
     await ada.page.getByTestId("room-random").click();
     await message(ada, markup).waitFor();
     await expect(ada.page.getByTestId("unread-random").count()).resolves.toBe(0);
@@ -187,16 +167,13 @@ describe("the demo chat between two browsers", () => {
     const typing = ada.page.getByTestId("typing-text");
     const composer = bob.page.getByTestId("composer");
     await composer.click();
-    let start = performance.now();
     const typed = composer.pressSequentially("On it, deploying to staging", { delay: 20 });
     await typing.getByText("bob is typing…", { exact: true }).waitFor();
-    record("typing indicator bob → ada (from the first key)", start);
     await typed;
     // Bob stops typing (no send, no blur): his client stops after 5 s idle.
-    start = performance.now();
+    const typedAt = performance.now();
     await typing.waitFor({ state: "detached" });
-    const idle = record("typing indicator cleared after bob went idle", start);
-    expect(idle).toBeGreaterThan(3000);
+    expect(performance.now() - typedAt).toBeGreaterThan(3000);
     await composer.press("Enter");
     await message(ada, "On it, deploying to staging").waitFor();
     await expect(typing.count()).resolves.toBe(0);
@@ -208,25 +185,19 @@ describe("the demo chat between two browsers", () => {
       await member(user, "bob", "online").waitFor();
     }
     await expect(ada.page.getByTestId("member").count()).resolves.toBe(2);
-    let start = performance.now();
     await bob.page.getByTestId("status-picker").selectOption("away");
     await member(ada, "bob", "away").waitFor();
-    record("status away bob → ada", start);
     await member(bob, "bob", "away").waitFor();
-    start = performance.now();
     await bob.page.getByTestId("status-picker").selectOption("online");
     await member(ada, "bob", "online").waitFor();
-    record("status online bob → ada", start);
   });
 
   it("reconnects by itself when the gateway closes the socket (4201), missing nothing", async () => {
     const before = (await texts(bob)).length;
-    const start = performance.now();
     await expect(api.disconnect("bob", 4201, "e2e: reconnect now")).resolves.toBeGreaterThan(0);
     const text = "Did the deploy bot just restart?";
     await send(ada, text);
     await message(bob, text).waitFor();
-    record("server close 4201 → bob has ada's next message", start);
     await bob.page.locator('[data-testid=connection][data-state="connected"]').waitFor();
     await expect(bob.page.getByTestId("connection").getAttribute("data-last-close")).resolves.toBe(
       "4201",
@@ -237,14 +208,11 @@ describe("the demo chat between two browsers", () => {
 
   it("recovers what a user missed while offline, once and in order, and sends what they queued", async () => {
     // Bob's network drops: his WebSocket's TCP connection dies, and new ones fail.
-    const offline = performance.now();
     bobNetwork.down();
     await bob.page.locator('[data-testid=connection]:not([data-state="connected"])').waitFor();
-    record("bob's page notices the network drop", offline);
     // The browser says so too (`offline` event, failed connects), and later `online`.
     await bob.context.setOffline(true);
     await member(ada, "bob").waitFor({ state: "detached" });
-    record("bob leaves ada's member list", offline);
 
     // Bob writes while offline: queued, shown in the banner.
     const queued = "Back! My train went through a tunnel 🚇";
@@ -266,20 +234,16 @@ describe("the demo chat between two browsers", () => {
     }
     for (const text of missed) await expect(message(bob, text).count()).resolves.toBe(0);
 
-    const back = performance.now();
     bobNetwork.up();
     await bob.context.setOffline(false);
     await bob.page.locator('[data-testid=connection][data-state="connected"]').waitFor({
       timeout: 15_000,
     });
-    record("bob reconnected after the network returned", back);
     await message(bob, missed[2]!).waitFor();
-    record("bob has the 3 missed messages", back);
     const bobTexts = await texts(bob);
     expect(bobTexts.filter((text) => missed.includes(text))).toEqual(missed);
     // Bob's queued message went out after the reconnect: once, after Ada's three.
     await message(ada, queued).waitFor();
-    record("ada has bob's queued message", back);
     const adaTexts = await texts(ada);
     expect(adaTexts.filter((text) => text === queued)).toHaveLength(1);
     expect(adaTexts.slice(-4)).toEqual([...missed, queued]);
@@ -310,7 +274,6 @@ describe("the demo chat between two browsers", () => {
   });
 
   it("comes back by itself when the dev gateway restarts with a new secret and no history", async () => {
-    const start = performance.now();
     await gateway.restart();
     for (const user of [ada, bob]) {
       // The old token is refused (4001); the page fetches a new one and reconnects, finds
@@ -321,7 +284,6 @@ describe("the demo chat between two browsers", () => {
       await user.page.getByTestId("message").first().waitFor({ state: "detached" });
       await user.page.locator('[data-testid=messages][data-loaded="true"]').waitFor();
     }
-    record("both pages reconnected to the restarted gateway", start);
     await send(ada, "Fresh start");
     await message(bob, "Fresh start").waitFor();
     await member(ada, "bob").waitFor();

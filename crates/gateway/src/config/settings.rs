@@ -31,7 +31,7 @@ settings! {
 
     http_addr: SocketAddr {
         default: Text("0.0.0.0:8080"),
-        doc: "WebSocket `/ws`, `/healthz`, `/readyz`",
+        doc: "WebSocket `/ws`, Socket.IO `/socket.io/`, the SSE fallback `/sse` + `/rpc`, `/healthz`, `/readyz`",
         value_name: Some("ADDR"),
         helm: Helm::ListenPort("containerPorts.http"),
     }

@@ -1,11 +1,12 @@
-//! The transport boundary: the HTTP port's routes (WebSocket, the SSE fallback, health,
-//! the dev pages), what a new connection must pass, and the accept loop. Sessions behind it
-//! see only [`crate::session::frame`]s.
+//! The transport boundary: the HTTP port's routes (WebSocket, Socket.IO, the SSE fallback,
+//! health, the dev pages), what a new connection must pass, and the accept loop. Sessions
+//! behind it see only [`crate::session::frame`]s.
 
 mod accept;
 mod admission;
 mod admit;
 mod dev;
+mod engineio;
 mod polling;
 mod socketio;
 mod sse;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::node::Node;
 
 pub use accept::{AcceptOptions, serve};
-pub use admission::{PendingBudget, PendingPermit};
+pub use admission::PendingBudget;
 
 /// The HTTP port's routes, `/ws`, Socket.IO's `/socket.io/` and the SSE fallback behind the Origin-aware CORS layer.
 pub fn router(state: HttpState) -> Router {

@@ -28,12 +28,12 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use super::HttpState;
 use super::admission::PendingSlot;
 use super::admit::admit;
-use super::socketio::{self, EngineError};
+use super::engineio::{EngineError, refused};
 use super::sse::{outgoing_sink, read_body};
 use super::ws;
 use crate::random::random_token;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
-use crate::session::{self, Incoming, Outgoing, Upgrade};
+use crate::session::{self, HandshakeSlot, Incoming, Outgoing, Upgrade};
 
 /// Packets a session may have waiting before a `POST` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -92,10 +92,10 @@ pub(super) fn open(
     headers: &HeaderMap,
     query: &std::collections::HashMap<String, String>,
 ) -> Result<Response, EngineError> {
-    let token = admit(state, headers, query).map_err(socketio::refused)?;
+    let token = admit(state, headers, query).map_err(refused)?;
     let upgrade = Upgrade {
         token,
-        pending: slot.take(),
+        pending: slot.take().map(HandshakeSlot::new),
         permits: state.permits.clone(),
         direct: None,
         codec: Codec::SocketIo,

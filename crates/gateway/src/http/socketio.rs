@@ -2,64 +2,19 @@
 //! WebSocket transport the request is upgraded as `/ws` is, and the session speaks the
 //! Socket.IO codec; over HTTP long-polling (and its upgrade to a WebSocket) see
 //! [`super::polling`]. Engine.IO's own errors (a version other than 4, an unknown transport
-//! or session) are HTTP 400 with its JSON error body.
+//! or session) are HTTP 400 with its JSON error body ([`super::engineio`]).
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Extension, Query, Request, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use herald_protocol::Codec;
-use serde::Serialize;
 
 use super::HttpState;
 use super::admission::PendingSlot;
 use super::admit::{Refusal, admit};
+use super::engineio::{EngineError, refused};
 use super::{polling, ws};
-use crate::metrics;
-
-/// Engine.IO's error codes for a refused request.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(into = "EngineErrorBody")]
-pub(super) enum EngineError {
-    TransportUnknown,
-    SessionIdUnknown,
-    BadHandshakeMethod,
-    BadRequest,
-    Forbidden,
-    UnsupportedProtocolVersion,
-}
-
-#[derive(Serialize)]
-struct EngineErrorBody {
-    code: u8,
-    message: &'static str,
-}
-
-impl From<EngineError> for EngineErrorBody {
-    fn from(error: EngineError) -> Self {
-        let (code, message) = match error {
-            EngineError::TransportUnknown => (0, "Transport unknown"),
-            EngineError::SessionIdUnknown => (1, "Session ID unknown"),
-            EngineError::BadHandshakeMethod => (2, "Bad handshake method"),
-            EngineError::BadRequest => (3, "Bad request"),
-            EngineError::Forbidden => (4, "Forbidden"),
-            EngineError::UnsupportedProtocolVersion => (5, "Unsupported protocol version"),
-        };
-        EngineErrorBody { code, message }
-    }
-}
-
-impl IntoResponse for EngineError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            EngineError::Forbidden => StatusCode::FORBIDDEN,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        (status, Json(self)).into_response()
-    }
-}
 
 /// The transport a request names, and its session when it has one.
 enum Transport<'a> {
@@ -107,17 +62,6 @@ pub async fn post(
         Err(error) => Err(error),
     };
     result.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// The Engine.IO answer to a request `admit` refused, counted as a disconnect by its code.
-pub(super) fn refused(refusal: Refusal) -> EngineError {
-    let code = refusal.close_code();
-    metrics::counter!(metrics::DISCONNECTS, "code" => code.code().to_string()).increment(1);
-    match refusal {
-        Refusal::Origin => EngineError::Forbidden,
-        // socket.io-client retries a refused handshake, with its backoff.
-        Refusal::Draining => EngineError::BadRequest,
-    }
 }
 
 fn transport(query: &HashMap<String, String>) -> Result<Transport<'_>, EngineError> {

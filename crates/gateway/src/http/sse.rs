@@ -38,7 +38,7 @@ use super::admit::{Refusal, admit};
 use crate::metrics;
 use crate::random::random_token;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
-use crate::session::{self, Outgoing, Upgrade};
+use crate::session::{self, HandshakeSlot, Outgoing, Upgrade};
 
 /// Commands a session may have waiting before `/rpc` waits for it to catch up.
 const INCOMING_QUEUE: usize = 16;
@@ -103,7 +103,7 @@ pub async fn stream(
     // The connection stays pending, now as this session's, until its handshake ends.
     let upgrade = Upgrade {
         token,
-        pending: slot.take(),
+        pending: slot.take().map(HandshakeSlot::new),
         permits: state.permits.clone(),
         direct: None,
         codec: Codec::Json,

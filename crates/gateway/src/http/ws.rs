@@ -33,7 +33,7 @@ use crate::connections::SWEEP_INTERVAL;
 use crate::metrics;
 use crate::node::Node;
 use crate::session::frame::{ClientFrame, ServerFrame, TransportError};
-use crate::session::{self, Incoming, Outgoing, Upgrade};
+use crate::session::{self, HandshakeSlot, Incoming, Outgoing, Upgrade};
 use crate::wire::DirectSocket;
 
 /// Bytes tungstenite reads from the socket at a time, and the read buffer an idle connection
@@ -77,7 +77,7 @@ pub(super) fn serve(
     };
     let admitted = admit(&state, &parts.headers, query);
     // The connection stays pending, now as this session's, until its handshake ends.
-    let pending = slot.take();
+    let pending = slot.take().map(HandshakeSlot::new);
     let node = state.node.clone();
     let permits = state.permits.clone();
     state.spawn_session(async move {

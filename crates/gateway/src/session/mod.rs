@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 
 use crate::connections::{Connection, Ending, Outbox, Registration};
 pub use crate::error::Failure;
-use crate::http::PendingPermit;
 use crate::metrics;
 use crate::node::Node;
 use crate::server_subscriptions;
@@ -42,12 +41,27 @@ pub(crate) fn frame_cap(limits: &crate::config::Limits) -> usize {
     COALESCE_BYTES.min(limits.max_message_bytes)
 }
 
+/// What the transport holds for a connection until its handshake ends (the HTTP port's
+/// pending budget), released by dropping it: opaque here, so sessions do not depend on the
+/// transport that built them.
+pub struct HandshakeSlot {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl HandshakeSlot {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self {
+            _held: Box::new(held),
+        }
+    }
+}
+
 /// What the upgrade request carried.
 pub struct Upgrade {
     /// A token from `Authorization: Bearer`, `?token=` or the `herald_token` cookie.
     pub token: Option<String>,
     /// The connection's slot in the pending budget, released when the handshake ends.
-    pub pending: Option<PendingPermit>,
+    pub pending: Option<HandshakeSlot>,
     /// The node's connection limit: a successful `connect` takes a permit, held while the
     /// connection lives.
     pub permits: Option<Arc<Semaphore>>,

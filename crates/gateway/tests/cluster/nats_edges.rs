@@ -9,31 +9,13 @@ use std::time::Duration;
 
 use herald_api::v1::client::Publication as WirePublication;
 use herald_client::Client;
+use herald_testkit::http::wait_for_metric;
 use herald_testkit::tokens::member_token;
 use herald_testkit::within;
 use prost::Message;
 
 use crate::follower::Follower;
-use crate::nodes::{Node, cluster};
-
-/// Waits (bounded) until the node's metrics contain `line`.
-async fn wait_for_metric(node: &Node, line: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if node.metrics().await.contains(line) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok(),
-        "{} never showed {line}:\n{}",
-        node.id,
-        node.metrics().await
-    );
-}
+use crate::nodes::cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
@@ -124,8 +106,10 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
     // fill found the state never assigned it.
     for node in &nodes {
         wait_for_metric(
-            node,
-            "herald_nats_messages_received_total{result=\"invalid\"} 6",
+            node.metrics,
+            "herald_nats_messages_received_total{result=\"invalid\"}",
+            Duration::from_secs(20),
+            |count| count == 6.0,
         )
         .await;
     }

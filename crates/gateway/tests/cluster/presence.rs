@@ -2,7 +2,6 @@
 //! only a cluster can show: a killed node's users leave and go offline, once; presence and
 //! status heal after Redis loses its data or a node is cut off from it, announced once.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use herald_testkit::presence_suite::{
     self as suite, Deployment, connect, connect_with_id, listed_state, marker, next_push,
     pushes_until_marker, set_state, state_of, status_of,
 };
-use herald_testkit::within;
+use herald_testkit::{within, within_for};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -170,7 +169,7 @@ fn is_leave_of(push: &Push, user: &str) -> bool {
 /// push about them; returns that status. Fails after `wait`.
 async fn join_and_status(watcher: &Client, user: &str, wait: Duration, what: &str) -> String {
     let (mut joined, mut status) = (false, None);
-    bounded(wait, what, async {
+    within_for(what, wait, async {
         while !joined || status.is_none() {
             let push = watcher.next_push().await.expect("watcher connected");
             joined |= is_join_of(&push, user);
@@ -181,13 +180,6 @@ async fn join_and_status(watcher: &Client, user: &str, wait: Duration, what: &st
     })
     .await;
     status.unwrap()
-}
-
-/// Like `within`, with a wait of its own.
-async fn bounded<T>(wait: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(wait, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {wait:?} waiting for {what}"))
 }
 
 /// Presence refreshes `node` has finished (the count of its Redis call histogram).
@@ -569,7 +561,7 @@ async fn a_presence_state_survives_refreshes_and_redis_losing_its_data() {
     );
 
     cluster.redis.flushall().await;
-    let push = bounded(Duration::from_secs(10), "alice back", async {
+    let push = within_for("alice back", Duration::from_secs(10), async {
         loop {
             let push = watcher.next_push().await.expect("watcher connected");
             if is_join_of(&push, "alice") {

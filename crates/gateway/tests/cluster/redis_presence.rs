@@ -12,14 +12,14 @@ use herald_gateway::state::{
     Typer, UserStatus,
 };
 use herald_testkit::backends::RedisServer;
-use herald_testkit::within;
+use herald_testkit::{until, within};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::redis_state::{LIMITS, channel, connect, eventually};
+use crate::redis_state::{LIMITS, channel, connect};
 
 const CHANNEL: &str = "org:acme:ch:general";
 const ORG: &str = "acme";
@@ -513,7 +513,7 @@ async fn typing_starts_stops_and_expires() {
     );
 
     // Without an update, a typer is gone after TYPING_TTL, and stopping is then no stop.
-    eventually("bob to stop typing", TYPING_TTL * 2, || {
+    until("bob to stop typing", TYPING_TTL * 2, || {
         let state = state.clone();
         async move { typing(state).await.is_empty() }
     })
@@ -1002,7 +1002,7 @@ async fn presence_fails_fast_while_redis_is_down() {
         .unwrap();
 
     redis.stop().await;
-    eventually("unhealthy", Duration::from_secs(5), || async {
+    until("unhealthy", Duration::from_secs(5), || async {
         !state.is_healthy()
     })
     .await;
@@ -1034,7 +1034,7 @@ async fn presence_fails_fast_while_redis_is_down() {
     .await;
 
     redis.restart().await;
-    eventually("healthy again", Duration::from_secs(15), || async {
+    until("healthy again", Duration::from_secs(15), || async {
         state.is_healthy()
     })
     .await;

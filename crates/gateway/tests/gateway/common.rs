@@ -13,9 +13,9 @@ use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, Namespa
 pub use herald_testkit::client::{close_code, error_code, next_publication};
 pub use herald_testkit::grpc::{ApiKey, Grpc, grpc_client};
 pub use herald_testkit::herald::Served;
-pub use herald_testkit::http::{http_get, http_post};
+pub use herald_testkit::http::{http_get, http_post, wait_for_metric};
 pub use herald_testkit::tokens::{API_KEY, SECRET, claims};
-pub use herald_testkit::within;
+pub use herald_testkit::{WAIT, within};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

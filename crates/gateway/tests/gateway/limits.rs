@@ -7,23 +7,9 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Polls the metrics until `line_start` appears with a value of at least 1.
-async fn wait_for_metric(gateway: &TestGateway, line_start: &str) {
-    within(line_start, async {
-        loop {
-            let metrics = gateway.metrics().await;
-            let seen = metrics
-                .lines()
-                .filter(|line| line.starts_with(line_start))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .any(|value| value >= 1.0);
-            if seen {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
+/// Polls the metrics until a line of `series` has a value of at least 1.
+async fn counted(gateway: &TestGateway, series: &str) {
+    wait_for_metric(gateway.metrics_addr, series, WAIT, |value| value >= 1.0).await;
 }
 
 #[tokio::test]
@@ -177,7 +163,7 @@ async fn slow_consumer_is_closed_4201_while_a_fast_one_gets_everything() {
     };
     // The slow one reads again as soon as the node gave up on it: a peer that takes no
     // bytes for the writer's close grace (5 s) loses its close frame, by design.
-    wait_for_metric(&gateway, "herald_slow_consumer_closes_total").await;
+    counted(&gateway, "herald_slow_consumer_closes_total").await;
     slow.resume_reading();
     assert_eq!(close_code(&slow).await, 4201);
     // The fast one's client reads all along; it got everything, in order.
@@ -202,7 +188,7 @@ async fn a_client_that_does_not_answer_pings_is_closed_4202() {
     let alive = gateway.member("alive").await;
     let silent = gateway.member("silent").await;
     silent.pause_reading();
-    wait_for_metric(&gateway, "herald_disconnects_total{code=\"4202\"}").await;
+    counted(&gateway, "herald_disconnects_total{code=\"4202\"}").await;
     silent.resume_reading();
     assert_eq!(close_code(&silent).await, 4202);
     assert!(

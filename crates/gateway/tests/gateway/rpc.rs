@@ -193,6 +193,9 @@ async fn only_the_allowed_methods_are_called() {
     assert_eq!(backend.next_request().await.request.method, "message:send");
     within("rpc", alice.rpc("echo", json!(2))).await.unwrap();
     assert_eq!(backend.next_request().await.request.method, "echo");
+    let metrics = gateway.metrics().await;
+    let series = r#"herald_backend_requests_total{method="refuse",result="not_allowed"}"#;
+    assert!(metrics.contains(series), "{series} in {metrics}");
 }
 
 #[tokio::test]
@@ -232,10 +235,50 @@ async fn each_connection_has_an_rpc_rate() {
     }
     let (code, _, temporary) = server_error(within("rpc", alice.rpc("echo", json!(3))).await);
     assert_eq!((code, temporary), (110, true));
+    let metrics = gateway.metrics().await;
+    let series = r#"herald_backend_requests_total{method="echo",result="rejected"}"#;
+    assert!(metrics.contains(series), "{series} in {metrics}");
     // Other commands still run, and another connection has its own rate.
     within("ping", alice.ping()).await.unwrap();
     let bob = gateway.member("bob").await;
     within("rpc", bob.rpc("echo", json!(1))).await.unwrap();
+}
+
+/// One HTTP/2 connection carries every call of the node, those in flight together included.
+#[tokio::test]
+async fn the_node_keeps_one_connection_to_the_backend_for_all_its_calls() {
+    let backend = TestBackend::start().await;
+    let gateway = gateway(&backend, |_| {}).await;
+    let alice = gateway.member("alice").await;
+    let bob = gateway.member("bob").await;
+    for n in 0..10 {
+        within("rpc", alice.rpc("echo", json!(n))).await.unwrap();
+    }
+    let together = (0..10).map(|n| bob.rpc("echo", json!(n)));
+    for result in within("rpcs", futures_util::future::join_all(together)).await {
+        result.unwrap();
+    }
+    assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test]
+async fn rpcs_use_up_the_connections_command_budget() {
+    let backend = TestBackend::start().await;
+    let gateway = gateway(&backend, |config| {
+        config.limits.commands_per_minute = 3;
+        config.limits.rpc_per_minute = 60;
+    })
+    .await;
+    let alice = gateway.member("alice").await; // `connect` takes one token
+    for n in 0..2 {
+        within("rpc", alice.rpc("echo", json!(n))).await.unwrap();
+    }
+    let (code, _, temporary) = server_error(within("rpc", alice.rpc("echo", json!(3))).await);
+    assert_eq!(
+        (code, temporary),
+        (110, true),
+        "the command budget, not the rpc rate"
+    );
 }
 
 #[tokio::test]

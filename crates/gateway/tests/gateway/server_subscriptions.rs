@@ -2,10 +2,10 @@
 //! or one connection, no token claim needed, kept for the user and restored with recovery
 //! on reconnect, ended with an `unsubscribe` push (2000).
 
-use herald_api::v1::{SubscribeRequest, UnsubscribeRequest};
 use herald_client::{Client, ConnectOptions, Push};
 use herald_protocol::reply::{ConnectResult, SubscribeResult};
 use herald_testkit::client::next_push;
+use herald_testkit::grpc::{subscribe_request, unsubscribe_request};
 use serde_json::json;
 use tonic::Code;
 
@@ -13,22 +13,6 @@ use crate::common::*;
 
 /// Not in anyone's `channels` claim: only the server can subscribe a user to it.
 const ROOM: &str = "org:acme:room:7";
-
-fn subscribe_request(user: &str, channel: &str, client: &str) -> SubscribeRequest {
-    SubscribeRequest {
-        user: user.into(),
-        channel: channel.into(),
-        client: client.into(),
-    }
-}
-
-fn unsubscribe_request(user: &str, channel: &str, client: &str) -> UnsubscribeRequest {
-    UnsubscribeRequest {
-        user: user.into(),
-        channel: channel.into(),
-        client: client.into(),
-    }
-}
 
 /// gRPC `Subscribe`, which must succeed.
 async fn subscribe(grpc: &mut Grpc, user: &str, channel: &str, client: &str) {
@@ -181,6 +165,51 @@ async fn a_client_scoped_subscribe_reaches_that_connection_only_and_is_not_kept(
         Some(1),
         "bob's subscribe did not reach alice's connection"
     );
+}
+
+/// A server-side subscriber is a member like any other: the others get its `join`, and it
+/// may call `presence`, `typing` and `history` on the channel with no claim of its own.
+#[tokio::test]
+async fn a_server_side_subscriber_has_presence_typing_and_history() {
+    let gateway = TestGateway::start().await;
+    let bob = gateway.member("bob").await;
+    within("bob subscribes", bob.subscribe(ROOM))
+        .await
+        .expect("bob has the claim");
+    gateway
+        .publish(ROOM, "message", json!({"text": "before alice"}))
+        .await;
+    assert_eq!(next_publication(&bob).await.offset, 1);
+    let (alice, alice_result) = connect(&gateway, "alice").await;
+    let mut grpc = gateway.grpc().await;
+    subscribe(&mut grpc, "alice", ROOM, "").await;
+    subscribed(&alice, ROOM).await;
+
+    let push = next_push(&bob, "alice's join", |push| push.join.is_some()).await;
+    let joined = push.join.unwrap();
+    assert_eq!(
+        (push.channel.as_deref(), &*joined.user, &*joined.client),
+        (Some(ROOM), "alice", alice_result.client.as_str())
+    );
+    let presence = within("presence", alice.presence(ROOM))
+        .await
+        .expect("alice may ask");
+    let mut users: Vec<&str> = presence.members.iter().map(|m| &*m.user).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["alice", "bob"]);
+
+    within("typing", alice.typing(ROOM, true))
+        .await
+        .expect("alice may type");
+    let push = next_push(&bob, "alice typing", |push| push.typing.is_some()).await;
+    let typing = push.typing.unwrap();
+    assert_eq!((&*typing.user, typing.active), ("alice", true));
+
+    let history = within("history", alice.history(ROOM, None, None))
+        .await
+        .expect("alice may read the history");
+    let offsets: Vec<u64> = history.publications.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, [1]);
 }
 
 #[tokio::test]
