@@ -21,25 +21,6 @@ use tokio::sync::mpsc;
 use crate::follower::Follower;
 use crate::nodes::{Node, cluster};
 
-/// Waits (bounded) until the node's metrics contain `line`.
-async fn wait_for_metric(node: &Node, line: &str) {
-    let found = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if node.metrics().await.contains(line) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok(),
-        "{} never showed {line}:\n{}",
-        node.id,
-        node.metrics().await
-    );
-}
-
 /// An envelope as a node or a service encodes it, claiming to be from "ceo".
 fn envelope(offset: u64, epoch: &str, data: &[u8]) -> bytes::Bytes {
     WirePublication {
@@ -130,11 +111,8 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
     // u64::MAX, three events, the foreign subject, and the forged offset 51 once the gap
     // fill found the state never assigned it.
     for node in &nodes {
-        wait_for_metric(
-            node,
-            "herald_nats_messages_received_total{result=\"invalid\"} 6",
-        )
-        .await;
+        node.wait_for_metric(r#"herald_nats_messages_received_total{result="invalid"} 6"#)
+            .await;
     }
 
     let mut grpc = nodes[1].grpc().await;

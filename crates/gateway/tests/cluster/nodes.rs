@@ -102,6 +102,22 @@ impl Node {
         http_get(self.metrics, "/metrics").await.1
     }
 
+    /// Polls the metrics (bounded) until one line is `line`, say `herald_subscriptions 0`.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while !self.metrics().await.lines().any(|l| l == line) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "{} never showed {line}:\n{}",
+            self.id,
+            self.metrics().await
+        );
+    }
+
     /// SIGKILL: no drain, no close frames.
     pub async fn kill(&mut self) {
         self.child.start_kill().expect("kill node");
