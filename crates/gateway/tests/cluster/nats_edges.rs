@@ -51,6 +51,17 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
             .await;
     }
 
+    // A plain client besides the followers, to see the service event's sender.
+    let (reader, _) = within(
+        "connect",
+        Client::connect(&nodes[1].ws_url, &member_token("reader")),
+    )
+    .await
+    .unwrap();
+    within("subscribe", reader.subscribe(channel))
+        .await
+        .unwrap();
+
     let raw = within("NATS connect", async_nats::connect(nats.url()))
         .await
         .expect("NATS connects");
@@ -108,6 +119,14 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
             "no offset, no epoch"
         );
     }
+    // The first publication after its subscribe (the node subjects' forgeries come after it
+    // and none is delivered).
+    let event = next_publication(&reader).await;
+    assert_eq!(
+        (event.data.get(), event.from.as_deref()),
+        (r#"{"n":77}"#, None),
+        "compact, and from no one"
+    );
     // u64::MAX, three events, the foreign subject, and the forged offset 51 once the gap
     // fill found the state never assigned it.
     for node in &nodes {
