@@ -214,7 +214,7 @@ fn documented_permissions() -> String {
         .map(|(block, _)| block)
         .expect("README's NATS permissions block, after its marker");
     format!(
-        "HERALD_NATS_PASSWORD: \"node-secret\"\nSERVICE_NATS_PASSWORD: \"service-secret\"\n{block}"
+        "NATS_NODE_PASSWORD: \"node-secret\"\nNATS_SERVICE_PASSWORD: \"service-secret\"\n{block}"
     )
 }
 
