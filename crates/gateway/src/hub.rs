@@ -44,7 +44,7 @@ use crate::shared_push::SharedPush;
 use crate::state::{Position, State, is_unpublished};
 
 /// Server-side unsubscribe codes (in the `unsubscribe` push), kept in the protocol crate.
-pub use herald_protocol::codes::unsubscribe_code;
+use herald_protocol::codes::unsubscribe_code;
 
 /// Channels whose positions one periodic check reads in one round trip.
 const POSITION_CHECK_BATCH: usize = 1000;

@@ -557,7 +557,125 @@ fn scoped_key(key: Option<String>, from: Option<&str>) -> Result<Option<String>,
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use herald_protocol::Codec;
+
     use super::*;
+    use crate::auth::Claims;
+    use crate::broker::Event;
+    use crate::config::ConfigArgs;
+    use crate::connections::{Outbox, Registration};
+
+    /// A broker whose first `subscribe` waits until released and then fails (NATS went away
+    /// mid-call); every later one succeeds.
+    #[derive(Default)]
+    struct FirstSubscribeFails {
+        entered: Notify,
+        release: Notify,
+        subscribes: AtomicUsize,
+        unsubscribes: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Broker for FirstSubscribeFails {
+        async fn publish(&self, _: &Publication) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn publish_event(&self, _: &Event) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn publish_change(&self, _: &UserOrder) -> Result<(), BrokerError> {
+            Ok(())
+        }
+        async fn subscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            if self.subscribes.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.entered.notify_one();
+                self.release.notified().await;
+                return Err(BrokerError::Unavailable("NATS went away".into()));
+            }
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &ChannelName) -> Result<(), BrokerError> {
+            self.unsubscribes.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn is_healthy(&self) -> bool {
+            true
+        }
+    }
+
+    fn node_on(broker: Arc<dyn Broker>) -> Arc<Node> {
+        let config = Config::load(&ConfigArgs::default()).expect("the default config");
+        let memory = MemoryState::new();
+        let state: Arc<dyn State> = Arc::new(memory.clone());
+        let (hub, idle) = Hub::new(state.clone(), config.gap_wait);
+        let (_changes, received) = mpsc::channel(CHANGE_QUEUE);
+        let backplane = Backplane {
+            broker,
+            state,
+            presence: Arc::new(memory),
+            kept: Arc::new(MemoryKept::default()),
+        };
+        Node::new(config, hub, idle, backplane, received).expect("a node")
+    }
+
+    fn connect(node: &Node, user: &str) -> Registration {
+        let claims = Claims {
+            sub: Arc::from(user),
+            exp: i64::MAX,
+            orgs: vec![],
+            channels: vec![],
+            info: None,
+        };
+        let outbox = Arc::new(Outbox::new(1 << 20, None));
+        node.connections()
+            .register(Arc::from(user), Arc::new(claims), outbox, Codec::Json)
+            .expect("registered")
+    }
+
+    /// The first subscriber's broker subscribe fails while a second subscriber waits for the
+    /// channel's interest: the second tries again and is told OK only with a subscription.
+    /// (Single-threaded: once the second is in the hub, it waits on the interest lock.)
+    #[tokio::test]
+    async fn a_subscriber_waiting_behind_a_failed_interest_subscribes_again() {
+        let broker = Arc::new(FirstSubscribeFails::default());
+        let node = node_on(broker.clone());
+        let channel = ChannelName::parse("org:acme:ch:general").unwrap();
+        let (a, b) = (connect(&node, "a"), connect(&node, "b"));
+        let add = |registration: &Registration| {
+            let (node, channel) = (node.clone(), channel.clone());
+            let connection = registration.connection.clone();
+            tokio::spawn(async move { node.add_subscriber(&channel, connection).await })
+        };
+
+        let first = add(&a);
+        let wait = Duration::from_secs(5);
+        tokio::time::timeout(wait, broker.entered.notified())
+            .await
+            .expect("the first subscribe reaches the broker");
+        let second = add(&b);
+        tokio::time::timeout(wait, async {
+            while node.hub.subscriber_count(&channel) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the second subscriber joins the hub");
+        broker.release.notify_one();
+
+        assert!(first.await.unwrap().is_err(), "the first is told it failed");
+        assert_eq!(second.await.unwrap(), Ok(()), "the second is told OK");
+        assert_eq!(broker.subscribes.load(Ordering::SeqCst), 2);
+
+        // The failed one leaves (as its session does); the broker subscription is released
+        // with the last subscriber, once.
+        node.remove_subscriber(&channel, &a.connection.id).await;
+        assert_eq!(broker.unsubscribes.load(Ordering::SeqCst), 0);
+        node.remove_subscriber(&channel, &b.connection.id).await;
+        assert_eq!(broker.unsubscribes.load(Ordering::SeqCst), 1);
+        assert!(node.hub.interest(&channel).is_none(), "the entry is gone");
+    }
 
     #[test]
     fn client_keys_are_scoped_to_their_user_and_out_of_the_backends_reach() {

@@ -237,6 +237,8 @@ fn text(reply: Value) -> String {
 pub struct NatsServer {
     port: u16,
     monitoring_port: u16,
+    /// A configuration file's text (say, an `authorization` block), kept for restarts.
+    config: Option<String>,
     launch: Launch,
     process: Option<Process>,
 }
@@ -252,10 +254,23 @@ impl NatsServer {
 
     /// Like [`NatsServer::start`], as `options` say, failing with the server's log.
     pub async fn start_with(options: &ServerOptions) -> Result<NatsServer> {
+        NatsServer::launch(options, None).await
+    }
+
+    /// Like [`NatsServer::start`], with `config` as its configuration file (addresses and
+    /// ports still come from the command line, which overrides the file).
+    pub async fn start_with_config(config: &str) -> NatsServer {
+        NatsServer::launch(&ServerOptions::default(), Some(config.to_owned()))
+            .await
+            .unwrap_or_else(|error| panic!("{error:#}"))
+    }
+
+    async fn launch(options: &ServerOptions, config: Option<String>) -> Result<NatsServer> {
         let [addr, monitoring] = free_addrs().context("finding free ports")?;
         let mut server = NatsServer {
             port: addr.port(),
             monitoring_port: monitoring.port(),
+            config,
             launch: Launch::new("nats-server", options)?,
             process: None,
         };
@@ -265,6 +280,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL with a user and password, for a server started with an `authorization` block.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
     }
 
     pub fn monitoring_port(&self) -> u16 {
@@ -345,7 +365,7 @@ impl NatsServer {
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let args = [
+        let mut args = [
             "-a",
             "127.0.0.1",
             "-p",
@@ -353,7 +373,15 @@ impl NatsServer {
             "-m",
             &self.monitoring_port.to_string(),
         ]
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(config) = &self.config {
+            std::fs::create_dir_all(&self.launch.dir)
+                .with_context(|| format!("creating {}", self.launch.dir.display()))?;
+            let path = self.launch.dir.join("nats.conf");
+            std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+            args.extend(["-c".to_owned(), path.to_string_lossy().into_owned()]);
+        }
         let mut process = self.launch.spawn(&args)?;
         let timeout = self.launch.ready_timeout;
         let monitoring = self.monitoring_addr();

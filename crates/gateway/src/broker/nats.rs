@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_nats::ServerAddr;
 use async_nats::connection::State as ConnectionState;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -36,6 +37,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_over};
+use crate::config::BackendUrl;
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
 use crate::metrics;
@@ -64,6 +66,64 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum NatsError {
     #[error("invalid HERALD_NATS_URL: {0}")]
     Url(String),
+}
+
+/// How a node authenticates to NATS, from `HERALD_NATS_URL`.
+#[derive(Debug, PartialEq, Eq)]
+enum Credentials {
+    /// `nats://user:password@host`.
+    User { user: String, password: String },
+    /// `nats://token@host`.
+    Token(String),
+}
+
+/// The servers of a comma-separated `HERALD_NATS_URL`, and the credentials they carry.
+/// async-nats reads neither a list from one string nor the `user:password@` or `token@` of a
+/// URL (nats-io/nats.rs#1623), so both are taken here. Credentials are per connection, not
+/// per server: URLs that carry any must carry the same.
+fn servers(url: &str) -> Result<(Vec<ServerAddr>, Option<Credentials>), NatsError> {
+    let mut servers = Vec::new();
+    let mut credentials = None;
+    for address in url.split(',').map(str::trim) {
+        let server: ServerAddr = address
+            .parse()
+            .map_err(|e| NatsError::Url(format!("{}: {e}", mask(address))))?;
+        let decoded = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|part| part.into_owned())
+                .map_err(|_| {
+                    NatsError::Url(format!("{}: credentials are not UTF-8", mask(address)))
+                })
+        };
+        let carried = match (server.username(), server.password()) {
+            (None, _) => None,
+            (Some(user), Some(password)) => Some(Credentials::User {
+                user: decoded(user)?,
+                password: decoded(password)?,
+            }),
+            (Some(token), None) => Some(Credentials::Token(decoded(token)?)),
+        };
+        match (&credentials, carried) {
+            (_, None) => {}
+            (None, carried) => credentials = carried,
+            (Some(first), Some(other)) if *first == other => {}
+            (Some(_), Some(_)) => {
+                return Err(NatsError::Url(
+                    "the URLs carry different credentials; one connection has one user".into(),
+                ));
+            }
+        }
+        servers.push(server);
+    }
+    Ok((servers, credentials))
+}
+
+/// An address as errors show it: without its password or token.
+fn mask(address: &str) -> String {
+    address
+        .parse::<BackendUrl>()
+        .map_or_else(|_| address.to_owned(), |url| url.masked())
 }
 
 pub struct NatsBroker {
@@ -100,10 +160,18 @@ impl NatsBroker {
         changes: ChangeSender,
         coalesce: Duration,
     ) -> Result<NatsBroker, NatsError> {
+        let (servers, credentials) = servers(url)?;
         let connected = Arc::new(AtomicBool::new(false));
         metrics::gauge!(metrics::BROKER_UP).set(0.0);
         let events = connected.clone();
-        let client = async_nats::ConnectOptions::new()
+        let options = match credentials {
+            None => async_nats::ConnectOptions::new(),
+            Some(Credentials::User { user, password }) => {
+                async_nats::ConnectOptions::with_user_and_password(user, password)
+            }
+            Some(Credentials::Token(token)) => async_nats::ConnectOptions::with_token(token),
+        };
+        let client = options
             .name(format!("herald {node_id}"))
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -136,7 +204,7 @@ impl NatsBroker {
                     }
                 }
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| NatsError::Url(e.to_string()))?;
         // Queued until the first connection, and renewed by the client on every reconnect.
@@ -500,4 +568,40 @@ fn event(
         push,
         exclude,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_url_of_the_list_is_a_server_and_its_credentials_are_the_connections() {
+        let (listed, credentials) =
+            servers("nats://herald:p%40ss@a:4222, nats://herald:p%40ss@b:4223,c").unwrap();
+        let addresses: Vec<_> = listed.iter().map(|s| (s.host(), s.port())).collect();
+        assert_eq!(addresses, [("a", 4222), ("b", 4223), ("c", 4222)]);
+        assert_eq!(
+            credentials,
+            Some(Credentials::User {
+                user: "herald".into(),
+                password: "p@ss".into()
+            })
+        );
+        assert_eq!(
+            servers("tls://s3cr3t@a").unwrap().1,
+            Some(Credentials::Token("s3cr3t".into()))
+        );
+        assert_eq!(servers("nats://a:4222").unwrap().1, None);
+
+        let error = servers("nats://u:one@a,nats://u:two@b").unwrap_err();
+        assert!(
+            error.to_string().contains("different credentials"),
+            "{error}"
+        );
+        let error = servers("nats://u:secret@a:port").unwrap_err().to_string();
+        assert!(
+            error.contains("u:****@a:port") && !error.contains("secret"),
+            "{error}"
+        );
+    }
 }

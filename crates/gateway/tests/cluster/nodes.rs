@@ -8,7 +8,7 @@ use herald_api::v1::{PublishRequest, PublishResponse};
 use herald_testkit::backends::{NatsServer, RedisServer};
 use herald_testkit::grpc::{Grpc, grpc_client};
 use herald_testkit::herald::{Served, serve};
-use herald_testkit::http::http_get;
+use herald_testkit::http::{http_get, wait_for_metric};
 use herald_testkit::tokens::API_KEY;
 use herald_testkit::within;
 use tokio::process::Child;
@@ -26,7 +26,12 @@ pub struct Node {
 impl Node {
     /// Starts a node against the given backends and waits until it is ready.
     pub async fn start(id: &str, nats: &NatsServer, redis: &RedisServer) -> Node {
-        Node::launch(id, nats, &redis.url(), &[]).await
+        Node::launch(id, &nats.url(), &redis.url(), &[]).await
+    }
+
+    /// Starts a node that reaches NATS at `nats_url` (say, with a user and password).
+    pub async fn start_with_nats_url(id: &str, nats_url: &str, redis: &RedisServer) -> Node {
+        Node::launch(id, nats_url, &redis.url(), &[]).await
     }
 
     /// Like [`Node::start`], with extra `HERALD_*` settings.
@@ -36,20 +41,15 @@ impl Node {
         redis: &RedisServer,
         settings: &[(&str, &str)],
     ) -> Node {
-        Node::launch(id, nats, &redis.url(), settings).await
+        Node::launch(id, &nats.url(), &redis.url(), settings).await
     }
 
     /// Starts a node that reaches Redis at `redis_url` (say, a proxy a test can cut).
     pub async fn start_with_redis_url(id: &str, nats: &NatsServer, redis_url: &str) -> Node {
-        Node::launch(id, nats, redis_url, &[]).await
+        Node::launch(id, &nats.url(), redis_url, &[]).await
     }
 
-    async fn launch(
-        id: &str,
-        nats: &NatsServer,
-        redis_url: &str,
-        settings: &[(&str, &str)],
-    ) -> Node {
+    async fn launch(id: &str, nats_url: &str, redis_url: &str, settings: &[(&str, &str)]) -> Node {
         let Served {
             child,
             http,
@@ -59,7 +59,7 @@ impl Node {
         } = serve(env!("CARGO_BIN_EXE_herald"), |herald| {
             herald
                 .env("HERALD_NODE_ID", id)
-                .env("HERALD_NATS_URL", nats.url())
+                .env("HERALD_NATS_URL", nats_url)
                 .env("HERALD_REDIS_URL", redis_url)
                 .env("HERALD_DRAIN_SECONDS", "1")
                 // Short, so a killed node's presence expires within a test's patience.
@@ -100,6 +100,12 @@ impl Node {
 
     pub async fn metrics(&self) -> String {
         http_get(self.metrics, "/metrics").await.1
+    }
+
+    /// Waits (20 s at most) until this node's metrics show `series` at `value`.
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let limit = Duration::from_secs(20);
+        wait_for_metric(self.metrics, series, limit, |seen| seen == value).await;
     }
 
     /// SIGKILL: no drain, no close frames.

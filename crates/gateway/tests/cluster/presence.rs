@@ -588,3 +588,73 @@ async fn a_presence_state_survives_refreshes_and_redis_losing_its_data() {
         "a new membership starts without a state"
     );
 }
+
+/// A subscriber the hub evicts (its channel's epoch changed) leaves the channel's presence at
+/// once, not when its entry expires, and no longer counts in `herald_subscriptions`, though
+/// its connection stays open (it does not resubscribe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_subscriber_leaves_presence_and_the_subscriptions_gauge() {
+    // A presence TTL far beyond the test: a member left behind would stay listed.
+    let long_ttl = [("HERALD_PRESENCE_TTL_SECONDS", "120")];
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let nodes = vec![
+        Node::start_with("node-a", &nats, &redis, &long_ttl).await,
+        Node::start_with("node-b", &nats, &redis, &long_ttl).await,
+    ];
+    let cluster = Cluster {
+        _nats: nats,
+        redis,
+        nodes,
+    };
+    let channel = "org:acme:ch:evicted";
+    let xavier = connect(&cluster, 1, "xavier").await;
+    xavier.subscribe(channel).await.unwrap();
+    let mut grpc = cluster.nodes[0].grpc().await;
+    cluster.nodes[0]
+        .publish(&mut grpc, channel, 1, "")
+        .await
+        .unwrap();
+    next_push(&xavier, "offset 1", |p| p.publication.is_some()).await;
+    assert_eq!(
+        listed(&xavier, channel).await,
+        vec![member("xavier", "online")]
+    );
+    cluster.nodes[1]
+        .wait_for_metric("herald_subscriptions", 1.0)
+        .await;
+
+    // The channel's history is lost: the next publication starts a new epoch, and node b
+    // sends its subscriber to resubscribe.
+    let keys = [
+        format!("herald:{{{channel}}}:meta"),
+        format!("herald:{{{channel}}}:log"),
+    ];
+    cluster.redis.command(&["DEL", &keys[0], &keys[1]]).await;
+    cluster.nodes[0]
+        .publish(&mut grpc, channel, 2, "")
+        .await
+        .unwrap();
+    let push = next_push(&xavier, "the eviction", |p| p.unsubscribe.is_some()).await;
+    assert_eq!(push.unsubscribe.unwrap().code, 2500);
+
+    cluster.nodes[1]
+        .wait_for_metric("herald_subscriptions", 0.0)
+        .await;
+    within("ping", xavier.ping())
+        .await
+        .expect("xavier stays connected");
+    let yvonne = connect(&cluster, 0, "yvonne").await;
+    yvonne.subscribe(channel).await.unwrap();
+    // Redis forgets him before his leave is pushed: if still listed, the push comes after.
+    if listed(&yvonne, channel)
+        .await
+        .contains(&member("xavier", "online"))
+    {
+        next_push(&yvonne, "xavier's leave", |p| is_leave_of(p, "xavier")).await;
+    }
+    assert_eq!(
+        listed(&yvonne, channel).await,
+        vec![member("yvonne", "online")]
+    );
+}

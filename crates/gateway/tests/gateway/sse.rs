@@ -416,19 +416,62 @@ async fn a_carriage_return_in_published_data_cannot_break_the_event_stream() {
     // `\r` is JSON whitespace, and an SSE line break.
     sse.send("{\"id\":3,\"publish\":{\"channel\":\"chat:acme:room\",\"event\":\"m\",\"data\":{\"a\":\r1,\r\"b\":[\r2]}}}")
         .await;
+    let compact = serde_json::json!({"a": 1, "b": [2]});
     let mut publication = None;
     while publication.is_none() {
         let message = sse.next_message(&mut pending).await;
         if message["push"]["pub"].is_object() {
-            publication = Some(message["push"]["pub"]["data"].clone());
+            publication = Some(message["push"]["pub"].clone());
         }
     }
-    assert_eq!(publication.unwrap(), serde_json::json!({"a": 1, "b": [2]}));
-    assert!(
-        !sse.raw_lines.iter().any(|line| line.contains('\r')),
-        "a raw carriage return reached the stream: {:?}",
-        sse.raw_lines
+    let publication = publication.unwrap();
+    assert_eq!(publication["data"], compact);
+    let epoch = publication["epoch"]
+        .as_str()
+        .expect("a stored publication")
+        .to_owned();
+
+    // From history, and recovered, on a fresh stream: the stored form is the compact one.
+    let mut later = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+    let mut pending = Vec::new();
+    later
+        .send(&format!(
+            "{{\"id\":1,\"connect\":{{}}}}\n\
+             {{\"id\":2,\"history\":{{\"channel\":\"chat:acme:room\"}}}}\n\
+             {{\"id\":3,\"subscribe\":{{\"channel\":\"chat:acme:room\",\
+             \"recover\":{{\"offset\":0,\"epoch\":\"{epoch}\"}}}}}}"
+        ))
+        .await;
+    assert_eq!(later.next_message(&mut pending).await["id"], 1);
+    let history = later.next_message(&mut pending).await;
+    assert_eq!(
+        history["result"]["publications"][0]["data"], compact,
+        "{history}"
     );
+    let recovered = later.next_message(&mut pending).await;
+    assert_eq!(recovered["result"]["recovered"], true, "{recovered}");
+    assert_eq!(
+        recovered["result"]["publications"][0]["data"], compact,
+        "{recovered}"
+    );
+
+    // A raw line break would show as a line of no SSE field.
+    let field = |line: &String| {
+        line.is_empty()
+            || ["event:", "data:", "id:", "retry:", ":"]
+                .iter()
+                .any(|f| line.starts_with(f))
+    };
+    for stream in [&sse, &later] {
+        assert!(
+            stream
+                .raw_lines
+                .iter()
+                .all(|line| field(line) && !line.contains('\r')),
+            "a raw carriage return or line feed reached the stream: {:?}",
+            stream.raw_lines
+        );
+    }
 }
 
 /// The close code of a refused stream, or `None` when it opened a session.
