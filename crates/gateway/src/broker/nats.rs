@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_over};
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
+use crate::isolate;
 use crate::metrics;
 
 /// Subjects of node-to-node messages.
@@ -306,23 +307,25 @@ async fn bounded<E: std::fmt::Display>(
 }
 
 /// Hands every user order on `herald.control` to the node.
-async fn read_changes(mut control: async_nats::Subscriber, changes: ChangeSender) {
-    while let Some(message) = control.next().await {
+async fn read_changes(control: async_nats::Subscriber, changes: ChangeSender) {
+    isolate::for_each("NATS user orders", control, |message| {
         match serde_json::from_slice::<UserOrder>(&message.payload) {
             Ok(order) => hand_over(&changes, order),
             Err(error) => tracing::debug!(%error, "dropped an invalid user order"),
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Delivers one channel's NATS messages to the hub until the subscription ends.
 async fn read_subject(
     channel: ChannelName,
-    mut subscriber: async_nats::Subscriber,
+    subscriber: async_nats::Subscriber,
     hub: Arc<Hub>,
     limits: EnvelopeLimits,
 ) {
-    while let Some(message) = subscriber.next().await {
+    isolate::for_each("NATS deliveries", subscriber, |message| {
         let under = |prefix: &str| {
             message
                 .subject
@@ -354,7 +357,9 @@ async fn read_subject(
             }
         };
         metrics::counter!(metrics::NATS_MESSAGES, "result" => result).increment(1);
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 #[derive(Debug, thiserror::Error)]
