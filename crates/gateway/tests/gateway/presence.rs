@@ -203,6 +203,48 @@ async fn typing_stop_does_not_let_the_next_start_through_early() {
     );
 }
 
+/// The throttle is per user: a user with several tabs that take turns stopping and starting
+/// gets no more pushes out than one tab would.
+#[tokio::test]
+async fn typing_is_throttled_per_user_across_connections() {
+    let gateway = TestGateway::start().await;
+    let channel = "org:acme:ch:typing-tabs";
+    let tabs = [
+        suite::connect(&gateway, 0, "alice").await,
+        suite::connect(&gateway, 0, "alice").await,
+        suite::connect(&gateway, 0, "alice").await,
+    ];
+    for tab in &tabs {
+        tab.subscribe(channel).await.unwrap();
+    }
+    let bob = suite::connect(&gateway, 0, "bob").await;
+    bob.subscribe(channel).await.unwrap();
+    tabs[0].typing(channel, true).await.unwrap();
+    let push = suite::next_push(&bob, "alice typing", |p| p.typing.is_some()).await;
+    assert!(push.typing.unwrap().active);
+    let started = Instant::now();
+    for turn in 0..10 {
+        // One tab stops, the next one starts: each tab alone stays under the throttle.
+        tabs[turn % 3].typing(channel, false).await.unwrap();
+        tabs[(turn + 1) % 3].typing(channel, true).await.unwrap();
+    }
+    tabs[1].typing(channel, false).await.unwrap();
+    let burst = started.elapsed();
+    suite::marker(&gateway, channel, 1).await;
+    let pushes = suite::pushes_until_marker(&bob, 1).await;
+    let typing: Vec<bool> = pushes
+        .iter()
+        .filter_map(|push| push.typing.as_ref().map(|typing| typing.active))
+        .collect();
+    assert_eq!(typing.last(), Some(&false), "alice stopped: {typing:?}");
+    let allowed = 1 + 2 * burst.as_secs() as usize;
+    assert!(
+        typing.len() <= allowed,
+        "{} typing pushes for 21 updates from 3 tabs in {burst:?}: {typing:?}",
+        typing.len()
+    );
+}
+
 #[tokio::test]
 async fn a_token_with_control_characters_in_its_claims_is_refused() {
     let gateway = TestGateway::start().await;
