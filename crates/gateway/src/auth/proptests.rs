@@ -8,9 +8,10 @@ use std::sync::Arc;
 use herald_protocol::ChannelName;
 use proptest::prelude::*;
 
-use super::{Authenticator, Claims, check_channel_pattern, check_subscribe};
+use super::tests::{SECRET, authenticator};
+use super::{Claims, check_channel_pattern, check_subscribe};
 use crate::clock::unix_seconds;
-use crate::config::{Access, JwtConfig, Secret};
+use crate::config::Access;
 
 /// Segments from a small alphabet, so that patterns and channels often share them; with
 /// near misses (`acme` / `acme-evil` / `acm`) that prefix matching would confuse.
@@ -151,18 +152,6 @@ proptest! {
         let allowed = check_subscribe(access, &parsed, &claims, None).is_ok();
         prop_assert_eq!(allowed, expected, "{:?} {} for {} in {:?} with {:?}", access, name, sub, orgs, rendered);
     }
-}
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-fn authenticator() -> Authenticator {
-    Authenticator::new(&JwtConfig {
-        secret: Some(Secret::new(SECRET)),
-        public_key: None,
-        audience: None,
-        issuer: None,
-    })
-    .expect("an HMAC secret is a valid key")
 }
 
 fn base64url(bytes: &[u8]) -> String {
