@@ -260,6 +260,8 @@ pub struct Spawned {
     pub process: Process,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Its Prometheus endpoint (`/metrics`).
+    pub metrics_addr: SocketAddr,
 }
 
 /// The spawned nodes' config file: a `bench` namespace with history (offsets, so order and
@@ -330,6 +332,7 @@ impl Spawned {
             process,
             http_addr,
             grpc_addr,
+            metrics_addr,
         })
     }
 }

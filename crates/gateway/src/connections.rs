@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::auth::Claims;
 use crate::clock::unix_seconds;
+use crate::isolate::isolated_sync;
 use crate::metrics;
 pub use crate::outbox::Outbox;
 use crate::socketio_recovery::Cursor;
@@ -509,27 +510,15 @@ impl Connections {
         let now_unix = unix_seconds();
         let timeout = self.heartbeat.timeout.as_millis() as u64;
         for entry in self.by_id.iter() {
-            let connection = entry.value();
-            if connection.is_closing() {
-                continue;
-            }
-            if connection.expires_at.load(Ordering::Relaxed) <= now_unix {
-                connection.close(CloseCode::TokenExpired);
-                continue;
-            }
-            let sent = connection.ping_sent_at.load(Ordering::Relaxed);
-            if sent != 0 {
-                if now.saturating_sub(sent) > timeout {
-                    connection.close(CloseCode::NoPong);
-                }
-            } else if now >= connection.next_ping_at.load(Ordering::Relaxed) {
-                connection.ping_sent_at.store(now, Ordering::Relaxed);
-                connection.outbox.ping();
-            }
+            isolated_sync("connection sweep", || {
+                sweep_one(entry.value(), now, now_unix, timeout);
+            });
         }
         for (id, channel) in self.subscription_tokens.newly_expired(now_unix) {
             if let Some(connection) = self.by_id.get(&id) {
-                connection.end(Ending::TokenExpired(channel));
+                isolated_sync("subscription token expiry", || {
+                    connection.end(Ending::TokenExpired(channel));
+                });
             }
         }
     }
@@ -548,6 +537,27 @@ impl Connections {
                 connections.sweep();
             }
         });
+    }
+}
+
+/// One connection's turn in a sweep: close it when its token expired (4002) or its pong is
+/// late (4202), or send its ping when due.
+fn sweep_one(connection: &Connection, now: u64, now_unix: i64, timeout: u64) {
+    if connection.is_closing() {
+        return;
+    }
+    if connection.expires_at.load(Ordering::Relaxed) <= now_unix {
+        connection.close(CloseCode::TokenExpired);
+        return;
+    }
+    let sent = connection.ping_sent_at.load(Ordering::Relaxed);
+    if sent != 0 {
+        if now.saturating_sub(sent) > timeout {
+            connection.close(CloseCode::NoPong);
+        }
+    } else if now >= connection.next_ping_at.load(Ordering::Relaxed) {
+        connection.ping_sent_at.store(now, Ordering::Relaxed);
+        connection.outbox.ping();
     }
 }
 

@@ -16,6 +16,7 @@ pub mod envelope;
 mod error;
 mod http;
 pub mod hub;
+mod isolate;
 mod metrics;
 pub mod node;
 pub mod operator;

@@ -57,11 +57,14 @@ pub const BACKEND_REQUESTS: &str = "herald_backend_requests_total";
 pub const BACKEND_DURATION: &str = "herald_backend_duration_seconds";
 
 /// HTTP connections that have not authenticated yet: from accept to the end of the
-/// WebSocket or SSE handshake, or to their close (gauge).
+/// WebSocket or SSE handshake, or to their close; by `port` (`http`, or `metrics`, where
+/// no connection authenticates) (gauge).
 pub const PENDING_CONNECTIONS: &str = "herald_pending_connections";
 /// New connections closed at accept because the pending budget was full, by `cap`
-/// (`node` or `address`) (counter).
+/// (`node` or `address`) and `port` (counter).
 pub const PENDING_REFUSED: &str = "herald_pending_refused_total";
+/// Entries a background job skipped because their work panicked, by `job` (counter).
+pub const JOB_PANICS: &str = "herald_job_panics_total";
 
 const PUBLISH_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -97,7 +100,7 @@ pub fn install() -> PrometheusHandle {
             // alerts that use increase() see a node's first slow consumer or lost gap.
             gauge!(CONNECTIONS).set(0.0);
             gauge!(SUBSCRIPTIONS).set(0.0);
-            gauge!(PENDING_CONNECTIONS).set(0.0);
+            gauge!(PENDING_CONNECTIONS, "port" => "http").set(0.0);
             for counter in [
                 SLOW_CONSUMER_CLOSES,
                 DUPLICATES_DROPPED,
@@ -160,11 +163,15 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis calls that failed, by operation.");
     describe_gauge!(
         PENDING_CONNECTIONS,
-        "Connections not authenticated yet (accept to end of handshake)."
+        "Connections not authenticated yet (accept to end of handshake), by port (http, metrics)."
     );
     describe_counter!(
         PENDING_REFUSED,
-        "Connections closed at accept, pending budget full, by cap (node, address)."
+        "Connections closed at accept, pending budget full, by cap (node, address) and port."
+    );
+    describe_counter!(
+        JOB_PANICS,
+        "Entries a background job skipped because their work panicked, by job."
     );
     describe_counter!(
         BACKEND_REQUESTS,

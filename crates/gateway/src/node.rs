@@ -22,6 +22,7 @@ use crate::connections::{Connection, Connections, Heartbeat, SWEEP_INTERVAL};
 use crate::envelope::EnvelopeLimits;
 use crate::error::{CLIENT_KEY_PREFIX, HistoryError, MAX_IDEMPOTENCY_KEY_BYTES, PublishError};
 use crate::hub::{Hub, Interest};
+use crate::isolate::isolated;
 use crate::metrics;
 use crate::presence::PresenceService;
 use crate::socketio_recovery::RecoveryKey;
@@ -518,7 +519,7 @@ async fn drop_idle_interest(
 ) {
     while let Some(channel) = idle.recv().await {
         let Some(node) = node.upgrade() else { return };
-        node.release_interest(&channel).await;
+        isolated("idle interest release", node.release_interest(&channel)).await;
     }
 }
 
@@ -533,7 +534,7 @@ async fn check_positions(hub: std::sync::Weak<Hub>, reconnected: Arc<Notify>) {
             () = reconnected.notified() => {}
         }
         let Some(hub) = hub.upgrade() else { return };
-        hub.check_positions().await;
+        isolated("position check", hub.check_positions()).await;
     }
 }
 

@@ -20,14 +20,11 @@
 //! its own connections too, so that an entry it re-creates comes back with its state.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use futures_util::FutureExt;
 use herald_protocol::ChannelName;
 use herald_protocol::reply::{ChannelEvent, PresenceMember, StatePush, TypingPush, encode_event};
 use serde_json::value::RawValue;
@@ -38,6 +35,7 @@ use crate::broker::{Broker, Event, Exclude};
 use crate::clock::unix_millis;
 use crate::config::{ChannelOptions, Config};
 use crate::connections::{Connection, Connections};
+use crate::isolate::isolated;
 use crate::presence_diff::{DIFF_INTERVAL, Diffs};
 use crate::state::UserStatus;
 use crate::state::presence::TYPING_TTL;
@@ -819,14 +817,6 @@ impl PresenceService {
             })
             .await;
         }
-    }
-}
-
-/// Runs one entry's work in a background job: a panic there (a bug, or input that slipped
-/// past validation) is logged and skips the entry instead of ending the job for good.
-async fn isolated(what: &'static str, work: impl Future<Output = ()>) {
-    if AssertUnwindSafe(work).catch_unwind().await.is_err() {
-        tracing::error!(job = what, "presence job panicked on one entry; skipped it");
     }
 }
 

@@ -47,6 +47,12 @@ pub enum ServerError {
 /// is dropped.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// Connections open at once on the metrics port, node-wide and per client address (IPv6:
+/// per /64): room for a few scrapers and probes, and a bound on what a client that reaches
+/// an internal port by mistake can hold there. Over it, closed at accept.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+const METRICS_MAX_CONNECTIONS_PER_IP: usize = 16;
+
 pub struct Server {
     node: Arc<Node>,
     http: TcpListener,
@@ -137,7 +143,17 @@ impl Server {
             polling: Arc::default(),
             closed: force.clone(),
         };
-        let pending = PendingBudget::new(limits.max_pending_connections, limits.max_pending_per_ip);
+        let pending = PendingBudget::new(
+            "http",
+            limits.max_pending_connections,
+            limits.max_pending_per_ip,
+        );
+        // Nothing authenticates on the metrics port: every connection counts until it closes.
+        let metrics_pending = PendingBudget::new(
+            "metrics",
+            METRICS_MAX_CONNECTIONS,
+            METRICS_MAX_CONNECTIONS_PER_IP,
+        );
         let http_options = http::AcceptOptions {
             header_read_timeout: limits.header_read_timeout,
             stop: stop.clone(),
@@ -169,8 +185,13 @@ impl Server {
             http_acceptor,
             http_options.clone(),
         ));
-        let metrics_task =
-            tokio::spawn(http::serve(metrics, metrics_app, None, None, http_options));
+        let metrics_task = tokio::spawn(http::serve(
+            metrics,
+            metrics_app,
+            Some(metrics_pending),
+            None,
+            http_options,
+        ));
         let grpc_stop = stop.clone();
         let grpc_done = CancellationToken::new();
         let grpc_server =

@@ -114,7 +114,9 @@ async fn change(
 /// Applies the user orders the broker hands over (subscription changes, and the other
 /// nodes' gRPC `Disconnect`s) to this node's connections, until the node is gone. One task
 /// per order, so a slow state read holds up no other user; a user's orders run one after
-/// the other, so a `Subscribe` then `Unsubscribe` ends unsubscribed.
+/// the other, so a `Subscribe` then `Unsubscribe` ends unsubscribed. An order whose task
+/// panics ends only that task (the next order of its user sees a failed join and goes on),
+/// so this loop needs no [`crate::isolate`] of its own.
 pub async fn apply_changes(node: Weak<Node>, mut orders: mpsc::Receiver<UserOrder>) {
     let mut last_of_user: HashMap<String, JoinHandle<()>> = HashMap::new();
     while let Some(order) = orders.recv().await {

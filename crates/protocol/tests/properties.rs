@@ -1,11 +1,11 @@
 //! Property tests of what the protocol crate parses from untrusted input: command frames,
-//! channel names and the JSON compactor. Nothing panics on any input, and what is valid
+//! channel names, Socket.IO packets and the JSON compactor. Nothing panics on any input, and what is valid
 //! round-trips.
 
 use herald_protocol::channel::{MAX_CHANNEL_BYTES, MAX_SEGMENT_BYTES};
 use herald_protocol::command::{StreamPosition, parse_frame};
 use herald_protocol::json::{compact, nesting_depth};
-use herald_protocol::{ChannelName, Command, Method};
+use herald_protocol::{ChannelName, Command, Method, socketio};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -204,6 +204,22 @@ proptest! {
     #[test]
     fn parse_frame_never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
         let _ = parse_frame(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn socketio_packets_never_panic_the_parser(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = socketio::control(&bytes);
+        let _ = socketio::parse_frame(&bytes);
+    }
+
+    /// Socket.IO EVENT and CONNECT packets (`42`, `40`) around JSON-like text, with an ack
+    /// id or a namespace in front, get past the first bytes into the event parser.
+    #[test]
+    fn socketio_packet_like_text_never_panics_the_parser(
+        prefix in prop::sample::select(vec!["42", "40", "421", "4299999999999999999999", "42/", "42/x,", "40/x,", "43", "4"]),
+        body in json_like(),
+    ) {
+        let _ = socketio::parse_frame(format!("{prefix}{body}").as_bytes());
     }
 
     /// Valid commands, encoded one per line with blank lines and spaces around them, parse

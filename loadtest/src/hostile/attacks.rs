@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::generate::{self, EVIL_ORG, Forger, Payload};
+use super::sockets::{CLOSED_AT_ACCEPT, Sources, closed_at_accept, connect_from};
 
 /// Longest wait for one reply or for the close that follows a frame.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +27,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Shared {
     pub ws_url: String,
     pub host_port: String,
+    /// Where hostile connections come from.
+    pub sources: Sources,
     pub forger: Forger,
     /// Frames sent by all connections so far.
     pub frames: AtomicU64,
@@ -193,13 +196,13 @@ impl Hostile {
             request.headers_mut().insert("authorization", token);
         }
         let open = async {
-            let tcp = TcpStream::connect(&shared.host_port)
+            let tcp = connect_from(&shared.host_port, shared.sources.next())
                 .await
                 .map_err(|e| format!("TCP connect: {}", e.kind()))?;
             let _ = tcp.set_nodelay(true);
             let (ws, _) = tokio_tungstenite::client_async(request, tcp)
                 .await
-                .map_err(|e| format!("upgrade: {e}"))?;
+                .map_err(|e| upgrade_failure(&e))?;
             Ok(ws)
         };
         match tokio::time::timeout(REPLY_TIMEOUT, open).await {
@@ -313,6 +316,14 @@ impl Hostile {
             }
         };
         *stats.closes.entry(key).or_default() += 1;
+    }
+}
+
+fn upgrade_failure(error: &tokio_tungstenite::tungstenite::Error) -> String {
+    if closed_at_accept(error) {
+        CLOSED_AT_ACCEPT.to_owned()
+    } else {
+        format!("upgrade: {error}")
     }
 }
 

@@ -2,9 +2,9 @@ use super::*;
 use crate::clock::unix_seconds;
 use crate::config::{Access, Secret};
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+pub(super) const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-fn authenticator() -> Authenticator {
+pub(super) fn authenticator() -> Authenticator {
     Authenticator::new(&JwtConfig {
         secret: Some(Secret::new(SECRET)),
         public_key: None,

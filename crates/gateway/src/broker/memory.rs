@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::{Broker, BrokerError, ChangeSender, Event, UserOrder, hand_over};
 use crate::hub::Hub;
+use crate::isolate;
 use crate::pace::Coalesce;
 
 /// Publications and events a channel's fan-out task may have waiting.
@@ -97,10 +98,8 @@ async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>, coalesce: D
             match delivery {
                 Delivery::Publication(publication) => together.push(publication),
                 Delivery::Event(event) => {
-                    if !together.is_empty() {
-                        hub.deliver_all(std::mem::take(&mut together));
-                    }
-                    hub.deliver_event(&event);
+                    deliver_together(&hub, &mut together);
+                    isolate::isolated_sync(JOB, || hub.deliver_event(&event));
                 }
             }
             match queue.try_recv() {
@@ -108,9 +107,17 @@ async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>, coalesce: D
                 Err(_) => break,
             }
         }
-        if !together.is_empty() {
-            hub.deliver_all(std::mem::take(&mut together));
-        }
+        deliver_together(&hub, &mut together);
+    }
+}
+
+/// A fan-out that panics is skipped, not the channel's deliveries.
+const JOB: &str = "channel fan-out";
+
+fn deliver_together(hub: &Arc<Hub>, together: &mut Vec<Publication>) {
+    if !together.is_empty() {
+        let publications = std::mem::take(together);
+        isolate::isolated_sync(JOB, || hub.deliver_all(publications));
     }
 }
 

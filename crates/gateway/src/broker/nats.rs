@@ -40,6 +40,7 @@ use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_o
 use crate::config::BackendUrl;
 use crate::envelope::{self, EnvelopeLimits};
 use crate::hub::Hub;
+use crate::isolate;
 use crate::metrics;
 use crate::pace::Coalesce;
 
@@ -380,13 +381,15 @@ async fn bounded<E: std::fmt::Display>(
 }
 
 /// Hands every user order on `herald.control` to the node.
-async fn read_changes(mut control: async_nats::Subscriber, changes: ChangeSender) {
-    while let Some(message) = control.next().await {
+async fn read_changes(control: async_nats::Subscriber, changes: ChangeSender) {
+    isolate::for_each("NATS user orders", control, |message| {
         match serde_json::from_slice::<UserOrder>(&message.payload) {
             Ok(order) => hand_over(&changes, order),
             Err(error) => tracing::debug!(%error, "dropped an invalid user order"),
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Delivers one channel's NATS messages to the hub until the subscription ends; the
@@ -399,6 +402,8 @@ async fn read_subject(
     limits: EnvelopeLimits,
     coalesce: Duration,
 ) {
+    // A message (or fan-out) whose handling panics is skipped, not the channel's deliveries.
+    const JOB: &str = "NATS deliveries";
     let mut coalesce = Coalesce::new(coalesce);
     let mut together = Vec::new();
     while let Some(message) = subscriber.next().await {
@@ -406,7 +411,9 @@ async fn read_subject(
         let mut next = Some(message);
         let mut ended = false;
         while let Some(message) = next {
-            take_message(&channel, message, limits, &hub, &mut together);
+            isolate::isolated_sync(JOB, || {
+                take_message(&channel, message, limits, &hub, &mut together);
+            });
             next = None;
             if tokio::time::Instant::now() < start {
                 match tokio::time::timeout_at(start, subscriber.next()).await {
@@ -417,7 +424,8 @@ async fn read_subject(
             }
         }
         if !together.is_empty() {
-            hub.deliver_all(std::mem::take(&mut together));
+            let publications = std::mem::take(&mut together);
+            isolate::isolated_sync(JOB, || hub.deliver_all(publications));
         }
         if ended {
             return;

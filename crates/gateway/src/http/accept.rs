@@ -1,8 +1,9 @@
 //! The accept loop of the HTTP and metrics ports, over hyper's HTTP/1.1 server (not
 //! `axum::serve`, which has no timer): a request head must arrive within the header-read
 //! timeout, which hyper also applies to a keep-alive connection waiting for its next
-//! request, and is bounded in size. On the HTTP port every accepted connection takes a
-//! slot of the pending budget ([`super::admission`]), or is closed at once.
+//! request, and is bounded in size. Every accepted connection takes a slot of its port's
+//! pending budget ([`super::admission`]), or is closed at once: on the HTTP port until it
+//! authenticates, on the metrics port until it closes.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -34,6 +34,8 @@ impl PendingRefusal {
 
 /// Counts pending connections, node-wide and per address.
 pub struct PendingBudget {
+    /// The port it counts for (the metrics' `port` label): `http` or `metrics`.
+    port: &'static str,
     /// 0 = no cap.
     max: usize,
     /// 0 = no cap.
@@ -43,8 +45,9 @@ pub struct PendingBudget {
 }
 
 impl PendingBudget {
-    pub fn new(max: usize, max_per_address: usize) -> Arc<Self> {
+    pub fn new(port: &'static str, max: usize, max_per_address: usize) -> Arc<Self> {
         Arc::new(Self {
+            port,
             max,
             max_per_address,
             total: AtomicUsize::new(0),
@@ -69,7 +72,7 @@ impl PendingBudget {
             }
             *count += 1;
         }
-        metrics::gauge!(metrics::PENDING_CONNECTIONS).increment(1.0);
+        metrics::gauge!(metrics::PENDING_CONNECTIONS, "port" => self.port).increment(1.0);
         Ok(PendingPermit {
             budget: self.clone(),
             address,
@@ -77,7 +80,8 @@ impl PendingBudget {
     }
 
     fn refused(&self, refusal: PendingRefusal) -> PendingRefusal {
-        metrics::counter!(metrics::PENDING_REFUSED, "cap" => refusal.label()).increment(1);
+        metrics::counter!(metrics::PENDING_REFUSED, "cap" => refusal.label(), "port" => self.port)
+            .increment(1);
         refusal
     }
 
@@ -89,7 +93,7 @@ impl PendingBudget {
             });
         }
         self.total.fetch_sub(1, Ordering::AcqRel);
-        metrics::gauge!(metrics::PENDING_CONNECTIONS).decrement(1.0);
+        metrics::gauge!(metrics::PENDING_CONNECTIONS, "port" => self.port).decrement(1.0);
     }
 
     /// Pending connections on the node.
@@ -154,7 +158,7 @@ mod tests {
 
     #[test]
     fn caps_per_address_and_node_and_releases_on_drop() {
-        let budget = PendingBudget::new(3, 2);
+        let budget = PendingBudget::new("http", 3, 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = budget.admit(a).unwrap();
@@ -170,7 +174,7 @@ mod tests {
 
     #[test]
     fn zero_means_no_cap() {
-        let budget = PendingBudget::new(0, 0);
+        let budget = PendingBudget::new("http", 0, 0);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         let permits: Vec<_> = (0..100).map(|_| budget.admit(peer).unwrap()).collect();
         assert_eq!(budget.len(), 100);
@@ -180,7 +184,7 @@ mod tests {
 
     #[test]
     fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
-        let budget = PendingBudget::new(0, 1);
+        let budget = PendingBudget::new("http", 0, 1);
         let _first = budget.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert_eq!(
             budget.admit("2001:db8:1:2::ffff".parse().unwrap()).err(),

@@ -15,6 +15,7 @@ use super::{
     Append, Appended, Duplicate, HistorySlice, IDEMPOTENCY_LEASE, IDEMPOTENCY_WINDOW, Position,
     Settlement, State, StateError, new_epoch,
 };
+use crate::isolate::isolated_sync;
 use crate::random::random_token;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -220,10 +221,12 @@ async fn sweep(inner: Weak<Mutex<Inner>>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .sweep(Instant::now());
+        isolated_sync("memory state sweep", || {
+            inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .sweep(Instant::now());
+        });
     }
 }
 

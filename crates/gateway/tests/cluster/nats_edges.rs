@@ -130,8 +130,11 @@ async fn forged_and_malformed_nats_messages_cost_no_subscriber_anything() {
     // u64::MAX, three events, the foreign subject, and the forged offset 51 once the gap
     // fill found the state never assigned it.
     for node in &nodes {
-        node.wait_for_metric(r#"herald_nats_messages_received_total{result="invalid"}"#, 6.0)
-            .await;
+        node.wait_for_metric(
+            r#"herald_nats_messages_received_total{result="invalid"}"#,
+            6.0,
+        )
+        .await;
     }
 
     let mut grpc = nodes[1].grpc().await;

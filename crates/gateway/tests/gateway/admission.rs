@@ -175,6 +175,78 @@ async fn the_pending_cap_per_ip_closes_the_next_connection_at_once() {
     .await;
 }
 
+/// Sends a `GET path` that closes the connection after the answer; what the server sent
+/// before it closed (nothing when the connection was closed at accept).
+async fn get_from(source: IpAddr, to: SocketAddr, path: &str) -> Vec<u8> {
+    let mut tcp = tcp_from(source, to).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\r\n");
+    // A connection closed at accept may refuse the write too.
+    let _ = tcp.write_all(request.as_bytes()).await;
+    within("the answer or the close", read_to_close(&mut tcp)).await
+}
+
+/// Retries `GET path` from `source` until it is answered: a slot was freed (the server
+/// notices a closed connection a moment after the client closes it).
+async fn answered_once_freed(source: IpAddr, to: SocketAddr, path: &str) {
+    within("a slot to be freed", async {
+        while get_from(source, to, path).await.is_empty() {
+            // Pacing the retries while the server notices the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_pending_cap_per_node_closes_the_next_connection_at_accept() {
+    let gateway = TestGateway::with(|c| {
+        c.limits.max_pending_connections = 2;
+        c.limits.max_pending_per_ip = 0;
+        c.limits.header_read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let source = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    // Two silent connections from two addresses fill the node's pending budget.
+    let mut pending = vec![
+        tcp_from(source(1), gateway.http_addr).await,
+        tcp_from(source(2), gateway.http_addr).await,
+    ];
+    // A third address, with no connection of its own yet, is closed at accept.
+    let refused = get_from(source(3), gateway.http_addr, "/healthz").await;
+    assert!(
+        refused.is_empty(),
+        "the node-wide cap let a third connection in"
+    );
+    drop(pending.pop());
+    answered_once_freed(source(3), gateway.http_addr, "/healthz").await;
+}
+
+#[tokio::test]
+async fn the_metrics_port_caps_its_connections_per_address() {
+    let gateway =
+        TestGateway::with(|c| c.limits.header_read_timeout = Duration::from_secs(60)).await;
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    // 16 per address (README, Limits); idle connections count until they close.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tcp_from(localhost, gateway.metrics_addr).await);
+    }
+    let refused = get_from(localhost, gateway.metrics_addr, "/metrics").await;
+    assert!(
+        refused.is_empty(),
+        "a 17th connection from one address was served"
+    );
+    let scraped = get_from(OTHER_IP, gateway.metrics_addr, "/metrics").await;
+    let scraped = String::from_utf8_lossy(&scraped);
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(
+        scraped.contains(r#"herald_pending_refused_total{cap="address",port="metrics"} 1"#),
+        "the refusal is counted"
+    );
+    drop(idle.pop());
+    answered_once_freed(localhost, gateway.metrics_addr, "/metrics").await;
+}
+
 /// The issue's scenario, scaled down: more never-authenticating sockets than the node has
 /// connection slots, from one address, and real users still connect.
 #[tokio::test]

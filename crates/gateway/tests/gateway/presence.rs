@@ -168,39 +168,65 @@ async fn set_status_pushes_are_throttled_per_user_and_the_last_one_wins() {
     );
 }
 
-#[tokio::test]
-async fn typing_stop_does_not_let_the_next_start_through_early() {
-    let gateway = TestGateway::start().await;
-    let channel = "org:acme:ch:typing";
-    let alice = suite::connect(&gateway, 0, "alice").await;
-    alice.subscribe(channel).await.unwrap();
-    let bob = suite::connect(&gateway, 0, "bob").await;
+/// Alice's `tabs` (one or more connections) take turns: one stops typing, the next starts,
+/// ten times, then the last one stops. Bob, watching, gets one stop now and then at most a
+/// start and a stop per further second, however many tabs share the throttle.
+async fn assert_typing_throttled(gateway: &TestGateway, channel: &str, tabs: &[Client]) {
+    for tab in tabs {
+        tab.subscribe(channel).await.unwrap();
+    }
+    let bob = suite::connect(gateway, 0, "bob").await;
     bob.subscribe(channel).await.unwrap();
-    alice.typing(channel, true).await.unwrap();
+    tabs[0].typing(channel, true).await.unwrap();
     let push = suite::next_push(&bob, "alice typing", |p| p.typing.is_some()).await;
     assert!(push.typing.unwrap().active);
     let started = Instant::now();
-    for _ in 0..10 {
-        alice.typing(channel, false).await.unwrap();
-        alice.typing(channel, true).await.unwrap();
+    for turn in 0..10 {
+        tabs[turn % tabs.len()]
+            .typing(channel, false)
+            .await
+            .unwrap();
+        tabs[(turn + 1) % tabs.len()]
+            .typing(channel, true)
+            .await
+            .unwrap();
     }
-    alice.typing(channel, false).await.unwrap();
+    tabs[10 % tabs.len()].typing(channel, false).await.unwrap();
     let burst = started.elapsed();
-    suite::marker(&gateway, channel, 1).await;
+    suite::marker(gateway, channel, 1).await;
     let pushes = suite::pushes_until_marker(&bob, 1).await;
     let typing: Vec<bool> = pushes
         .iter()
         .filter_map(|push| push.typing.as_ref().map(|typing| typing.active))
         .collect();
     assert_eq!(typing.last(), Some(&false), "the typer stopped: {typing:?}");
-    // One stop now, then at most a start and a stop per further second; the old code
-    // pushed all 21.
+    // The old code pushed all 21.
     let allowed = 1 + 2 * burst.as_secs() as usize;
     assert!(
         typing.len() <= allowed,
-        "{} typing pushes for 21 updates in {burst:?}: {typing:?}",
-        typing.len()
+        "{} typing pushes for 21 updates from {} tabs in {burst:?}: {typing:?}",
+        typing.len(),
+        tabs.len()
     );
+}
+
+#[tokio::test]
+async fn typing_stop_does_not_let_the_next_start_through_early() {
+    let gateway = TestGateway::start().await;
+    let alice = suite::connect(&gateway, 0, "alice").await;
+    assert_typing_throttled(&gateway, "org:acme:ch:typing", &[alice]).await;
+}
+
+/// The throttle is per user: tabs that take turns get no more pushes out than one tab.
+#[tokio::test]
+async fn typing_is_throttled_per_user_across_connections() {
+    let gateway = TestGateway::start().await;
+    let tabs = [
+        suite::connect(&gateway, 0, "alice").await,
+        suite::connect(&gateway, 0, "alice").await,
+        suite::connect(&gateway, 0, "alice").await,
+    ];
+    assert_typing_throttled(&gateway, "org:acme:ch:typing-tabs", &tabs).await;
 }
 
 #[tokio::test]

@@ -586,3 +586,55 @@ async fn an_sse_stream_holds_a_pending_slot_only_until_connected() {
     })
     .await;
 }
+
+/// A `/rpc` body that trickles in slower than the header-read timeout allows is cut off
+/// with 408, and the session stays usable.
+#[tokio::test]
+async fn a_trickled_rpc_body_is_refused_408_after_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let gateway = TestGateway::with(|c| c.limits.header_read_timeout = timeout).await;
+    let token = gateway.token("alice", &["acme"], &[]);
+    let mut sse = SseClient::open(gateway.http_addr, &format!("?token={token}")).await;
+
+    let mut tcp = TcpStream::connect(gateway.http_addr).await.unwrap();
+    let body = r#"{"id":1,"connect":{}}"#;
+    let head = format!(
+        "POST /rpc?session={} HTTP/1.0\r\nHost: herald\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        sse.session,
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = tcp.into_split();
+    let bytes = body.as_bytes().to_vec();
+    // One body byte every 200 ms: the whole body would take over 4 s.
+    let trickle = tokio::spawn(async move {
+        for byte in bytes {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut response = String::new();
+    within(
+        "the trickled body to be refused",
+        reader.read_to_string(&mut response),
+    )
+    .await
+    .unwrap();
+    trickle.abort();
+    let elapsed = started.elapsed();
+    assert_eq!(response.split(' ').nth(1), Some("408"), "{response}");
+    assert!(
+        elapsed >= timeout - Duration::from_millis(100),
+        "refused after {elapsed:?}, before the {timeout:?} timeout"
+    );
+
+    // The cut-off body reached no session; a whole one still does.
+    sse.send(body).await;
+    let mut pending = Vec::new();
+    let reply = sse.next_message(&mut pending).await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert!(reply.get("result").is_some(), "{reply}");
+}
