@@ -85,9 +85,6 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
       `the gateway binary ${HERALD_BIN} is missing: run cargo build -p herald-gateway --bin herald`,
     );
   }
-  const [http, grpc, metrics] = [await freePort(), await freePort(), await freePort()];
-  const httpAddr = `127.0.0.1:${http}`;
-  const grpcAddr = `127.0.0.1:${grpc}`;
   const secret = randomBytes(24).toString("hex");
   const apiKey = `sdk-test-${randomBytes(12).toString("hex")}`;
   const dir = mkdtempSync(join(tmpdir(), "herald-sdk-"));
@@ -97,33 +94,49 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     writeFileSync(path, options.config);
     args.push("--config", path);
   }
-  const env = {
+  // Port 0: the system picks ports no other process can take between a probe and the bind
+  // (outgoing connections of the tests running beside this one take ports from the same
+  // range); the node logs the addresses it bound in its JSON "serving" line, and a restart
+  // binds those again.
+  const env: Record<string, string | undefined> = {
     ...process.env,
-    HERALD_HTTP_ADDR: httpAddr,
-    HERALD_GRPC_ADDR: grpcAddr,
-    HERALD_METRICS_ADDR: `127.0.0.1:${metrics}`,
+    HERALD_HTTP_ADDR: "127.0.0.1:0",
+    HERALD_GRPC_ADDR: "127.0.0.1:0",
+    HERALD_METRICS_ADDR: "127.0.0.1:0",
     HERALD_JWT_SECRET: secret,
     HERALD_API_KEYS: apiKey,
     HERALD_DRAIN_SECONDS: "1",
-    RUST_LOG: process.env["RUST_LOG"] ?? "warn",
+    HERALD_LOG_FORMAT: "json",
+    RUST_LOG: `${process.env["RUST_LOG"] ?? "warn"},herald_gateway::server=info`,
     ...options.env,
   };
 
   let child: ChildProcess | null = null;
   let log = "";
   let exited: Promise<void> = Promise.resolve();
+  let bound: ServingAddrs | null = null;
 
   const file = options.logFile ? createWriteStream(options.logFile) : null;
   const start = async (overrides: Record<string, string> = {}) => {
+    const same = bound && {
+      HERALD_HTTP_ADDR: bound.http,
+      HERALD_GRPC_ADDR: bound.grpc,
+      HERALD_METRICS_ADDR: bound.metrics,
+    };
     const proc = spawn(HERALD_BIN, args, {
       cwd: dir,
-      env: { ...env, ...overrides },
+      env: { ...env, ...same, ...overrides },
       stdio: ["ignore", "pipe", "pipe"],
     });
     child = proc;
+    let serving: ServingAddrs | null = null;
+    let partial = "";
     const append = (chunk: Buffer) => {
       file?.write(chunk);
       log = (log + chunk.toString()).slice(-8000);
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop() ?? "";
+      serving ??= lines.map(servingAddrs).find((addrs) => addrs !== null) ?? null;
     };
     proc.stdout?.on("data", append);
     proc.stderr?.on("data", append);
@@ -134,11 +147,18 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
         resolve();
       }),
     );
-    await waitReady(
-      httpAddr,
+    const addrs = await waitServing(
+      () => serving,
       () => exitCode,
       () => log,
     );
+    bound ??= addrs;
+    await waitReady(
+      addrs.http,
+      () => exitCode,
+      () => log,
+    );
+    return addrs;
   };
 
   const kill = async () => {
@@ -155,8 +175,10 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     file?.end();
     rmSync(dir, { recursive: true, force: true });
   };
+  let httpAddr: string;
+  let grpcAddr: string;
   try {
-    await start();
+    ({ http: httpAddr, grpc: grpcAddr } = await start());
   } catch (error) {
     await stop();
     throw error;
@@ -169,10 +191,58 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Gatewa
     secret,
     apiKey,
     kill,
-    start,
+    start: async (overrides) => {
+      await start(overrides);
+    },
     stop,
     logs: () => log,
   };
+}
+
+/** The addresses a node bound, from its JSON "serving" log line. */
+interface ServingAddrs {
+  http: string;
+  grpc: string;
+  metrics: string;
+}
+
+/** The addresses in a JSON log line if it is the node's "serving" line, else null. */
+function servingAddrs(line: string): ServingAddrs | null {
+  if (!line.includes('"serving"')) return null;
+  try {
+    const fields = (JSON.parse(line) as { fields?: Record<string, unknown> }).fields ?? {};
+    const { message, http, grpc, metrics } = fields;
+    if (message !== "serving") return null;
+    if (typeof http !== "string" || typeof grpc !== "string" || typeof metrics !== "string") {
+      return null;
+    }
+    return { http, grpc, metrics };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Resolves with the addresses of the node's "serving" line once it is logged. Fails when the
+ * process exits first or after 20 s, with the process's log.
+ */
+async function waitServing(
+  serving: () => ServingAddrs | null,
+  exitCode: () => number | null | undefined,
+  log: () => string,
+): Promise<ServingAddrs> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const addrs = serving();
+    if (addrs) return addrs;
+    const code = exitCode();
+    if (code !== undefined) {
+      throw new Error(`herald exited (${code}) before it was serving:\n${log()}`);
+    }
+    if (Date.now() > deadline) throw new Error(`herald not serving within 20 s:\n${log()}`);
+    // The log is read as it comes; poll what it found.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /**
