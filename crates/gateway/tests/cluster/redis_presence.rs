@@ -787,12 +787,14 @@ async fn a_user_put_back_by_two_nodes_keeps_the_status_one_of_them_knows() {
 async fn a_held_sweeper_lock_makes_other_sweeps_empty() {
     let redis = RedisServer::start().await;
     let state = connect(&redis).await;
-    let short = Duration::from_millis(200);
+    // The entry expires after 1 s; its keys live 2 s longer, the room the steps below have
+    // before the sweep that must still find it (on a loaded machine 200 ms was not enough).
+    let short = Duration::from_secs(1);
     state
         .join(&channel(CHANNEL), &member("u", "c", 1, None), short)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     redis
         .command(&[
             "SET",
