@@ -417,6 +417,14 @@ impl Hub {
         entry.subscribers.len() != before && entry.subscribers.is_empty()
     }
 
+    /// Whether a channel's publications, `pause` apart, come faster than a direct fan-out of
+    /// it takes (see [`crate::pace::Coalesce`]).
+    pub fn busy(&self, channel: &ChannelName, now: Instant, pause: Duration) -> bool {
+        self.channels
+            .get(channel)
+            .is_some_and(|entry| entry.pace.busy(now, pause))
+    }
+
     /// Local subscribers of a channel.
     pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
         self.channels

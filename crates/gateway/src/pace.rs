@@ -39,11 +39,17 @@ impl Pace {
             .last_fan_out
             .replace(now)
             .map_or(Duration::MAX, |last| now.saturating_duration_since(last));
+        !self.busy(now, since)
+    }
+
+    /// Whether publications `pause` apart come faster than a direct fan-out of the channel
+    /// takes (the same estimate as [`Pace::direct`], without recording a fan-out).
+    pub fn busy(&self, now: Instant, pause: Duration) -> bool {
         let age = self
             .measured_at
             .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         let fading = 0.5f64.powf(age.as_secs_f64() / HALF_LIFE.as_secs_f64());
-        since >= self.direct_took.mul_f64(HEADROOM * fading)
+        pause < self.direct_took.mul_f64(HEADROOM * fading)
     }
 
     /// Records how long the direct fan-out that started at `started` took.
@@ -54,12 +60,14 @@ impl Pace {
 }
 
 /// Gathers a busy channel's publications into one fan-out (`HERALD_FANOUT_COALESCE_MS`):
-/// a publication that comes within the window of the one before it waits until the window
-/// after it, and goes out with every publication that arrived by then, their frames in one
-/// write per subscriber. Writes cost about the same for one frame as for several, so a
-/// channel with many subscribers and publications in quick succession pays a fraction of
-/// the CPU, for at most the window of added latency; one that publishes less often than
-/// that never waits. Off (zero) by default.
+/// a publication that comes within the window of the one before it, on a channel whose
+/// publications come faster than one direct fan-out of it takes ([`Pace::busy`]), waits
+/// until the window after it, and goes out with every publication that arrived by then,
+/// their frames in one write per subscriber. Writes cost about the same for one frame as for
+/// several, so a channel with many subscribers and publications in quick succession pays a
+/// fraction of the CPU, for at most the window of added latency. A channel whose fan-out
+/// keeps up (small, or publishing one at a time) never waits. Off (zero) by default: the
+/// window is latency, which only a deployment with large, busy channels should trade.
 pub struct Coalesce {
     window: Duration,
     previous: Option<Instant>,
@@ -73,13 +81,20 @@ impl Coalesce {
         }
     }
 
-    /// When the fan-out of a publication that arrived `now` starts.
-    pub fn start_at(&mut self, now: Instant) -> Instant {
-        let busy = self
-            .previous
-            .replace(now)
-            .is_some_and(|previous| now.saturating_duration_since(previous) < self.window);
-        if busy { now + self.window } else { now }
+    /// When the fan-out of a publication that arrived `now` starts; `busy` tells, given the
+    /// pause since the previous publication, whether the channel's fan-out falls behind.
+    pub fn start_at(&mut self, now: Instant, busy: impl FnOnce(Duration) -> bool) -> Instant {
+        match self.previous.replace(now) {
+            Some(previous) => {
+                let pause = now.saturating_duration_since(previous);
+                if pause < self.window && busy(pause) {
+                    now + self.window
+                } else {
+                    now
+                }
+            }
+            None => now,
+        }
     }
 }
 
@@ -91,14 +106,60 @@ mod tests {
     fn a_publication_within_the_window_of_the_previous_one_waits_for_the_window() {
         let start = Instant::now();
         let at = |ms| start + Duration::from_millis(ms);
+        let busy = |_| true;
         let mut coalesce = Coalesce::new(Duration::from_millis(100));
-        assert_eq!(coalesce.start_at(start), start, "the first goes at once");
-        assert_eq!(coalesce.start_at(at(150)), at(150), "150 ms later: at once");
-        assert_eq!(coalesce.start_at(at(200)), at(300), "50 ms later: waits");
-        assert_eq!(coalesce.start_at(at(300)), at(300), "100 ms later: at once");
+        assert_eq!(
+            coalesce.start_at(start, busy),
+            start,
+            "the first goes at once"
+        );
+        assert_eq!(
+            coalesce.start_at(at(150), busy),
+            at(150),
+            "150 ms later: at once"
+        );
+        assert_eq!(
+            coalesce.start_at(at(200), busy),
+            at(300),
+            "50 ms later: waits"
+        );
+        assert_eq!(
+            coalesce.start_at(at(300), busy),
+            at(300),
+            "100 ms later: at once"
+        );
+        assert_eq!(
+            coalesce.start_at(at(310), |_| false),
+            at(310),
+            "10 ms later, on a channel whose fan-out keeps up: at once"
+        );
         let mut off = Coalesce::new(Duration::ZERO);
-        assert_eq!(off.start_at(start), start);
-        assert_eq!(off.start_at(start), start, "off: never waits");
+        assert_eq!(off.start_at(start, busy), start);
+        assert_eq!(off.start_at(start, busy), start, "off: never waits");
+    }
+
+    #[test]
+    fn a_channel_is_busy_while_publications_come_faster_than_its_fan_out() {
+        let start = Instant::now();
+        let mut pace = Pace::default();
+        assert!(
+            !pace.busy(start, Duration::ZERO),
+            "never measured: not busy"
+        );
+        pace.took(start, Duration::from_millis(30));
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(
+            pace.busy(at(30), Duration::from_millis(12)),
+            "80/s after a 30 ms fan-out"
+        );
+        assert!(
+            !pace.busy(at(30), Duration::from_millis(100)),
+            "10/s: it keeps up"
+        );
+        assert!(
+            !pace.busy(at(5030), Duration::from_millis(12)),
+            "the estimate faded"
+        );
     }
 
     #[test]

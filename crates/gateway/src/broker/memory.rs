@@ -85,12 +85,17 @@ impl Drop for MemoryBroker {
 
 /// Hands one channel's queued publications and events to the hub, in order; publications
 /// that arrive together, or within `coalesce` ([`Coalesce`]), are fanned out together.
-async fn fan_out(hub: Arc<Hub>, mut queue: mpsc::Receiver<Delivery>, coalesce: Duration) {
+async fn fan_out(
+    hub: Arc<Hub>,
+    channel: ChannelName,
+    mut queue: mpsc::Receiver<Delivery>,
+    coalesce: Duration,
+) {
     let mut coalesce = Coalesce::new(coalesce);
     let mut together = Vec::new();
     while let Some(mut delivery) = queue.recv().await {
         let now = Instant::now();
-        let start = coalesce.start_at(now);
+        let start = coalesce.start_at(now, |pause| hub.busy(&channel, now, pause));
         if start > now {
             tokio::time::sleep_until(start).await;
         }
@@ -142,7 +147,12 @@ impl Broker for MemoryBroker {
 
     async fn subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         let (queue, receiver) = mpsc::channel(CHANNEL_QUEUE);
-        let task = tokio::spawn(fan_out(self.hub.clone(), receiver, self.coalesce));
+        let task = tokio::spawn(fan_out(
+            self.hub.clone(),
+            channel.clone(),
+            receiver,
+            self.coalesce,
+        ));
         if let Some(previous) = self
             .channels()
             .insert(channel.clone(), ChannelFanOut { queue, task })

@@ -407,7 +407,8 @@ async fn read_subject(
     let mut coalesce = Coalesce::new(coalesce);
     let mut together = Vec::new();
     while let Some(message) = subscriber.next().await {
-        let start = coalesce.start_at(tokio::time::Instant::now());
+        let now = tokio::time::Instant::now();
+        let start = coalesce.start_at(now, |pause| hub.busy(&channel, now, pause));
         let mut next = Some(message);
         let mut ended = false;
         while let Some(message) = next {

@@ -120,7 +120,7 @@ settings! {
     }
     fanout_coalesce_ms: u64 {
         default: Text("0"),
-        doc: "a publication that comes within this long of the previous one on its channel waits this long and goes out with those queued by then, in one write per subscriber: a fraction of the CPU per delivery on busy channels with many subscribers, for at most this much added latency; channels that publish less often never wait (0 = off)",
+        doc: "on a channel whose publications come faster than one fan-out of it takes (many subscribers, many publications a second), a publication that comes within this long of the previous one waits this long and goes out with those queued by then, in one write per subscriber: a fraction of the CPU per delivery, for at most this much added latency; a channel whose fan-out keeps up never waits (0 = off)",
         helm: Helm::Value("herald.fanoutCoalesceMs"),
     }
     presence_ttl_seconds: u64 where (at_least(3)) {
