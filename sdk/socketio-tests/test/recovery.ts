@@ -76,6 +76,28 @@ export async function reconnect(socket: Socket): Promise<void> {
   await done;
 }
 
+/**
+ * Drops `user`'s connection, publishes `missed` events meanwhile and reconnects: the session
+ * is recovered with exactly the missed events in order, then a live one arrives on the same
+ * subscription.
+ */
+async function expectRecovered(
+  target: Target,
+  socket: Socket,
+  user: string,
+  feed: Feed,
+  missed: number,
+): Promise<void> {
+  await drop(target, socket, user);
+  for (let n = 1; n <= missed; n++) await feed.publish(`missed ${n}`);
+  await reconnect(socket);
+  expect(socket.recovered).toBe(true);
+  // Still subscribed: a live event arrives with no new herald:subscribe.
+  await feed.publish("live");
+  await feed.arrived("live");
+  expect(feed.received).toEqual(feed.sent);
+}
+
 /** A connected socket of `user` that the test reconnects itself (no reconnection of its own). */
 async function manual(
   suite: Suite,
@@ -130,14 +152,7 @@ export function recoveryCases(suite: Suite): void {
       expect(socket.io.engine.transport.name).toBe(transport);
       const resubscribed = record(socket, "herald:subscribed");
 
-      await drop(current(), socket, user);
-      for (let n = 1; n <= 4; n++) await feed.publish(`missed ${n}`);
-      await reconnect(socket);
-      expect(socket.recovered).toBe(true);
-      // Still subscribed: a live event arrives with no new herald:subscribe.
-      await feed.publish("live");
-      await feed.arrived("live");
-      expect(feed.received).toEqual(feed.sent);
+      await expectRecovered(current(), socket, user, feed, 4);
       expect(resubscribed).toEqual([]);
     });
   }
@@ -153,14 +168,7 @@ export function recoveryCases(suite: Suite): void {
     await feed.arrived("before");
     const resubscribed = record(socket, "herald:subscribed");
 
-    await drop(current(), socket, user);
-    await feed.publish("missed 1");
-    await feed.publish("missed 2");
-    await reconnect(socket);
-    expect(socket.recovered).toBe(true);
-    await feed.publish("live");
-    await feed.arrived("live");
-    expect(feed.received).toEqual(feed.sent);
+    await expectRecovered(current(), socket, user, feed, 2);
     expect(resubscribed).toEqual([]);
   });
 
@@ -274,14 +282,7 @@ export function heraldRecoveryCases(suite: Suite): void {
     await feed.publish("before");
     await feed.arrived("before");
 
-    await drop(current(), socket, user);
-    await feed.publish("missed 1");
-    await feed.publish("missed 2");
-    await reconnect(socket);
-    expect(socket.recovered).toBe(true);
-    await feed.publish("live");
-    await feed.arrived("live");
-    expect(feed.received).toEqual(feed.sent);
+    await expectRecovered(current(), socket, user, feed, 2);
   });
 
   it("more missed than history keeps, or more than a quarter of the queue budget: recovered === false, nothing replayed", async () => {
