@@ -492,7 +492,13 @@ impl Hub {
     /// Those that simply follow what the node delivered (or carry no offset) are fanned
     /// out together; from the first that does not (a gap, a duplicate, another epoch) on,
     /// each goes through [`Hub::deliver`].
-    pub fn deliver_all(self: &Arc<Self>, publications: Vec<Publication>) {
+    pub fn deliver_all(self: &Arc<Self>, mut publications: Vec<Publication>) {
+        if publications.len() == 1 {
+            if let Some(publication) = publications.pop() {
+                self.deliver(publication);
+            }
+            return;
+        }
         let mut publications = publications.into_iter().peekable();
         let mut together = Vec::new();
         if let Some(mut entry) = publications

@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::gathered::Gathered;
 use super::{Broker, BrokerError, ChangeSender, Event, UserOrder, hand_over};
 use crate::hub::Hub;
-use crate::isolate;
 use crate::pace::Coalesce;
 
 /// Publications and events a channel's fan-out task may have waiting.
@@ -92,7 +92,7 @@ async fn fan_out(
     coalesce: Duration,
 ) {
     let mut coalesce = Coalesce::new(coalesce);
-    let mut together = Vec::new();
+    let mut gathered = Gathered::new(hub.clone(), "channel fan-out");
     while let Some(mut delivery) = queue.recv().await {
         let now = Instant::now();
         let start = coalesce.start_at(now, |pause| hub.busy(&channel, now, pause));
@@ -101,28 +101,15 @@ async fn fan_out(
         }
         loop {
             match delivery {
-                Delivery::Publication(publication) => together.push(publication),
-                Delivery::Event(event) => {
-                    deliver_together(&hub, &mut together);
-                    isolate::isolated_sync(JOB, || hub.deliver_event(&event));
-                }
+                Delivery::Publication(publication) => gathered.publication(publication),
+                Delivery::Event(event) => gathered.event(&event),
             }
             match queue.try_recv() {
                 Ok(next) => delivery = next,
                 Err(_) => break,
             }
         }
-        deliver_together(&hub, &mut together);
-    }
-}
-
-/// A fan-out that panics is skipped, not the channel's deliveries.
-const JOB: &str = "channel fan-out";
-
-fn deliver_together(hub: &Arc<Hub>, together: &mut Vec<Publication>) {
-    if !together.is_empty() {
-        let publications = std::mem::take(together);
-        isolate::isolated_sync(JOB, || hub.deliver_all(publications));
+        gathered.flush();
     }
 }
 

@@ -5,6 +5,7 @@
 //! Interest is explicit: the node tells the broker when its first local subscriber of a
 //! channel arrives and after its last one leaves, so a node only receives what it delivers.
 
+mod gathered;
 mod memory;
 mod nats;
 

@@ -36,6 +36,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::gathered::Gathered;
 use super::{Broker, BrokerError, ChangeSender, Event, Exclude, UserOrder, hand_over};
 use crate::config::BackendUrl;
 use crate::envelope::{self, EnvelopeLimits};
@@ -405,7 +406,7 @@ async fn read_subject(
     // A message (or fan-out) whose handling panics is skipped, not the channel's deliveries.
     const JOB: &str = "NATS deliveries";
     let mut coalesce = Coalesce::new(coalesce);
-    let mut together = Vec::new();
+    let mut gathered = Gathered::new(hub.clone(), JOB);
     while let Some(message) = subscriber.next().await {
         let now = tokio::time::Instant::now();
         let start = coalesce.start_at(now, |pause| hub.busy(&channel, now, pause));
@@ -413,7 +414,7 @@ async fn read_subject(
         let mut ended = false;
         while let Some(message) = next {
             isolate::isolated_sync(JOB, || {
-                take_message(&channel, message, limits, &hub, &mut together);
+                take_message(&channel, message, limits, &mut gathered);
             });
             next = None;
             if tokio::time::Instant::now() < start {
@@ -424,24 +425,20 @@ async fn read_subject(
                 }
             }
         }
-        if !together.is_empty() {
-            let publications = std::mem::take(&mut together);
-            isolate::isolated_sync(JOB, || hub.deliver_all(publications));
-        }
+        gathered.flush();
         if ended {
             return;
         }
     }
 }
 
-/// Checks one NATS message and adds its publication to `together`, or delivers its
-/// presence event (after the publications before it).
+/// Checks one NATS message and gathers its publication, or delivers its presence event
+/// (after the publications gathered before it).
 fn take_message(
     channel: &ChannelName,
     message: async_nats::Message,
     limits: EnvelopeLimits,
-    hub: &Arc<Hub>,
-    together: &mut Vec<Publication>,
+    gathered: &mut Gathered,
 ) {
     let under = |prefix: &str| {
         message
@@ -456,16 +453,13 @@ fn take_message(
             .as_ref()
             .filter(|h| h.get(EVENT_HEADER).is_some())
         {
-            Some(headers) => event(channel, headers, message.payload.clone()).map(|event| {
-                if !together.is_empty() {
-                    hub.deliver_all(std::mem::take(together));
-                }
-                hub.deliver_event(&event);
-            }),
-            None => publication(channel, &message.payload, limits).map(|p| together.push(p)),
+            Some(headers) => {
+                event(channel, headers, message.payload.clone()).map(|e| gathered.event(&e))
+            }
+            None => publication(channel, &message.payload, limits).map(|p| gathered.publication(p)),
         }
     } else if under(APP_SUBJECT_PREFIX) {
-        app_event(channel, &message.payload, limits).map(|p| together.push(p))
+        app_event(channel, &message.payload, limits).map(|p| gathered.publication(p))
     } else {
         Err(InvalidMessage::Subject)
     };
