@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use herald_api::BearerToken;
 use herald_api::v1::herald_client::HeraldClient;
 use herald_gateway::auth::{Authenticator, Claims};
 use herald_gateway::clock::unix_seconds;
-use herald_testkit::grpc::{ApiKey, Grpc};
+use herald_testkit::grpc::Grpc;
 use herald_testkit::ports::free_addrs;
 use herald_testkit::process::Process;
 use herald_testkit::tokens::authenticator;
@@ -226,7 +227,7 @@ impl Target {
             .connect()
             .await
             .with_context(|| format!("connecting to gRPC at {}", self.grpc_url))?;
-        let key = ApiKey::bearer(&self.api_key).context("API key is not valid metadata")?;
+        let key = BearerToken::new(&self.api_key).context("API key is not valid metadata")?;
         Ok(HeraldClient::with_interceptor(channel, key))
     }
 

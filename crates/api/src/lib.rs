@@ -2,6 +2,10 @@
 //! (`proto/herald/v1/backend.proto`) and the protobuf form of the client protocol
 //! (`proto/herald/v1/client.proto`), generated at build time.
 
+mod bearer;
+
+pub use bearer::BearerToken;
+
 /// `herald.v1`: the server API for backend services, and the `Backend` service they implement.
 pub mod v1 {
     tonic::include_proto!("herald.v1");

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_api::BearerToken;
 use herald_api::v1::backend_client::BackendClient;
 use herald_api::v1::{RpcRequest, RpcResponse};
 use herald_protocol::codes::MIN_BACKEND_CODE;
@@ -16,7 +17,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{BackendConfig, Limits};
@@ -86,9 +87,8 @@ pub enum Refusal {
 }
 
 pub struct Backend {
-    client: BackendClient<Channel>,
-    /// `Bearer <token>`.
-    authorization: Option<AsciiMetadataValue>,
+    /// Sends `Bearer <HERALD_BACKEND_TOKEN>` when one is set.
+    client: BackendClient<InterceptedService<Channel, BearerToken>>,
     timeout: Duration,
     permits: Semaphore,
     methods: Methods,
@@ -127,15 +127,14 @@ impl Backend {
             };
             endpoint = endpoint.tls_config(tls).map_err(invalid)?;
         }
-        let authorization = config
-            .token
-            .as_ref()
-            .map(|token| MetadataValue::try_from(format!("Bearer {}", token.expose())))
-            .transpose()
-            .map_err(|_| BackendSetupError::Token)?;
+        let token = match &config.token {
+            Some(token) => {
+                BearerToken::new(token.expose()).map_err(|_| BackendSetupError::Token)?
+            }
+            None => BearerToken::none(),
+        };
         Ok(Backend {
-            client: BackendClient::new(endpoint.connect_lazy()),
-            authorization,
+            client: BackendClient::with_interceptor(endpoint.connect_lazy(), token),
             timeout: config.timeout,
             permits: Semaphore::new(config.max_concurrency),
             methods: Methods::new(&config.methods),
@@ -185,11 +184,6 @@ impl Backend {
         let mut request = tonic::Request::new(request);
         // The backend sees the deadline too (`grpc-timeout`), and can give up in time.
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        if let Some(authorization) = &self.authorization {
-            request
-                .metadata_mut()
-                .insert("authorization", authorization.clone());
-        }
         let mut client = self.client.clone();
         let response = tokio::time::timeout_at(deadline, client.rpc(request))
             .await

@@ -6,13 +6,14 @@
 
 use std::net::SocketAddr;
 
+use herald_api::BearerToken;
 use herald_api::v1::backend_server::{Backend, BackendServer};
 use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{PublishRequest, RpcError, RpcRequest, RpcResponse};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tonic::metadata::AsciiMetadataValue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -43,13 +44,10 @@ impl DevBackend {
     /// (plain) with `api_key`.
     pub fn spawn(self, grpc: SocketAddr, api_key: &str) -> Result<(), DemoSetupError> {
         let herald = Endpoint::from_shared(format!("http://{grpc}"))?.connect_lazy();
-        let authorization = format!("Bearer {api_key}")
-            .parse()
-            .map_err(|_| DemoSetupError::ApiKey)?;
+        let api_key = BearerToken::new(api_key).map_err(|_| DemoSetupError::ApiKey)?;
         let url = self.url().unwrap_or_default();
         let service = BackendServer::new(DemoBackend {
-            herald: HeraldClient::new(herald),
-            authorization,
+            herald: HeraldClient::with_interceptor(herald, api_key),
         });
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(self.listener);
@@ -78,9 +76,8 @@ pub enum DemoSetupError {
 }
 
 struct DemoBackend {
-    herald: HeraldClient<Channel>,
-    /// `Bearer <api key>`.
-    authorization: AsciiMetadataValue,
+    /// Sends `Bearer <api key>`.
+    herald: HeraldClient<InterceptedService<Channel, BearerToken>>,
 }
 
 /// `message:send`'s data.
@@ -123,15 +120,12 @@ impl DemoBackend {
             return Err((1403, "you cannot post to this channel".to_owned()));
         }
         let data = json!({ "text": text, "user": request.user, "ts": unix_millis() });
-        let mut publish = Request::new(PublishRequest {
+        let publish = PublishRequest {
             channel: send.channel,
             event: "message".to_owned(),
             data: data.to_string().into_bytes(),
             idempotency_key: String::new(),
-        });
-        publish
-            .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+        };
         let published = self
             .herald
             .clone()

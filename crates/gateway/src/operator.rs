@@ -6,10 +6,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use herald_api::BearerToken;
 use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{DisconnectRequest, PresenceRequest, PresenceStatsRequest, PublishRequest};
 use serde_json::{Value, json};
-use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::Config;
@@ -45,9 +46,8 @@ pub enum OperatorError {
 
 /// A gRPC client of one node, authenticated with its first API key.
 pub struct Operator {
-    client: HeraldClient<Channel>,
-    /// `Bearer <the first API key>`.
-    authorization: MetadataValue<Ascii>,
+    /// Sends `Bearer <the first API key>`.
+    client: HeraldClient<InterceptedService<Channel, BearerToken>>,
 }
 
 impl Operator {
@@ -55,9 +55,7 @@ impl Operator {
     /// every interface; `https` when the node serves gRPC over TLS).
     pub async fn connect(config: &Config, url: Option<String>) -> Result<Self, OperatorError> {
         let api_key = config.api_keys.first().ok_or(OperatorError::NoApiKey)?;
-        let authorization = format!("Bearer {}", api_key.expose())
-            .parse()
-            .map_err(|_| OperatorError::ApiKey)?;
+        let api_key = BearerToken::new(api_key.expose()).map_err(|_| OperatorError::ApiKey)?;
         let url = url.unwrap_or_else(|| default_url(config));
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| OperatorError::Url {
@@ -71,8 +69,7 @@ impl Operator {
             .await
             .map_err(|source| OperatorError::Connect { url, source })?;
         Ok(Self {
-            client: HeraldClient::new(channel),
-            authorization,
+            client: HeraldClient::with_interceptor(channel, api_key),
         })
     }
 
@@ -91,7 +88,6 @@ impl Operator {
             data: data.to_string().into_bytes(),
             idempotency_key: idempotency_key.unwrap_or_default(),
         };
-        let request = self.authorized(request);
         let reply = self.client.publish(request).await;
         let reply = answered("Publish", reply)?;
         Ok(json!({ "offset": reply.offset, "epoch": reply.epoch }))
@@ -100,13 +96,14 @@ impl Operator {
     /// The channel's members, or only their counts with `stats`.
     pub async fn presence(&mut self, channel: String, stats: bool) -> Result<Value, OperatorError> {
         if stats {
-            let request = self.authorized(PresenceStatsRequest { channel });
-            let reply = self.client.presence_stats(request).await;
+            let reply = self
+                .client
+                .presence_stats(PresenceStatsRequest { channel })
+                .await;
             let reply = answered("PresenceStats", reply)?;
             return Ok(json!({ "users": reply.users, "clients": reply.clients }));
         }
-        let request = self.authorized(PresenceRequest { channel });
-        let reply = self.client.presence(request).await;
+        let reply = self.client.presence(PresenceRequest { channel }).await;
         let members: Vec<Value> = answered("Presence", reply)?
             .members
             .into_iter()
@@ -133,19 +130,10 @@ impl Operator {
         code: u32,
         reason: String,
     ) -> Result<Value, OperatorError> {
-        let request = self.authorized(DisconnectRequest { user, code, reason });
+        let request = DisconnectRequest { user, code, reason };
         let reply = self.client.disconnect(request).await;
         let reply = answered("Disconnect", reply)?;
         Ok(json!({ "connections": reply.connections }))
-    }
-
-    fn authorized<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        let authorization = self.authorization.clone();
-        request
-            .metadata_mut()
-            .insert("authorization", authorization);
-        request
     }
 }
 

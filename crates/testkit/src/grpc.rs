@@ -2,44 +2,15 @@
 
 use std::net::SocketAddr;
 
+use herald_api::BearerToken;
 use herald_api::v1::herald_client::HeraldClient;
 use herald_api::v1::{SubscribeRequest, UnsubscribeRequest};
-use tonic::metadata::AsciiMetadataValue;
-use tonic::metadata::errors::InvalidMetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::within;
 
-/// Adds `authorization: Bearer <key>` to every call, or nothing.
-#[derive(Clone)]
-pub struct ApiKey(Option<AsciiMetadataValue>);
-
-impl ApiKey {
-    /// Sends `key`; fails if it cannot be a header value.
-    pub fn bearer(key: &str) -> Result<ApiKey, InvalidMetadataValue> {
-        Ok(ApiKey(Some(format!("Bearer {key}").parse()?)))
-    }
-
-    /// Sends no key.
-    pub fn none() -> ApiKey {
-        ApiKey(None)
-    }
-}
-
-impl tonic::service::Interceptor for ApiKey {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(key) = &self.0 {
-            request.metadata_mut().insert("authorization", key.clone());
-        }
-        Ok(request)
-    }
-}
-
-pub type Grpc = HeraldClient<InterceptedService<Channel, ApiKey>>;
+pub type Grpc = HeraldClient<InterceptedService<Channel, BearerToken>>;
 
 /// A gRPC client of the API at `addr`, sending `key` as the API key.
 pub async fn grpc_client(addr: SocketAddr, key: Option<&str>) -> Grpc {
@@ -51,8 +22,8 @@ pub async fn grpc_client(addr: SocketAddr, key: Option<&str>) -> Grpc {
     )
     .await
     .expect("gRPC connects");
-    let key = key.map_or_else(ApiKey::none, |key| {
-        ApiKey::bearer(key).expect("the API key is a valid header value")
+    let key = key.map_or_else(BearerToken::none, |key| {
+        BearerToken::new(key).expect("the API key is a valid header value")
     });
     HeraldClient::with_interceptor(channel, key)
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use herald_api::BearerToken;
 use herald_api::v1::{PublishRequest, PublishResponse};
 use herald_client::{Client, ClientError, ConnectOptions};
 use herald_gateway::Server;
@@ -11,7 +12,7 @@ use herald_gateway::auth::{Authenticator, Claims, SubscriptionClaims};
 use herald_gateway::clock::unix_seconds;
 use herald_gateway::config::{Access, ChannelOptions, Config, ConfigArgs, NamespaceRule, Secret};
 pub use herald_testkit::client::{close_code, error_code, next_publication};
-pub use herald_testkit::grpc::{ApiKey, Grpc, grpc_client};
+pub use herald_testkit::grpc::{Grpc, grpc_client};
 pub use herald_testkit::herald::Served;
 pub use herald_testkit::http::{http_get, http_post, wait_for_metric};
 pub use herald_testkit::tokens::{API_KEY, SECRET, claims};

@@ -152,7 +152,7 @@ async fn grpcs_client(addr: SocketAddr, cert_pem: &str) -> Result<Grpc, tonic::t
         .await?;
     Ok(HeraldClient::with_interceptor(
         channel,
-        ApiKey::bearer(API_KEY).unwrap(),
+        BearerToken::new(API_KEY).unwrap(),
     ))
 }
 
@@ -241,7 +241,8 @@ async fn wss_and_grpc_over_tls_with_a_self_signed_certificate() {
             .unwrap()
             .connect()
             .await?;
-        let mut client = HeraldClient::with_interceptor(channel, ApiKey::bearer(API_KEY).unwrap());
+        let mut client =
+            HeraldClient::with_interceptor(channel, BearerToken::new(API_KEY).unwrap());
         client
             .publish(publish_request("public:news", "plain"))
             .await
